@@ -1,0 +1,13 @@
+//! TheRock's world, as a pure library: the build topology, artifact names, the run-output layout,
+//! source fingerprints, and the tree manifests that describe archive contents.
+//!
+//! Nothing here touches the network; the only I/O is reading a git checkout (in `git`) and files.
+#![deny(missing_docs)]
+
+pub mod digest;
+pub mod names;
+pub mod tree;
+
+pub use digest::{Blake3, Sha256};
+pub use names::Compression;
+pub use tree::{EntryKind, RelPath, Tree, TreeEntry};

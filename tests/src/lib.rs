@@ -1,0 +1,1 @@
+//! Test and benchmark harness shared by the end-to-end tests and the benches.
