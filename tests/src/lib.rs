@@ -1,1 +1,2 @@
 //! Test and benchmark harness shared by the end-to-end tests and the benches.
+pub mod checkout;

@@ -1,0 +1,333 @@
+//! `cairnd`'s configuration: a TOML file, overridden by `CAIRN_*` environment variables, overridden
+//! by flags. Every field has a default that works on a fresh machine with no cloud account: the store
+//! under the XDG cache dir, a local-directory storage backend under the XDG data dir, and a Unix
+//! socket under `$XDG_RUNTIME_DIR` (or `/tmp/cairn-$UID/` when that is unset).
+//!
+//! ```toml
+//! store_dir = "/var/cache/cairn"
+//! max_bytes = 53687091200          # 50 GiB; 0 = no quota
+//! socket = "/run/cairn/cairnd.sock"
+//! tcp = "127.0.0.1:7411"           # optional
+//! negative_ttl_secs = 60
+//!
+//! [[storage]]                      # one entry per bucket; `bucket = "*"` catches every bucket
+//! bucket = "therock-ci-artifacts"
+//! kind = "s3"
+//! region = "us-east-2"
+//! anonymous = true                 # public bucket: unsigned reads
+//! trusted = true
+//!
+//! [[storage]]
+//! bucket = "*"
+//! kind = "local"
+//! root = "/srv/cairn-staging"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the daemon keeps its state and how it reaches storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Local store directory (CAS + index).
+    #[serde(default = "default_store_dir")]
+    pub store_dir: PathBuf,
+    /// Byte quota of the CAS; 0 disables eviction.
+    #[serde(default)]
+    pub max_bytes: u64,
+    /// Unix socket path.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Optional TCP listen address (loopback recommended).
+    #[serde(default)]
+    pub tcp: Option<String>,
+    /// How long a "no producer for this fingerprint" answer is cached, in seconds.
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_secs: u64,
+    /// Storage backends by bucket.
+    #[serde(default = "default_storage")]
+    pub storage: Vec<StorageConfig>,
+}
+
+/// One storage backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Bucket this backend serves (as the run-output layout names buckets), or `*` for all.
+    pub bucket: String,
+    /// `local` or `s3`.
+    pub kind: StorageKind,
+    /// Local backend: root directory laid out like the bucket (`{root}/{prefix}/...`).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// S3: real bucket name when it differs from `bucket` (e.g. a test bucket standing in).
+    #[serde(default)]
+    pub s3_bucket: Option<String>,
+    /// S3: custom endpoint for S3-compatible stores.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3: region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3: path-style addressing (most S3-compatible stores need it).
+    #[serde(default)]
+    pub path_style: bool,
+    /// S3: unsigned requests (public buckets).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Whether producer records read from this backend's trusted area are trusted.
+    #[serde(default = "yes")]
+    pub trusted: bool,
+}
+
+/// Kind of storage backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// A local directory laid out like the bucket.
+    Local,
+    /// Amazon S3 or an S3-compatible store.
+    S3,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_negative_ttl() -> u64 {
+    60
+}
+
+/// `$XDG_CACHE_HOME/cairn` (or `~/.cache/cairn`).
+pub fn default_store_dir() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("cairn")
+}
+
+/// `$XDG_DATA_HOME/cairn/storage`: the embedded default storage backend.
+pub fn default_local_storage_root() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("cairn")
+        .join("storage")
+}
+
+/// `$XDG_RUNTIME_DIR/cairn/cairnd.sock`, else `/tmp/cairn-$UID/cairnd.sock`. Clients use the same rule.
+pub fn default_socket() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("cairn").join("cairnd.sock"),
+        _ => {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            std::env::temp_dir()
+                .join(format!("cairn-{uid}"))
+                .join("cairnd.sock")
+        }
+    }
+}
+
+fn default_storage() -> Vec<StorageConfig> {
+    vec![StorageConfig::local("*", default_local_storage_root())]
+}
+
+impl StorageConfig {
+    /// A trusted local-directory backend for `bucket`.
+    pub fn local(bucket: &str, root: PathBuf) -> StorageConfig {
+        StorageConfig {
+            bucket: bucket.to_string(),
+            kind: StorageKind::Local,
+            root: Some(root),
+            s3_bucket: None,
+            endpoint: None,
+            region: None,
+            path_style: false,
+            anonymous: false,
+            trusted: true,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store_dir: default_store_dir(),
+            max_bytes: 0,
+            socket: default_socket(),
+            tcp: None,
+            negative_ttl_secs: default_negative_ttl(),
+            storage: default_storage(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{path}`: {source}")]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid config file `{path}`: {message}")]
+    Parse {
+        /// Config path.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load `path` (if given), then apply `CAIRN_*` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Apply `CAIRN_STORE_DIR`, `CAIRN_MAX_BYTES`, `CAIRN_SOCKET`, `CAIRN_TCP`, `CAIRN_LOCAL_STORAGE`
+    /// (replaces the storage list with one local catch-all backend), `CAIRN_S3_ENDPOINT` +
+    /// `CAIRN_S3_BUCKET` (replaces it with one S3 catch-all backend, path-style).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("CAIRN_STORE_DIR") {
+            self.store_dir = v.into();
+        }
+        if let Some(v) = get("CAIRN_MAX_BYTES") {
+            self.max_bytes = parse_bytes(&v).ok_or_else(|| {
+                ConfigError::Invalid(format!("CAIRN_MAX_BYTES `{v}` is not a byte count"))
+            })?;
+        }
+        if let Some(v) = get("CAIRN_SOCKET") {
+            self.socket = v.into();
+        }
+        if let Some(v) = get("CAIRN_TCP") {
+            self.tcp = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = get("CAIRN_LOCAL_STORAGE") {
+            self.storage = vec![StorageConfig::local("*", v.into())];
+        }
+        if let Some(endpoint) = get("CAIRN_S3_ENDPOINT") {
+            let bucket = get("CAIRN_S3_BUCKET").ok_or_else(|| {
+                ConfigError::Invalid("CAIRN_S3_ENDPOINT needs CAIRN_S3_BUCKET".into())
+            })?;
+            self.storage = vec![StorageConfig {
+                bucket: "*".into(),
+                kind: StorageKind::S3,
+                root: None,
+                s3_bucket: Some(bucket),
+                endpoint: Some(endpoint),
+                region: get("AWS_REGION").or(Some("us-east-1".into())),
+                path_style: true,
+                anonymous: false,
+                trusted: true,
+            }];
+        }
+        Ok(())
+    }
+
+    /// Check cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.storage.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no [[storage]] backend configured".into(),
+            ));
+        }
+        for s in &self.storage {
+            match s.kind {
+                StorageKind::Local if s.root.is_none() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "local storage for bucket `{}` needs `root`",
+                        s.bucket
+                    )));
+                }
+                StorageKind::S3 if s.bucket == "*" && s.s3_bucket.is_none() => {
+                    return Err(ConfigError::Invalid(
+                        "an S3 catch-all backend (`bucket = \"*\"`) needs `s3_bucket`".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parse `123`, `10K`, `5MiB`, `2G`, `1.5GB` (binary multiples) into bytes.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    (num >= 0.0).then(|| (num * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_and_env_overrides() {
+        assert_eq!(parse_bytes("10K"), Some(10240));
+        assert_eq!(parse_bytes("1.5GiB"), Some(1610612736));
+        assert_eq!(parse_bytes("12"), Some(12));
+        assert_eq!(parse_bytes("x"), None);
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "CAIRN_MAX_BYTES" => Some("1M".into()),
+            "CAIRN_LOCAL_STORAGE" => Some("/srv/x".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.max_bytes, 1 << 20);
+        assert_eq!(c.storage[0].root.as_deref(), Some(Path::new("/srv/x")));
+        assert!(
+            c.apply_env(|k| (k == "CAIRN_MAX_BYTES").then(|| "lots".into()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn file_parses_and_rejects_unknown_keys() {
+        let c: Config =
+            toml::from_str("max_bytes = 5\n[[storage]]\nbucket='*'\nkind='local'\nroot='/r'\n")
+                .unwrap();
+        assert_eq!(c.max_bytes, 5);
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let bad: Config = toml::from_str("[[storage]]\nbucket='*'\nkind='local'\n").unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,493 @@
+//! The multi-base resolution policy (DESIGN §6): map every requested archive to one producing run.
+//!
+//! Input: per requested archive, its fingerprint and the producer records found for that fingerprint.
+//! Output: per archive, the chosen record (or MISSING) and an explanation naming every candidate seen
+//! and why it was or was not chosen. This module is pure: no storage, no index — `service.rs` feeds it.
+//!
+//! The policy, in order: candidates failing a hard filter are rejected (untrusted location unless
+//! allowed, unsuccessful run unless allowed, not the explicitly requested run, no archive for this
+//! component/family); the survivors are ranked by tier (trusted before untrusted, successful before
+//! not); within each archive's best tier, runs are picked greedily so that **fewer distinct runs** cover
+//! the request (a run covering more still-unresolved archives wins, ties go to the newest). A missing
+//! fingerprint is reported as missing, never substituted by another fingerprint's archive.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::records::{ArchiveRecord, ProducerRecord};
+
+/// What the caller accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Accept records from untrusted locations (forks, developer machines).
+    pub allow_untrusted: bool,
+    /// Accept records of runs whose status is not `success`.
+    pub allow_failed: bool,
+    /// Only this run id may be used.
+    pub run_id: Option<String>,
+}
+
+/// A producer record as found in storage, with the trust the *reader* assigned to where it was found
+/// (never the record's own claim).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The record.
+    pub record: ProducerRecord,
+    /// Whether the location it was read from is trusted by this daemon's configuration.
+    pub trusted: bool,
+}
+
+impl Candidate {
+    fn run_label(&self) -> String {
+        format!(
+            "{}/{} ({})",
+            self.record.bucket, self.record.prefix, self.record.run.repo
+        )
+    }
+
+    fn run_key(&self) -> (String, String) {
+        (self.record.bucket.clone(), self.record.prefix.clone())
+    }
+
+    fn successful(&self) -> bool {
+        self.record.run.status == "success"
+    }
+
+    /// Tier: lower is better.
+    fn tier(&self) -> u8 {
+        (!self.trusted as u8) * 2 + (!self.successful() as u8)
+    }
+}
+
+/// One archive to resolve.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    /// `{name}_{component}_{family}`.
+    pub artifact: String,
+    /// The artifact's fingerprint (hex).
+    pub fingerprint: String,
+}
+
+/// The outcome for one archive.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The archive asked for.
+    pub artifact: String,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The chosen candidate and its archive, or `None` if missing.
+    pub chosen: Option<(Candidate, ArchiveRecord)>,
+    /// Every candidate seen and why it was (not) chosen.
+    pub explanation: Vec<String>,
+}
+
+/// Resolve `wanted` archives given the candidates found per fingerprint.
+pub fn resolve(
+    wanted: &[Wanted],
+    candidates: &BTreeMap<String, Vec<Candidate>>,
+    policy: &Policy,
+) -> Vec<Resolution> {
+    // Per archive: eligible candidates (in their best tier only) and the explanation so far.
+    let mut eligible: Vec<Vec<(Candidate, ArchiveRecord)>> = Vec::with_capacity(wanted.len());
+    let mut explanations: Vec<Vec<String>> = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let mut expl = Vec::new();
+        let mut ok = Vec::new();
+        let cands = candidates
+            .get(&w.fingerprint)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if cands.is_empty() {
+            expl.push(format!(
+                "no producer record for fingerprint {}",
+                w.fingerprint
+            ));
+        }
+        for c in cands {
+            let label = c.run_label();
+            let reject = if !c.trusted && !policy.allow_untrusted {
+                Some(
+                    "untrusted location (fork or external bucket); pass allow_untrusted to accept"
+                        .to_string(),
+                )
+            } else if !c.successful() && !policy.allow_failed {
+                Some(format!(
+                    "run status is `{}`, not `success`",
+                    c.record.run.status
+                ))
+            } else if policy
+                .run_id
+                .as_ref()
+                .is_some_and(|r| r != &c.record.run.run_id)
+            {
+                Some(format!(
+                    "not the requested run `{}`",
+                    policy.run_id.as_deref().unwrap_or_default()
+                ))
+            } else if c.record.archive(&w.artifact).is_none() {
+                Some(format!(
+                    "run published no `{}` archive for this fingerprint",
+                    w.artifact
+                ))
+            } else {
+                None
+            };
+            match reject {
+                Some(why) => expl.push(format!("rejected {label}: {why}")),
+                None => ok.push((
+                    c.clone(),
+                    c.record
+                        .archive(&w.artifact)
+                        .cloned()
+                        .expect("checked above"),
+                )),
+            }
+        }
+        if let Some(best) = ok.iter().map(|(c, _)| c.tier()).min() {
+            for (c, _) in ok.iter().filter(|(c, _)| c.tier() != best) {
+                expl.push(format!(
+                    "passed over {}: a more trusted or successful run exists",
+                    c.run_label()
+                ));
+            }
+            ok.retain(|(c, _)| c.tier() == best);
+        }
+        eligible.push(ok);
+        explanations.push(expl);
+    }
+
+    // Greedy cover: pick the run that serves the most unresolved archives; ties to the newest.
+    let mut chosen: Vec<Option<usize>> = vec![None; wanted.len()];
+    let mut picked_runs: BTreeSet<(String, String)> = BTreeSet::new();
+    loop {
+        let mut coverage: BTreeMap<(String, String), (usize, String)> = BTreeMap::new();
+        for (i, opts) in eligible.iter().enumerate() {
+            if chosen[i].is_some() {
+                continue;
+            }
+            let runs: BTreeSet<_> = opts
+                .iter()
+                .map(|(c, _)| (c.run_key(), c.record.published_at.clone()))
+                .collect();
+            for (run, published) in runs {
+                let e = coverage.entry(run).or_insert((0, published.clone()));
+                e.0 += 1;
+                if published > e.1 {
+                    e.1 = published;
+                }
+            }
+        }
+        let Some((run, _)) = coverage
+            .into_iter()
+            .max_by(|a, b| (a.1.0, &a.1.1, &b.0).cmp(&(b.1.0, &b.1.1, &a.0)))
+        else {
+            break;
+        };
+        for (i, opts) in eligible.iter().enumerate() {
+            if chosen[i].is_none() {
+                chosen[i] = opts.iter().position(|(c, _)| c.run_key() == run);
+            }
+        }
+        picked_runs.insert(run);
+    }
+
+    wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let mut explanation = std::mem::take(&mut explanations[i]);
+            let chosen = chosen[i].map(|j| eligible[i][j].clone());
+            match &chosen {
+                Some((c, _)) => {
+                    let others = eligible[i].len() - 1;
+                    explanation.insert(
+                        0,
+                        format!(
+                            "chose {} (run {}, commit {}, {}{}) among {} eligible candidate(s){}",
+                            c.run_label(),
+                            c.record.run.run_id,
+                            short(&c.record.run.commit),
+                            if c.trusted { "trusted" } else { "untrusted" },
+                            if c.successful() {
+                                ", success"
+                            } else {
+                                ", not successful"
+                            },
+                            others + 1,
+                            if others > 0 {
+                                "; fewest distinct runs, then newest"
+                            } else {
+                                ""
+                            },
+                        ),
+                    );
+                    for (o, _) in eligible[i]
+                        .iter()
+                        .filter(|(o, _)| o.run_key() != c.run_key())
+                    {
+                        explanation.push(format!(
+                            "not chosen {}: another run already serves this request",
+                            o.run_label()
+                        ));
+                    }
+                }
+                None => explanation.insert(
+                    0,
+                    format!(
+                        "MISSING: no eligible producer for fingerprint {}",
+                        w.fingerprint
+                    ),
+                ),
+            }
+            Resolution {
+                artifact: w.artifact.clone(),
+                fingerprint: w.fingerprint.clone(),
+                chosen,
+                explanation,
+            }
+        })
+        .collect()
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{PRODUCER_RECORD_VERSION, RunIdentity};
+    use cairn_fingerprint::{Blake3, Sha256};
+
+    fn fp(n: u8) -> Blake3 {
+        Blake3([n; 32])
+    }
+
+    fn record(
+        fpn: u8,
+        run: &str,
+        status: &str,
+        published: &str,
+        artifacts: &[&str],
+    ) -> ProducerRecord {
+        ProducerRecord {
+            version: PRODUCER_RECORD_VERSION.into(),
+            fingerprint: fp(fpn),
+            name: "x".into(),
+            run: RunIdentity {
+                repo: "ROCm/TheRock".into(),
+                workflow: "multi_arch_ci.yml".into(),
+                run_id: run.into(),
+                commit: format!("{run}abc"),
+                platform: "linux".into(),
+                status: status.into(),
+                head_repo: String::new(),
+            },
+            stage: "s".into(),
+            bucket: "therock-ci-artifacts".into(),
+            prefix: format!("{run}-linux"),
+            published_at: published.into(),
+            archives: artifacts
+                .iter()
+                .map(|a| ArchiveRecord {
+                    artifact: a.to_string(),
+                    name: "x".into(),
+                    component: "lib".into(),
+                    family: "generic".into(),
+                    fingerprint: fp(fpn),
+                    key: format!("{run}-linux/{a}.tar.zst"),
+                    sha256: Sha256([0; 32]),
+                    compressed_size: 1,
+                    uncompressed_size: 1,
+                    files: 1,
+                    tree_digest: Blake3([9; 32]),
+                    built_here: true,
+                    reused_from_run_id: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn cand(r: ProducerRecord, trusted: bool) -> Candidate {
+        Candidate { record: r, trusted }
+    }
+
+    fn want(a: &str, n: u8) -> Wanted {
+        Wanted {
+            artifact: a.into(),
+            fingerprint: fp(n).to_hex(),
+        }
+    }
+
+    fn run_of(r: &Resolution) -> Option<&str> {
+        r.chosen.as_ref().map(|(c, _)| c.record.run.run_id.as_str())
+    }
+
+    #[test]
+    fn missing_fingerprint_is_never_substituted() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            fp(1).to_hex(),
+            vec![cand(
+                record(
+                    1,
+                    "1",
+                    "success",
+                    "2026-01-01T00:00:00Z",
+                    &["a_lib_generic"],
+                ),
+                true,
+            )],
+        );
+        let out = resolve(
+            &[want("a_lib_generic", 1), want("b_lib_generic", 2)],
+            &c,
+            &Policy::default(),
+        );
+        assert_eq!(run_of(&out[0]), Some("1"));
+        assert!(out[1].chosen.is_none());
+        assert!(out[1].explanation[0].starts_with("MISSING"));
+    }
+
+    #[test]
+    fn trusted_and_successful_first_then_fewest_runs_then_newest() {
+        let mut c = BTreeMap::new();
+        // Fingerprint 1 exists in runs 10 (old) and 20 (new); fingerprint 2 only in run 10.
+        c.insert(
+            fp(1).to_hex(),
+            vec![
+                cand(
+                    record(
+                        1,
+                        "10",
+                        "success",
+                        "2026-01-01T00:00:00Z",
+                        &["a_lib_generic"],
+                    ),
+                    true,
+                ),
+                cand(
+                    record(
+                        1,
+                        "20",
+                        "success",
+                        "2026-02-01T00:00:00Z",
+                        &["a_lib_generic"],
+                    ),
+                    true,
+                ),
+                cand(
+                    record(
+                        1,
+                        "30",
+                        "success",
+                        "2026-03-01T00:00:00Z",
+                        &["a_lib_generic"],
+                    ),
+                    false,
+                ),
+                cand(
+                    record(
+                        1,
+                        "40",
+                        "failure",
+                        "2026-04-01T00:00:00Z",
+                        &["a_lib_generic"],
+                    ),
+                    true,
+                ),
+            ],
+        );
+        c.insert(
+            fp(2).to_hex(),
+            vec![cand(
+                record(
+                    2,
+                    "10",
+                    "success",
+                    "2026-01-01T00:00:00Z",
+                    &["b_lib_generic"],
+                ),
+                true,
+            )],
+        );
+        let out = resolve(
+            &[want("a_lib_generic", 1), want("b_lib_generic", 2)],
+            &c,
+            &Policy::default(),
+        );
+        // Run 10 covers both, so it beats the newer run 20 for `a`.
+        assert_eq!(run_of(&out[0]), Some("10"));
+        assert_eq!(run_of(&out[1]), Some("10"));
+        let text = out[0].explanation.join("\n");
+        assert!(text.contains("untrusted location"), "{text}");
+        assert!(text.contains("status is `failure`"), "{text}");
+
+        // Alone, `a` goes to the newest trusted successful run.
+        let out = resolve(&[want("a_lib_generic", 1)], &c, &Policy::default());
+        assert_eq!(run_of(&out[0]), Some("20"));
+        // Untrusted allowed: trusted still preferred.
+        let p = Policy {
+            allow_untrusted: true,
+            ..Policy::default()
+        };
+        assert_eq!(
+            run_of(&resolve(&[want("a_lib_generic", 1)], &c, &p)[0]),
+            Some("20")
+        );
+        // Explicit run id.
+        let p = Policy {
+            run_id: Some("10".into()),
+            ..Policy::default()
+        };
+        assert_eq!(
+            run_of(&resolve(&[want("a_lib_generic", 1)], &c, &p)[0]),
+            Some("10")
+        );
+        // Only untrusted candidates and not allowed: missing.
+        let mut only = BTreeMap::new();
+        only.insert(
+            fp(1).to_hex(),
+            vec![cand(
+                record(
+                    1,
+                    "30",
+                    "success",
+                    "2026-03-01T00:00:00Z",
+                    &["a_lib_generic"],
+                ),
+                false,
+            )],
+        );
+        assert!(
+            resolve(&[want("a_lib_generic", 1)], &only, &Policy::default())[0]
+                .chosen
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_run_without_the_component_is_rejected_for_it() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            fp(1).to_hex(),
+            vec![cand(
+                record(
+                    1,
+                    "1",
+                    "success",
+                    "2026-01-01T00:00:00Z",
+                    &["a_lib_generic"],
+                ),
+                true,
+            )],
+        );
+        let out = resolve(&[want("a_dbg_generic", 1)], &c, &Policy::default());
+        assert!(out[0].chosen.is_none());
+        assert!(
+            out[0]
+                .explanation
+                .join("\n")
+                .contains("no `a_dbg_generic` archive")
+        );
+    }
+}
