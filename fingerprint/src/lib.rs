@@ -6,8 +6,10 @@
 
 pub mod digest;
 pub mod names;
+pub mod topology;
 pub mod tree;
 
 pub use digest::{Blake3, Sha256};
 pub use names::Compression;
+pub use topology::{Problem, Topology, TopologyError};
 pub use tree::{EntryKind, RelPath, Tree, TreeEntry};
