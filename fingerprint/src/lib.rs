@@ -5,11 +5,13 @@
 #![deny(missing_docs)]
 
 pub mod digest;
+pub mod layout;
 pub mod names;
 pub mod topology;
 pub mod tree;
 
 pub use digest::{Blake3, Sha256};
-pub use names::Compression;
+pub use layout::{Platform, RunOutputRoot, RunSpec};
+pub use names::{ArchiveName, ArtifactName, Component, Compression};
 pub use topology::{Problem, Topology, TopologyError};
 pub use tree::{EntryKind, RelPath, Tree, TreeEntry};
