@@ -18,8 +18,15 @@ pub struct DigestParseError {
 }
 
 fn parse_hex32(s: &str, algorithm: &'static str) -> Result<[u8; 32], DigestParseError> {
-    let err = || DigestParseError { input: s.chars().take(80).collect(), algorithm };
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    let err = || DigestParseError {
+        input: s.chars().take(80).collect(),
+        algorithm,
+    };
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(err());
     }
     let mut out = [0u8; 32];

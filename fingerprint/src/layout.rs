@@ -41,7 +41,9 @@ pub enum LayoutError {
     #[error("`{0}` is not a run id (expected a non-empty id without `/` or whitespace)")]
     RunId(String),
     /// A release type outside the allowlist of the selected rules.
-    #[error("release type `{value}` is not allowed with {rules} bucket rules (expected one of {allowed})")]
+    #[error(
+        "release type `{value}` is not allowed with {rules} bucket rules (expected one of {allowed})"
+    )]
     ReleaseType {
         /// The rejected release type.
         value: String,
@@ -62,7 +64,9 @@ pub enum LayoutError {
 }
 
 /// The platform a run built for: the `{platform}` in `{run_id}-{platform}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Platform {
     /// `linux`.
@@ -75,7 +79,11 @@ impl Platform {
     /// The platform this binary runs on (TheRock's `platform.system().lower()`; anything that is not
     /// Windows counts as Linux).
     pub fn host() -> Platform {
-        if cfg!(windows) { Platform::Windows } else { Platform::Linux }
+        if cfg!(windows) {
+            Platform::Windows
+        } else {
+            Platform::Linux
+        }
     }
 
     /// `linux` or `windows`.
@@ -116,7 +124,10 @@ pub struct GithubRepo {
 impl GithubRepo {
     /// TheRock's own repository, the default everywhere.
     pub fn the_rock() -> GithubRepo {
-        GithubRepo { owner: "ROCm".into(), name: "TheRock".into() }
+        GithubRepo {
+            owner: "ROCm".into(),
+            name: "TheRock".into(),
+        }
     }
 
     /// `{owner}-{name}/`: the `external_repo` prefix this repository's runs get in shared buckets.
@@ -134,11 +145,16 @@ impl fmt::Display for GithubRepo {
 impl FromStr for GithubRepo {
     type Err = LayoutError;
     fn from_str(s: &str) -> Result<Self, LayoutError> {
-        let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         match s.split_once('/') {
-            Some((owner, name)) if ok(owner) && ok(name) => {
-                Ok(GithubRepo { owner: owner.to_string(), name: name.to_string() })
-            }
+            Some((owner, name)) if ok(owner) && ok(name) => Ok(GithubRepo {
+                owner: owner.to_string(),
+                name: name.to_string(),
+            }),
             _ => Err(LayoutError::Repo(s.to_string())),
         }
     }
@@ -165,7 +181,14 @@ impl fmt::Display for BucketRules {
 }
 
 /// Release types the current rules accept.
-pub const RELEASE_TYPES: [&str; 6] = ["ci", "dev", "dev-bkc", "nightly", "nightly-bkc", "prerelease"];
+pub const RELEASE_TYPES: [&str; 6] = [
+    "ci",
+    "dev",
+    "dev-bkc",
+    "nightly",
+    "nightly-bkc",
+    "prerelease",
+];
 /// Release types the legacy rules accept (besides none, which means CI).
 pub const LEGACY_RELEASE_TYPES: [&str; 3] = ["dev", "nightly", "prerelease"];
 
@@ -255,29 +278,61 @@ impl RunOutputRoot {
                     rt if RELEASE_TYPES.contains(&rt) => format!("therock-{rt}-artifacts"),
                     rt => return Err(release_type_error(rt, BucketRules::Current, &RELEASE_TYPES)),
                 };
-                let external = if bucket == CI_EXTERNAL_BUCKET { spec.repo.external_prefix() } else { String::new() };
+                let external = if bucket == CI_EXTERNAL_BUCKET {
+                    spec.repo.external_prefix()
+                } else {
+                    String::new()
+                };
                 (bucket, external)
             }
             BucketRules::Legacy => {
-                let external =
-                    if is_the_rock && !fork { String::new() } else { spec.repo.external_prefix() };
+                let external = if is_the_rock && !fork {
+                    String::new()
+                } else {
+                    spec.repo.external_prefix()
+                };
                 let before_cutover = spec.updated_at.is_some_and(|t| t <= LEGACY_CUTOVER);
                 let bucket = match spec.release_type.as_deref().filter(|rt| *rt != "ci") {
-                    Some(rt) if LEGACY_RELEASE_TYPES.contains(&rt) => format!("therock-{rt}-artifacts"),
-                    Some(rt) => return Err(release_type_error(rt, BucketRules::Legacy, &LEGACY_RELEASE_TYPES)),
-                    None if external.is_empty() => {
-                        (if before_cutover { LEGACY_BUCKET } else { CI_BUCKET }).to_string()
+                    Some(rt) if LEGACY_RELEASE_TYPES.contains(&rt) => {
+                        format!("therock-{rt}-artifacts")
                     }
-                    None if !fork && spec.repo.owner == "ROCm" && spec.repo.name == "therock-releases-internal" => {
+                    Some(rt) => {
+                        return Err(release_type_error(
+                            rt,
+                            BucketRules::Legacy,
+                            &LEGACY_RELEASE_TYPES,
+                        ));
+                    }
+                    None if external.is_empty() => (if before_cutover {
+                        LEGACY_BUCKET
+                    } else {
+                        CI_BUCKET
+                    })
+                    .to_string(),
+                    None if !fork
+                        && spec.repo.owner == "ROCm"
+                        && spec.repo.name == "therock-releases-internal" =>
+                    {
                         LEGACY_INTERNAL_BUCKET.to_string()
                     }
-                    None => (if before_cutover { LEGACY_EXTERNAL_BUCKET } else { CI_EXTERNAL_BUCKET }).to_string(),
+                    None => (if before_cutover {
+                        LEGACY_EXTERNAL_BUCKET
+                    } else {
+                        CI_EXTERNAL_BUCKET
+                    })
+                    .to_string(),
                 };
                 (bucket, external)
             }
         };
         let trusted = !fork && bucket != CI_EXTERNAL_BUCKET && bucket != LEGACY_EXTERNAL_BUCKET;
-        Ok(RunOutputRoot { bucket, external_repo, run_id: spec.run_id.clone(), platform: spec.platform, trusted })
+        Ok(RunOutputRoot {
+            bucket,
+            external_repo,
+            run_id: spec.run_id.clone(),
+            platform: spec.platform,
+            trusted,
+        })
     }
 
     /// A run in a local staging directory (TheRock's `for_local`): bucket `local`, no
@@ -296,7 +351,9 @@ impl RunOutputRoot {
         trusted: bool,
     ) -> Result<RunOutputRoot, LayoutError> {
         check_run_id(run_id)?;
-        if !(external_repo.is_empty() || external_repo.ends_with('/') && external_repo.matches('/').count() == 1) {
+        if !(external_repo.is_empty()
+            || external_repo.ends_with('/') && external_repo.matches('/').count() == 1)
+        {
             return Err(LayoutError::Repo(external_repo.to_string()));
         }
         Ok(RunOutputRoot {
@@ -387,7 +444,11 @@ impl RunOutputRoot {
 
     /// `{prefix}/{file_name}.sha256sum`: an archive's checksum sidecar.
     pub fn sha256sum_key(&self, archive_file_name: &str) -> String {
-        format!("{}/{archive_file_name}{}", self.prefix(), crate::names::SHA256SUM_SUFFIX)
+        format!(
+            "{}/{archive_file_name}{}",
+            self.prefix(),
+            crate::names::SHA256SUM_SUFFIX
+        )
     }
 
     /// `{prefix}/index.html`: the server-side artifact index (multi-arch CI).
@@ -447,7 +508,11 @@ impl RunOutputRoot {
 
     /// Cairn's commit index entry of this run: `cairn/commits/{commit}/{run_id}-{platform}`.
     pub fn commit_index_key(&self, commit: &str) -> Result<String, LayoutError> {
-        Ok(format!("{}{}", commit_index_prefix(commit)?, self.run_key()))
+        Ok(format!(
+            "{}{}",
+            commit_index_prefix(commit)?,
+            self.run_key()
+        ))
     }
 }
 
@@ -475,14 +540,21 @@ fn check_run_id(run_id: &str) -> Result<(), LayoutError> {
 }
 
 fn check_key_part(part: &str) -> Result<(), LayoutError> {
-    if part.is_empty() || part.contains('/') || part.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if part.is_empty()
+        || part.contains('/')
+        || part.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(LayoutError::KeyPart(part.to_string()));
     }
     Ok(())
 }
 
 fn release_type_error(value: &str, rules: BucketRules, allowed: &[&str]) -> LayoutError {
-    LayoutError::ReleaseType { value: value.to_string(), rules, allowed: allowed.join(", ") }
+    LayoutError::ReleaseType {
+        value: value.to_string(),
+        rules,
+        allowed: allowed.join(", "),
+    }
 }
 
 #[cfg(test)]
@@ -517,43 +589,233 @@ mod tests {
     #[test]
     fn bucket_selection_table() {
         use BucketRules::{Current as C, Legacy as L};
-        let c = |repo, head, release_type, updated_at, rules, bucket, external_repo, trusted| Case {
-            repo,
-            head,
-            release_type,
-            updated_at,
-            rules,
-            bucket,
-            external_repo,
-            trusted,
-        };
+        let c =
+            |repo, head, release_type, updated_at, rules, bucket, external_repo, trusted| Case {
+                repo,
+                head,
+                release_type,
+                updated_at,
+                rules,
+                bucket,
+                external_repo,
+                trusted,
+            };
         let cases = [
             // Current rules (FACTS §5).
-            c("ROCm/TheRock", None, None, None, C, "therock-ci-artifacts", "", true),
-            c("ROCm/TheRock", Some("ROCm/TheRock"), Some("ci"), None, C, "therock-ci-artifacts", "", true),
-            c("ROCm/TheRock", Some("someone/TheRock"), None, None, C, "therock-ci-artifacts-external", "ROCm-TheRock/", false),
-            c("ROCm/rocm-libraries", None, None, None, C, "therock-ci-artifacts-external", "ROCm-rocm-libraries/", false),
-            c("ROCm/TheRock", None, Some("dev"), None, C, "therock-dev-artifacts", "", true),
-            c("ROCm/TheRock", None, Some("dev-bkc"), None, C, "therock-dev-artifacts", "", true),
-            c("ROCm/TheRock", None, Some("nightly"), None, C, "therock-nightly-artifacts", "", true),
-            c("ROCm/TheRock", None, Some("nightly-bkc"), None, C, "therock-nightly-artifacts", "", true),
-            c("ROCm/TheRock", None, Some("prerelease"), None, C, "therock-prerelease-artifacts", "", true),
+            c(
+                "ROCm/TheRock",
+                None,
+                None,
+                None,
+                C,
+                "therock-ci-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                Some("ROCm/TheRock"),
+                Some("ci"),
+                None,
+                C,
+                "therock-ci-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                Some("someone/TheRock"),
+                None,
+                None,
+                C,
+                "therock-ci-artifacts-external",
+                "ROCm-TheRock/",
+                false,
+            ),
+            c(
+                "ROCm/rocm-libraries",
+                None,
+                None,
+                None,
+                C,
+                "therock-ci-artifacts-external",
+                "ROCm-rocm-libraries/",
+                false,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                Some("dev"),
+                None,
+                C,
+                "therock-dev-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                Some("dev-bkc"),
+                None,
+                C,
+                "therock-dev-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                Some("nightly"),
+                None,
+                C,
+                "therock-nightly-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                Some("nightly-bkc"),
+                None,
+                C,
+                "therock-nightly-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                Some("prerelease"),
+                None,
+                C,
+                "therock-prerelease-artifacts",
+                "",
+                true,
+            ),
             // HEAD sets external_repo only in the external CI bucket, even for other repos.
-            c("ROCm/rocm-libraries", None, Some("nightly"), None, C, "therock-nightly-artifacts", "", true),
+            c(
+                "ROCm/rocm-libraries",
+                None,
+                Some("nightly"),
+                None,
+                C,
+                "therock-nightly-artifacts",
+                "",
+                true,
+            ),
             // The cutover does not exist under the current rules.
-            c("ROCm/TheRock", None, None, Some("2025-01-01T00:00:00Z"), C, "therock-ci-artifacts", "", true),
+            c(
+                "ROCm/TheRock",
+                None,
+                None,
+                Some("2025-01-01T00:00:00Z"),
+                C,
+                "therock-ci-artifacts",
+                "",
+                true,
+            ),
             // Legacy rules.
-            c("ROCm/TheRock", None, None, None, L, "therock-ci-artifacts", "", true),
-            c("ROCm/TheRock", None, None, Some("2025-11-11T16:18:48Z"), L, "therock-artifacts", "", true),
-            c("ROCm/TheRock", None, None, Some("2025-11-11T16:18:49Z"), L, "therock-ci-artifacts", "", true),
-            c("ROCm/TheRock", None, None, Some("2025-11-11T17:18:48+01:00"), L, "therock-artifacts", "", true),
-            c("ROCm/TheRock", Some("me/TheRock"), None, Some("2025-06-01T00:00:00Z"), L, "therock-artifacts-external", "ROCm-TheRock/", false),
-            c("ROCm/TheRock", Some("me/TheRock"), None, Some("2026-01-01T00:00:00Z"), L, "therock-ci-artifacts-external", "ROCm-TheRock/", false),
-            c("ROCm/rocm-systems", None, None, None, L, "therock-ci-artifacts-external", "ROCm-rocm-systems/", false),
-            c("ROCm/therock-releases-internal", None, None, None, L, "therock-artifacts-internal", "ROCm-therock-releases-internal/", true),
+            c(
+                "ROCm/TheRock",
+                None,
+                None,
+                None,
+                L,
+                "therock-ci-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                None,
+                Some("2025-11-11T16:18:48Z"),
+                L,
+                "therock-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                None,
+                Some("2025-11-11T16:18:49Z"),
+                L,
+                "therock-ci-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                None,
+                Some("2025-11-11T17:18:48+01:00"),
+                L,
+                "therock-artifacts",
+                "",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                Some("me/TheRock"),
+                None,
+                Some("2025-06-01T00:00:00Z"),
+                L,
+                "therock-artifacts-external",
+                "ROCm-TheRock/",
+                false,
+            ),
+            c(
+                "ROCm/TheRock",
+                Some("me/TheRock"),
+                None,
+                Some("2026-01-01T00:00:00Z"),
+                L,
+                "therock-ci-artifacts-external",
+                "ROCm-TheRock/",
+                false,
+            ),
+            c(
+                "ROCm/rocm-systems",
+                None,
+                None,
+                None,
+                L,
+                "therock-ci-artifacts-external",
+                "ROCm-rocm-systems/",
+                false,
+            ),
+            c(
+                "ROCm/therock-releases-internal",
+                None,
+                None,
+                None,
+                L,
+                "therock-artifacts-internal",
+                "ROCm-therock-releases-internal/",
+                true,
+            ),
             // Legacy: external_repo is independent of the bucket.
-            c("ROCm/rocm-libraries", None, Some("nightly"), None, L, "therock-nightly-artifacts", "ROCm-rocm-libraries/", true),
-            c("ROCm/TheRock", None, Some("ci"), Some("2025-01-01T00:00:00Z"), L, "therock-artifacts", "", true),
+            c(
+                "ROCm/rocm-libraries",
+                None,
+                Some("nightly"),
+                None,
+                L,
+                "therock-nightly-artifacts",
+                "ROCm-rocm-libraries/",
+                true,
+            ),
+            c(
+                "ROCm/TheRock",
+                None,
+                Some("ci"),
+                Some("2025-01-01T00:00:00Z"),
+                L,
+                "therock-artifacts",
+                "",
+                true,
+            ),
         ];
         for (i, case) in cases.iter().enumerate() {
             let root = check(case).unwrap_or_else(|e| panic!("case {i}: {e}"));
@@ -584,7 +846,13 @@ mod tests {
         );
         case.rules = BucketRules::Legacy;
         case.release_type = Some("dev-bkc");
-        assert!(matches!(check(&case), Err(LayoutError::ReleaseType { rules: BucketRules::Legacy, .. })));
+        assert!(matches!(
+            check(&case),
+            Err(LayoutError::ReleaseType {
+                rules: BucketRules::Legacy,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -593,57 +861,130 @@ mod tests {
         spec.head_repo = Some(repo("fork/TheRock"));
         let ext = RunOutputRoot::from_run(&spec).unwrap();
         assert_eq!(ext.prefix(), "ROCm-TheRock/12345-linux");
-        assert_eq!(ext.s3_uri(), "s3://therock-ci-artifacts-external/ROCm-TheRock/12345-linux");
-        assert_eq!(ext.https_url(), "https://therock-ci-artifacts-external.s3.amazonaws.com/ROCm-TheRock/12345-linux");
+        assert_eq!(
+            ext.s3_uri(),
+            "s3://therock-ci-artifacts-external/ROCm-TheRock/12345-linux"
+        );
+        assert_eq!(
+            ext.https_url(),
+            "https://therock-ci-artifacts-external.s3.amazonaws.com/ROCm-TheRock/12345-linux"
+        );
 
         let root = RunOutputRoot::from_run(&RunSpec::new("98765", Platform::Windows)).unwrap();
         let archive = "blas_lib_gfx942:xnack+.tar.zst";
         let table = [
             (root.prefix(), "98765-windows"),
             (root.s3_uri(), "s3://therock-ci-artifacts/98765-windows"),
-            (root.https_url(), "https://therock-ci-artifacts.s3.amazonaws.com/98765-windows"),
-            (root.artifact_key("amd-llvm_dev_generic.tar.zst"), "98765-windows/amd-llvm_dev_generic.tar.zst"),
-            (root.sha256sum_key("amd-llvm_dev_generic.tar.zst"), "98765-windows/amd-llvm_dev_generic.tar.zst.sha256sum"),
-            (root.https_url_of(&root.artifact_key(archive)), "https://therock-ci-artifacts.s3.amazonaws.com/98765-windows/blas_lib_gfx942%3Axnack%2B.tar.zst"),
+            (
+                root.https_url(),
+                "https://therock-ci-artifacts.s3.amazonaws.com/98765-windows",
+            ),
+            (
+                root.artifact_key("amd-llvm_dev_generic.tar.zst"),
+                "98765-windows/amd-llvm_dev_generic.tar.zst",
+            ),
+            (
+                root.sha256sum_key("amd-llvm_dev_generic.tar.zst"),
+                "98765-windows/amd-llvm_dev_generic.tar.zst.sha256sum",
+            ),
+            (
+                root.https_url_of(&root.artifact_key(archive)),
+                "https://therock-ci-artifacts.s3.amazonaws.com/98765-windows/blas_lib_gfx942%3Axnack%2B.tar.zst",
+            ),
             (root.index_key(), "98765-windows/index.html"),
-            (root.legacy_index_key("gfx94X-dcgpu"), "98765-windows/index-gfx94X-dcgpu.html"),
-            (root.logs_prefix("math-libs", Some("gfx1151")), "98765-windows/logs/math-libs/gfx1151/"),
-            (root.logs_prefix("compiler-runtime", None), "98765-windows/logs/compiler-runtime/"),
+            (
+                root.legacy_index_key("gfx94X-dcgpu"),
+                "98765-windows/index-gfx94X-dcgpu.html",
+            ),
+            (
+                root.logs_prefix("math-libs", Some("gfx1151")),
+                "98765-windows/logs/math-libs/gfx1151/",
+            ),
+            (
+                root.logs_prefix("compiler-runtime", None),
+                "98765-windows/logs/compiler-runtime/",
+            ),
             (root.logs_index_key(), "98765-windows/logs/index.html"),
-            (root.manifest_key(Some("gfx1151")), "98765-windows/manifests/gfx1151/therock_manifest.json"),
-            (root.manifest_key(None), "98765-windows/manifests/therock_manifest.json"),
-            (root.manifests_index_key(), "98765-windows/manifests/index.html"),
-            (root.job_manifest_key("math-libs", "gfx1151").unwrap(), "98765-windows/cairn/math-libs-gfx1151.json"),
+            (
+                root.manifest_key(Some("gfx1151")),
+                "98765-windows/manifests/gfx1151/therock_manifest.json",
+            ),
+            (
+                root.manifest_key(None),
+                "98765-windows/manifests/therock_manifest.json",
+            ),
+            (
+                root.manifests_index_key(),
+                "98765-windows/manifests/index.html",
+            ),
+            (
+                root.job_manifest_key("math-libs", "gfx1151").unwrap(),
+                "98765-windows/cairn/math-libs-gfx1151.json",
+            ),
             (root.job_manifests_prefix(), "98765-windows/cairn/"),
         ];
         for (got, want) in table {
             assert_eq!(got, want);
         }
         let fp = Blake3::of(b"fp");
-        assert_eq!(root.producer_record_key(&fp), format!("cairn/fp/{fp}/98765-windows"));
+        assert_eq!(
+            root.producer_record_key(&fp),
+            format!("cairn/fp/{fp}/98765-windows")
+        );
         assert_eq!(tree_manifest_key(&fp), format!("cairn/trees/{fp}"));
         let commit = "89553ce3746eda74ade42557470d25e37c91b6f0";
-        assert_eq!(root.commit_index_key(commit).unwrap(), format!("cairn/commits/{commit}/98765-windows"));
-        assert_eq!(root.local_path(Path::new("/staging")), Path::new("/staging/98765-windows"));
-        assert!(matches!(root.commit_index_key("HEAD"), Err(LayoutError::Commit(_))));
-        assert!(matches!(root.job_manifest_key("a/b", "x"), Err(LayoutError::KeyPart(_))));
+        assert_eq!(
+            root.commit_index_key(commit).unwrap(),
+            format!("cairn/commits/{commit}/98765-windows")
+        );
+        assert_eq!(
+            root.local_path(Path::new("/staging")),
+            Path::new("/staging/98765-windows")
+        );
+        assert!(matches!(
+            root.commit_index_key("HEAD"),
+            Err(LayoutError::Commit(_))
+        ));
+        assert!(matches!(
+            root.job_manifest_key("a/b", "x"),
+            Err(LayoutError::KeyPart(_))
+        ));
 
         let local = RunOutputRoot::for_local("local", Platform::Linux).unwrap();
-        assert_eq!((local.bucket(), local.prefix().as_str(), local.trusted()), ("local", "local-linux", false));
+        assert_eq!(
+            (local.bucket(), local.prefix().as_str(), local.trusted()),
+            ("local", "local-linux", false)
+        );
     }
 
     #[test]
     fn parsing_inputs() {
         assert_eq!("linux".parse::<Platform>().unwrap(), Platform::Linux);
         assert_eq!("windows".parse::<Platform>().unwrap(), Platform::Windows);
-        assert_eq!("darwin".parse::<Platform>(), Err(LayoutError::Platform("darwin".into())));
+        assert_eq!(
+            "darwin".parse::<Platform>(),
+            Err(LayoutError::Platform("darwin".into()))
+        );
         for bad in ["ROCm", "/x", "x/", "a/b/c", "a b/c", ""] {
-            assert_eq!(bad.parse::<GithubRepo>(), Err(LayoutError::Repo(bad.into())), "{bad}");
+            assert_eq!(
+                bad.parse::<GithubRepo>(),
+                Err(LayoutError::Repo(bad.into())),
+                "{bad}"
+            );
         }
         for bad in ["", "1/2", "1 2"] {
-            assert!(matches!(RunOutputRoot::from_run(&RunSpec::new(bad, Platform::Linux)), Err(LayoutError::RunId(_))));
+            assert!(matches!(
+                RunOutputRoot::from_run(&RunSpec::new(bad, Platform::Linux)),
+                Err(LayoutError::RunId(_))
+            ));
         }
-        assert!(matches!(parse_timestamp("yesterday"), Err(LayoutError::Timestamp(_))));
-        assert_eq!(parse_timestamp("2025-11-11T16:18:48Z").unwrap(), LEGACY_CUTOVER);
+        assert!(matches!(
+            parse_timestamp("yesterday"),
+            Err(LayoutError::Timestamp(_))
+        ));
+        assert_eq!(
+            parse_timestamp("2025-11-11T16:18:48Z").unwrap(),
+            LEGACY_CUTOVER
+        );
     }
 }

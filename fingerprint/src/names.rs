@@ -62,13 +62,17 @@ impl std::str::FromStr for Compression {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Not `{name}_{component}_{family}` with three non-empty, `_`-free fields.
-    #[error("`{0}` is not an artifact name (expected `{{name}}_{{component}}_{{family}}`, no `_` inside a field)")]
+    #[error(
+        "`{0}` is not an artifact name (expected `{{name}}_{{component}}_{{family}}`, no `_` inside a field)"
+    )]
     ArtifactName(String),
     /// Not one of `lib run dev dbg doc test`.
     #[error("`{0}` is not an artifact component (expected one of lib, run, dev, dbg, doc, test)")]
     Component(String),
     /// Not `{artifact name}.tar.zst` or `{artifact name}.tar.xz`.
-    #[error("`{0}` is not an artifact archive name (expected `{{name}}_{{component}}_{{family}}.tar.zst` or `.tar.xz`)")]
+    #[error(
+        "`{0}` is not an artifact archive name (expected `{{name}}_{{component}}_{{family}}.tar.zst` or `.tar.xz`)"
+    )]
     ArchiveName(String),
     /// Not `zstd` or `xz`.
     #[error("`{0}` is not a compression (expected zstd or xz)")]
@@ -77,12 +81,16 @@ pub enum NameError {
     #[error("sha256sum file does not start with a sha256 digest: `{0}`")]
     Sha256Sum(String),
     /// A GPU family that is neither a known family bundle nor a single `gfx` target.
-    #[error("unknown GPU family `{0}` (expected e.g. `gfx94X-dcgpu`, `gfx1151` or `gfx942:xnack+`)")]
+    #[error(
+        "unknown GPU family `{0}` (expected e.g. `gfx94X-dcgpu`, `gfx1151` or `gfx942:xnack+`)"
+    )]
     Family(String),
 }
 
 /// An artifact component: which part of an artifact's files an archive holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Component {
     /// Shared libraries.
@@ -101,8 +109,14 @@ pub enum Component {
 
 impl Component {
     /// All components in TheRock's `ARTIFACT_COMPONENTS` order.
-    pub const ALL: [Component; 6] =
-        [Component::Lib, Component::Run, Component::Dev, Component::Dbg, Component::Doc, Component::Test];
+    pub const ALL: [Component; 6] = [
+        Component::Lib,
+        Component::Run,
+        Component::Dev,
+        Component::Dbg,
+        Component::Doc,
+        Component::Test,
+    ];
 
     /// The component as it appears in names: `lib`, `run`, ...
     pub fn as_str(self) -> &'static str {
@@ -155,7 +169,11 @@ impl ArtifactName {
         if !is_field(name) || !is_field(family) {
             return Err(NameError::ArtifactName(candidate));
         }
-        Ok(ArtifactName { name: name.to_string(), component, family: family.to_string() })
+        Ok(ArtifactName {
+            name: name.to_string(),
+            component,
+            family: family.to_string(),
+        })
     }
 
     /// Parse `{name}_{component}_{family}`.
@@ -171,7 +189,11 @@ impl ArtifactName {
             return Err(err());
         }
         let component = component.parse().map_err(|_| err())?;
-        Ok(ArtifactName { name: name.to_string(), component, family: family.to_string() })
+        Ok(ArtifactName {
+            name: name.to_string(),
+            component,
+            family: family.to_string(),
+        })
     }
 
     /// Whether this is target-neutral content (`family == "generic"`).
@@ -181,14 +203,19 @@ impl ArtifactName {
 
     /// The archive file name with `compression`'s extension.
     pub fn archive(&self, compression: Compression) -> ArchiveName {
-        ArchiveName { artifact: self.clone(), compression }
+        ArchiveName {
+            artifact: self.clone(),
+            compression,
+        }
     }
 }
 
 /// A field is non-empty, `_`-free, and free of path separators and whitespace (which TheRock's
 /// regex would allow but no real name has and no S3 key should).
 fn is_field(s: &str) -> bool {
-    !s.is_empty() && !s.contains(['_', '/', '\\', '.']) && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    !s.is_empty()
+        && !s.contains(['_', '/', '\\', '.'])
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 impl fmt::Display for ArtifactName {
@@ -233,7 +260,10 @@ impl ArchiveName {
         let compression = Compression::from_file_name(file_name).ok_or_else(err)?;
         let stem = &file_name[..file_name.len() - compression.extension().len()];
         let artifact = ArtifactName::parse(stem).map_err(|_| err())?;
-        Ok(ArchiveName { artifact, compression })
+        Ok(ArchiveName {
+            artifact,
+            compression,
+        })
     }
 
     /// The `.sha256sum` sidecar's file name: `{archive}.sha256sum`.
@@ -279,7 +309,10 @@ pub const GENERIC: &str = "generic";
 /// Uppercase hex is accepted and normalized.
 pub fn parse_sha256sum(text: &str) -> Result<crate::Sha256, NameError> {
     let token = text.split_whitespace().next().unwrap_or("");
-    token.to_ascii_lowercase().parse().map_err(|_| NameError::Sha256Sum(text.chars().take(80).collect()))
+    token
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| NameError::Sha256Sum(text.chars().take(80).collect()))
 }
 
 /// The base architecture of a family or target: everything before the first `:` (`gfx942:xnack+` →
@@ -300,11 +333,19 @@ pub const FAMILY_TARGETS: &[(&str, &[&str])] = &[
     ("gfx950-dcgpu", &["gfx950"]),
     ("gfx110X-all", &["gfx1100", "gfx1101", "gfx1102", "gfx1103"]),
     ("gfx120X-all", &["gfx1200", "gfx1201"]),
-    ("gfx103X-all", &["gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036"]),
+    (
+        "gfx103X-all",
+        &[
+            "gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036",
+        ],
+    ),
     ("gfx101X-dgpu", &["gfx1010", "gfx1011", "gfx1012"]),
     ("gfx115X-all", &["gfx1150", "gfx1151", "gfx1152", "gfx1153"]),
     ("gfx125X-dcgpu", &["gfx1250"]),
-    ("dcgpu-all", &["gfx908", "gfx90a", "gfx942", "gfx950", "gfx1250"]),
+    (
+        "dcgpu-all",
+        &["gfx908", "gfx90a", "gfx942", "gfx950", "gfx1250"],
+    ),
 ];
 
 /// Whether `s` is a single GPU target: `gfx` + 3–4 lowercase hex digits, optionally followed by
@@ -312,8 +353,13 @@ pub const FAMILY_TARGETS: &[(&str, &[&str])] = &[
 pub fn is_single_target(s: &str) -> bool {
     let mut parts = s.split(':');
     let arch = parts.next().unwrap_or("");
-    let Some(digits) = arch.strip_prefix("gfx") else { return false };
-    let arch_ok = (3..=4).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let Some(digits) = arch.strip_prefix("gfx") else {
+        return false;
+    };
+    let arch_ok = (3..=4).contains(&digits.len())
+        && digits
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     arch_ok
         && parts.all(|f| {
             let name = f.strip_suffix(['+', '-']).unwrap_or(f);
@@ -350,17 +396,46 @@ mod tests {
     #[test]
     fn artifact_names_parse_and_format() {
         let ok = [
-            ("amd-llvm_dev_generic", "amd-llvm", Component::Dev, "generic"),
-            ("blas_lib_gfx94X-dcgpu", "blas", Component::Lib, "gfx94X-dcgpu"),
-            ("blas_lib_gfx942:xnack+", "blas", Component::Lib, "gfx942:xnack+"),
-            ("core-runtime_dbg_generic", "core-runtime", Component::Dbg, "generic"),
+            (
+                "amd-llvm_dev_generic",
+                "amd-llvm",
+                Component::Dev,
+                "generic",
+            ),
+            (
+                "blas_lib_gfx94X-dcgpu",
+                "blas",
+                Component::Lib,
+                "gfx94X-dcgpu",
+            ),
+            (
+                "blas_lib_gfx942:xnack+",
+                "blas",
+                Component::Lib,
+                "gfx942:xnack+",
+            ),
+            (
+                "core-runtime_dbg_generic",
+                "core-runtime",
+                Component::Dbg,
+                "generic",
+            ),
             ("rand_test_gfx1151", "rand", Component::Test, "gfx1151"),
-            ("miopen_doc_gfx110X-all", "miopen", Component::Doc, "gfx110X-all"),
+            (
+                "miopen_doc_gfx110X-all",
+                "miopen",
+                Component::Doc,
+                "gfx110X-all",
+            ),
             ("sysdeps_run_generic", "sysdeps", Component::Run, "generic"),
         ];
         for (s, name, component, family) in ok {
             let n = ArtifactName::parse(s).unwrap();
-            assert_eq!((n.name.as_str(), n.component, n.family.as_str()), (name, component, family), "{s}");
+            assert_eq!(
+                (n.name.as_str(), n.component, n.family.as_str()),
+                (name, component, family),
+                "{s}"
+            );
             assert_eq!(n.to_string(), s);
             assert_eq!(ArtifactName::new(name, component, family).unwrap(), n);
         }
@@ -376,7 +451,11 @@ mod tests {
             "a/b_dev_generic",
         ];
         for s in bad {
-            assert_eq!(ArtifactName::parse(s), Err(NameError::ArtifactName(s.to_string())), "{s}");
+            assert_eq!(
+                ArtifactName::parse(s),
+                Err(NameError::ArtifactName(s.to_string())),
+                "{s}"
+            );
         }
         assert!(ArtifactName::new("has_underscore", Component::Lib, "generic").is_err());
         assert!(ArtifactName::parse("a_lib_generic").unwrap().is_generic());
@@ -385,13 +464,28 @@ mod tests {
     #[test]
     fn archive_names_parse_and_format() {
         let ok = [
-            ("amd-llvm_dev_generic.tar.zst", "amd-llvm_dev_generic", Compression::Zstd),
-            ("amd-llvm_dev_generic.tar.xz", "amd-llvm_dev_generic", Compression::Xz),
-            ("blas_lib_gfx942:xnack+.tar.zst", "blas_lib_gfx942:xnack+", Compression::Zstd),
+            (
+                "amd-llvm_dev_generic.tar.zst",
+                "amd-llvm_dev_generic",
+                Compression::Zstd,
+            ),
+            (
+                "amd-llvm_dev_generic.tar.xz",
+                "amd-llvm_dev_generic",
+                Compression::Xz,
+            ),
+            (
+                "blas_lib_gfx942:xnack+.tar.zst",
+                "blas_lib_gfx942:xnack+",
+                Compression::Zstd,
+            ),
         ];
         for (file, artifact, compression) in ok {
             let a = ArchiveName::parse(file).unwrap();
-            assert_eq!((a.artifact.to_string().as_str(), a.compression), (artifact, compression));
+            assert_eq!(
+                (a.artifact.to_string().as_str(), a.compression),
+                (artifact, compression)
+            );
             assert_eq!(a.to_string(), file);
             assert_eq!(a.sha256sum_file_name(), format!("{file}.sha256sum"));
         }
@@ -405,13 +499,23 @@ mod tests {
             "index.html",
         ];
         for s in bad {
-            assert_eq!(ArchiveName::parse(s), Err(NameError::ArchiveName(s.to_string())), "{s}");
+            assert_eq!(
+                ArchiveName::parse(s),
+                Err(NameError::ArchiveName(s.to_string())),
+                "{s}"
+            );
         }
         let n = ArtifactName::parse("base_lib_generic").unwrap();
-        assert_eq!(n.archive(Compression::Xz).to_string(), "base_lib_generic.tar.xz");
+        assert_eq!(
+            n.archive(Compression::Xz).to_string(),
+            "base_lib_generic.tar.xz"
+        );
         let json = serde_json::to_string(&n.archive(Compression::Zstd)).unwrap();
         assert_eq!(json, "\"base_lib_generic.tar.zst\"");
-        assert_eq!(serde_json::from_str::<ArchiveName>(&json).unwrap().artifact, n);
+        assert_eq!(
+            serde_json::from_str::<ArchiveName>(&json).unwrap().artifact,
+            n
+        );
     }
 
     #[test]
@@ -421,7 +525,10 @@ mod tests {
         for c in Component::ALL {
             assert_eq!(c.as_str().parse::<Component>().unwrap(), c);
         }
-        assert_eq!("any".parse::<Component>(), Err(NameError::Component("any".into())));
+        assert_eq!(
+            "any".parse::<Component>(),
+            Err(NameError::Component("any".into()))
+        );
         assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd);
         assert!("gz".parse::<Compression>().is_err());
     }
@@ -439,7 +546,10 @@ mod tests {
             assert_eq!(parse_sha256sum(&text).unwrap().to_string(), d, "{text:?}");
         }
         for text in ["", "\n", "abc\n", &d[1..], &format!("{d}0")] {
-            assert!(matches!(parse_sha256sum(text), Err(NameError::Sha256Sum(_))), "{text:?}");
+            assert!(
+                matches!(parse_sha256sum(text), Err(NameError::Sha256Sum(_))),
+                "{text:?}"
+            );
         }
     }
 
@@ -448,17 +558,35 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("gfx94X-dcgpu", &["gfx942"]),
             ("gfx110X-all", &["gfx1100", "gfx1101", "gfx1102", "gfx1103"]),
-            ("gfx103X-all", &["gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036"]),
-            ("dcgpu-all", &["gfx908", "gfx90a", "gfx942", "gfx950", "gfx1250"]),
+            (
+                "gfx103X-all",
+                &[
+                    "gfx1030", "gfx1031", "gfx1032", "gfx1033", "gfx1034", "gfx1035", "gfx1036",
+                ],
+            ),
+            (
+                "dcgpu-all",
+                &["gfx908", "gfx90a", "gfx942", "gfx950", "gfx1250"],
+            ),
             ("gfx1151", &["gfx1151"]),
             ("gfx90a", &["gfx90a"]),
             ("gfx942:xnack+", &["gfx942:xnack+"]),
         ];
         for (family, targets) in cases {
-            assert_eq!(family_targets(family).unwrap(), targets.to_vec(), "{family}");
+            assert_eq!(
+                family_targets(family).unwrap(),
+                targets.to_vec(),
+                "{family}"
+            );
         }
-        for bad in ["generic", "gfx", "gfx94X", "nvidia", "gfx942:", "gfx12345", "GFX942"] {
-            assert_eq!(family_targets(bad), Err(NameError::Family(bad.to_string())), "{bad}");
+        for bad in [
+            "generic", "gfx", "gfx94X", "nvidia", "gfx942:", "gfx12345", "GFX942",
+        ] {
+            assert_eq!(
+                family_targets(bad),
+                Err(NameError::Family(bad.to_string())),
+                "{bad}"
+            );
         }
         assert_eq!(base_arch("gfx942:xnack+"), "gfx942");
         assert_eq!(base_arch("gfx942"), "gfx942");

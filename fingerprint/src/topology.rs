@@ -269,12 +269,16 @@ pub struct Artifact {
 impl Artifact {
     /// The CMake feature name: explicit, or the artifact name upper-cased with `-` → `_`.
     pub fn feature_name(&self) -> String {
-        self.feature_name.clone().unwrap_or_else(|| upper_snake(&self.name))
+        self.feature_name
+            .clone()
+            .unwrap_or_else(|| upper_snake(&self.name))
     }
 
     /// The CMake feature group: explicit, or the group name upper-cased with `-` → `_`.
     pub fn feature_group(&self) -> String {
-        self.feature_group.clone().unwrap_or_else(|| upper_snake(&self.artifact_group))
+        self.feature_group
+            .clone()
+            .unwrap_or_else(|| upper_snake(&self.artifact_group))
     }
 
     /// Whether the artifact is built per GPU family.
@@ -299,7 +303,10 @@ where
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a table")
         }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut out = Vec::new();
             while let Some((k, v)) = map.next_entry::<String, T>()? {
                 out.push((k, v));
@@ -339,7 +346,10 @@ pub struct Topology {
     artifact_index: HashMap<String, usize>,
 }
 
-fn named<T>(entries: Vec<(String, T)>, set: impl Fn(&mut T, String)) -> (Vec<T>, HashMap<String, usize>) {
+fn named<T>(
+    entries: Vec<(String, T)>,
+    set: impl Fn(&mut T, String),
+) -> (Vec<T>, HashMap<String, usize>) {
     let mut index = HashMap::new();
     let mut out = Vec::with_capacity(entries.len());
     for (i, (name, mut value)) in entries.into_iter().enumerate() {
@@ -353,8 +363,10 @@ fn named<T>(entries: Vec<(String, T)>, set: impl Fn(&mut T, String)) -> (Vec<T>,
 impl Topology {
     /// Read and parse a topology file (no validation; see [`Topology::validate`]).
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| TopologyError::Read { path: path.to_path_buf(), error })?;
+        let text = std::fs::read_to_string(path).map_err(|error| TopologyError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
         Self::parse_named(&text, path)
     }
 
@@ -366,7 +378,11 @@ impl Topology {
     fn parse_named(text: &str, path: &Path) -> Result<Topology, TopologyError> {
         let raw: RawTopology = toml::from_str(text).map_err(|e| TopologyError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+            message: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
         })?;
         let (source_sets, source_set_index) = named(raw.source_sets, |v, n| v.name = n);
         let (stages, stage_index) = named(raw.build_stages, |v, n| v.name = n);
@@ -407,7 +423,9 @@ impl Topology {
 
     /// The source set called `name`, if any.
     pub fn source_set(&self, name: &str) -> Option<&SourceSet> {
-        self.source_set_index.get(name).map(|&i| &self.source_sets[i])
+        self.source_set_index
+            .get(name)
+            .map(|&i| &self.source_sets[i])
     }
 
     /// The stage called `name`.
@@ -435,8 +453,13 @@ impl Topology {
     }
 
     /// The artifacts owned by `group`, in declaration order (empty for an unknown group).
-    pub fn artifacts_in_group<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Artifact> + 'a {
-        self.artifacts.iter().filter(move |a| a.artifact_group == group)
+    pub fn artifacts_in_group<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> impl Iterator<Item = &'a Artifact> + 'a {
+        self.artifacts
+            .iter()
+            .filter(move |a| a.artifact_group == group)
     }
 
     /// `get_produced_artifacts(stage)`: every artifact of every group of the stage.
@@ -461,7 +484,9 @@ impl Topology {
         let produced = self.produced(stage)?;
         let mut out: BTreeSet<&str> = BTreeSet::new();
         for group in &st.artifact_groups {
-            let Ok(group) = self.group(group) else { continue };
+            let Ok(group) = self.group(group) else {
+                continue;
+            };
             for dep_group in &group.artifact_group_deps {
                 for a in self.artifacts_in_group(dep_group) {
                     out.insert(&a.name);
@@ -469,7 +494,11 @@ impl Topology {
                 }
             }
         }
-        for a in self.artifacts.iter().filter(|a| st.artifact_groups.contains(&a.artifact_group)) {
+        for a in self
+            .artifacts
+            .iter()
+            .filter(|a| st.artifact_groups.contains(&a.artifact_group))
+        {
             for dep in &a.artifact_deps {
                 out.insert(dep);
                 self.close_over_deps(dep, &mut out);
@@ -513,7 +542,12 @@ impl Topology {
                     .flat_map(|g| &g.artifact_group_deps)
                     .collect();
                 (0..self.stages.len())
-                    .filter(|&j| self.stages[j].artifact_groups.iter().any(|g| dep_groups.contains(&g)))
+                    .filter(|&j| {
+                        self.stages[j]
+                            .artifact_groups
+                            .iter()
+                            .any(|g| dep_groups.contains(&g))
+                    })
                     .collect()
             })
             .collect();
@@ -532,7 +566,10 @@ impl Topology {
         for i in 0..self.stages.len() {
             visit(i, &deps, &mut visited, &mut order);
         }
-        order.into_iter().map(|i| self.stages[i].name.as_str()).collect()
+        order
+            .into_iter()
+            .map(|i| self.stages[i].name.as_str())
+            .collect()
     }
 
     /// The stages listing `group`, in declaration order.
@@ -553,7 +590,11 @@ impl Topology {
 
     /// The source sets an artifact group is built from that are enabled on `platform` (unknown names
     /// skipped, as in `get_source_sets_for_stage`).
-    pub fn source_sets_for_group(&self, group: &str, platform: Option<&str>) -> Result<Vec<&SourceSet>, TopologyError> {
+    pub fn source_sets_for_group(
+        &self,
+        group: &str,
+        platform: Option<&str>,
+    ) -> Result<Vec<&SourceSet>, TopologyError> {
         let group = self.group(group)?;
         Ok(group
             .source_sets
@@ -585,7 +626,10 @@ impl Topology {
                 GroupNode {
                     kind: group.kind.to_string(),
                     depends_on: group.artifact_group_deps.clone(),
-                    artifacts: self.artifacts_in_group(&group.name).map(|a| a.name.clone()).collect(),
+                    artifacts: self
+                        .artifacts_in_group(&group.name)
+                        .map(|a| a.name.clone())
+                        .collect(),
                 },
             );
         }
@@ -611,17 +655,37 @@ impl Topology {
         let mut out = String::from("digraph topology {\n  rankdir=LR;\n  node [shape=box];\n");
         let mut placed = BTreeSet::new();
         for stage in &self.stages {
-            let _ = writeln!(out, "  subgraph {} {{", q(&format!("cluster_{}", stage.name)));
-            let _ = writeln!(out, "    label={};", q(&format!("{} ({})", stage.name, stage.kind)));
-            for a in self.artifacts.iter().filter(|a| stage.artifact_groups.contains(&a.artifact_group)) {
+            let _ = writeln!(
+                out,
+                "  subgraph {} {{",
+                q(&format!("cluster_{}", stage.name))
+            );
+            let _ = writeln!(
+                out,
+                "    label={};",
+                q(&format!("{} ({})", stage.name, stage.kind))
+            );
+            for a in self
+                .artifacts
+                .iter()
+                .filter(|a| stage.artifact_groups.contains(&a.artifact_group))
+            {
                 if placed.insert(a.name.as_str()) {
-                    let style = if a.is_target_specific() { " [style=bold]" } else { "" };
+                    let style = if a.is_target_specific() {
+                        " [style=bold]"
+                    } else {
+                        ""
+                    };
                     let _ = writeln!(out, "    {}{style};", q(&a.name));
                 }
             }
             out.push_str("  }\n");
         }
-        for a in self.artifacts.iter().filter(|a| !placed.contains(a.name.as_str())) {
+        for a in self
+            .artifacts
+            .iter()
+            .filter(|a| !placed.contains(a.name.as_str()))
+        {
             let _ = writeln!(out, "  {};", q(&a.name));
         }
         for a in &self.artifacts {
@@ -641,10 +705,20 @@ impl Topology {
         let mut problems = Vec::new();
         self.validate_names(&mut problems);
         self.validate_references(&mut problems);
-        for path in find_cycles(&self.groups, |g| &g.name, |g| &g.artifact_group_deps, |n| self.group_index.get(n).copied()) {
+        for path in find_cycles(
+            &self.groups,
+            |g| &g.name,
+            |g| &g.artifact_group_deps,
+            |n| self.group_index.get(n).copied(),
+        ) {
             problems.push(Problem::GroupCycle { path });
         }
-        for path in find_cycles(&self.artifacts, |a| &a.name, |a| &a.artifact_deps, |n| self.artifact_index.get(n).copied()) {
+        for path in find_cycles(
+            &self.artifacts,
+            |a| &a.name,
+            |a| &a.artifact_deps,
+            |n| self.artifact_index.get(n).copied(),
+        ) {
             problems.push(Problem::ArtifactCycle { path });
         }
         self.validate_sources(&mut problems);
@@ -654,13 +728,24 @@ impl Topology {
     fn validate_names(&self, problems: &mut Vec<Problem>) {
         let mut name = |kind: Entity, n: &str| {
             if !is_kebab(n) {
-                problems.push(Problem::BadName { kind, name: n.to_string() });
+                problems.push(Problem::BadName {
+                    kind,
+                    name: n.to_string(),
+                });
             }
         };
-        self.source_sets.iter().for_each(|s| name(Entity::SourceSet, &s.name));
-        self.stages.iter().for_each(|s| name(Entity::Stage, &s.name));
-        self.groups.iter().for_each(|g| name(Entity::Group, &g.name));
-        self.artifacts.iter().for_each(|a| name(Entity::Artifact, &a.name));
+        self.source_sets
+            .iter()
+            .for_each(|s| name(Entity::SourceSet, &s.name));
+        self.stages
+            .iter()
+            .for_each(|s| name(Entity::Stage, &s.name));
+        self.groups
+            .iter()
+            .for_each(|g| name(Entity::Group, &g.name));
+        self.artifacts
+            .iter()
+            .for_each(|a| name(Entity::Artifact, &a.name));
         for s in &self.source_sets {
             for src in &s.external_git_sources {
                 if let Some(n) = &src.name {
@@ -670,12 +755,22 @@ impl Topology {
         }
         for s in &self.stages {
             if let StageType::Other(v) = &s.kind {
-                problems.push(Problem::BadValue { kind: Entity::Stage, name: s.name.clone(), field: "type", value: v.clone() });
+                problems.push(Problem::BadValue {
+                    kind: Entity::Stage,
+                    name: s.name.clone(),
+                    field: "type",
+                    value: v.clone(),
+                });
             }
         }
         for g in &self.groups {
             if let StageType::Other(v) = &g.kind {
-                problems.push(Problem::BadValue { kind: Entity::Group, name: g.name.clone(), field: "type", value: v.clone() });
+                problems.push(Problem::BadValue {
+                    kind: Entity::Group,
+                    name: g.name.clone(),
+                    field: "type",
+                    value: v.clone(),
+                });
             }
         }
         let bad = |kind: Entity, name: &str, field: &'static str, value: &str| Problem::BadValue {
@@ -685,7 +780,11 @@ impl Topology {
             value: value.to_string(),
         };
         for s in &self.source_sets {
-            for p in s.disable_platforms.iter().filter(|p| !PLATFORMS.contains(&p.as_str())) {
+            for p in s
+                .disable_platforms
+                .iter()
+                .filter(|p| !PLATFORMS.contains(&p.as_str()))
+            {
                 problems.push(bad(Entity::SourceSet, &s.name, "disable_platforms", p));
             }
         }
@@ -693,26 +792,51 @@ impl Topology {
             if let ArtifactType::Other(v) = &a.kind {
                 problems.push(bad(Entity::Artifact, &a.name, "type", v));
             }
-            for (field, value) in [("feature_name", &a.feature_name), ("feature_group", &a.feature_group)] {
+            for (field, value) in [
+                ("feature_name", &a.feature_name),
+                ("feature_group", &a.feature_group),
+            ] {
                 if let Some(v) = value.as_ref().filter(|v| !is_upper_snake(v)) {
                     problems.push(bad(Entity::Artifact, &a.name, field, v));
                 }
             }
-            if let Some(p) = a.platform.as_ref().filter(|p| !PLATFORMS.contains(&p.as_str())) {
+            if let Some(p) = a
+                .platform
+                .as_ref()
+                .filter(|p| !PLATFORMS.contains(&p.as_str()))
+            {
                 problems.push(bad(Entity::Artifact, &a.name, "platform", p));
             }
-            for p in a.disable_platforms.iter().filter(|p| !PLATFORMS.contains(&p.as_str())) {
+            for p in a
+                .disable_platforms
+                .iter()
+                .filter(|p| !PLATFORMS.contains(&p.as_str()))
+            {
                 problems.push(bad(Entity::Artifact, &a.name, "disable_platforms", p));
             }
             for (p, flag) in &a.disable_platforms_if_flags_not_set {
                 if !PLATFORMS.contains(&p.as_str()) {
-                    problems.push(bad(Entity::Artifact, &a.name, "disable_platforms_if_flags_not_set", p));
+                    problems.push(bad(
+                        Entity::Artifact,
+                        &a.name,
+                        "disable_platforms_if_flags_not_set",
+                        p,
+                    ));
                 }
                 if !is_upper_snake(flag) {
-                    problems.push(bad(Entity::Artifact, &a.name, "disable_platforms_if_flags_not_set", flag));
+                    problems.push(bad(
+                        Entity::Artifact,
+                        &a.name,
+                        "disable_platforms_if_flags_not_set",
+                        flag,
+                    ));
                 }
             }
-            for p in a.disable_processors.iter().filter(|p| !PROCESSORS.contains(&p.as_str())) {
+            for p in a
+                .disable_processors
+                .iter()
+                .filter(|p| !PROCESSORS.contains(&p.as_str()))
+            {
                 problems.push(bad(Entity::Artifact, &a.name, "disable_processors", p));
             }
         }
@@ -726,15 +850,27 @@ impl Topology {
             to: to.to_string(),
         };
         for s in &self.stages {
-            for g in s.artifact_groups.iter().filter(|g| !self.group_index.contains_key(*g)) {
+            for g in s
+                .artifact_groups
+                .iter()
+                .filter(|g| !self.group_index.contains_key(*g))
+            {
                 problems.push(unknown(Entity::Stage, &s.name, Entity::Group, g));
             }
         }
         for g in &self.groups {
-            for d in g.artifact_group_deps.iter().filter(|d| !self.group_index.contains_key(*d)) {
+            for d in g
+                .artifact_group_deps
+                .iter()
+                .filter(|d| !self.group_index.contains_key(*d))
+            {
                 problems.push(unknown(Entity::Group, &g.name, Entity::Group, d));
             }
-            for s in g.source_sets.iter().filter(|s| !self.source_set_index.contains_key(*s)) {
+            for s in g
+                .source_sets
+                .iter()
+                .filter(|s| !self.source_set_index.contains_key(*s))
+            {
                 problems.push(unknown(Entity::Group, &g.name, Entity::SourceSet, s));
             }
             let stages = self.stages_of_group(&g.name);
@@ -747,9 +883,18 @@ impl Topology {
         }
         for a in &self.artifacts {
             if !self.group_index.contains_key(&a.artifact_group) {
-                problems.push(unknown(Entity::Artifact, &a.name, Entity::Group, &a.artifact_group));
+                problems.push(unknown(
+                    Entity::Artifact,
+                    &a.name,
+                    Entity::Group,
+                    &a.artifact_group,
+                ));
             }
-            for d in a.artifact_deps.iter().filter(|d| !self.artifact_index.contains_key(*d)) {
+            for d in a
+                .artifact_deps
+                .iter()
+                .filter(|d| !self.artifact_index.contains_key(*d))
+            {
                 problems.push(unknown(Entity::Artifact, &a.name, Entity::Artifact, d));
             }
         }
@@ -775,7 +920,12 @@ impl Topology {
             }
             for (i, src) in s.external_git_sources.iter().enumerate() {
                 let label = src.name.clone().unwrap_or_else(|| format!("#{i}"));
-                for (field, value) in [("name", &src.name), ("origin", &src.origin), ("commit", &src.commit), ("path", &src.path)] {
+                for (field, value) in [
+                    ("name", &src.name),
+                    ("origin", &src.origin),
+                    ("commit", &src.commit),
+                    ("path", &src.path),
+                ] {
                     if value.as_deref().is_none_or(str::is_empty) {
                         problems.push(Problem::ExternalSource {
                             source_set: s.name.clone(),
@@ -784,9 +934,15 @@ impl Topology {
                         });
                     }
                 }
-                let Some(path) = src.path.as_deref().filter(|p| !p.is_empty()) else { continue };
+                let Some(path) = src.path.as_deref().filter(|p| !p.is_empty()) else {
+                    continue;
+                };
                 if let Some(reason) = external_path_problem(path) {
-                    problems.push(Problem::ExternalSource { source_set: s.name.clone(), external: label.clone(), reason });
+                    problems.push(Problem::ExternalSource {
+                        source_set: s.name.clone(),
+                        external: label.clone(),
+                        reason,
+                    });
                 }
                 match path_owner.get(path) {
                     Some(first) => problems.push(Problem::DuplicateOwnership {
@@ -812,7 +968,11 @@ impl Topology {
                     None
                 };
                 if let Some(reason) = reason {
-                    problems.push(Problem::BadPathPrefix { source_set: s.name.clone(), prefix: prefix.clone(), reason });
+                    problems.push(Problem::BadPathPrefix {
+                        source_set: s.name.clone(),
+                        prefix: prefix.clone(),
+                        reason,
+                    });
                     continue;
                 }
                 match prefix_owner.get(trimmed) {
@@ -852,12 +1012,22 @@ fn external_path_problem(path: &str) -> Option<String> {
 
 /// `^[a-z0-9]+(-[a-z0-9]+)*$`: names of stages, groups, artifacts, source sets, external sources.
 pub fn is_kebab(s: &str) -> bool {
-    !s.is_empty() && s.split('-').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+    !s.is_empty()
+        && s.split('-').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 /// `^[A-Z0-9]+(_[A-Z0-9]+)*$`: feature names, feature groups and CMake flags.
 pub fn is_upper_snake(s: &str) -> bool {
-    !s.is_empty() && s.split('_').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+    !s.is_empty()
+        && s.split('_').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
 }
 
 /// Every distinct cycle among `nodes` (declaration-order DFS), each as a path that starts and ends
@@ -905,9 +1075,11 @@ fn find_cycles<T>(
                     let cycle: Vec<usize> = frames[start..].iter().map(|&(n, _)| n).collect();
                     // Canonical rotation (smallest index first) so each cycle is reported once.
                     let min = (0..cycle.len()).min_by_key(|&i| cycle[i]).unwrap_or(0);
-                    let canon: Vec<usize> = cycle[min..].iter().chain(&cycle[..min]).copied().collect();
+                    let canon: Vec<usize> =
+                        cycle[min..].iter().chain(&cycle[..min]).copied().collect();
                     if seen.insert(canon) {
-                        let mut path: Vec<String> = cycle.iter().map(|&n| name(&nodes[n]).clone()).collect();
+                        let mut path: Vec<String> =
+                            cycle.iter().map(|&n| name(&nodes[n]).clone()).collect();
                         path.push(name(&nodes[d]).clone());
                         cycles.push(path);
                     }
@@ -1027,7 +1199,10 @@ pub enum Problem {
         reason: &'static str,
     },
     /// Cairn rule: a group listed by more than one stage has no single producing stage.
-    #[error("artifact group `{group}` is listed by several stages: {}", ticks(stages))]
+    #[error(
+        "artifact group `{group}` is listed by several stages: {}",
+        ticks(stages)
+    )]
     GroupInSeveralStages {
         /// The group.
         group: String,
@@ -1037,11 +1212,18 @@ pub enum Problem {
 }
 
 fn arrows(path: &[String]) -> String {
-    path.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(" -> ")
+    path.iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(" -> ")
 }
 
 fn ticks(names: &[String]) -> String {
-    names.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// TheRock's `get_dependency_graph()` as a serializable value (`cairn topology graph --json`).
@@ -1120,11 +1302,25 @@ mod tests {
         assert_eq!(t.stages().len(), 11);
         assert_eq!(t.groups().len(), 22);
         assert_eq!(t.artifacts().len(), 73);
-        let specific = t.artifacts().iter().filter(|a| a.is_target_specific()).count();
+        let specific = t
+            .artifacts()
+            .iter()
+            .filter(|a| a.is_target_specific())
+            .count();
         assert_eq!(specific, 15);
-        let per_arch: Vec<_> = t.stages().iter().filter(|s| s.kind == StageType::PerArch).map(|s| &s.name).collect();
+        let per_arch: Vec<_> = t
+            .stages()
+            .iter()
+            .filter(|s| s.kind == StageType::PerArch)
+            .map(|s| &s.name)
+            .collect();
         assert_eq!(per_arch, ["math-libs"]);
-        let per_arch_groups: Vec<_> = t.groups().iter().filter(|g| g.kind == StageType::PerArch).map(|g| &g.name).collect();
+        let per_arch_groups: Vec<_> = t
+            .groups()
+            .iter()
+            .filter(|g| g.kind == StageType::PerArch)
+            .map(|g| &g.name)
+            .collect();
         assert_eq!(per_arch_groups, ["math-libs", "ml-libs"]);
     }
 
@@ -1146,7 +1342,11 @@ mod tests {
             ("media-libs", 3, 16),
         ];
         for (stage, produced, inbound) in table {
-            assert_eq!(t.produced(stage).unwrap().len(), produced, "produced({stage})");
+            assert_eq!(
+                t.produced(stage).unwrap().len(),
+                produced,
+                "produced({stage})"
+            );
             assert_eq!(t.inbound(stage).unwrap().len(), inbound, "inbound({stage})");
         }
         let stages: Vec<_> = t.stages().iter().map(|s| s.name.as_str()).collect();
@@ -1206,24 +1406,52 @@ mod tests {
         // At HEAD the build order is the declaration order (FACTS §2).
         let decl: Vec<_> = t.stages().iter().map(|s| s.name.as_str()).collect();
         assert_eq!(t.build_order(), decl);
-        assert_eq!(t.producing_stage("amd-llvm").unwrap(), Some("compiler-runtime"));
-        assert_eq!(t.producing_stage("sysdeps-amd-mesa").unwrap(), Some("media-libs"));
+        assert_eq!(
+            t.producing_stage("amd-llvm").unwrap(),
+            Some("compiler-runtime")
+        );
+        assert_eq!(
+            t.producing_stage("sysdeps-amd-mesa").unwrap(),
+            Some("media-libs")
+        );
         assert_eq!(t.producing_stage("miopen").unwrap(), Some("math-libs"));
-        assert!(matches!(t.producing_stage("nope"), Err(TopologyError::UnknownArtifact(n)) if n == "nope"));
+        assert!(
+            matches!(t.producing_stage("nope"), Err(TopologyError::UnknownArtifact(n)) if n == "nope")
+        );
         assert!(matches!(t.inbound("nope"), Err(TopologyError::UnknownStage(n)) if n == "nope"));
         let a = t.artifact("amd-llvm").unwrap();
-        assert_eq!((a.feature_name(), a.feature_group()), ("COMPILER".into(), "ALL".into()));
+        assert_eq!(
+            (a.feature_name(), a.feature_group()),
+            ("COMPILER".into(), "ALL".into())
+        );
         let a = t.artifact("sysdeps-gmp").unwrap();
         assert_eq!(a.feature_name(), "SYSDEPS_GMP");
-        assert_eq!(t.artifact("core-runtime").unwrap().disable_platforms_if_flags_not_set["windows"], "HSA_WINDOWS_SHARED_RUNTIME");
-        assert_eq!(t.artifact("core-runtime").unwrap().test_artifacts, ["core-hiptests", "rocrtst"]);
-        assert_eq!(t.artifact("core-hipinfo").unwrap().platform.as_deref(), Some("windows"));
-        assert_eq!(t.artifact_closure("sysdeps-mpfr").unwrap(), set("sysdeps-gmp"));
+        assert_eq!(
+            t.artifact("core-runtime")
+                .unwrap()
+                .disable_platforms_if_flags_not_set["windows"],
+            "HSA_WINDOWS_SHARED_RUNTIME"
+        );
+        assert_eq!(
+            t.artifact("core-runtime").unwrap().test_artifacts,
+            ["core-hiptests", "rocrtst"]
+        );
+        assert_eq!(
+            t.artifact("core-hipinfo").unwrap().platform.as_deref(),
+            Some("windows")
+        );
+        assert_eq!(
+            t.artifact_closure("sysdeps-mpfr").unwrap(),
+            set("sysdeps-gmp")
+        );
         let hrx = &t.source_set("optional-hrx").unwrap().external_git_sources[0];
         assert_eq!(hrx.path.as_deref(), Some("optional-sources/hrx"));
         let graph = t.dependency_graph();
         assert_eq!(graph.build_stages["math-libs"].inbound_artifacts.len(), 19);
-        assert_eq!(graph.artifact_groups["compiler"].artifacts, ["amd-llvm", "hipify"]);
+        assert_eq!(
+            graph.artifact_groups["compiler"].artifacts,
+            ["amd-llvm", "hipify"]
+        );
         let dot = t.to_dot();
         assert!(dot.starts_with("digraph topology {"));
         assert!(dot.contains("\"hipify\" -> \"amd-llvm\";"));
@@ -1299,7 +1527,10 @@ artifact_deps = ["a"]
             ),
             (
                 "[artifacts.Bad_Name]\nartifact_group = \"g1\"\n[build_stages.-x]\n",
-                &["stage `-x`: name must be lowercase words joined by `-`", "artifact `Bad_Name`: name must be lowercase words joined by `-`"],
+                &[
+                    "stage `-x`: name must be lowercase words joined by `-`",
+                    "artifact `Bad_Name`: name must be lowercase words joined by `-`",
+                ],
             ),
             (
                 "[artifacts.c]\nartifact_group = \"g1\"\ntype = \"per-family\"\nfeature_name = \"lower\"\nplatform = \"macos\"\ndisable_processors = [\"riscv\"]\ndisable_platforms_if_flags_not_set = { beos = \"flag\" }\n",
@@ -1360,11 +1591,20 @@ artifact_deps = ["a"]
     #[test]
     fn parse_errors_are_typed_and_name_the_file() {
         let err = Topology::parse("[artifacts.a]\ntype = \"target-neutral\"\n").unwrap_err();
-        assert!(matches!(&err, TopologyError::Parse { message, .. } if message.contains("artifact_group")), "{err}");
-        let err = Topology::parse("[artifacts.a]\nartifact_group = \"g\"\npython_requires = \"pkg\"\n").unwrap_err();
+        assert!(
+            matches!(&err, TopologyError::Parse { message, .. } if message.contains("artifact_group")),
+            "{err}"
+        );
+        let err =
+            Topology::parse("[artifacts.a]\nartifact_group = \"g\"\npython_requires = \"pkg\"\n")
+                .unwrap_err();
         assert!(matches!(err, TopologyError::Parse { .. }));
         let err = Topology::load(Path::new("/nonexistent/BUILD_TOPOLOGY.toml")).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read topology `/nonexistent/BUILD_TOPOLOGY.toml`: "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot read topology `/nonexistent/BUILD_TOPOLOGY.toml`: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -220,12 +220,19 @@ impl Tree {
 
     /// Total size of file contents.
     pub fn total_size(&self) -> u64 {
-        self.entries.iter().filter(|e| e.kind == EntryKind::File).map(|e| e.size).sum()
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| e.size)
+            .sum()
     }
 
     /// Number of regular files.
     pub fn file_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.kind == EntryKind::File).count()
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count()
     }
 
     /// Serialize as the JSON stored at `cairn/trees/{digest}`.
@@ -236,15 +243,21 @@ impl Tree {
     /// Parse the stored JSON and check it against the digest it was stored under: a tree read from
     /// outside is trusted only if it hashes to the name it was fetched by.
     pub fn from_json_verified(bytes: &[u8], expected: &Blake3) -> Result<Tree, TreeError> {
-        let tree: Tree = serde_json::from_slice(bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
+        let tree: Tree =
+            serde_json::from_slice(bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
         let mut sorted = tree.clone();
         sorted.entries.sort_by(|a, b| a.path.cmp(&b.path));
         if sorted != tree {
-            return Err(TreeError::Malformed("entries are not sorted by path".into()));
+            return Err(TreeError::Malformed(
+                "entries are not sorted by path".into(),
+            ));
         }
         let actual = tree.digest();
         if &actual != expected {
-            return Err(TreeError::DigestMismatch { expected: *expected, actual });
+            return Err(TreeError::DigestMismatch {
+                expected: *expected,
+                actual,
+            });
         }
         Ok(tree)
     }
@@ -284,10 +297,19 @@ mod tests {
     #[test]
     fn relpath_rules() {
         assert_eq!(RelPath::new("./a//b/").unwrap().as_str(), "a/b");
-        assert!(matches!(RelPath::new("/etc/passwd"), Err(RelPathError::Absolute(_))));
-        assert!(matches!(RelPath::new("a/../../b"), Err(RelPathError::ParentDir(_))));
+        assert!(matches!(
+            RelPath::new("/etc/passwd"),
+            Err(RelPathError::Absolute(_))
+        ));
+        assert!(matches!(
+            RelPath::new("a/../../b"),
+            Err(RelPathError::ParentDir(_))
+        ));
         assert!(matches!(RelPath::new("./"), Err(RelPathError::Empty)));
-        assert!(matches!(RelPath::new("a\\b"), Err(RelPathError::BadChar(_))));
+        assert!(matches!(
+            RelPath::new("a\\b"),
+            Err(RelPathError::BadChar(_))
+        ));
         let p = RelPath::new("a/b/c").unwrap();
         assert!(p.starts_with(&RelPath::new("a/b").unwrap()));
         assert!(!p.starts_with(&RelPath::new("a/bc").unwrap()));
@@ -299,8 +321,14 @@ mod tests {
     #[test]
     fn digest_ignores_member_order_but_not_content() {
         let m = vec![RelPath::new("x/stage").unwrap()];
-        let a = Tree::new(m.clone(), vec![file("x/stage/a", b"1"), file("x/stage/b", b"2")]);
-        let b = Tree::new(m.clone(), vec![file("x/stage/b", b"2"), file("x/stage/a", b"1")]);
+        let a = Tree::new(
+            m.clone(),
+            vec![file("x/stage/a", b"1"), file("x/stage/b", b"2")],
+        );
+        let b = Tree::new(
+            m.clone(),
+            vec![file("x/stage/b", b"2"), file("x/stage/a", b"1")],
+        );
         let c = Tree::new(m, vec![file("x/stage/b", b"3"), file("x/stage/a", b"1")]);
         assert_eq!(a.digest(), b.digest());
         assert_ne!(a.digest(), c.digest());
