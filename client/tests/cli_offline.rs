@@ -334,3 +334,304 @@ fn layout_json_follows_bucket_rules() {
         stdout(&o)
     );
 }
+
+const SMALL_TOPOLOGY: &str = r#"
+[source_sets.s-a]
+submodules = ["alpha"]
+[build_stages.first]
+artifact_groups = ["g-base"]
+[build_stages.math]
+type = "per-arch"
+artifact_groups = ["g-math"]
+[artifact_groups.g-base]
+source_sets = ["s-a"]
+[artifact_groups.g-math]
+type = "per-arch"
+artifact_group_deps = ["g-base"]
+[artifacts.a1]
+artifact_group = "g-base"
+[artifacts.m1]
+artifact_group = "g-math"
+type = "target-specific"
+artifact_deps = ["a1"]
+[artifacts.m2]
+artifact_group = "g-math"
+artifact_deps = ["m1"]
+"#;
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Cairn Test")
+        .env("GIT_AUTHOR_EMAIL", "cairn@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Cairn Test")
+        .env("GIT_COMMITTER_EMAIL", "cairn@example.invalid")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A superproject with one submodule and the small topology at its root.
+fn small_checkout(dir: &Path) -> PathBuf {
+    let up = dir.join("upstream/alpha");
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::write(up.join("src.txt"), "alpha\n").unwrap();
+    git(&up, &["init", "-q"]);
+    git(&up, &["add", "-A"]);
+    git(&up, &["commit", "-q", "-m", "init"]);
+    let root = dir.join("TheRock");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("BUILD_TOPOLOGY.toml"), SMALL_TOPOLOGY).unwrap();
+    git(&root, &["init", "-q"]);
+    git(
+        &root,
+        &["submodule", "add", "-q", up.to_str().unwrap(), "alpha"],
+    );
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "init"]);
+    root
+}
+
+fn cairn_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("cairn runs")
+}
+
+#[test]
+fn fingerprint_prints_artifact_to_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_checkout(dir.path());
+    let checkout = root.to_str().unwrap();
+
+    let o = cairn_in(
+        &root,
+        &[
+            "fingerprint",
+            "--checkout",
+            checkout,
+            "--family",
+            "gfx94X-dcgpu",
+            "--platform",
+            "linux",
+            "--json",
+        ],
+    );
+    assert_code(&o, 0);
+    let all: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        all.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a1", "m1", "m2"]
+    );
+    assert!(all.values().all(|v| {
+        v.len() == 64
+            && v.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    }));
+
+    // Plain output: `name<TAB>fingerprint`, sorted; a stage gives its inbound and produced artifacts.
+    let o = cairn_in(
+        &root,
+        &[
+            "fingerprint",
+            "--checkout",
+            checkout,
+            "--family",
+            "gfx1151",
+            "--platform",
+            "linux",
+            "--stage",
+            "math",
+        ],
+    );
+    assert_code(&o, 0);
+    let lines: Vec<(String, String)> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('\t').unwrap();
+            (a.to_string(), b.to_string())
+        })
+        .collect();
+    assert_eq!(
+        lines.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        ["a1", "m1", "m2"]
+    );
+    // Target-neutral equal across families, target-specific not.
+    assert_eq!(lines[0].1, all["a1"]);
+    assert_ne!(lines[1].1, all["m1"]);
+    assert_eq!(lines[2].1, all["m2"]);
+
+    let o = cairn_in(
+        &root,
+        &[
+            "fingerprint",
+            "--checkout",
+            checkout,
+            "--family",
+            "gfx1151",
+            "--platform",
+            "linux",
+            "--artifact",
+            "a1",
+            "--json",
+        ],
+    );
+    assert_code(&o, 0);
+    let one: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one["a1"], all["a1"]);
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainJson {
+    artifact: String,
+    family: String,
+    platform: String,
+    scheme: String,
+    fingerprint: String,
+    inputs: Vec<InputJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputJson {
+    kind: String,
+    name: String,
+    value: String,
+}
+
+#[test]
+fn fingerprint_explain_lists_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_checkout(dir.path());
+    let checkout = root.to_str().unwrap();
+    let o = cairn_in(
+        &root,
+        &[
+            "fingerprint",
+            "--checkout",
+            checkout,
+            "--family",
+            "gfx94X-dcgpu",
+            "--platform",
+            "linux",
+            "--json",
+        ],
+    );
+    let all: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&o.stdout).unwrap();
+
+    let o = cairn_in(
+        &root,
+        &[
+            "fingerprint",
+            "explain",
+            "--checkout",
+            checkout,
+            "--artifact",
+            "m1",
+            "--family",
+            "gfx94X-dcgpu",
+            "--platform",
+            "linux",
+            "--json",
+        ],
+    );
+    assert_code(&o, 0);
+    let e: ExplainJson = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (e.artifact.as_str(), e.family.as_str(), e.platform.as_str()),
+        ("m1", "gfx94X-dcgpu", "linux")
+    );
+    assert_eq!(e.scheme, "cairn-fp-v1");
+    assert_eq!(e.fingerprint, all["m1"]);
+    let dep = e
+        .inputs
+        .iter()
+        .find(|i| i.kind == "dep" && i.name == "a1")
+        .unwrap();
+    assert_eq!(dep.value, all["a1"]);
+    assert!(
+        e.inputs
+            .iter()
+            .any(|i| i.kind == "targets" && i.value == "gfx942")
+    );
+
+    let o = cairn_in(
+        &root,
+        &[
+            "fingerprint",
+            "explain",
+            "--checkout",
+            checkout,
+            "--artifact",
+            "a1",
+            "--family",
+            "gfx94X-dcgpu",
+            "--platform",
+            "linux",
+        ],
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.starts_with(&format!("a1\t{}\t", all["a1"])), "{out}");
+    assert!(out.contains("\n  submodule\talpha\t"), "{out}");
+}
+
+#[test]
+fn fingerprint_errors_are_one_line_and_exit_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_checkout(dir.path());
+    let checkout = root.to_str().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["fingerprint", "--checkout", plain.to_str().unwrap(), "--family", "gfx1151"],
+            format!("cairn: error: checkout `{}` is not a git repository\n", plain.display()),
+        ),
+        (
+            vec!["fingerprint", "--checkout", checkout, "--family", "gfx1151", "--stage", "nope"],
+            "cairn: error: unknown stage `nope`\n".to_string(),
+        ),
+        (
+            vec!["fingerprint", "--checkout", checkout, "--family", "gfx1151", "--artifact", "nope"],
+            "cairn: error: unknown artifact `nope`\n".to_string(),
+        ),
+        (
+            vec!["fingerprint", "--checkout", checkout, "--family", "radeon"],
+            "cairn: error: unknown GPU family `radeon` (expected e.g. `gfx94X-dcgpu`, `gfx1151` or `gfx942:xnack+`)\n".to_string(),
+        ),
+        (
+            vec!["fingerprint", "explain", "--checkout", checkout, "--family", "gfx1151", "--artifact", "nope"],
+            "cairn: error: unknown artifact `nope`\n".to_string(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = cairn_in(&root, &args);
+        assert_code(&o, 2);
+        assert_eq!(stderr(&o), expected, "{args:?}");
+        assert_eq!(stdout(&o), "");
+    }
+    // Missing required arguments are usage errors (exit 2 too).
+    let o = cairn_in(&root, &["fingerprint", "--family", "gfx1151"]);
+    assert_code(&o, 2);
+}
