@@ -744,6 +744,26 @@ artifact_deps = ["c1"]
                 dest.display()
             );
         }
+        // A partial checkout (TheRock CI clones only the submodules a stage needs) agrees too: an
+        // uninitialized submodule counts as the commit `HEAD` records for it.
+        let partial = f._dir.path().join("partial/TheRock");
+        std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+        git(
+            partial.parent().unwrap(),
+            &[
+                "clone",
+                "-q",
+                f.root.to_str().unwrap(),
+                partial.to_str().unwrap(),
+            ],
+        );
+        git(&partial, &["submodule", "update", "-q", "--init", "beta"]);
+        assert!(!partial.join("gamma/src.txt").exists());
+        assert_eq!(
+            f.compute_at(&partial, "gfx94X-dcgpu"),
+            original,
+            "partial clone"
+        );
         // Deterministic across runs, and the format is 64 lowercase hex.
         assert_eq!(f.compute("gfx94X-dcgpu"), original);
         assert!(original.values().all(|fp| fp.to_hex().len() == 64));

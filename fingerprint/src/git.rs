@@ -2,16 +2,18 @@
 //!
 //! A [`GitSnapshot`] is everything fingerprints need from a checkout, read once: the superproject's
 //! `HEAD` tree (every blob and gitlink with its mode and object id), the submodules (`.gitmodules`
-//! name → path, and the commit actually checked out in each, nested ones included), and the dirty
-//! files (staged, unstaged and untracked, in the superproject and inside submodules) with a BLAKE3
-//! of their current content. Every path in it is relative to the checkout, `/`-separated.
+//! name → path, and the commit actually checked out in each, moved nested ones included), and the
+//! dirty files (staged, unstaged and untracked, in the superproject and inside submodules) with a
+//! BLAKE3 of their current content. Every path in it is relative to the checkout, `/`-separated.
 //!
-//! Why the `git` CLI and not a library such as `gix`: git's own plumbing (`ls-tree`, `status
-//! --porcelain=v2 -z`, `submodule status`) has stable, documented machine formats, honours every
-//! repository setting (worktrees, `safe.directory`, sparse checkouts, alternates, fsmonitor) exactly
-//! as the user's git does, and costs no dependency. Snapshotting runs a fixed number of git
-//! commands (five, plus one `status` per *dirty* submodule), independent of the number of
-//! artifacts, so a whole topology is fingerprinted in tens of milliseconds.
+//! Why the `git` CLI and not a library such as `gix`: git's own plumbing (`ls-tree -z`, `status
+//! --porcelain=v2 -z`, `config -z`) has stable, documented machine formats, honours every
+//! repository setting (worktrees, `safe.directory`, sparse checkouts, alternates, fsmonitor,
+//! untracked cache) exactly as the user's git does, and costs no dependency. Snapshotting runs five
+//! git commands, plus one `status` per submodule with changes of its own and one `rev-parse` per
+//! moved submodule, independent of the number of artifacts. `git submodule status` is avoided on
+//! purpose: it runs `git describe` in every submodule, which can take seconds on a full
+//! llvm-project clone; the porcelain v2 submodule flags tell which submodules need a closer look.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,10 +95,12 @@ pub struct Submodule {
     pub name: String,
     /// Its path in the superproject.
     pub path: String,
-    /// The commit checked out in it, or the gitlink of `HEAD` when it is not initialized; `None`
-    /// when the path is in neither.
+    /// The commit checked out in it (`HEAD`'s gitlink unless moved; also the gitlink when not
+    /// initialized; `deleted` when its directory is gone); `None` when `HEAD` has no gitlink there.
     pub commit: Option<String>,
-    /// Nested submodules: path (relative to the checkout) → checked-out commit.
+    /// Nested submodules whose checked-out commit differs from the gitlink recorded by the
+    /// enclosing submodule: path (relative to the checkout) → commit. Unmoved nested submodules
+    /// are implied by the enclosing commit.
     pub nested: BTreeMap<String, String>,
 }
 
@@ -180,9 +184,10 @@ impl GitSnapshot {
             Err(e) => return Err(e),
         };
         let tree = read_tree(checkout)?;
-        let submodules = read_submodules(checkout, &tree)?;
-        let mut dirty = BTreeMap::new();
-        read_dirty(checkout, checkout, "", &mut dirty)?;
+        let mut work = WorkState::default();
+        read_dirty(checkout, checkout, "", &mut work)?;
+        let submodules = read_submodules(checkout, &tree, &work.moved)?;
+        let dirty = work.dirty;
         Ok(GitSnapshot {
             head,
             tree,
@@ -270,10 +275,12 @@ fn read_tree(checkout: &Path) -> Result<BTreeMap<String, TreeItem>, GitError> {
     Ok(tree)
 }
 
-/// `.gitmodules` names and paths, plus checked-out commits from `git submodule status --recursive`.
+/// `.gitmodules` names and paths; each submodule's commit is `HEAD`'s gitlink unless `moved`
+/// (path → checked-out commit) says otherwise.
 fn read_submodules(
     checkout: &Path,
     tree: &BTreeMap<String, TreeItem>,
+    moved: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, Submodule>, GitError> {
     if !checkout.join(".gitmodules").is_file() {
         return Ok(BTreeMap::new());
@@ -320,42 +327,31 @@ fn read_submodules(
             },
         );
     }
-    if submodules.is_empty() {
-        return Ok(submodules);
-    }
-    // `<flag><sha> <path>[ (<describe>)]` per line; flag ' ' in sync, '+' other commit checked out,
-    // '-' not initialized (sha = gitlink), 'U' merge conflict. Paths are relative to the checkout.
-    const STATUS: &str = "submodule status --recursive";
-    let out = git(checkout, &["submodule", "status", "--recursive"])?;
-    for line in String::from_utf8_lossy(&out)
-        .lines()
-        .filter(|l| !l.is_empty())
-    {
-        let flag = line.as_bytes()[0];
-        let rest = &line[1..];
-        let (sha, path) = rest
-            .split_once(' ')
-            .ok_or_else(|| parse_error(STATUS, line.as_bytes()))?;
-        if !(sha.len() == 40 || sha.len() == 64) || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(parse_error(STATUS, line.as_bytes()));
-        }
-        let path = match path.rfind(" (") {
-            Some(i) if path.ends_with(')') => &path[..i],
-            _ => path,
-        };
-        if let Some(top) = submodules.values_mut().find(|s| s.path == path) {
-            if flag != b'-' || top.commit.is_none() {
-                top.commit = Some(sha.to_string());
-            }
+    // A submodule whose checked-out commit differs from `HEAD`'s gitlink (moved without a
+    // superproject commit) is built from what is checked out; nested submodules only count when
+    // moved, since otherwise their commit is fixed by the enclosing submodule's commit.
+    for (path, commit) in moved {
+        if let Some(top) = submodules.values_mut().find(|s| s.path == *path) {
+            top.commit = Some(commit.clone());
         } else if let Some(top) = submodules
             .values_mut()
             .filter(|s| is_under(path, &s.path))
             .max_by_key(|s| s.path.len())
         {
-            top.nested.insert(path.to_string(), sha.to_string());
+            top.nested.insert(path.clone(), commit.clone());
         }
     }
     Ok(submodules)
+}
+
+/// What differs between the work tree and `HEAD`.
+#[derive(Debug, Default)]
+struct WorkState {
+    /// Changed paths with their current content.
+    dirty: BTreeMap<String, DirtyContent>,
+    /// Submodules (top-level or nested, by path) whose checked-out commit is not the recorded
+    /// gitlink, with the commit checked out (or `deleted`).
+    moved: BTreeMap<String, String>,
 }
 
 /// `git status --porcelain=v2 -z` in `repo` (the checkout or a submodule at `prefix/`), recursing
@@ -364,7 +360,7 @@ fn read_dirty(
     checkout: &Path,
     repo: &Path,
     prefix: &str,
-    dirty: &mut BTreeMap<String, DirtyContent>,
+    work: &mut WorkState,
 ) -> Result<(), GitError> {
     const ARGS: &str = "status --porcelain=v2 -z --untracked-files=all --ignore-submodules=none";
     let out = git(
@@ -404,7 +400,7 @@ fn read_dirty(
             let orig = utf8(ARGS, orig)?;
             let full = join(&orig);
             let content = hash_path(checkout, &full)?;
-            dirty.insert(full, content);
+            work.dirty.insert(full, content);
         }
         let sub = if kind == '?' {
             "N..."
@@ -412,17 +408,31 @@ fn read_dirty(
             fields.get(2).copied().unwrap_or("N...")
         };
         if sub.starts_with('S') {
-            // A submodule: its commit is read by `submodule status`; its own changes by recursion.
+            // A submodule: `S<c><m><u>` says whether its checked-out commit differs from the
+            // index (c), and whether it has tracked (m) or untracked (u) changes of its own.
             let flags = sub.as_bytes();
+            let xy = fields.get(1).map(|f| f.as_bytes()).unwrap_or(b"..");
+            let sub_prefix = join(path);
+            let dir = checkout.join(&sub_prefix);
+            if xy.get(1) == Some(&b'D') {
+                work.moved.insert(sub_prefix.clone(), "deleted".to_string());
+            } else if (flags.get(1) == Some(&b'C') || xy.first() != Some(&b'.'))
+                && dir.join(".git").exists()
+            {
+                let out = git(&dir, &["rev-parse", "--verify", "-q", "HEAD^{commit}"])?;
+                work.moved.insert(
+                    sub_prefix.clone(),
+                    String::from_utf8_lossy(&out).trim().to_string(),
+                );
+            }
             if flags.get(2) == Some(&b'M') || flags.get(3) == Some(&b'U') {
-                let sub_prefix = join(path);
-                read_dirty(checkout, &checkout.join(&sub_prefix), &sub_prefix, dirty)?;
+                read_dirty(checkout, &dir, &sub_prefix, work)?;
             }
             continue;
         }
         let full = join(path.trim_end_matches('/'));
         let content = hash_path(checkout, &full)?;
-        dirty.insert(full, content);
+        work.dirty.insert(full, content);
     }
     Ok(())
 }
