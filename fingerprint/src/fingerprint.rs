@@ -1059,3 +1059,34 @@ artifact_deps = ["c1"]
         assert_eq!(fp.snapshot().submodules.len(), names.len());
     }
 }
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+
+    fn input(kind: &str, name: &str, value: &str) -> Input {
+        Input {
+            kind: kind.into(),
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    /// The `cairn-fp-v1` encoding is frozen: changing it must come with a new scheme tag, because
+    /// fingerprints are stored in buckets and compared across Cairn versions.
+    #[test]
+    fn encoding_is_frozen_and_unambiguous() {
+        let inputs = [
+            input("scheme", SCHEME, SCHEME),
+            input("submodule", "alpha", "0123"),
+        ];
+        assert_eq!(
+            digest_inputs(&inputs).to_hex(),
+            "3a464d07242c09a0c6fe6658e9b71076ca4467cdb5b07bdc2c8ee9278970ddc6"
+        );
+        // Moving a byte between fields changes the digest (length prefixes).
+        let a = [input("ab", "c", "")];
+        let b = [input("a", "bc", "")];
+        assert_ne!(digest_inputs(&a), digest_inputs(&b));
+    }
+}
