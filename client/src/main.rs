@@ -1,1 +1,26 @@
-fn main() {}
+//! `cairn`: the command-line client. This file is glue: parse arguments, run one command, render
+//! its error, and turn the outcome into an exit status (0 ok, 1 "no", 2 error).
+
+mod cli;
+mod commands;
+mod output;
+
+use clap::Parser;
+
+use crate::output::{ExitStatus, Printer};
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let mut printer = Printer::new(cli.json, cli.quiet, cli.verbose);
+    let status = match commands::run(&cli, &mut printer).and_then(|s| printer.flush().map(|()| s)) {
+        Ok(status) => status,
+        // A closed pipe (`cairn topology artifacts | head -1`) is the reader's choice, not an error:
+        // exit quietly with success, as Unix tools do.
+        Err(err) if output::is_broken_pipe(&err) => ExitStatus::Success,
+        Err(err) => {
+            output::print_error(&err);
+            ExitStatus::Error
+        }
+    };
+    status.into()
+}

@@ -1,0 +1,182 @@
+//! Command-line arguments (clap derive): what the user typed, checked for shape but not yet
+//! interpreted. `commands/` turns them into work.
+//!
+//! `Command` is an enum of top-level subcommands; the offline ones (`topology`, `layout`,
+//! `fingerprint`) need no daemon. Online subcommands join the enum without touching these.
+
+use std::path::PathBuf;
+
+use cairn_fingerprint::Platform;
+use clap::{Args, Parser, Subcommand};
+
+/// cairn: content-addressed artifact cache client for TheRock's multi-stage CI.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Print one JSON document on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The build topology file.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "./BUILD_TOPOLOGY.toml"
+    )]
+    pub topology: PathBuf,
+
+    /// Print nothing on stderr but errors and problems.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print more detail on stderr (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check and query the build topology (offline).
+    Topology {
+        /// The query.
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+    /// Where a CI run's outputs live: bucket, prefix, URIs (offline).
+    Layout(LayoutArgs),
+    /// Source fingerprints of artifacts at a git checkout (offline).
+    Fingerprint(FingerprintArgs),
+}
+
+/// `cairn topology ...`.
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Check the topology; exit 1 and list every problem on stderr if it is invalid.
+    Validate,
+    /// List the build stages.
+    Stages,
+    /// List the artifact groups.
+    Groups,
+    /// List the artifacts.
+    Artifacts,
+    /// List the artifacts a stage must fetch before it builds.
+    Inbound(StageArg),
+    /// List the artifacts a stage builds.
+    Produced(StageArg),
+    /// List the stages in build order (dependencies first).
+    Order,
+    /// Print the artifact dependency graph as Graphviz DOT (`--json`: TheRock's graph object).
+    Graph,
+}
+
+/// `--stage S`.
+#[derive(Debug, Args)]
+pub struct StageArg {
+    /// The build stage.
+    #[arg(long, value_name = "S")]
+    pub stage: String,
+}
+
+/// `cairn layout ...`.
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// The workflow run id.
+    #[arg(long, value_name = "ID")]
+    pub run_id: String,
+    /// The platform the run built for (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// The repository the workflow ran in.
+    #[arg(long, value_name = "OWNER/REPO", default_value = "ROCm/TheRock")]
+    pub repo: String,
+    /// The pull request's head repository; differing from --repo means a fork.
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub head_repo: Option<String>,
+    /// The release type (ci, dev, dev-bkc, nightly, nightly-bkc, prerelease).
+    #[arg(long, value_name = "T")]
+    pub release_type: Option<String>,
+    /// The run's `updated_at` (RFC 3339); decides the legacy bucket with --legacy-buckets.
+    #[arg(long, value_name = "RFC3339")]
+    pub updated_at: Option<String>,
+    /// Apply the bucket rules in force before 2026-04 (legacy `therock-artifacts*` buckets).
+    #[arg(long)]
+    pub legacy_buckets: bool,
+}
+
+/// `cairn fingerprint ...`: fingerprints of artifacts, or `explain` for one.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct FingerprintArgs {
+    /// `explain`.
+    #[command(subcommand)]
+    pub command: Option<FingerprintCommand>,
+    /// Which checkout, family and artifacts.
+    #[command(flatten)]
+    pub select: FingerprintSelect,
+}
+
+/// The arguments of `cairn fingerprint`.
+#[derive(Debug, Args)]
+pub struct FingerprintSelect {
+    /// The git checkout (TheRock superproject with its submodules).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub checkout: Option<PathBuf>,
+    /// The GPU family (e.g. gfx94X-dcgpu, gfx1151).
+    #[arg(long, value_name = "F", required = true)]
+    pub family: Option<String>,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// Only the inbound and produced artifacts of this stage.
+    #[arg(long, value_name = "S", conflicts_with = "artifact")]
+    pub stage: Option<String>,
+    /// Only these artifacts (repeatable).
+    #[arg(long, value_name = "A")]
+    pub artifact: Vec<String>,
+    /// The build variant hashed into target-specific artifacts (release, asan, tsan, ...).
+    #[arg(long, value_name = "V", default_value = "release")]
+    pub variant: String,
+}
+
+/// `cairn fingerprint explain`.
+#[derive(Debug, Subcommand)]
+pub enum FingerprintCommand {
+    /// List every input of one artifact's fingerprint and its hash.
+    Explain(ExplainArgs),
+}
+
+/// The arguments of `cairn fingerprint explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The git checkout.
+    #[arg(long, value_name = "DIR")]
+    pub checkout: PathBuf,
+    /// The artifact.
+    #[arg(long, value_name = "A")]
+    pub artifact: String,
+    /// The GPU family.
+    #[arg(long, value_name = "F")]
+    pub family: String,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// The build variant.
+    #[arg(long, value_name = "V", default_value = "release")]
+    pub variant: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
