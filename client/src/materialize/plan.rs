@@ -201,6 +201,10 @@ impl Builder<'_> {
                     };
                     Some((dest, k))
                 };
+                // TheRock's archives list members relpath by relpath in manifest order, and a
+                // sequential extraction lets the later one win where flattening makes paths
+                // collide; process entries in that order (stable: path order within a relpath).
+                let mut mapped = Vec::with_capacity(tree.entries.len());
                 for e in &tree.entries {
                     if e.path.as_str() == ARTIFACT_MANIFEST {
                         continue;
@@ -220,13 +224,16 @@ impl Builder<'_> {
                         }
                         continue;
                     }
-                    let Some((dest, k)) = map(e.path.as_str()) else {
-                        self.problems.push(TreeProblem::OutsideManifest {
+                    match map(e.path.as_str()) {
+                        Some((dest, k)) => mapped.push((k, dest, e)),
+                        None => self.problems.push(TreeProblem::OutsideManifest {
                             artifact: self.name(i),
                             path: e.path.to_string(),
-                        });
-                        continue;
-                    };
+                        }),
+                    }
+                }
+                mapped.sort_by_key(|(k, _, _)| *k);
+                for (k, dest, e) in mapped {
                     let area = if bootstrap {
                         let r = tree.manifest[k].as_str();
                         Some((self.area_index[r], r.len()))
