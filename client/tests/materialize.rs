@@ -617,11 +617,23 @@ fn incremental_rebootstrap_rewrites_only_what_changed() {
     let prim_marker = marker("math-libs/rocPRIM/stage");
     let blas_marker = marker("math-libs/BLAS/rocBLAS/stage");
 
-    // The user edits a file and puts its mtime back: ctime still gives it away.
-    let edited = "compiler/amd-llvm/stage/lib/amd-llvm-0.dat";
+    // The user edits a file in place (same inode, same size) and puts its mtime back: only ctime
+    // still gives it away.
+    let edited = "compiler/amd-llvm/stage/lib/amd-llvm-4.dat";
     let (_, sec, nsec) = before[edited];
-    fs::write(dest.join(edited), b"edited by hand").unwrap();
+    let mut bytes = fs::read(dest.join(edited)).unwrap();
+    bytes.iter_mut().take(100).for_each(|b| *b = !*b);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(dest.join(edited))
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
     set_mtime(&dest.join(edited), sec, nsec);
+    assert_eq!(
+        fs::metadata(dest.join(edited)).unwrap().ino(),
+        before[edited].0
+    );
     // And drops a stray file into a stage dir we own.
     fs::write(dest.join("compiler/amd-llvm/stage/lib/stray.o"), b"stray").unwrap();
 
@@ -842,4 +854,73 @@ fn reading_a_generated_archive_gives_a_therock_shaped_tree() {
         .read_to_end(&mut raw)
         .unwrap();
     assert_eq!(&raw[..21], b"artifact_manifest.txt");
+}
+
+/// Every blob still hashes to its name.
+fn assert_cas_intact(blobs: &Path) {
+    for e in fs::read_dir(blobs).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(
+            Blake3::of(&fs::read(&p).unwrap()).to_hex(),
+            name,
+            "blob `{name}` was written through"
+        );
+    }
+}
+
+#[test]
+fn hardlink_mode_never_writes_through_to_the_cas_and_copy_mode_unshares() {
+    let w = World::new();
+    let relpaths = ["math-libs/rocSOLVER/stage"];
+    let dir = w.tmp.path().join("solver-src");
+    gen_artifact(&dir, &relpaths, "solver", 81);
+    let v1 = w.pack_art("solver_lib_generic", &relpaths, &dir, "v1");
+    let changed = "math-libs/rocSOLVER/stage/lib/solver-4.dat";
+    fs::write(dir.join(changed), b"new content").unwrap();
+    let v2 = w.pack_art("solver_lib_generic", &relpaths, &dir, "v2");
+
+    let dest = w.dir("dest");
+    let linked = Options {
+        copy_mode: CopyMode::Hardlink,
+        ..Options::new(Layout::Bootstrap)
+    };
+    let first = run(&[&v1], &w, &dest, &linked).unwrap();
+    assert!(first.copies.hardlink_blob > 0);
+    let shares_blob = |p: &str| {
+        let m = fs::metadata(dest.join(p)).unwrap();
+        let blob = w
+            .blobs()
+            .join(Blake3::of(&fs::read(dest.join(p)).unwrap()).to_hex());
+        m.ino() == fs::metadata(blob).unwrap().ino()
+    };
+    assert!(shares_blob(changed));
+    let second = run(&[&v2], &w, &dest, &linked).unwrap();
+    assert_eq!(second.files_written, 1, "{second:?}");
+    assert!(shares_blob(changed));
+    assert_cas_intact(&w.blobs());
+
+    // A copy-mode run replaces every CAS link with a private copy, once.
+    let copies = run(&[&v2], &w, &dest, &Options::new(Layout::Bootstrap)).unwrap();
+    assert_eq!(
+        copies.files_written, first.copies.hardlink_blob,
+        "{copies:?}"
+    );
+    let files: Vec<String> = snapshot(&dest, false)
+        .into_iter()
+        .filter(|(_, v)| v.starts_with("file"))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        files
+            .iter()
+            .filter(|f| !f.ends_with(".prebuilt"))
+            .all(|f| !shares_blob(f))
+    );
+    let again = run(&[&v2], &w, &dest, &Options::new(Layout::Bootstrap)).unwrap();
+    assert_eq!(again.files_written, 0, "{again:?}");
+    let exp = w.dir("expected");
+    expected(&[&v2], Layout::Bootstrap, &exp);
+    assert_same_tree(&exp, &dest, false);
+    assert_cas_intact(&w.blobs());
 }

@@ -374,6 +374,26 @@ pub enum MaterializeError {
     ThreadPool(String),
 }
 
+/// Take an exclusive `flock` on the destination directory for the whole run: two runs into one
+/// destination (two CI steps, a user and a script) are serialized instead of interleaving their
+/// cleaning and writing. Released when the returned handle is dropped.
+fn lock_dir(dest: &Path) -> Result<fs::File, MaterializeError> {
+    let dir = fs::File::open(dest).map_err(io_at(dest))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX) } == 0 {
+            return Ok(dir);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(MaterializeError::Io {
+                path: dest.to_path_buf(),
+                source: e,
+            });
+        }
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
     move |source| MaterializeError::Io {
         path: path.to_path_buf(),
@@ -489,6 +509,7 @@ impl<'a> Run<'a> {
                 path: self.dest.to_path_buf(),
             });
         }
+        let _lock = lock_dir(self.dest)?;
         if self.opts.incremental {
             self.old = State::load(self.dest, self.opts.layout);
         }
@@ -808,10 +829,13 @@ impl<'a> Run<'a> {
                 let outcome = match &planned.node {
                     Node::File { blake3, size, mode } => {
                         let proven = meta.is_some_and(|m| {
-                            self.old
-                                .entries
-                                .get(path)
-                                .is_some_and(|r| r.proves(&planned.node, m))
+                            self.old.entries.get(path).is_some_and(|r| {
+                                r.proves(
+                                    &planned.node,
+                                    m,
+                                    self.opts.copy_mode == CopyMode::Hardlink,
+                                )
+                            })
                         });
                         if proven {
                             self.reporter.on_file_skipped(*size);
@@ -907,10 +931,9 @@ impl<'a> Run<'a> {
                     }
                 } else {
                     let proven = metas[i].as_ref().is_some_and(|m| {
-                        self.old
-                            .entries
-                            .get(path)
-                            .is_some_and(|r| r.proves(&planned.node, m))
+                        self.old.entries.get(path).is_some_and(|r| {
+                            r.proves(&planned.node, m, self.opts.copy_mode == CopyMode::Hardlink)
+                        })
                     });
                     if proven {
                         self.reporter.on_file_skipped(*size);
@@ -981,10 +1004,18 @@ impl<'a> Run<'a> {
             .par_iter()
             .map(|(path, planned)| {
                 let mut rec = Record::for_node(&planned.node);
-                if matches!(planned.node, Node::File { .. } | Node::Hardlink { .. }) {
+                if let Node::File { blake3, .. } | Node::Hardlink { blake3, .. } = &planned.node {
                     let full = self.full(path);
                     let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
                     rec.stat = Some(Stat::of(&m));
+                    // Shares its inode with the blob (hard-link mode, or a tree link to such a
+                    // file): remembered so a later copy-mode run replaces it.
+                    rec.cas_link = m.nlink() > 1
+                        && self
+                            .blobs
+                            .blob_path(blake3)
+                            .and_then(|b| fs::symlink_metadata(b).ok())
+                            .is_some_and(|b| b.dev() == m.dev() && b.ino() == m.ino());
                 }
                 Ok((path.clone(), rec))
             })

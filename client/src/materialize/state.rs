@@ -74,6 +74,10 @@ pub(crate) struct Record {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<Stat>,
+    /// The file is a hard link to its CAS blob ([`super::CopyMode::Hardlink`]); a run in another
+    /// copy mode replaces it with a private copy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cas_link: bool,
 }
 
 impl Record {
@@ -93,13 +97,17 @@ impl Record {
             mode,
             target,
             stat: None,
+            cas_link: false,
         }
     }
 
     /// True when this record says the path already holds exactly `node` and `current` (its `lstat`
-    /// now) is what the record saw.
-    pub(crate) fn proves(&self, node: &Node, current: &Metadata) -> bool {
+    /// now) is what the record saw. A link to the CAS is accepted only when `cas_links_ok`.
+    pub(crate) fn proves(&self, node: &Node, current: &Metadata, cas_links_ok: bool) -> bool {
         let Some(stat) = self.stat else { return false };
+        if self.cas_link && !cas_links_ok {
+            return false;
+        }
         let want = Record::for_node(node);
         self.kind == want.kind
             && self.blake3 == want.blake3
