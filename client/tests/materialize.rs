@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use cairn_client::materialize::{
     BlobSource, CopyMode, DirBlobs, Layout, MaterializeError, MaterializeItem, NoReporter, Options,
-    Report, STATE_FILE, materialize,
+    Report, STATE_FILE, blobs_needed, materialize,
 };
 use cairn_fingerprint::Blake3;
 use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
@@ -256,9 +256,9 @@ impl World {
     }
 
     fn art(&self, name: &str, relpaths: &[&str], seed: u64) -> Art {
-        let tag = name.split('_').next().unwrap();
+        let tag = name.replace('_', "-");
         let dir = self.tmp.path().join("src").join(format!("{name}-{seed}"));
-        gen_artifact(&dir, relpaths, tag, seed);
+        gen_artifact(&dir, relpaths, &tag, seed);
         self.pack_art(name, relpaths, &dir, &format!("{name}-{seed}"))
     }
 
@@ -434,12 +434,12 @@ fn every_layout_is_byte_identical_to_tar_x() {
         // Tree hard links stay hard links.
         let tool = dest.join(match layout {
             Layout::Plain => {
-                "artifacts/amd-llvm_lib_generic/compiler/amd-llvm/stage/bin/amd-llvm-tool"
+                "artifacts/amd-llvm_lib_generic/compiler/amd-llvm/stage/bin/amd-llvm-lib-generic-tool"
             }
-            Layout::Flatten => "bin/amd-llvm-tool",
-            Layout::Bootstrap => "compiler/amd-llvm/stage/bin/amd-llvm-tool",
+            Layout::Flatten => "bin/amd-llvm-lib-generic-tool",
+            Layout::Bootstrap => "compiler/amd-llvm/stage/bin/amd-llvm-lib-generic-tool",
         });
-        let alias = tool.with_file_name("amd-llvm-tool-alias");
+        let alias = tool.with_file_name("amd-llvm-lib-generic-tool-alias");
         assert_eq!(
             fs::metadata(&tool).unwrap().ino(),
             fs::metadata(&alias).unwrap().ino()
@@ -515,7 +515,7 @@ fn every_copy_path_serial_and_parallel_gives_identical_trees() {
                     assert!(c.hardlink_blob > 0, "{c:?}");
                     // Executables need a mode the read-only blobs lack: those are copied.
                     assert!(c.copy_file_range + c.read_write + c.reflink > 0, "{c:?}");
-                    let f = dest.join("math-libs/rocRAND/stage/lib/rand-0.dat");
+                    let f = dest.join("math-libs/rocRAND/stage/lib/rand-lib-generic-0.dat");
                     let digest = Blake3::of(&fs::read(&f).unwrap());
                     let blob = w.blobs().join(digest.to_hex());
                     assert_eq!(
@@ -619,7 +619,7 @@ fn incremental_rebootstrap_rewrites_only_what_changed() {
 
     // The user edits a file in place (same inode, same size) and puts its mtime back: only ctime
     // still gives it away.
-    let edited = "compiler/amd-llvm/stage/lib/amd-llvm-4.dat";
+    let edited = "compiler/amd-llvm/stage/lib/amd-llvm-lib-generic-4.dat";
     let (_, sec, nsec) = before[edited];
     let mut bytes = fs::read(dest.join(edited)).unwrap();
     bytes.iter_mut().take(100).for_each(|b| *b = !*b);
@@ -638,6 +638,24 @@ fn incremental_rebootstrap_rewrites_only_what_changed() {
     fs::write(dest.join("compiler/amd-llvm/stage/lib/stray.o"), b"stray").unwrap();
 
     let arts = [&lib, &dev, &other, &blas2];
+    // A remote client would fetch only the blobs of the three files to rewrite.
+    let digest_of = |a: &Art, p: &str| {
+        a.tree
+            .entries
+            .iter()
+            .find(|e| e.path.as_str() == p)
+            .unwrap()
+            .blake3
+            .unwrap()
+    };
+    let mut want = vec![
+        digest_of(&blas2, "math-libs/BLAS/rocBLAS/stage/include/blas-1.dat"),
+        digest_of(&blas2, "math-libs/BLAS/rocBLAS/stage/lib/blas-new.dat"),
+        digest_of(&lib, edited),
+    ];
+    want.sort();
+    let needed = blobs_needed(&items(&arts), &dest, &Options::new(Layout::Bootstrap)).unwrap();
+    assert_eq!(needed, want);
     let second = run(&arts, &w, &dest, &Options::new(Layout::Bootstrap)).unwrap();
     let exp = w.dir("expected");
     expected(&arts, Layout::Bootstrap, &exp);
@@ -682,6 +700,8 @@ fn incremental_rebootstrap_rewrites_only_what_changed() {
     );
     assert_ne!(marker("compiler/amd-llvm/stage"), llvm_marker);
 
+    let needed = blobs_needed(&items(&arts), &dest, &Options::new(Layout::Bootstrap)).unwrap();
+    assert!(needed.is_empty(), "{needed:?}");
     let third = run(&arts, &w, &dest, &Options::new(Layout::Bootstrap)).unwrap();
     assert_eq!(
         (

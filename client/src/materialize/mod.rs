@@ -18,7 +18,9 @@
 //! 4. **finish**: directory modes, `.prebuilt` markers, and the state file (see `state.rs`).
 //!
 //! Incremental runs rely on the state file: a file whose record and `lstat` match is left untouched
-//! (same inode, same mtime).
+//! (same inode, same mtime); [`blobs_needed`] tells a remote client which blobs a run will read.
+//! Runs into one destination are serialized by an exclusive `flock` on the destination directory.
+//! Call [`materialize`] from a blocking context (`spawn_blocking`), never on a tokio worker.
 
 mod copy;
 mod fsops;
@@ -422,6 +424,62 @@ pub fn materialize(
     }
 }
 
+/// The blobs a run of `materialize(items, _, dest, opts, _)` would read now: every file the state
+/// file of `dest` cannot prove unchanged, deduplicated. A remote client asks the daemon for just
+/// these, so an incremental re-bootstrap (a bisect step) downloads only what changed. Reads the
+/// destination, writes nothing.
+pub fn blobs_needed(
+    items: &[MaterializeItem],
+    dest: &Path,
+    opts: &Options,
+) -> Result<Vec<Blake3>, MaterializeError> {
+    let plan = Plan::build(items, opts.layout).map_err(MaterializeError::Refused)?;
+    let old = if opts.incremental {
+        State::load(dest, opts.layout)
+    } else {
+        State::empty(opts.layout)
+    };
+    let hardlinks_ok = opts.copy_mode == CopyMode::Hardlink;
+    let mut needed: Vec<Blake3> = plan
+        .entries
+        .par_iter()
+        .filter_map(|(path, planned)| {
+            let blake3 = match &planned.node {
+                Node::File { blake3, .. } => *blake3,
+                // A link to a planned file of the same content needs no blob of its own.
+                Node::Hardlink {
+                    target,
+                    blake3,
+                    mode,
+                    ..
+                } => {
+                    let linkable = matches!(
+                        plan.entries.get(target).map(|t| &t.node),
+                        Some(Node::File { blake3: b, mode: m, .. }) if b == blake3 && m == mode
+                    );
+                    if linkable {
+                        return None;
+                    }
+                    *blake3
+                }
+                _ => return None,
+            };
+            let proven = fsops::lstat(&dest.join(path))
+                .ok()
+                .flatten()
+                .is_some_and(|m| {
+                    old.entries
+                        .get(path)
+                        .is_some_and(|r| r.proves(&planned.node, &m, hardlinks_ok))
+                });
+            (!proven).then_some(blake3)
+        })
+        .collect();
+    needed.sort();
+    needed.dedup();
+    Ok(needed)
+}
+
 /// What the write phase did for one entry.
 #[derive(Default)]
 struct Outcome {
@@ -596,9 +654,10 @@ impl<'a> Run<'a> {
         }
         let mut s = self.old.clone();
         for (k, p) in &self.plan.entries {
-            s.entries
-                .entry(k.clone())
-                .or_insert_with(|| Record::for_node(&p.node));
+            s.entries.entry(k.clone()).or_insert_with(|| Record {
+                pending: true,
+                ..Record::for_node(&p.node)
+            });
         }
         for a in &self.plan.areas {
             if !s.areas.contains(a) {
@@ -627,7 +686,8 @@ impl<'a> Run<'a> {
             let full = self.full(path);
             let mut meta = fsops::lstat(&full).map_err(io_at(&full))?;
             // We may replace what is here if it is inside an area or an earlier run wrote it.
-            let ours = planned.area.is_some() || self.old.entries.contains_key(path);
+            let ours =
+                planned.area.is_some() || self.old.entries.get(path).is_some_and(|r| !r.pending);
             let area_root = area_roots.get(path.as_str()).copied();
             if planned.node.is_dir() {
                 match &meta {

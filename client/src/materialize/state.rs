@@ -11,8 +11,8 @@
 //! user space cannot set back, so an edited file is always detected.
 //!
 //! Crash safety: before mutating anything, a run whose plan adds paths unknown to the state rewrites
-//! the state with those paths recorded *without* `stat` (so they are never trusted, and are removed
-//! later if no longer planned). Every write is temp file + `rename`, so a run killed midway leaves a
+//! the state with those paths recorded as `pending` and *without* `stat` (so they are never trusted,
+//! never taken as ours to replace, and are removed later if no longer planned). Every write is temp file + `rename`, so a run killed midway leaves a
 //! state that the next run converges from.
 
 use std::collections::BTreeMap;
@@ -78,6 +78,10 @@ pub(crate) struct Record {
     /// copy mode replaces it with a private copy.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cas_link: bool,
+    /// Written before a run mutated anything: the run meant to create this path but may have died
+    /// first. Such a record makes the path a candidate for stale removal but not ours to replace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 impl Record {
@@ -98,6 +102,7 @@ impl Record {
             target,
             stat: None,
             cas_link: false,
+            pending: false,
         }
     }
 

@@ -405,6 +405,23 @@ fn symlink_in_destination_outside_an_area_is_refused_and_nothing_escapes() {
         fs::read_dir(outside.path()).unwrap().next().is_none(),
         "nothing written outside"
     );
+    // The refused run left a pending state; it must not make the symlink ours on the next run.
+    let again = run(
+        &[t.item("amd-llvm_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    );
+    assert!(
+        matches!(again, Err(MaterializeError::SymlinkInDestination { .. })),
+        "{again:?}"
+    );
+    assert!(
+        fs::symlink_metadata(dest.path().join("compiler"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 
     // Flatten: a directory symlink on the way is refused the same way.
     let dest = tempfile::tempdir().unwrap();
