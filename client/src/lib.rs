@@ -1,3 +1,5 @@
 //! `cairn`, the client: a gRPC client library for `cairnd` and the materialization of trees into
 //! build directories. The CLI in `main.rs` is glue.
+
 pub mod connect;
+pub mod materialize;

@@ -1,0 +1,1094 @@
+//! Materialization: writing artifact trees (see [`cairn_fingerprint::tree::Tree`]) from blob files
+//! into a destination directory, the way TheRock's extraction would leave it.
+//!
+//! Three layouts ([`Layout`]): *plain* (`DEST/artifacts/{artifact}/...`, `fetch`'s default), *flatten*
+//! (every stage dir merged into `DEST`, `fetch --flatten`) and *bootstrap* (`DEST/{relpath}/...` plus an
+//! empty `DEST/{relpath}.prebuilt` marker per stage relpath, `bootstrap`).
+//!
+//! A run goes through fixed phases, so the parallel part never races with cleaning:
+//! 1. **plan** (pure): map every entry to its destination path and refuse hostile or conflicting
+//!    trees ([`TreeProblem`]) before touching the disk;
+//! 2. **prepare** (serial, parents before children): create directories, refusing to pass through a
+//!    symlink or file we do not own; clean each area exactly once — a foreign stage dir is removed
+//!    (TheRock's once-per-relpath `rmtree`), an area the state file says we wrote keeps its content
+//!    and only loses what is no longer planned;
+//! 3. **write** (parallel, rayon): files (reflink, `copy_file_range`, read/write or hard link, see
+//!    [`CopyMode`]), symlinks, then hard links inside the tree; every write is a temp file renamed over
+//!    its destination, so a hard-linked CAS blob is never written through;
+//! 4. **finish**: directory modes, `.prebuilt` markers, and the state file (see `state.rs`).
+//!
+//! Incremental runs rely on the state file: a file whose record and `lstat` match is left untouched
+//! (same inode, same mtime); [`blobs_needed`] tells a remote client which blobs a run will read.
+//! Runs into one destination are serialized by an exclusive `flock` on the destination directory.
+//! Call [`materialize`] from a blocking context (`spawn_blocking`), never on a tokio worker.
+
+mod copy;
+mod fsops;
+mod plan;
+mod state;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_fingerprint::Blake3;
+use cairn_fingerprint::tree::Tree;
+use rayon::prelude::*;
+
+use copy::{Copier, Method};
+use plan::{Node, Plan};
+use state::{Record, Stat, State};
+
+/// Name of the state file kept at the root of the destination.
+pub const STATE_FILE: &str = ".cairn-state.json";
+
+/// Where blob contents are read from: a CAS directory on this machine or a client's spool of
+/// streamed blobs.
+pub trait BlobSource: Sync {
+    /// The path of the file holding blob `digest`, or `None` when the source does not have it.
+    fn blob_path(&self, digest: &Blake3) -> Option<PathBuf>;
+}
+
+/// A directory of blobs named by their lowercase hex BLAKE3, optionally sharded as
+/// `{first two hex digits}/{hex}`.
+#[derive(Debug, Clone)]
+pub struct DirBlobs {
+    root: PathBuf,
+    sharded: bool,
+}
+
+impl DirBlobs {
+    /// Blobs at `root/{hex}`.
+    pub fn flat(root: impl Into<PathBuf>) -> DirBlobs {
+        DirBlobs {
+            root: root.into(),
+            sharded: false,
+        }
+    }
+
+    /// Blobs at `root/{hex[..2]}/{hex}`.
+    pub fn sharded(root: impl Into<PathBuf>) -> DirBlobs {
+        DirBlobs {
+            root: root.into(),
+            sharded: true,
+        }
+    }
+}
+
+impl BlobSource for DirBlobs {
+    fn blob_path(&self, digest: &Blake3) -> Option<PathBuf> {
+        let hex = digest.to_hex();
+        Some(if self.sharded {
+            self.root.join(&hex[..2]).join(hex)
+        } else {
+            self.root.join(hex)
+        })
+    }
+}
+
+/// Blob paths handed over one by one, e.g. the CAS paths a same-machine `Fetch` returns.
+impl BlobSource for std::collections::HashMap<Blake3, PathBuf> {
+    fn blob_path(&self, digest: &Blake3) -> Option<PathBuf> {
+        self.get(digest).cloned()
+    }
+}
+
+/// How the trees are laid out under the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `DEST/artifacts/{artifact}/{tree path}`, `artifact_manifest.txt` included: TheRock's default
+    /// extraction. Each `artifacts/{artifact}` directory is replaced as a whole.
+    Plain,
+    /// Every stage dir merged into `DEST` with its relpath stripped (`fetch --flatten`,
+    /// `fileset_tool.py artifact-flatten`); no manifest, no markers, foreign files kept.
+    Flatten,
+    /// `DEST/{tree path}` (files land at `DEST/{relpath}/...`), each stage relpath cleaned once per run
+    /// unless we wrote it ourselves, and an empty `DEST/{relpath}.prebuilt` marker written after it.
+    Bootstrap,
+}
+
+/// Which copy path writes file contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CopyMode {
+    /// Reflink, else `copy_file_range`, else a streamed read/write copy.
+    #[default]
+    Auto,
+    /// Reflink only; fails with [`MaterializeError::Unsupported`] where the filesystem cannot.
+    Reflink,
+    /// `copy_file_range` only; fails with [`MaterializeError::Unsupported`] where unavailable.
+    CopyFileRange,
+    /// A streamed read/write copy with a fixed buffer.
+    ReadWrite,
+    /// Hard links to the blobs (only when asked: a build that edits files in place would edit the
+    /// CAS). Falls back to a copy when the blob's execute bits differ from the entry's mode or the
+    /// blob is on another filesystem.
+    Hardlink,
+}
+
+/// Settings for one run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Destination layout.
+    pub layout: Layout,
+    /// Copy path for file contents.
+    pub copy_mode: CopyMode,
+    /// Worker threads; `None` uses rayon's global pool, `Some(1)` runs serially.
+    pub threads: Option<usize>,
+    /// Trust the state file of an earlier run to skip unchanged files (default `true`).
+    pub incremental: bool,
+}
+
+impl Options {
+    /// Defaults for `layout`: automatic copy path, global thread pool, incremental.
+    pub fn new(layout: Layout) -> Options {
+        Options {
+            layout,
+            copy_mode: CopyMode::Auto,
+            threads: None,
+            incremental: true,
+        }
+    }
+}
+
+/// One artifact to materialize.
+#[derive(Debug, Clone)]
+pub struct MaterializeItem {
+    /// `{name}_{component}_{family}`; the directory name in plain layout, and the name in errors.
+    pub artifact: String,
+    /// The artifact's content.
+    pub tree: Arc<Tree>,
+}
+
+/// Progress callbacks; the CLI drives a progress bar with them, tests record them. Called from
+/// worker threads.
+pub trait Reporter: Sync {
+    /// Once, after planning: how many files and bytes the trees hold.
+    fn on_start(&self, _files: u64, _bytes: u64) {}
+    /// A file of `bytes` bytes was written.
+    fn on_file_written(&self, _bytes: u64) {}
+    /// A file of `bytes` bytes was already in place and left untouched.
+    fn on_file_skipped(&self, _bytes: u64) {}
+    /// Every entry of `artifact` is in place.
+    fn on_artifact_done(&self, _artifact: &str) {}
+}
+
+/// A [`Reporter`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReporter;
+
+impl Reporter for NoReporter {}
+
+/// How many files each copy path wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyCounts {
+    /// Reflinked (`FICLONE`).
+    pub reflink: u64,
+    /// Copied with `copy_file_range`.
+    pub copy_file_range: u64,
+    /// Copied with read/write.
+    pub read_write: u64,
+    /// Hard-linked to the blob.
+    pub hardlink_blob: u64,
+    /// Hard-linked to another file of the tree (tar hard links).
+    pub hardlink_tree: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Artifacts materialized.
+    pub artifacts: usize,
+    /// Regular files (and hard links) in the result.
+    pub files: u64,
+    /// Bytes of regular files in the result (hard links not counted twice).
+    pub bytes: u64,
+    /// Files (and hard links) written in this run.
+    pub files_written: u64,
+    /// Bytes written in this run.
+    pub bytes_written: u64,
+    /// Files left untouched because the state file proved them unchanged.
+    pub files_skipped_unchanged: u64,
+    /// Non-directories removed: stale files of an earlier run, strays in owned areas, foreign
+    /// content of cleaned stage dirs.
+    pub files_removed: u64,
+    /// Symlinks written in this run.
+    pub symlinks_written: u64,
+    /// Areas (stage dirs, `artifacts/{artifact}` dirs) wiped because they held foreign content.
+    pub areas_cleaned: usize,
+    /// Per copy path.
+    pub copies: CopyCounts,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// One reason a set of trees was refused before anything was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeProblem {
+    /// A plain-layout artifact name that is not a single path component.
+    #[error("artifact name `{artifact}` is not a plain directory name")]
+    BadArtifactName {
+        /// The artifact.
+        artifact: String,
+    },
+    /// An entry below no stage relpath of the tree's `artifact_manifest.txt`.
+    #[error("`{path}` in `{artifact}` is not below any relpath of its artifact_manifest.txt")]
+    OutsideManifest {
+        /// The artifact.
+        artifact: String,
+        /// The tree path.
+        path: String,
+    },
+    /// A symlink that is absolute or climbs out of the destination.
+    #[error("symlink `{path}` in `{artifact}` points outside the destination (`{target}`)")]
+    SymlinkEscape {
+        /// The artifact.
+        artifact: String,
+        /// The tree path of the symlink.
+        path: String,
+        /// Its target as written.
+        target: String,
+    },
+    /// A hard link whose target is not a file of the same tree.
+    #[error(
+        "hardlink `{path}` in `{artifact}` targets `{target}`, which is not a file of the same tree"
+    )]
+    BadHardlink {
+        /// The artifact.
+        artifact: String,
+        /// The tree path of the link.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// An entry that would be written through a symlink or below a file.
+    #[error("`{path}` in `{artifact}` lies below `{ancestor}`, which is a {ancestor_kind}")]
+    BelowNonDirectory {
+        /// The artifact.
+        artifact: String,
+        /// The destination path.
+        path: String,
+        /// The planned non-directory above it.
+        ancestor: String,
+        /// What that ancestor is.
+        ancestor_kind: &'static str,
+    },
+    /// Two entries of incompatible kinds at one destination path.
+    #[error("`{path}` conflicts between `{first}` and `{second}` ({detail})")]
+    Conflict {
+        /// The destination path.
+        path: String,
+        /// The artifact that planned it first.
+        first: String,
+        /// The artifact that planned it again.
+        second: String,
+        /// The kinds involved.
+        detail: String,
+    },
+    /// A file entry without a content digest.
+    #[error("file `{path}` in `{artifact}` has no blake3 digest")]
+    MissingDigest {
+        /// The artifact.
+        artifact: String,
+        /// The tree path.
+        path: String,
+    },
+    /// An entry that would overwrite the state file.
+    #[error("`{path}` in `{artifact}` would overwrite cairn's state file `{STATE_FILE}`")]
+    Reserved {
+        /// The artifact.
+        artifact: String,
+        /// The tree path.
+        path: String,
+    },
+}
+
+/// Why a materialization failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    /// The trees were refused before anything was written; every problem is listed.
+    #[error("refused to materialize: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<TreeProblem>),
+    /// The blob source does not have a blob.
+    #[error("blob `{digest}` for `{path}` is missing from the blob source")]
+    BlobMissing {
+        /// The blob.
+        digest: Blake3,
+        /// The destination path that needed it.
+        path: String,
+    },
+    /// A blob whose size differs from the tree's (truncated or replaced).
+    #[error(
+        "blob `{digest}` for `{path}` has {actual} bytes but the tree says {expected} (hint: run `cairnd verify`)"
+    )]
+    BlobSize {
+        /// The blob.
+        digest: Blake3,
+        /// The destination path.
+        path: String,
+        /// Size in the tree.
+        expected: u64,
+        /// Size found.
+        actual: u64,
+    },
+    /// A symlink in the destination where a directory must be, outside what cairn wrote.
+    #[error("`{}` in the destination is a symlink; refusing to write through it (hint: remove it)", .path.display())]
+    SymlinkInDestination {
+        /// The full path.
+        path: PathBuf,
+    },
+    /// A file (or other non-directory) in the destination where a directory must be.
+    #[error("`{}` in the destination is not a directory (hint: remove it)", .path.display())]
+    NotADirectory {
+        /// The full path.
+        path: PathBuf,
+    },
+    /// A directory in the destination where a file must be, outside what cairn wrote.
+    #[error("`{}` in the destination is a directory but the tree has a file there (hint: remove it)", .path.display())]
+    DirectoryInTheWay {
+        /// The full path.
+        path: PathBuf,
+    },
+    /// A forced copy path the filesystem does not support.
+    #[error("{method} is not supported for `{path}`: {source}")]
+    Unsupported {
+        /// `reflink` or `copy_file_range`.
+        method: &'static str,
+        /// The destination path.
+        path: String,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// An I/O error.
+    #[error("i/o error on `{}`: {source}", .path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The worker pool could not be started.
+    #[error("cannot start worker threads: {0}")]
+    ThreadPool(String),
+}
+
+/// Take an exclusive `flock` on the destination directory for the whole run: two runs into one
+/// destination (two CI steps, a user and a script) are serialized instead of interleaving their
+/// cleaning and writing. Released when the returned handle is dropped.
+fn lock_dir(dest: &Path) -> Result<fs::File, MaterializeError> {
+    let dir = fs::File::open(dest).map_err(io_at(dest))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX) } == 0 {
+            return Ok(dir);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(MaterializeError::Io {
+                path: dest.to_path_buf(),
+                source: e,
+            });
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
+    move |source| MaterializeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Materialize `items` into `dest` (created if missing) under `opts`. See the module docs for the
+/// phases and guarantees.
+pub fn materialize(
+    items: &[MaterializeItem],
+    blobs: &dyn BlobSource,
+    dest: &Path,
+    opts: &Options,
+    reporter: &dyn Reporter,
+) -> Result<Report, MaterializeError> {
+    match opts.threads {
+        None => Run::new(items, blobs, dest, opts, reporter)?.run(),
+        Some(n) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| MaterializeError::ThreadPool(e.to_string()))?;
+            pool.install(|| Run::new(items, blobs, dest, opts, reporter)?.run())
+        }
+    }
+}
+
+/// The blobs a run of `materialize(items, _, dest, opts, _)` would read now: every file the state
+/// file of `dest` cannot prove unchanged, deduplicated. A remote client asks the daemon for just
+/// these, so an incremental re-bootstrap (a bisect step) downloads only what changed. Reads the
+/// destination, writes nothing.
+pub fn blobs_needed(
+    items: &[MaterializeItem],
+    dest: &Path,
+    opts: &Options,
+) -> Result<Vec<Blake3>, MaterializeError> {
+    let plan = Plan::build(items, opts.layout).map_err(MaterializeError::Refused)?;
+    let old = if opts.incremental {
+        State::load(dest, opts.layout)
+    } else {
+        State::empty(opts.layout)
+    };
+    let hardlinks_ok = opts.copy_mode == CopyMode::Hardlink;
+    let mut needed: Vec<Blake3> = plan
+        .entries
+        .par_iter()
+        .filter_map(|(path, planned)| {
+            let blake3 = match &planned.node {
+                Node::File { blake3, .. } => *blake3,
+                // A link to a planned file of the same content needs no blob of its own.
+                Node::Hardlink {
+                    target,
+                    blake3,
+                    mode,
+                    ..
+                } => {
+                    let linkable = matches!(
+                        plan.entries.get(target).map(|t| &t.node),
+                        Some(Node::File { blake3: b, mode: m, .. }) if b == blake3 && m == mode
+                    );
+                    if linkable {
+                        return None;
+                    }
+                    *blake3
+                }
+                _ => return None,
+            };
+            let proven = fsops::lstat(&dest.join(path))
+                .ok()
+                .flatten()
+                .is_some_and(|m| {
+                    old.entries
+                        .get(path)
+                        .is_some_and(|r| r.proves(&planned.node, &m, hardlinks_ok))
+                });
+            (!proven).then_some(blake3)
+        })
+        .collect();
+    needed.sort();
+    needed.dedup();
+    Ok(needed)
+}
+
+/// What the write phase did for one entry.
+#[derive(Default)]
+struct Outcome {
+    written: bool,
+    method: Option<Method>,
+}
+
+/// The state of one run, shared by its phases.
+struct Run<'a> {
+    items: &'a [MaterializeItem],
+    blobs: &'a dyn BlobSource,
+    dest: &'a Path,
+    opts: &'a Options,
+    reporter: &'a dyn Reporter,
+    start: Instant,
+    plan: Plan,
+    old: State,
+    /// Per area: something inside changed in this run, so its `.prebuilt` marker is (re)written,
+    /// which tells TheRock's CMake that the prebuilt stage changed.
+    area_changed: Vec<AtomicBool>,
+    /// Per item: planned non-directories not yet in place, for `on_artifact_done`.
+    remaining: Vec<AtomicUsize>,
+    /// Per item: it owns no non-directory (empty, or entirely replaced by later items), so it is
+    /// reported done at the end.
+    empty_items: Vec<bool>,
+    files_removed: AtomicU64,
+    areas_cleaned: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        items: &'a [MaterializeItem],
+        blobs: &'a dyn BlobSource,
+        dest: &'a Path,
+        opts: &'a Options,
+        reporter: &'a dyn Reporter,
+    ) -> Result<Run<'a>, MaterializeError> {
+        let start = Instant::now();
+        let plan = Plan::build(items, opts.layout).map_err(MaterializeError::Refused)?;
+        let area_changed = plan.areas.iter().map(|_| AtomicBool::new(false)).collect();
+        let remaining: Vec<AtomicUsize> = items.iter().map(|_| AtomicUsize::new(0)).collect();
+        for p in plan.entries.values() {
+            if matches!(
+                p.node,
+                Node::File { .. } | Node::Symlink { .. } | Node::Hardlink { .. }
+            ) {
+                remaining[p.artifact].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let empty_items = remaining
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed) == 0)
+            .collect();
+        Ok(Run {
+            empty_items,
+            items,
+            blobs,
+            dest,
+            opts,
+            reporter,
+            start,
+            plan,
+            old: State::empty(opts.layout),
+            area_changed,
+            remaining,
+            files_removed: AtomicU64::new(0),
+            areas_cleaned: 0,
+        })
+    }
+
+    fn full(&self, p: &str) -> PathBuf {
+        self.dest.join(p)
+    }
+
+    fn mark_area(&self, area: Option<usize>) {
+        if let Some(a) = area {
+            self.area_changed[a].store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn run(mut self) -> Result<Report, MaterializeError> {
+        fs::create_dir_all(self.dest).map_err(io_at(self.dest))?;
+        if !fs::metadata(self.dest).map_err(io_at(self.dest))?.is_dir() {
+            return Err(MaterializeError::NotADirectory {
+                path: self.dest.to_path_buf(),
+            });
+        }
+        let _lock = lock_dir(self.dest)?;
+        if self.opts.incremental {
+            self.old = State::load(self.dest, self.opts.layout);
+        }
+        self.save_pending_state()?;
+
+        let (files, bytes) =
+            self.plan
+                .entries
+                .values()
+                .fold((0u64, 0u64), |(f, b), p| match p.node {
+                    Node::File { size, .. } => (f + 1, b + size),
+                    Node::Hardlink { .. } => (f + 1, b),
+                    _ => (f, b),
+                });
+        self.reporter.on_start(files, bytes);
+
+        let metas = self.prepare()?;
+        self.remove_stale()?;
+        let outcomes = self.write_files(&metas)?;
+        let link_outcomes = self.write_hardlinks(&metas, &outcomes)?;
+        self.finish_dirs()?;
+        self.write_markers()?;
+        for (i, empty) in self.empty_items.iter().enumerate() {
+            if *empty {
+                self.reporter.on_artifact_done(&self.items[i].artifact);
+            }
+        }
+        self.save_final_state()?;
+
+        let mut report = Report {
+            artifacts: self.items.len(),
+            files,
+            bytes,
+            files_removed: self.files_removed.load(Ordering::Relaxed),
+            areas_cleaned: self.areas_cleaned,
+            ..Report::default()
+        };
+        let entries: Vec<_> = self.plan.entries.values().collect();
+        for (o, p) in outcomes.iter().chain(link_outcomes.iter()) {
+            let planned = entries[*p];
+            match &planned.node {
+                Node::Symlink { .. } if o.written => report.symlinks_written += 1,
+                Node::File { size, .. } | Node::Hardlink { size, .. } => {
+                    if o.written {
+                        report.files_written += 1;
+                        if matches!(
+                            o.method,
+                            Some(Method::Reflink | Method::CopyFileRange | Method::ReadWrite)
+                        ) {
+                            report.bytes_written += size;
+                        }
+                    } else {
+                        report.files_skipped_unchanged += 1;
+                    }
+                }
+                _ => {}
+            }
+            match o.method {
+                Some(Method::Reflink) => report.copies.reflink += 1,
+                Some(Method::CopyFileRange) => report.copies.copy_file_range += 1,
+                Some(Method::ReadWrite) => report.copies.read_write += 1,
+                Some(Method::HardlinkBlob) => report.copies.hardlink_blob += 1,
+                None if o.written && matches!(planned.node, Node::Hardlink { .. }) => {
+                    report.copies.hardlink_tree += 1
+                }
+                None => {}
+            }
+        }
+        report.elapsed = self.start.elapsed();
+        Ok(report)
+    }
+
+    /// Before mutating anything, make sure the state file lists every path this run may create,
+    /// without `stat`, so a run killed midway leaves nothing the next run does not know about.
+    fn save_pending_state(&self) -> Result<(), MaterializeError> {
+        let unknown_path = self
+            .plan
+            .entries
+            .keys()
+            .any(|k| !self.old.entries.contains_key(k));
+        let unknown_area = self.plan.areas.iter().any(|a| !self.old.areas.contains(a));
+        if !unknown_path && !unknown_area && self.opts.incremental {
+            return Ok(());
+        }
+        let mut s = self.old.clone();
+        for (k, p) in &self.plan.entries {
+            s.entries.entry(k.clone()).or_insert_with(|| Record {
+                pending: true,
+                ..Record::for_node(&p.node)
+            });
+        }
+        for a in &self.plan.areas {
+            if !s.areas.contains(a) {
+                s.areas.push(a.clone());
+            }
+        }
+        s.save(self.dest)
+    }
+
+    /// Phase 2: serial, parents before children. Creates directories, cleans areas, clears
+    /// directories that stand where files go; returns each planned path's `lstat` (in plan order)
+    /// for the write phase.
+    fn prepare(&mut self) -> Result<Vec<Option<fs::Metadata>>, MaterializeError> {
+        let owned: HashSet<&str> = self.old.areas.iter().map(String::as_str).collect();
+        let area_roots: std::collections::HashMap<&str, usize> = self
+            .plan
+            .areas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.as_str(), i))
+            .collect();
+        let mut metas = Vec::with_capacity(self.plan.entries.len());
+        let mut cleaned = 0;
+        let mut removed = 0u64;
+        for (path, planned) in &self.plan.entries {
+            let full = self.full(path);
+            let mut meta = fsops::lstat(&full).map_err(io_at(&full))?;
+            // We may replace what is here if it is inside an area or an earlier run wrote it.
+            let ours =
+                planned.area.is_some() || self.old.entries.get(path).is_some_and(|r| !r.pending);
+            let area_root = area_roots.get(path.as_str()).copied();
+            if planned.node.is_dir() {
+                match &meta {
+                    Some(m) if m.is_dir() => {
+                        fsops::make_dir_writable(&full, m).map_err(io_at(&full))?;
+                        if let Some(a) = area_root {
+                            if owned.contains(path.as_str()) {
+                                removed += self.remove_strays(&full, path, a)?;
+                            } else {
+                                // TheRock's once-per-relpath clean: foreign content goes, before
+                                // any file of this relpath is written.
+                                removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                                fs::create_dir(&full).map_err(io_at(&full))?;
+                                cleaned += 1;
+                                self.mark_area(Some(a));
+                            }
+                        }
+                    }
+                    Some(m) => {
+                        if !ours {
+                            return Err(if m.file_type().is_symlink() {
+                                MaterializeError::SymlinkInDestination { path: full }
+                            } else {
+                                MaterializeError::NotADirectory { path: full }
+                            });
+                        }
+                        removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                        fs::create_dir(&full).map_err(io_at(&full))?;
+                        self.mark_area(planned.area);
+                    }
+                    None => {
+                        fs::create_dir(&full).map_err(io_at(&full))?;
+                    }
+                }
+                metas.push(None);
+            } else {
+                if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                    if !ours {
+                        return Err(MaterializeError::DirectoryInTheWay { path: full });
+                    }
+                    removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                    self.mark_area(planned.area);
+                    meta = None;
+                }
+                metas.push(meta);
+            }
+        }
+        self.areas_cleaned = cleaned;
+        self.files_removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(metas)
+    }
+
+    /// In an area we wrote before, remove whatever the plan no longer has (including the temp
+    /// files of a run that died), and directories standing where non-directories go. The
+    /// remaining paths are checked by the rest of the prepare phase.
+    fn remove_strays(&self, dir: &Path, rel: &str, area: usize) -> Result<u64, MaterializeError> {
+        let mut removed = 0;
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let entry = entry.map_err(io_at(dir))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(io_at(&path))?;
+            let child = entry.file_name().to_str().map(|n| format!("{rel}/{n}"));
+            match child.as_deref().and_then(|c| self.plan.entries.get(c)) {
+                Some(p) if p.node.is_dir() && ft.is_dir() => {
+                    let m = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+                    fsops::make_dir_writable(&path, &m).map_err(io_at(&path))?;
+                    removed +=
+                        self.remove_strays(&path, child.as_deref().unwrap_or_default(), area)?;
+                }
+                Some(p) if p.node.is_dir() || !ft.is_dir() => {}
+                _ => {
+                    removed += fsops::remove_any(&path).map_err(io_at(&path))?;
+                    self.mark_area(Some(area));
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Remove what an earlier run wrote that is no longer planned (areas were handled by
+    /// `remove_strays`). Children go before parents; nothing below a symlink is touched.
+    fn remove_stale(&self) -> Result<(), MaterializeError> {
+        let mut removed = 0;
+        let mut verified: HashSet<String> = HashSet::new();
+        for (path, rec) in self.old.entries.iter().rev() {
+            if self.plan.entries.contains_key(path) || self.plan.area_of(path).is_some() {
+                continue;
+            }
+            // Every ancestor must still be a real directory, or the path is not the one we wrote.
+            let mut safe = true;
+            let mut pos = 0;
+            while let Some(off) = path[pos..].find('/') {
+                let anc = &path[..pos + off];
+                pos += off + 1;
+                if verified.contains(anc) {
+                    continue;
+                }
+                let full = self.full(anc);
+                match fsops::lstat(&full).map_err(io_at(&full))? {
+                    Some(m) if m.is_dir() => {
+                        verified.insert(anc.to_string());
+                    }
+                    _ => {
+                        safe = false;
+                        break;
+                    }
+                }
+            }
+            if !safe {
+                continue;
+            }
+            let full = self.full(path);
+            let Some(m) = fsops::lstat(&full).map_err(io_at(&full))? else {
+                continue;
+            };
+            match rec.kind {
+                state::RecordKind::Dir => {
+                    if m.is_dir() {
+                        // Not empty means someone else's files are in it: keep it.
+                        let _ = fs::remove_dir(&full);
+                    }
+                }
+                kind => {
+                    if !m.is_dir() {
+                        fs::remove_file(&full).map_err(io_at(&full))?;
+                        if kind == state::RecordKind::File {
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.files_removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn entry_done(&self, artifact: usize) {
+        if self.remaining[artifact].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.reporter
+                .on_artifact_done(&self.items[artifact].artifact);
+        }
+    }
+
+    /// Write `tmp` to its final name, removing the temp file when that fails.
+    fn rename_into_place(tmp: &Path, full: &Path) -> Result<(), MaterializeError> {
+        fs::rename(tmp, full).map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            MaterializeError::Io {
+                path: full.to_path_buf(),
+                source: e,
+            }
+        })
+    }
+
+    /// Write one file from its blob (temp file, then rename over the destination).
+    fn write_blob(
+        &self,
+        path: &str,
+        blake3: &Blake3,
+        size: u64,
+        mode: u32,
+        copier: &Copier,
+    ) -> Result<Method, MaterializeError> {
+        let full = self.full(path);
+        let blob = self
+            .blobs
+            .blob_path(blake3)
+            .ok_or_else(|| MaterializeError::BlobMissing {
+                digest: *blake3,
+                path: path.to_string(),
+            })?;
+        let tmp = fsops::tmp_path(&full);
+        let method = copier
+            .write(&blob, blake3, size, mode, &tmp, path)
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+        Self::rename_into_place(&tmp, &full)?;
+        Ok(method)
+    }
+
+    /// Phase 3a (parallel): files and symlinks. Returns outcomes with their index in plan order.
+    fn write_files(
+        &self,
+        metas: &[Option<fs::Metadata>],
+    ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
+        let copier = Copier::new(self.opts.copy_mode);
+        let work: Vec<(usize, &String, &plan::Planned)> = self
+            .plan
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| matches!(p.node, Node::File { .. } | Node::Symlink { .. }))
+            .map(|(i, (k, p))| (i, k, p))
+            .collect();
+        work.par_iter()
+            .map(|&(i, path, planned)| {
+                let meta = metas[i].as_ref();
+                let outcome = match &planned.node {
+                    Node::File { blake3, size, mode } => {
+                        let proven = meta.is_some_and(|m| {
+                            self.old.entries.get(path).is_some_and(|r| {
+                                r.proves(
+                                    &planned.node,
+                                    m,
+                                    self.opts.copy_mode == CopyMode::Hardlink,
+                                )
+                            })
+                        });
+                        if proven {
+                            self.reporter.on_file_skipped(*size);
+                            Outcome::default()
+                        } else {
+                            let method = self.write_blob(path, blake3, *size, *mode, &copier)?;
+                            self.mark_area(planned.area);
+                            self.reporter.on_file_written(*size);
+                            Outcome {
+                                written: true,
+                                method: Some(method),
+                            }
+                        }
+                    }
+                    Node::Symlink { target } => {
+                        let full = self.full(path);
+                        let same = meta.is_some_and(|m| m.file_type().is_symlink())
+                            && fs::read_link(&full)
+                                .is_ok_and(|t| t.as_os_str() == std::ffi::OsStr::new(target));
+                        if same {
+                            Outcome::default()
+                        } else {
+                            let tmp = fsops::tmp_path(&full);
+                            std::os::unix::fs::symlink(target, &tmp).map_err(io_at(&tmp))?;
+                            Self::rename_into_place(&tmp, &full)?;
+                            self.mark_area(planned.area);
+                            Outcome {
+                                written: true,
+                                method: None,
+                            }
+                        }
+                    }
+                    _ => unreachable!("filtered to files and symlinks"),
+                };
+                self.entry_done(planned.artifact);
+                Ok((outcome, i))
+            })
+            .collect()
+    }
+
+    /// Phase 3b (parallel): hard links inside the tree, now that their targets exist. A link whose
+    /// target ended up holding other content (a later artifact replaced it) is written as a copy.
+    fn write_hardlinks(
+        &self,
+        metas: &[Option<fs::Metadata>],
+        _files: &[(Outcome, usize)],
+    ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
+        let copier = Copier::new(self.opts.copy_mode);
+        let work: Vec<(usize, &String, &plan::Planned)> = self
+            .plan
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| matches!(p.node, Node::Hardlink { .. }))
+            .map(|(i, (k, p))| (i, k, p))
+            .collect();
+        work.par_iter()
+            .map(|&(i, path, planned)| {
+                let Node::Hardlink {
+                    target,
+                    blake3,
+                    size,
+                    mode,
+                } = &planned.node
+                else {
+                    unreachable!()
+                };
+                let full = self.full(path);
+                let linkable = matches!(
+                    self.plan.entries.get(target).map(|t| &t.node),
+                    Some(Node::File { blake3: b, mode: m, .. }) if b == blake3 && m == mode
+                );
+                let outcome = if linkable {
+                    let target_full = self.full(target);
+                    let tm = fs::symlink_metadata(&target_full).map_err(io_at(&target_full))?;
+                    // Already a link to the (unchanged) target: a rewritten target has a new inode.
+                    let same = metas[i]
+                        .as_ref()
+                        .is_some_and(|m| m.dev() == tm.dev() && m.ino() == tm.ino());
+                    if same {
+                        self.reporter.on_file_skipped(*size);
+                        Outcome::default()
+                    } else {
+                        let tmp = fsops::tmp_path(&full);
+                        fs::hard_link(&target_full, &tmp).map_err(io_at(&tmp))?;
+                        Self::rename_into_place(&tmp, &full)?;
+                        self.mark_area(planned.area);
+                        self.reporter.on_file_written(*size);
+                        Outcome {
+                            written: true,
+                            method: None,
+                        }
+                    }
+                } else {
+                    let proven = metas[i].as_ref().is_some_and(|m| {
+                        self.old.entries.get(path).is_some_and(|r| {
+                            r.proves(&planned.node, m, self.opts.copy_mode == CopyMode::Hardlink)
+                        })
+                    });
+                    if proven {
+                        self.reporter.on_file_skipped(*size);
+                        Outcome::default()
+                    } else {
+                        let method = self.write_blob(path, blake3, *size, *mode, &copier)?;
+                        self.mark_area(planned.area);
+                        self.reporter.on_file_written(*size);
+                        Outcome {
+                            written: true,
+                            method: Some(method),
+                        }
+                    }
+                };
+                self.entry_done(planned.artifact);
+                Ok((outcome, i))
+            })
+            .collect()
+    }
+
+    /// Phase 4a: directory modes from the trees, deepest first (a read-only directory is restored
+    /// only after everything below it is written).
+    fn finish_dirs(&self) -> Result<(), MaterializeError> {
+        for (path, planned) in self.plan.entries.iter().rev() {
+            if let Node::Dir { mode: Some(mode) } = planned.node {
+                let full = self.full(path);
+                let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
+                if m.permissions().mode() & 0o7777 != mode {
+                    fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                        .map_err(io_at(&full))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 4b: `{relpath}.prebuilt` markers, written after their stage dir is complete; rewritten
+    /// (new mtime) when the stage dir changed, left alone otherwise so CMake sees no change.
+    fn write_markers(&self) -> Result<(), MaterializeError> {
+        for (path, planned) in &self.plan.entries {
+            let Node::Marker { area } = planned.node else {
+                continue;
+            };
+            let full = self.full(path);
+            let present = fsops::lstat(&full)
+                .map_err(io_at(&full))?
+                .is_some_and(|m| m.is_file() && m.len() == 0);
+            if present && !self.area_changed[area].load(Ordering::Relaxed) {
+                continue;
+            }
+            let tmp = fsops::tmp_path(&full);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_at(&tmp))?;
+            Self::rename_into_place(&tmp, &full)?;
+        }
+        Ok(())
+    }
+
+    /// Phase 4c: the state file, with the `lstat` of every file as it is now (after all links and
+    /// modes, which change `ctime`).
+    fn save_final_state(&self) -> Result<(), MaterializeError> {
+        let entries: Vec<(String, Record)> = self
+            .plan
+            .entries
+            .par_iter()
+            .map(|(path, planned)| {
+                let mut rec = Record::for_node(&planned.node);
+                if let Node::File { blake3, .. } | Node::Hardlink { blake3, .. } = &planned.node {
+                    let full = self.full(path);
+                    let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
+                    rec.stat = Some(Stat::of(&m));
+                    // Shares its inode with the blob (hard-link mode, or a tree link to such a
+                    // file): remembered so a later copy-mode run replaces it.
+                    rec.cas_link = m.nlink() > 1
+                        && self
+                            .blobs
+                            .blob_path(blake3)
+                            .and_then(|b| fs::symlink_metadata(b).ok())
+                            .is_some_and(|b| b.dev() == m.dev() && b.ino() == m.ino());
+                }
+                Ok((path.clone(), rec))
+            })
+            .collect::<Result<_, MaterializeError>>()?;
+        let state = State {
+            version: state::STATE_VERSION,
+            layout: state::layout_name(self.opts.layout).into(),
+            areas: self.plan.areas.clone(),
+            entries: entries.into_iter().collect(),
+        };
+        state.save(self.dest)
+    }
+}
+
+#[cfg(test)]
+mod tests;

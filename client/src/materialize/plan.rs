@@ -1,0 +1,424 @@
+//! The materialization plan: every entry of every tree mapped to its destination path under the
+//! chosen [`Layout`], merged into one map, with hostile and conflicting entries refused before
+//! anything touches the disk.
+//!
+//! Vocabulary: a *destination path* is a `/`-separated path relative to the destination directory;
+//! an *area* is a directory the materialization owns outright (a stage relpath in bootstrap layout,
+//! `artifacts/{artifact}` in plain layout): foreign content found there is removed, as TheRock's
+//! `rmtree` before extraction does. Flatten layout has no areas; it only ever replaces what it writes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cairn_fingerprint::Blake3;
+use cairn_fingerprint::tree::{ARTIFACT_MANIFEST, EntryKind, RelPath, Tree, TreeEntry};
+
+use super::{Layout, MaterializeItem, STATE_FILE, TreeProblem};
+
+/// What will exist at one destination path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// A directory; `mode` is `None` for a parent that no tree lists (created with the default mode).
+    Dir { mode: Option<u32> },
+    /// A regular file with the content of a blob.
+    File {
+        blake3: Blake3,
+        size: u64,
+        mode: u32,
+    },
+    /// A symbolic link, target as written in the tree.
+    Symlink { target: String },
+    /// A hard link to the planned file at destination path `target`; `blake3`/`size`/`mode` are the
+    /// content it must have, used when `target` ended up holding something else.
+    Hardlink {
+        target: String,
+        blake3: Blake3,
+        size: u64,
+        mode: u32,
+    },
+    /// An empty `{relpath}.prebuilt` marker (bootstrap layout).
+    Marker { area: usize },
+}
+
+impl Node {
+    pub(crate) fn is_dir(&self) -> bool {
+        matches!(self, Node::Dir { .. })
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Node::Dir { .. } => "directory",
+            Node::File { .. } => "file",
+            Node::Symlink { .. } => "symlink",
+            Node::Hardlink { .. } => "hardlink",
+            Node::Marker { .. } => "marker",
+        }
+    }
+}
+
+/// One planned destination path.
+#[derive(Debug, Clone)]
+pub(crate) struct Planned {
+    pub node: Node,
+    /// Index of the item (artifact) that put it there; the last one wins for files.
+    pub artifact: usize,
+    /// Index into [`Plan::areas`] when the path is an area or lies inside one.
+    pub area: Option<usize>,
+}
+
+/// The merged plan for one run.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Destination path → what goes there. Sorted, so parents come before their children.
+    pub entries: BTreeMap<String, Planned>,
+    /// Area destination paths, in first-seen order.
+    pub areas: Vec<String>,
+}
+
+impl Plan {
+    /// Map `items` under `layout`, returning every problem found rather than the first.
+    pub(crate) fn build(
+        items: &[MaterializeItem],
+        layout: Layout,
+    ) -> Result<Plan, Vec<TreeProblem>> {
+        let mut b = Builder {
+            plan: Plan::default(),
+            area_index: HashMap::new(),
+            problems: Vec::new(),
+            items,
+        };
+        for (i, item) in items.iter().enumerate() {
+            b.add_item(i, item, layout);
+        }
+        if b.problems.is_empty() {
+            Ok(b.plan)
+        } else {
+            Err(b.problems)
+        }
+    }
+
+    /// The area containing destination path `p`, if any (by lookup of the planned entry).
+    pub(crate) fn area_of(&self, p: &str) -> Option<usize> {
+        if let Some(e) = self.entries.get(p) {
+            return e.area;
+        }
+        self.areas
+            .iter()
+            .position(|a| p == a || (p.starts_with(a.as_str()) && p.as_bytes()[a.len()] == b'/'))
+    }
+}
+
+struct Builder<'a> {
+    plan: Plan,
+    area_index: HashMap<String, usize>,
+    problems: Vec<TreeProblem>,
+    items: &'a [MaterializeItem],
+}
+
+/// True when a single path component is safe to use as a directory name.
+fn is_plain_component(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && !s.contains('/')
+        && !s.contains('\\')
+        && !s.contains('\0')
+}
+
+impl Builder<'_> {
+    fn name(&self, i: usize) -> String {
+        self.items[i].artifact.clone()
+    }
+
+    fn area(&mut self, path: &str) -> usize {
+        if let Some(&i) = self.area_index.get(path) {
+            return i;
+        }
+        self.plan.areas.push(path.to_string());
+        self.area_index
+            .insert(path.to_string(), self.plan.areas.len() - 1);
+        self.plan.areas.len() - 1
+    }
+
+    fn add_item(&mut self, i: usize, item: &MaterializeItem, layout: Layout) {
+        let tree = &*item.tree;
+        match layout {
+            Layout::Plain => {
+                if !is_plain_component(&item.artifact) {
+                    self.problems.push(TreeProblem::BadArtifactName {
+                        artifact: item.artifact.clone(),
+                    });
+                    return;
+                }
+                let root = format!("artifacts/{}", item.artifact);
+                let area = self.area(&root);
+                self.insert(
+                    root.clone(),
+                    Node::Dir { mode: None },
+                    i,
+                    Some((area, root.len())),
+                );
+                for e in &tree.entries {
+                    let dest = format!("{root}/{}", e.path);
+                    self.add_entry(
+                        i,
+                        tree,
+                        e,
+                        dest,
+                        e.path.as_str(),
+                        Some((area, root.len())),
+                        |p| Some(format!("{root}/{p}")),
+                    );
+                }
+            }
+            Layout::Bootstrap | Layout::Flatten => {
+                let bootstrap = layout == Layout::Bootstrap;
+                if bootstrap {
+                    for r in &tree.manifest {
+                        let area = self.area(r.as_str());
+                        let marker = format!("{r}.prebuilt");
+                        self.insert(
+                            r.to_string(),
+                            Node::Dir { mode: None },
+                            i,
+                            Some((area, r.as_str().len())),
+                        );
+                        self.insert(marker, Node::Marker { area }, i, None);
+                    }
+                }
+                // Where a tree path lands, as TheRock's populator decides: under the first manifest
+                // relpath that is its prefix, the relpath kept (bootstrap) or stripped (flatten).
+                let map = |p: &str| -> Option<(String, usize)> {
+                    let rel = RelPath::new(p).ok()?;
+                    let (k, r) = tree
+                        .manifest
+                        .iter()
+                        .enumerate()
+                        .find(|(_, r)| rel.starts_with(r) && &rel != *r)?;
+                    let dest = if bootstrap {
+                        p.to_string()
+                    } else {
+                        p[r.as_str().len() + 1..].to_string()
+                    };
+                    Some((dest, k))
+                };
+                // TheRock's archives list members relpath by relpath in manifest order, and a
+                // sequential extraction lets the later one win where flattening makes paths
+                // collide; process entries in that order (stable: path order within a relpath).
+                let mut mapped = Vec::with_capacity(tree.entries.len());
+                for e in &tree.entries {
+                    if e.path.as_str() == ARTIFACT_MANIFEST {
+                        continue;
+                    }
+                    if tree.manifest.iter().any(|r| r == &e.path) {
+                        // The stage directory itself; TheRock never writes it as a member, and its
+                        // mode is not part of the contract.
+                        if e.kind != EntryKind::Dir {
+                            self.problems.push(TreeProblem::Conflict {
+                                path: e.path.to_string(),
+                                first: self.name(i),
+                                second: self.name(i),
+                                detail:
+                                    "a stage relpath of artifact_manifest.txt is not a directory"
+                                        .into(),
+                            });
+                        }
+                        continue;
+                    }
+                    match map(e.path.as_str()) {
+                        Some((dest, k)) => mapped.push((k, dest, e)),
+                        None => self.problems.push(TreeProblem::OutsideManifest {
+                            artifact: self.name(i),
+                            path: e.path.to_string(),
+                        }),
+                    }
+                }
+                mapped.sort_by_key(|(k, _, _)| *k);
+                for (k, dest, e) in mapped {
+                    let area = if bootstrap {
+                        let r = tree.manifest[k].as_str();
+                        Some((self.area_index[r], r.len()))
+                    } else {
+                        None
+                    };
+                    let link_root_rel = dest.clone();
+                    self.add_entry(i, tree, e, dest, &link_root_rel, area, |p| {
+                        map(p).map(|(d, _)| d)
+                    });
+                }
+            }
+        }
+    }
+
+    /// Add one tree entry at `dest`. `root_rel` is the entry's path relative to the root that its
+    /// symlinks must stay inside; `map` maps another tree path (a hardlink target) to its destination.
+    #[allow(clippy::too_many_arguments)]
+    fn add_entry(
+        &mut self,
+        i: usize,
+        tree: &Tree,
+        e: &TreeEntry,
+        dest: String,
+        root_rel: &str,
+        area: Option<(usize, usize)>,
+        map: impl Fn(&str) -> Option<String>,
+    ) {
+        if dest == STATE_FILE {
+            self.problems.push(TreeProblem::Reserved {
+                artifact: self.name(i),
+                path: e.path.to_string(),
+            });
+            return;
+        }
+        let node = match e.kind {
+            EntryKind::Dir => Node::Dir {
+                mode: Some(e.mode & 0o777),
+            },
+            EntryKind::File => match e.blake3 {
+                Some(blake3) => Node::File {
+                    blake3,
+                    size: e.size,
+                    mode: e.mode & 0o777,
+                },
+                None => {
+                    self.problems.push(TreeProblem::MissingDigest {
+                        artifact: self.name(i),
+                        path: e.path.to_string(),
+                    });
+                    return;
+                }
+            },
+            EntryKind::Symlink => {
+                let target = e.link_target.clone().unwrap_or_default();
+                let escapes = target.is_empty()
+                    || target.contains('\0')
+                    || RelPath::new(root_rel).map_or(true, |p| p.resolve_link(&target).is_none());
+                if escapes {
+                    self.problems.push(TreeProblem::SymlinkEscape {
+                        artifact: self.name(i),
+                        path: e.path.to_string(),
+                        target,
+                    });
+                    return;
+                }
+                Node::Symlink { target }
+            }
+            EntryKind::Hardlink => {
+                let target = e.link_target.clone().unwrap_or_default();
+                match resolve_hardlink(tree, &target).and_then(|f| Some((f, map(f.path.as_str())?)))
+                {
+                    Some((f, target_dest)) => Node::Hardlink {
+                        target: target_dest,
+                        blake3: f
+                            .blake3
+                            .expect("resolve_hardlink returns files with digests"),
+                        size: f.size,
+                        mode: f.mode & 0o777,
+                    },
+                    None => {
+                        self.problems.push(TreeProblem::BadHardlink {
+                            artifact: self.name(i),
+                            path: e.path.to_string(),
+                            target,
+                        });
+                        return;
+                    }
+                }
+            }
+        };
+        self.insert(dest, node, i, area);
+    }
+
+    /// Insert `node` at `dest`, creating implicit parents, refusing anything below a non-directory and
+    /// kind conflicts between artifacts. Among non-directories the later artifact wins, as a
+    /// sequential TheRock extraction would leave it.
+    fn insert(&mut self, dest: String, node: Node, i: usize, area: Option<(usize, usize)>) {
+        // Parents first: each must be (or become) a directory.
+        let mut pos = 0;
+        while let Some(off) = dest[pos..].find('/') {
+            let anc = &dest[..pos + off];
+            pos += off + 1;
+            let anc_area = area.filter(|&(_, len)| anc.len() >= len).map(|(a, _)| a);
+            match self.plan.entries.get(anc) {
+                Some(p) if p.node.is_dir() => {}
+                Some(p) => {
+                    self.problems.push(TreeProblem::BelowNonDirectory {
+                        artifact: self.name(i),
+                        path: dest.clone(),
+                        ancestor: anc.to_string(),
+                        ancestor_kind: p.node.describe(),
+                    });
+                    return;
+                }
+                None => {
+                    self.plan.entries.insert(
+                        anc.to_string(),
+                        Planned {
+                            node: Node::Dir { mode: None },
+                            artifact: i,
+                            area: anc_area,
+                        },
+                    );
+                }
+            }
+        }
+        let area = area.map(|(a, _)| a);
+        match self.plan.entries.get_mut(&dest) {
+            None => {
+                self.plan.entries.insert(
+                    dest,
+                    Planned {
+                        node,
+                        artifact: i,
+                        area,
+                    },
+                );
+            }
+            Some(existing) => match (&mut existing.node, &node) {
+                (Node::Dir { mode }, Node::Dir { mode: new }) => {
+                    if new.is_some() {
+                        *mode = *new;
+                    }
+                }
+                // Several artifacts of one stage dir share its marker.
+                (Node::Marker { area: a }, Node::Marker { area: b }) if a == b => {}
+                (old, new)
+                    if old.is_dir()
+                        || new.is_dir()
+                        || matches!(old, Node::Marker { .. })
+                        || matches!(new, Node::Marker { .. }) =>
+                {
+                    let detail = format!("{} vs {}", old.describe(), new.describe());
+                    let first = existing.artifact;
+                    self.problems.push(TreeProblem::Conflict {
+                        path: dest,
+                        first: self.name(first),
+                        second: self.name(i),
+                        detail,
+                    });
+                }
+                _ => {
+                    existing.node = node;
+                    existing.artifact = i;
+                    existing.area = area;
+                }
+            },
+        }
+    }
+}
+
+/// Follow a hardlink target through the tree to the file it names (a chain of hardlinks is allowed,
+/// a cycle or a non-file is not).
+fn resolve_hardlink<'t>(tree: &'t Tree, target: &str) -> Option<&'t TreeEntry> {
+    let mut target = target.to_string();
+    for _ in 0..=tree.entries.len() {
+        let rel = RelPath::new(&target).ok()?;
+        let idx = tree.entries.binary_search_by(|e| e.path.cmp(&rel)).ok()?;
+        let e = &tree.entries[idx];
+        match e.kind {
+            EntryKind::File if e.blake3.is_some() => return Some(e),
+            EntryKind::Hardlink => target = e.link_target.clone()?,
+            _ => return None,
+        }
+    }
+    None
+}

@@ -1,0 +1,662 @@
+//! Unit tests of materialization with hand-built trees and a fake CAS directory: layouts, refusal of
+//! hostile trees, destination symlinks, blob checks, bootstrap cleaning and the state file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use cairn_fingerprint::Blake3;
+use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
+
+use super::*;
+
+/// A fake CAS: blobs named by their BLAKE3 hex in one directory, read-only like the daemon's.
+struct Cas {
+    dir: tempfile::TempDir,
+}
+
+impl Cas {
+    fn new() -> Cas {
+        Cas {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn put(&self, content: &[u8]) -> Blake3 {
+        let d = Blake3::of(content);
+        let p = self.dir.path().join(d.to_hex());
+        if !p.exists() {
+            fs::write(&p, content).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o444)).unwrap();
+        }
+        d
+    }
+
+    fn source(&self) -> DirBlobs {
+        DirBlobs::flat(self.dir.path())
+    }
+}
+
+fn rp(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+/// A tree builder over a CAS.
+struct TB<'c> {
+    cas: &'c Cas,
+    manifest: Vec<RelPath>,
+    entries: Vec<TreeEntry>,
+}
+
+impl<'c> TB<'c> {
+    fn new(cas: &'c Cas, manifest: &[&str]) -> TB<'c> {
+        let text: String = manifest.iter().map(|m| format!("{m}\n")).collect();
+        let mut tb = TB {
+            cas,
+            manifest: manifest.iter().map(|m| rp(m)).collect(),
+            entries: Vec::new(),
+        };
+        tb.file("artifact_manifest.txt", text.as_bytes(), 0o644);
+        tb
+    }
+
+    fn file(&mut self, path: &str, content: &[u8], mode: u32) -> &mut Self {
+        let d = self.cas.put(content);
+        self.entries.push(TreeEntry {
+            path: rp(path),
+            kind: EntryKind::File,
+            mode,
+            size: content.len() as u64,
+            blake3: Some(d),
+            link_target: None,
+        });
+        self
+    }
+
+    fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+        self.entries.push(TreeEntry {
+            path: rp(path),
+            kind: EntryKind::Dir,
+            mode,
+            size: 0,
+            blake3: None,
+            link_target: None,
+        });
+        self
+    }
+
+    fn link(&mut self, kind: EntryKind, path: &str, target: &str) -> &mut Self {
+        self.entries.push(TreeEntry {
+            path: rp(path),
+            kind,
+            mode: 0o777,
+            size: 0,
+            blake3: None,
+            link_target: Some(target.into()),
+        });
+        self
+    }
+
+    fn item(&self, artifact: &str) -> MaterializeItem {
+        MaterializeItem {
+            artifact: artifact.into(),
+            tree: Arc::new(Tree::new(self.manifest.clone(), self.entries.clone())),
+        }
+    }
+}
+
+fn run(
+    items: &[MaterializeItem],
+    cas: &Cas,
+    dest: &Path,
+    layout: Layout,
+) -> Result<Report, MaterializeError> {
+    materialize(
+        items,
+        &cas.source(),
+        dest,
+        &Options::new(layout),
+        &NoReporter,
+    )
+}
+
+/// Everything under `root` except the state file: path → description.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            if rel == STATE_FILE {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("link {}", fs::read_link(&p).unwrap().display()),
+                );
+            } else if m.is_dir() {
+                out.insert(rel, format!("dir {mode:o}"));
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    rel,
+                    format!(
+                        "file {mode:o} {}",
+                        String::from_utf8_lossy(&fs::read(&p).unwrap())
+                    ),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn refused(r: Result<Report, MaterializeError>) -> Vec<TreeProblem> {
+    match r {
+        Err(MaterializeError::Refused(p)) => p,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn three_layouts_map_paths_as_therock_does() {
+    let cas = Cas::new();
+    let mut a = TB::new(&cas, &["x/stage"]);
+    a.dir("x/stage/bin", 0o755)
+        .file("x/stage/bin/tool", b"#!/bin/sh\n", 0o755)
+        .link(EntryKind::Symlink, "x/stage/bin/alias", "tool")
+        .link(EntryKind::Hardlink, "x/stage/bin/tool2", "x/stage/bin/tool");
+    let a = a.item("x_run_generic");
+
+    let plain = tempfile::tempdir().unwrap();
+    run(std::slice::from_ref(&a), &cas, plain.path(), Layout::Plain).unwrap();
+    let s = snapshot(plain.path());
+    assert_eq!(
+        s["artifacts/x_run_generic/artifact_manifest.txt"],
+        "file 644 x/stage\n"
+    );
+    assert_eq!(
+        s["artifacts/x_run_generic/x/stage/bin/tool"],
+        "file 755 #!/bin/sh\n"
+    );
+    assert_eq!(s["artifacts/x_run_generic/x/stage/bin/alias"], "link tool");
+
+    let flat = tempfile::tempdir().unwrap();
+    run(std::slice::from_ref(&a), &cas, flat.path(), Layout::Flatten).unwrap();
+    let s = snapshot(flat.path());
+    assert_eq!(
+        s.keys().collect::<Vec<_>>(),
+        ["bin", "bin/alias", "bin/tool", "bin/tool2"]
+    );
+
+    let boot = tempfile::tempdir().unwrap();
+    run(&[a], &cas, boot.path(), Layout::Bootstrap).unwrap();
+    let s = snapshot(boot.path());
+    assert_eq!(
+        s.keys().collect::<Vec<_>>(),
+        [
+            "x",
+            "x/stage",
+            "x/stage.prebuilt",
+            "x/stage/bin",
+            "x/stage/bin/alias",
+            "x/stage/bin/tool",
+            "x/stage/bin/tool2"
+        ]
+    );
+    assert_eq!(s["x/stage.prebuilt"], "file 644 ");
+    let t1 = fs::metadata(boot.path().join("x/stage/bin/tool")).unwrap();
+    let t2 = fs::metadata(boot.path().join("x/stage/bin/tool2")).unwrap();
+    assert_eq!(t1.ino(), t2.ino(), "a tar hard link stays a hard link");
+}
+
+#[test]
+fn hostile_trees_are_refused_with_every_problem_and_nothing_written() {
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["s"]);
+    t.link(EntryKind::Symlink, "s/a", "../../x")
+        .file("s/a/y", b"pwned", 0o644)
+        .link(EntryKind::Symlink, "s/abs", "/etc")
+        .file("s/abs/passwd", b"pwned", 0o644)
+        .link(EntryKind::Symlink, "s/in", "sub")
+        .dir("s/sub", 0o755)
+        .file("s/in/z", b"through a symlink", 0o644)
+        .link(EntryKind::Hardlink, "s/h", "s/sub")
+        .link(EntryKind::Hardlink, "s/h2", "nowhere")
+        .file("elsewhere/f", b"outside the manifest", 0o644);
+    let dest = tempfile::tempdir().unwrap();
+    let problems = refused(run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    ));
+    let has = |f: &dyn Fn(&TreeProblem) -> bool| problems.iter().any(f);
+    assert!(has(
+        &|p| matches!(p, TreeProblem::SymlinkEscape { path, target, .. } if path == "s/a" && target == "../../x")
+    ));
+    assert!(has(
+        &|p| matches!(p, TreeProblem::SymlinkEscape { path, .. } if path == "s/abs")
+    ));
+    assert!(has(
+        &|p| matches!(p, TreeProblem::BelowNonDirectory { path, ancestor, .. } if path == "s/in/z" && ancestor == "s/in")
+    ));
+    assert!(has(
+        &|p| matches!(p, TreeProblem::BadHardlink { path, .. } if path == "s/h")
+    ));
+    assert!(has(
+        &|p| matches!(p, TreeProblem::BadHardlink { path, .. } if path == "s/h2")
+    ));
+    assert!(has(
+        &|p| matches!(p, TreeProblem::OutsideManifest { path, .. } if path == "elsewhere/f")
+    ));
+    assert!(
+        fs::read_dir(dest.path()).unwrap().next().is_none(),
+        "nothing may be written"
+    );
+    let msg = MaterializeError::Refused(problems).to_string();
+    assert!(
+        msg.contains("symlink `s/a` in `s_lib_generic` points outside the destination (`../../x`)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn symlink_escape_is_judged_against_the_layout_root() {
+    let cas = Cas::new();
+    // Inside the archive root, but in plain layout `artifacts/{artifact}` is the root, and flattening
+    // strips `s/`, so the same link climbs out of the destination.
+    let mut t = TB::new(&cas, &["s"]);
+    t.link(EntryKind::Symlink, "s/up", "../artifact_manifest.txt");
+    let dest = tempfile::tempdir().unwrap();
+    run(&[t.item("s_lib_generic")], &cas, dest.path(), Layout::Plain).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let p = refused(run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Flatten,
+    ));
+    assert!(matches!(&p[..], [TreeProblem::SymlinkEscape { .. }]));
+}
+
+#[test]
+fn bad_names_conflicts_and_reserved_paths_are_refused() {
+    let cas = Cas::new();
+    let t = TB::new(&cas, &["s"]);
+    let dest = tempfile::tempdir().unwrap();
+    let p = refused(run(&[t.item("..")], &cas, dest.path(), Layout::Plain));
+    assert!(matches!(&p[..], [TreeProblem::BadArtifactName { artifact }] if artifact == ".."));
+
+    let mut a = TB::new(&cas, &["s"]);
+    a.file("s/x", b"file", 0o644);
+    let mut b = TB::new(&cas, &["s"]);
+    b.file("s/x/y", b"below", 0o644);
+    let p = refused(run(
+        &[a.item("a_lib_generic"), b.item("b_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    ));
+    assert!(
+        matches!(&p[..], [TreeProblem::BelowNonDirectory { ancestor, .. }] if ancestor == "s/x"),
+        "{p:?}"
+    );
+    let p = refused(run(
+        &[b.item("b_lib_generic"), a.item("a_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    ));
+    assert!(
+        matches!(&p[..], [TreeProblem::Conflict { path, first, second, .. }] if path == "s/x" && first == "b_lib_generic" && second == "a_lib_generic"),
+        "{p:?}"
+    );
+
+    let mut r = TB::new(&cas, &["s"]);
+    r.file("s/.cairn-state.json", b"{}", 0o644);
+    let p = refused(run(
+        &[r.item("r_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Flatten,
+    ));
+    assert!(matches!(&p[..], [TreeProblem::Reserved { .. }]));
+}
+
+#[test]
+fn missing_and_truncated_blobs_are_errors_naming_the_digest() {
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["s"]);
+    t.file("s/big", &[7u8; 5000], 0o644);
+    let digest = Blake3::of(&[7u8; 5000]);
+    let blob = cas.dir.path().join(digest.to_hex());
+    fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&blob, [7u8; 100]).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let err = run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, MaterializeError::BlobSize { digest: d, expected: 5000, actual: 100, path } if *d == digest && path == "s/big"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&digest.to_hex()));
+    assert!(
+        !dest.path().join("s/big").exists(),
+        "a bad blob leaves no file"
+    );
+
+    fs::remove_file(&blob).unwrap();
+    let err = run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, MaterializeError::BlobMissing { digest: d, .. } if *d == digest),
+        "{err:?}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(dest.path().join("s"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(fsops::TMP_PREFIX))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temp files are cleaned up: {leftovers:?}"
+    );
+}
+
+#[test]
+fn symlink_in_destination_outside_an_area_is_refused_and_nothing_escapes() {
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["compiler/amd-llvm/stage"]);
+    t.file("compiler/amd-llvm/stage/lib/libLLVM.so", b"llvm", 0o755);
+    let outside = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    symlink(outside.path(), dest.path().join("compiler")).unwrap();
+    let err = run(
+        &[t.item("amd-llvm_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, MaterializeError::SymlinkInDestination { path } if path.ends_with("compiler")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("refusing to write through it"));
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    // The refused run left a pending state; it must not make the symlink ours on the next run.
+    let again = run(
+        &[t.item("amd-llvm_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    );
+    assert!(
+        matches!(again, Err(MaterializeError::SymlinkInDestination { .. })),
+        "{again:?}"
+    );
+    assert!(
+        fs::symlink_metadata(dest.path().join("compiler"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // Flatten: a directory symlink on the way is refused the same way.
+    let dest = tempfile::tempdir().unwrap();
+    symlink(outside.path(), dest.path().join("lib")).unwrap();
+    let err = run(
+        &[t.item("amd-llvm_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Flatten,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, MaterializeError::SymlinkInDestination { .. }),
+        "{err:?}"
+    );
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+}
+
+#[test]
+fn symlinks_in_destination_where_we_write_are_replaced_not_followed() {
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["s/stage"]);
+    t.file("s/stage/lib/libfoo.so", b"foo", 0o644);
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    fs::create_dir(outside.path().join("lib")).unwrap();
+
+    // The stage dir itself is a symlink out (bootstrap owns it: unlinked, never followed).
+    let dest = tempfile::tempdir().unwrap();
+    fs::create_dir(dest.path().join("s")).unwrap();
+    symlink(outside.path(), dest.path().join("s/stage")).unwrap();
+    run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap();
+    assert!(
+        fs::symlink_metadata(dest.path().join("s/stage"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(
+        fs::read(dest.path().join("s/stage/lib/libfoo.so")).unwrap(),
+        b"foo"
+    );
+
+    // A file path that is a symlink out (flatten, not ours): replaced by the file, target untouched.
+    let dest = tempfile::tempdir().unwrap();
+    fs::create_dir(dest.path().join("lib")).unwrap();
+    symlink(&victim, dest.path().join("lib/libfoo.so")).unwrap();
+    run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Flatten,
+    )
+    .unwrap();
+    assert!(
+        fs::symlink_metadata(dest.path().join("lib/libfoo.so"))
+            .unwrap()
+            .is_file()
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    assert!(
+        fs::read_dir(outside.path().join("lib"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn bootstrap_cleans_foreign_stage_dirs_once_and_shared_relpaths_keep_both_artifacts() {
+    let cas = Cas::new();
+    let mut lib = TB::new(&cas, &["m/stage"]);
+    lib.dir("m/stage/lib", 0o755)
+        .file("m/stage/lib/libm.so", b"lib", 0o755);
+    let mut dev = TB::new(&cas, &["m/stage"]);
+    dev.dir("m/stage/lib", 0o755)
+        .file("m/stage/lib/libm.a", b"archive", 0o644)
+        .file("m/stage/include/m.h", b"header", 0o644);
+    let mut gfx = TB::new(&cas, &["m/stage", "n/stage"]);
+    gfx.file("m/stage/lib/kernels/gfx942.co", b"code", 0o644)
+        .file("n/stage/x", b"n", 0o644);
+
+    let dest = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dest.path().join("m/stage/old")).unwrap();
+    fs::write(dest.path().join("m/stage/old/foreign.txt"), b"junk").unwrap();
+    fs::write(dest.path().join("m/stage/lib.so"), b"junk").unwrap();
+    fs::create_dir_all(dest.path().join("other")).unwrap();
+    fs::write(dest.path().join("other/keep.txt"), b"not ours").unwrap();
+
+    let items = [
+        lib.item("m_lib_generic"),
+        dev.item("m_dev_generic"),
+        gfx.item("m_lib_gfx942"),
+    ];
+    let opts = Options {
+        threads: Some(4),
+        ..Options::new(Layout::Bootstrap)
+    };
+    let report = materialize(&items, &cas.source(), dest.path(), &opts, &NoReporter).unwrap();
+    assert_eq!(
+        report.areas_cleaned, 1,
+        "only the pre-existing stage dir is cleaned"
+    );
+    assert_eq!(report.files_removed, 2);
+    let s = snapshot(dest.path());
+    let files: Vec<_> = s
+        .iter()
+        .filter(|(_, v)| v.starts_with("file"))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "m/stage.prebuilt",
+            "m/stage/include/m.h",
+            "m/stage/lib/kernels/gfx942.co",
+            "m/stage/lib/libm.a",
+            "m/stage/lib/libm.so",
+            "n/stage.prebuilt",
+            "n/stage/x",
+            "other/keep.txt"
+        ]
+    );
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl Reporter for Recorder {
+    fn on_start(&self, files: u64, bytes: u64) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("start {files} {bytes}"));
+    }
+    fn on_file_written(&self, bytes: u64) {
+        self.events.lock().unwrap().push(format!("written {bytes}"));
+    }
+    fn on_file_skipped(&self, bytes: u64) {
+        self.events.lock().unwrap().push(format!("skipped {bytes}"));
+    }
+    fn on_artifact_done(&self, artifact: &str) {
+        self.events.lock().unwrap().push(format!("done {artifact}"));
+    }
+}
+
+#[test]
+fn reporter_sees_start_every_file_and_every_artifact() {
+    let cas = Cas::new();
+    let mut a = TB::new(&cas, &["s"]);
+    a.file("s/one", b"1", 0o644).file("s/two", b"22", 0o644);
+    let empty = TB::new(&cas, &["t"]);
+    let rec = Recorder::default();
+    let dest = tempfile::tempdir().unwrap();
+    let items = [a.item("a_lib_generic"), empty.item("t_dbg_generic")];
+    materialize(
+        &items,
+        &cas.source(),
+        dest.path(),
+        &Options::new(Layout::Bootstrap),
+        &rec,
+    )
+    .unwrap();
+    let mut ev = rec.events.into_inner().unwrap();
+    assert_eq!(ev[0], "start 2 3");
+    ev.sort();
+    assert_eq!(
+        ev,
+        [
+            "done a_lib_generic",
+            "done t_dbg_generic",
+            "start 2 3",
+            "written 1",
+            "written 2"
+        ]
+    );
+
+    let rec = Recorder::default();
+    materialize(
+        &items,
+        &cas.source(),
+        dest.path(),
+        &Options::new(Layout::Bootstrap),
+        &rec,
+    )
+    .unwrap();
+    let mut ev = rec.events.into_inner().unwrap();
+    ev.sort();
+    assert_eq!(
+        ev,
+        [
+            "done a_lib_generic",
+            "done t_dbg_generic",
+            "skipped 1",
+            "skipped 2",
+            "start 2 3"
+        ]
+    );
+}
+
+#[test]
+fn state_file_is_versioned_json_listing_every_path() {
+    let cas = Cas::new();
+    let mut a = TB::new(&cas, &["s"]);
+    a.file("s/f", b"x", 0o640)
+        .link(EntryKind::Symlink, "s/l", "f");
+    let dest = tempfile::tempdir().unwrap();
+    run(
+        &[a.item("a_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&fs::read(dest.path().join(STATE_FILE)).unwrap()).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["layout"], "bootstrap");
+    assert_eq!(v["areas"], serde_json::json!(["s"]));
+    let f = &v["entries"]["s/f"];
+    assert_eq!(f["kind"], "file");
+    assert_eq!(f["blake3"], Blake3::of(b"x").to_hex());
+    assert_eq!(f["mode"], 0o640);
+    assert_eq!(f["stat"]["size"], 1);
+    assert_eq!(v["entries"]["s/l"]["target"], "f");
+    assert_eq!(v["entries"]["s.prebuilt"]["kind"], "marker");
+}
