@@ -51,7 +51,9 @@ pub fn default_socket() -> PathBuf {
         _ => {
             // SAFETY: getuid has no preconditions and cannot fail.
             let uid = unsafe { libc::getuid() };
-            std::env::temp_dir().join(format!("cairn-{uid}")).join("cairnd.sock")
+            std::env::temp_dir()
+                .join(format!("cairn-{uid}"))
+                .join("cairnd.sock")
         }
     }
 }
@@ -71,11 +73,20 @@ pub struct ConnectError {
 pub async fn connect(addr: &DaemonAddr) -> Result<CairnClient<Channel>, ConnectError> {
     let channel = match addr {
         DaemonAddr::Tcp(url) => Endpoint::from_shared(url.clone())
-            .map_err(|source| ConnectError { addr: addr.clone(), source })?
+            .map_err(|source| ConnectError {
+                addr: addr.clone(),
+                source,
+            })?
             .connect()
             .await
-            .map_err(|source| ConnectError { addr: addr.clone(), source })?,
-        DaemonAddr::Unix(path) => connect_unix(path).await.map_err(|source| ConnectError { addr: addr.clone(), source })?,
+            .map_err(|source| ConnectError {
+                addr: addr.clone(),
+                source,
+            })?,
+        DaemonAddr::Unix(path) => connect_unix(path).await.map_err(|source| ConnectError {
+            addr: addr.clone(),
+            source,
+        })?,
     };
     Ok(CairnClient::new(channel)
         .max_decoding_message_size(256 << 20)
@@ -88,7 +99,9 @@ async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Error> {
     Endpoint::from_static("http://cairnd.local")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
 }

@@ -58,24 +58,55 @@ impl Candidate {
     }
 }
 
-/// One archive to resolve.
+/// One artifact or archive to resolve.
 #[derive(Debug, Clone)]
 pub struct Wanted {
-    /// `{name}_{component}_{family}`.
+    /// An archive name `{name}_{component}_{family}`, or a bare artifact name (`amd-llvm`) meaning every
+    /// archive of the chosen producer that passes the [`ArchiveFilter`].
     pub artifact: String,
     /// The artifact's fingerprint (hex).
     pub fingerprint: String,
 }
 
-/// The outcome for one archive.
+/// Which archives of a producer a bare artifact name stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveFilter {
+    /// The requested GPU family; `generic` archives always pass, others by base architecture.
+    pub family: String,
+    /// Components to leave out (`dbg`, `test`, ...).
+    pub exclude_components: Vec<String>,
+}
+
+impl ArchiveFilter {
+    /// The archives of `record` that `wanted` asks for (one for an archive name, any number for a bare
+    /// artifact name).
+    pub fn select(&self, record: &ProducerRecord, wanted: &str) -> Vec<ArchiveRecord> {
+        if wanted.contains('_') {
+            return record.archive(wanted).cloned().into_iter().collect();
+        }
+        record
+            .archives
+            .iter()
+            .filter(|a| a.name == wanted)
+            .filter(|a| !self.exclude_components.iter().any(|c| c == &a.component))
+            .filter(|a| {
+                self.family.is_empty()
+                    || cairn_fingerprint::names::family_matches(&a.family, &self.family)
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The outcome for one wanted artifact or archive.
 #[derive(Debug, Clone)]
 pub struct Resolution {
-    /// The archive asked for.
+    /// The artifact or archive asked for.
     pub artifact: String,
     /// Its fingerprint.
     pub fingerprint: String,
-    /// The chosen candidate and its archive, or `None` if missing.
-    pub chosen: Option<(Candidate, ArchiveRecord)>,
+    /// The chosen candidate and the archives it provides, or `None` if missing.
+    pub chosen: Option<(Candidate, Vec<ArchiveRecord>)>,
     /// Every candidate seen and why it was (not) chosen.
     pub explanation: Vec<String>,
 }
@@ -85,9 +116,10 @@ pub fn resolve(
     wanted: &[Wanted],
     candidates: &BTreeMap<String, Vec<Candidate>>,
     policy: &Policy,
+    filter: &ArchiveFilter,
 ) -> Vec<Resolution> {
     // Per archive: eligible candidates (in their best tier only) and the explanation so far.
-    let mut eligible: Vec<Vec<(Candidate, ArchiveRecord)>> = Vec::with_capacity(wanted.len());
+    let mut eligible: Vec<Vec<(Candidate, Vec<ArchiveRecord>)>> = Vec::with_capacity(wanted.len());
     let mut explanations: Vec<Vec<String>> = Vec::with_capacity(wanted.len());
     for w in wanted {
         let mut expl = Vec::new();
@@ -123,9 +155,9 @@ pub fn resolve(
                     "not the requested run `{}`",
                     policy.run_id.as_deref().unwrap_or_default()
                 ))
-            } else if c.record.archive(&w.artifact).is_none() {
+            } else if filter.select(&c.record, &w.artifact).is_empty() {
                 Some(format!(
-                    "run published no `{}` archive for this fingerprint",
+                    "run published no `{}` archive for this fingerprint and family",
                     w.artifact
                 ))
             } else {
@@ -133,13 +165,7 @@ pub fn resolve(
             };
             match reject {
                 Some(why) => expl.push(format!("rejected {label}: {why}")),
-                None => ok.push((
-                    c.clone(),
-                    c.record
-                        .archive(&w.artifact)
-                        .cloned()
-                        .expect("checked above"),
-                )),
+                None => ok.push((c.clone(), filter.select(&c.record, &w.artifact))),
             }
         }
         if let Some(best) = ok.iter().map(|(c, _)| c.tier()).min() {
@@ -342,6 +368,7 @@ mod tests {
             &[want("a_lib_generic", 1), want("b_lib_generic", 2)],
             &c,
             &Policy::default(),
+            &ArchiveFilter::default(),
         );
         assert_eq!(run_of(&out[0]), Some("1"));
         assert!(out[1].chosen.is_none());
@@ -414,6 +441,7 @@ mod tests {
             &[want("a_lib_generic", 1), want("b_lib_generic", 2)],
             &c,
             &Policy::default(),
+            &ArchiveFilter::default(),
         );
         // Run 10 covers both, so it beats the newer run 20 for `a`.
         assert_eq!(run_of(&out[0]), Some("10"));
@@ -423,7 +451,12 @@ mod tests {
         assert!(text.contains("status is `failure`"), "{text}");
 
         // Alone, `a` goes to the newest trusted successful run.
-        let out = resolve(&[want("a_lib_generic", 1)], &c, &Policy::default());
+        let out = resolve(
+            &[want("a_lib_generic", 1)],
+            &c,
+            &Policy::default(),
+            &ArchiveFilter::default(),
+        );
         assert_eq!(run_of(&out[0]), Some("20"));
         // Untrusted allowed: trusted still preferred.
         let p = Policy {
@@ -431,7 +464,14 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(
-            run_of(&resolve(&[want("a_lib_generic", 1)], &c, &p)[0]),
+            run_of(
+                &resolve(
+                    &[want("a_lib_generic", 1)],
+                    &c,
+                    &p,
+                    &ArchiveFilter::default()
+                )[0]
+            ),
             Some("20")
         );
         // Explicit run id.
@@ -440,7 +480,14 @@ mod tests {
             ..Policy::default()
         };
         assert_eq!(
-            run_of(&resolve(&[want("a_lib_generic", 1)], &c, &p)[0]),
+            run_of(
+                &resolve(
+                    &[want("a_lib_generic", 1)],
+                    &c,
+                    &p,
+                    &ArchiveFilter::default()
+                )[0]
+            ),
             Some("10")
         );
         // Only untrusted candidates and not allowed: missing.
@@ -459,10 +506,52 @@ mod tests {
             )],
         );
         assert!(
-            resolve(&[want("a_lib_generic", 1)], &only, &Policy::default())[0]
-                .chosen
-                .is_none()
+            resolve(
+                &[want("a_lib_generic", 1)],
+                &only,
+                &Policy::default(),
+                &ArchiveFilter::default()
+            )[0]
+            .chosen
+            .is_none()
         );
+    }
+
+    #[test]
+    fn a_bare_name_expands_to_the_family_and_generic_archives() {
+        let mut c = BTreeMap::new();
+        let mut r = record(
+            1,
+            "1",
+            "success",
+            "2026-01-01T00:00:00Z",
+            &[
+                "x_lib_generic",
+                "x_dbg_generic",
+                "x_lib_gfx94X-dcgpu",
+                "x_lib_gfx110X-all",
+            ],
+        );
+        for a in &mut r.archives {
+            let n = cairn_fingerprint::names::ArtifactName::parse(&a.artifact).unwrap();
+            a.component = n.component.to_string();
+            a.family = n.family.clone();
+        }
+        c.insert(fp(1).to_hex(), vec![cand(r, true)]);
+        let filter = ArchiveFilter {
+            family: "gfx94X-dcgpu".into(),
+            exclude_components: vec!["dbg".into()],
+        };
+        let out = resolve(&[want("x", 1)], &c, &Policy::default(), &filter);
+        let got: Vec<_> = out[0]
+            .chosen
+            .as_ref()
+            .unwrap()
+            .1
+            .iter()
+            .map(|a| a.artifact.as_str())
+            .collect();
+        assert_eq!(got, ["x_lib_generic", "x_lib_gfx94X-dcgpu"]);
     }
 
     #[test]
@@ -481,7 +570,12 @@ mod tests {
                 true,
             )],
         );
-        let out = resolve(&[want("a_dbg_generic", 1)], &c, &Policy::default());
+        let out = resolve(
+            &[want("a_dbg_generic", 1)],
+            &c,
+            &Policy::default(),
+            &ArchiveFilter::default(),
+        );
         assert!(out[0].chosen.is_none());
         assert!(
             out[0]

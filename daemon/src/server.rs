@@ -75,22 +75,19 @@ fn resolve_input(req: pb::ResolveRequest) -> ResolveInput {
             allow_failed: policy.allow_failed,
             run_id: (!policy.run_id.is_empty()).then_some(policy.run_id),
         },
+        exclude_components: req.exclude_components,
     }
 }
 
 fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
     let mut runs = std::collections::BTreeSet::new();
-    let artifacts = rs
-        .iter()
-        .map(|r| {
-            let (name, component, family) = match cairn_fingerprint::names::ArtifactName::parse(&r.artifact) {
-                Ok(n) => (n.name.clone(), n.component.to_string(), n.family.clone()),
-                Err(_) => Default::default(),
-            };
-            let (status, producer, tree_digest) = match &r.chosen {
-                Some((c, a)) => {
-                    runs.insert(c.record.run.run_id.clone());
-                    let p = pb::Producer {
+    let mut artifacts = Vec::new();
+    for r in rs {
+        match &r.chosen {
+            Some((c, archives)) => {
+                runs.insert(c.record.run.run_id.clone());
+                for a in archives {
+                    let producer = pb::Producer {
                         repo: c.record.run.repo.clone(),
                         workflow: c.record.run.workflow.clone(),
                         run_id: c.record.run.run_id.clone(),
@@ -107,24 +104,35 @@ fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
                         trusted: c.trusted,
                         published_at: c.record.published_at.clone(),
                     };
-                    let td = if a.tree_digest.0 == [0; 32] { String::new() } else { a.tree_digest.to_hex() };
-                    (pb::ResolveStatus::Found, Some(p), td)
+                    artifacts.push(pb::ResolvedArtifact {
+                        artifact: a.artifact.clone(),
+                        name: a.name.clone(),
+                        component: a.component.clone(),
+                        family: a.family.clone(),
+                        fingerprint: r.fingerprint.clone(),
+                        status: pb::ResolveStatus::Found as i32,
+                        producer: Some(producer),
+                        tree_digest: if a.tree_digest.0 == [0; 32] { String::new() } else { a.tree_digest.to_hex() },
+                        explanation: r.explanation.clone(),
+                    });
                 }
-                None => (pb::ResolveStatus::Missing, None, String::new()),
-            };
-            pb::ResolvedArtifact {
-                artifact: r.artifact.clone(),
-                name,
-                component,
-                family,
-                fingerprint: r.fingerprint.clone(),
-                status: status as i32,
-                producer,
-                tree_digest,
-                explanation: r.explanation.clone(),
             }
-        })
-        .collect();
+            None => {
+                let parsed = cairn_fingerprint::names::ArtifactName::parse(&r.artifact).ok();
+                artifacts.push(pb::ResolvedArtifact {
+                    artifact: r.artifact.clone(),
+                    name: parsed.as_ref().map(|n| n.name.clone()).unwrap_or_else(|| r.artifact.clone()),
+                    component: parsed.as_ref().map(|n| n.component.to_string()).unwrap_or_default(),
+                    family: parsed.as_ref().map(|n| n.family.clone()).unwrap_or_default(),
+                    fingerprint: r.fingerprint.clone(),
+                    status: pb::ResolveStatus::Missing as i32,
+                    producer: None,
+                    tree_digest: String::new(),
+                    explanation: r.explanation.clone(),
+                })
+            }
+        }
+    }
     pb::ResolveResponse { artifacts, runs: runs.into_iter().collect() }
 }
 
@@ -187,7 +195,11 @@ impl Cairn for CairnService {
                 return;
             }
             // Make every found archive local, a few at a time (each is itself a parallel download).
-            let found: Vec<_> = resolutions.iter().filter_map(|r| r.chosen.clone()).collect();
+            let found: Vec<_> = resolutions
+                .iter()
+                .filter_map(|r| r.chosen.as_ref())
+                .flat_map(|(c, archives)| archives.iter().map(move |a| (c.clone(), a.clone())))
+                .collect();
             let total = found.len() as u64;
             let mut leases = Vec::new();
             let mut locals = Vec::new();

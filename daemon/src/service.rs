@@ -33,7 +33,7 @@ use crate::records::{
     ArchiveRecord, CommitRecord, JOB_MANIFEST_VERSION, JobManifest, PRODUCER_RECORD_VERSION,
     ProducerRecord, RunIdentity, now_rfc3339,
 };
-use crate::resolve::{self, Candidate, Policy, Resolution, Wanted};
+use crate::resolve::{self, ArchiveFilter, Candidate, Policy, Resolution, Wanted};
 use crate::store::{Lease, LocalStore};
 use crate::storage::transfer::{DownloadOptions, download};
 use crate::storage::{PutBody, PutOutcome, Storage, StorageError};
@@ -94,13 +94,8 @@ pub struct ResolveInput {
     pub wanted: Vec<Wanted>,
     /// What the caller accepts.
     pub policy: Policy,
-}
-
-/// Where a resolved archive is: enough to fetch and verify it.
-#[derive(Debug, Clone)]
-pub struct Located {
-    /// The resolution (producer record, explanation).
-    pub resolution: Resolution,
+    /// Components left out when expanding artifact names.
+    pub exclude_components: Vec<String>,
 }
 
 /// One archive made local.
@@ -297,7 +292,13 @@ impl Service {
         self.counters.resolve_requests.fetch_add(1, Ordering::Relaxed);
         let mut fps = BTreeSet::new();
         for w in &input.wanted {
-            ArtifactName::parse(&w.artifact).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            let valid = if w.artifact.contains('_') {
+                ArtifactName::parse(&w.artifact).map(|_| ())
+            } else {
+                // A bare artifact name: validate it as the name field of an archive name.
+                ArtifactName::new(&w.artifact, cairn_fingerprint::names::Component::Lib, "generic").map(|_| ())
+            };
+            valid.map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
             let fp: Blake3 = w.fingerprint.parse().map_err(|e: cairn_fingerprint::digest::DigestParseError| {
                 ServiceError::InvalidArgument(format!("artifact `{}`: {e}", w.artifact))
             })?;
@@ -308,16 +309,23 @@ impl Service {
         for (fp, result) in futures::future::join_all(lookups).await {
             candidates.insert(fp, result?);
         }
-        let mut out = resolve::resolve(&input.wanted, &candidates, &input.policy);
+        let filter = ArchiveFilter { family: input.family.clone(), exclude_components: input.exclude_components.clone() };
+        let mut out = resolve::resolve(&input.wanted, &candidates, &input.policy, &filter);
         if let Some(run_id) = &input.policy.run_id {
-            self.explicit_run_fallback(&mut out, run_id, &input.platform).await?;
+            self.explicit_run_fallback(&mut out, run_id, &input.platform, &filter).await?;
         }
         Ok(out)
     }
 
     /// With an explicit run id, archives without a matching producer record are taken from that run's
     /// listing by name (the user asked for that run; the explanation says the fingerprint is unverified).
-    async fn explicit_run_fallback(&self, out: &mut [Resolution], run_id: &str, platform: &str) -> Result<()> {
+    async fn explicit_run_fallback(
+        &self,
+        out: &mut [Resolution],
+        run_id: &str,
+        platform: &str,
+        filter: &ArchiveFilter,
+    ) -> Result<()> {
         if out.iter().all(|r| r.chosen.is_some()) {
             return Ok(());
         }
@@ -325,49 +333,29 @@ impl Service {
         let root = RunOutputRoot::from_run(&spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let listing = self.run_listing(&root).await?;
         for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
-            if let Some(a) = listing.archives.iter().find(|a| a.artifact == r.artifact) {
+            let mut picked = Vec::new();
+            let mut candidate = None;
+            for a in &listing.archives {
                 let name = ArtifactName::parse(&a.artifact).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-                let fp: Blake3 = r.fingerprint.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
-                let record = ProducerRecord {
-                    version: PRODUCER_RECORD_VERSION.into(),
-                    fingerprint: fp,
-                    name: name.name.clone(),
-                    run: RunIdentity {
-                        repo: spec.repo.to_string(),
-                        workflow: String::new(),
-                        run_id: run_id.to_string(),
-                        commit: String::new(),
-                        platform: platform.to_string(),
-                        status: "unknown".into(),
-                        head_repo: String::new(),
-                    },
-                    stage: String::new(),
-                    bucket: listing.bucket.clone(),
-                    prefix: listing.prefix.clone(),
-                    published_at: String::new(),
-                    archives: vec![],
+                let wanted = if r.artifact.contains('_') {
+                    a.artifact == r.artifact
+                } else {
+                    name.name == r.artifact
+                        && !filter.exclude_components.iter().any(|c| c == name.component.as_str())
+                        && (filter.family.is_empty() || cairn_fingerprint::names::family_matches(&name.family, &filter.family))
                 };
-                let archive = ArchiveRecord {
-                    artifact: a.artifact.clone(),
-                    name: name.name.clone(),
-                    component: name.component.to_string(),
-                    family: name.family.clone(),
-                    fingerprint: fp,
-                    key: a.key.clone(),
-                    // Unknown until the sidecar is read at fetch time; all-zero marks "not from a record".
-                    sha256: Sha256([0; 32]),
-                    compressed_size: a.size,
-                    uncompressed_size: 0,
-                    files: 0,
-                    tree_digest: Blake3([0; 32]),
-                    built_here: true,
-                    reused_from_run_id: String::new(),
-                };
+                if wanted {
+                    let (c, archive) = listed_candidate(&spec, &listing, a, &name, root.trusted());
+                    candidate.get_or_insert(c);
+                    picked.push(archive);
+                }
+            }
+            if let Some(c) = candidate {
                 r.explanation.insert(
                     0,
-                    format!("explicit run {run_id}: `{}` taken from the run listing by name; its fingerprint is not verified", a.key),
+                    format!("explicit run {run_id}: {} archive(s) taken from the run listing by name; fingerprints not verified", picked.len()),
                 );
-                r.chosen = Some((Candidate { record, trusted: root.trusted() }, archive));
+                r.chosen = Some((c, picked));
             }
         }
         Ok(())
