@@ -1,0 +1,135 @@
+//! `cairnd serve`: load the configuration, open the store, connect the backends, bind the sockets and
+//! serve until SIGINT/SIGTERM. Shutdown is graceful: listeners close, in-flight requests finish, the
+//! store's index is closed by drop; an ingest interrupted anyway leaves no index entry (see `store.rs`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tracing::info;
+
+use crate::backends::Backends;
+use crate::config::{Config, parse_bytes};
+use crate::listen::{bind_tcp, bind_unix};
+use crate::server::{CairnService, Listener, run};
+use crate::service::Service;
+use crate::store::{LocalStore, StoreConfig};
+
+/// Flags of `cairnd serve`; each overrides the config file and the `CAIRN_*` environment.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; see the `config` module docs for every key).
+    #[arg(long, value_name = "FILE", env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Store directory (CAS + index) [default: $XDG_CACHE_HOME/cairn].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Unix socket path [default: $XDG_RUNTIME_DIR/cairn/cairnd.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Also listen on TCP (e.g. 127.0.0.1:7411).
+    #[arg(long, value_name = "ADDR")]
+    pub tcp: Option<String>,
+    /// CAS byte quota, e.g. 50G (0 = none).
+    #[arg(long, value_name = "N")]
+    pub max_bytes: Option<String>,
+    /// Use one local-directory storage backend at DIR for every bucket.
+    #[arg(long, value_name = "DIR")]
+    pub local_storage: Option<PathBuf>,
+    /// Use one S3-compatible backend at URL (path-style) for every bucket...
+    #[arg(long, value_name = "URL", requires = "s3_bucket")]
+    pub s3_endpoint: Option<String>,
+    /// ...storing everything in this bucket.
+    #[arg(long, value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// Make the socket group-accessible (0660) so CI containers of one group can share the daemon.
+    #[arg(long)]
+    pub group_access: bool,
+}
+
+impl ServeArgs {
+    /// The effective configuration: file, then environment, then these flags.
+    pub fn config(&self) -> Result<Config> {
+        let mut cfg = Config::load(self.config.as_deref())?;
+        let flags = |k: &str| -> Option<String> {
+            match k {
+                "CAIRN_STORE_DIR" => self.store.as_ref().map(|p| p.display().to_string()),
+                "CAIRN_SOCKET" => self.socket.as_ref().map(|p| p.display().to_string()),
+                "CAIRN_TCP" => self.tcp.clone(),
+                "CAIRN_MAX_BYTES" => self.max_bytes.clone(),
+                "CAIRN_LOCAL_STORAGE" => self.local_storage.as_ref().map(|p| p.display().to_string()),
+                "CAIRN_S3_ENDPOINT" => self.s3_endpoint.clone(),
+                "CAIRN_S3_BUCKET" => self.s3_bucket.clone(),
+                "AWS_REGION" => std::env::var("AWS_REGION").ok(),
+                _ => None,
+            }
+        };
+        cfg.apply_env(flags)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Run the daemon until a shutdown signal.
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let cfg = args.config()?;
+    if let Some(q) = &args.max_bytes {
+        parse_bytes(q).with_context(|| format!("--max-bytes `{q}` is not a byte count"))?;
+    }
+    let store_cfg = StoreConfig { max_bytes: (cfg.max_bytes > 0).then_some(cfg.max_bytes), ..StoreConfig::default() };
+    let store = LocalStore::open(&cfg.store_dir, store_cfg)
+        .with_context(|| format!("opening store `{}`", cfg.store_dir.display()))?;
+    let backends = Backends::from_config(&cfg.storage).await.context("configuring storage backends")?;
+    for b in backends.all() {
+        info!(bucket = %b.bucket, storage = %b.storage.describe(), trusted = b.trusted, "storage backend");
+    }
+    let service = Arc::new(Service::new(store, backends, Duration::from_secs(cfg.negative_ttl_secs)));
+    let grpc = CairnService::new(service, cfg.max_bytes);
+
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mode = if args.group_access { 0o660 } else { 0o600 };
+    let unix = bind_unix(&cfg.socket, mode).await?;
+    info!(socket = %cfg.socket.display(), store = %cfg.store_dir.display(), "cairnd listening");
+    eprintln!("cairnd: listening on unix:{}", cfg.socket.display());
+    let mut tasks = Vec::new();
+    {
+        let mut rx = stop_tx.subscribe();
+        let grpc = grpc.clone();
+        tasks.push(tokio::spawn(async move {
+            run(grpc, Listener::Unix(unix), async move {
+                let _ = rx.recv().await;
+            })
+            .await
+        }));
+    }
+    if let Some(addr) = &cfg.tcp {
+        let tcp = bind_tcp(addr).await?;
+        eprintln!("cairnd: listening on http://{}", tcp.local_addr()?);
+        let mut rx = stop_tx.subscribe();
+        tasks.push(tokio::spawn(async move {
+            run(grpc, Listener::Tcp(tcp), async move {
+                let _ = rx.recv().await;
+            })
+            .await
+        }));
+    }
+    shutdown_signal().await;
+    info!("shutting down: finishing in-flight requests");
+    let _ = stop_tx.send(());
+    for t in tasks {
+        t.await.context("server task panicked")?.context("gRPC server failed")?;
+    }
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
