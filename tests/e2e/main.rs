@@ -1,1 +1,5 @@
+//! End-to-end tests: one test binary, one module per topic.
 
+mod crash; // the local store survives SIGKILL at any point of an ingest
+mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
+mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify
