@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::Sha256;
 use clap::{Parser, Subcommand};
@@ -23,7 +23,7 @@ struct Args {
 #[derive(Debug, clap::Args)]
 struct StoreArgs {
     /// The store directory (default: `$XDG_CACHE_HOME/cairn`).
-    #[arg(long, env = "CAIRN_STORE")]
+    #[arg(long, env = "CAIRN_STORE_DIR")]
     store: Option<PathBuf>,
 }
 
@@ -31,15 +31,15 @@ impl StoreArgs {
     fn dir(&self) -> anyhow::Result<PathBuf> {
         match &self.store {
             Some(dir) => Ok(dir.clone()),
-            None => dirs::cache_dir()
-                .map(|d| d.join("cairn"))
-                .ok_or_else(|| anyhow!("no cache directory for this user; pass `--store DIR`")),
+            None => Ok(cairn_daemon::config::default_store_dir()),
         }
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the cache over gRPC on a Unix socket (and optionally TCP) until SIGINT/SIGTERM.
+    Serve(cairn_daemon::serve::ServeArgs),
     /// Re-hash every blob; quarantine corrupt ones. Exits 1 when corruption was found.
     Verify {
         #[command(flatten)]
@@ -88,6 +88,21 @@ fn open(store: &StoreArgs) -> anyhow::Result<std::sync::Arc<LocalStore>> {
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Serve(serve) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(cairn_daemon::serve::serve(serve))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { store } => {
             let store = open(&store)?;
             let report = store.verify()?;
