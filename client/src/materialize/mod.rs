@@ -587,7 +587,7 @@ impl<'a> Run<'a> {
         let metas = self.prepare()?;
         self.remove_stale()?;
         let outcomes = self.write_files(&metas)?;
-        let link_outcomes = self.write_hardlinks(&metas, &outcomes)?;
+        let link_outcomes = self.write_hardlinks(&metas)?;
         self.finish_dirs()?;
         self.write_markers()?;
         for (i, empty) in self.empty_items.iter().enumerate() {
@@ -679,6 +679,7 @@ impl<'a> Run<'a> {
             .enumerate()
             .map(|(i, a)| (a.as_str(), i))
             .collect();
+        self.remove_temp_files(self.dest, "")?;
         let mut metas = Vec::with_capacity(self.plan.entries.len());
         let mut cleaned = 0;
         let mut removed = 0u64;
@@ -704,6 +705,8 @@ impl<'a> Run<'a> {
                                 cleaned += 1;
                                 self.mark_area(Some(a));
                             }
+                        } else if planned.area.is_none() {
+                            self.remove_temp_files(&full, path)?;
                         }
                     }
                     Some(m) => {
@@ -767,6 +770,27 @@ impl<'a> Run<'a> {
         Ok(removed)
     }
 
+    /// Outside areas nothing walks the tree, so drop the temp files a killed run left in this
+    /// directory (inside areas `remove_strays` takes them with everything else unplanned).
+    fn remove_temp_files(&self, dir: &Path, rel: &str) -> Result<(), MaterializeError> {
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let entry = entry.map_err(io_at(dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let planned = self.plan.entries.contains_key(&child);
+            if name.starts_with(fsops::TMP_PREFIX) && !planned {
+                let path = entry.path();
+                fsops::remove_any(&path).map_err(io_at(&path))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Remove what an earlier run wrote that is no longer planned (areas were handled by
     /// `remove_strays`). Children go before parents; nothing below a symlink is touched.
     fn remove_stale(&self) -> Result<(), MaterializeError> {
@@ -806,7 +830,9 @@ impl<'a> Run<'a> {
             match rec.kind {
                 state::RecordKind::Dir => {
                     if m.is_dir() {
-                        // Not empty means someone else's files are in it: keep it.
+                        // A killed run may have left temp files here; anything else that keeps
+                        // it from being empty is someone else's: keep it then.
+                        self.remove_temp_files(&full, path)?;
                         let _ = fs::remove_dir(&full);
                     }
                 }
@@ -941,7 +967,6 @@ impl<'a> Run<'a> {
     fn write_hardlinks(
         &self,
         metas: &[Option<fs::Metadata>],
-        _files: &[(Outcome, usize)],
     ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
         let copier = Copier::new(self.opts.copy_mode);
         let work: Vec<(usize, &String, &plan::Planned)> = self
