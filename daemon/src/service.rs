@@ -218,6 +218,13 @@ impl Service {
         }
     }
 
+    /// The same service downloading with `options` (chunking, concurrency, resume budget) instead of
+    /// the defaults; tests use it for quick retries.
+    pub fn with_download_options(mut self, options: DownloadOptions) -> Service {
+        self.download = options;
+        self
+    }
+
     /// The local store.
     pub fn store(&self) -> &Arc<LocalStore> {
         &self.store
@@ -539,13 +546,36 @@ impl Service {
             }
         };
         let size = (archive.compressed_size > 0).then_some(archive.compressed_size);
-        let dl = download(storage, &archive.key, size, &self.download).await?;
-        let bytes = dl.size();
-        info!(key = %archive.key, bytes, "downloading");
-        let outcome = self
-            .store
-            .ingest_async(flight_key, compression, dl.into_async_read(), expected)
-            .await?;
+        let fetched = async {
+            let dl = download(storage.clone(), &archive.key, size, &self.download).await?;
+            let bytes = dl.size();
+            info!(key = %archive.key, bytes, "downloading");
+            let outcome = self
+                .store
+                .ingest_async(flight_key, compression, dl.into_async_read(), expected)
+                .await
+                .map_err(storage_first)?;
+            Ok::<_, ServiceError>((outcome, bytes))
+        }
+        .await;
+        let (outcome, bytes) = match fetched {
+            Ok(done) => done,
+            // An object shorter than the size we were told fails as a bad range request: say what is
+            // really wrong, the object changed under its record.
+            Err(ServiceError::Storage(e)) if !e.is_not_found() && size.is_some() => {
+                let expected_size = size.unwrap_or_default();
+                return match storage.head(&archive.key).await {
+                    Ok(Some(meta)) if meta.size != expected_size => {
+                        Err(ServiceError::DataLoss(format!(
+                            "archive `{}` is {} bytes in storage, but its producer record or run listing says {expected_size}",
+                            archive.key, meta.size
+                        )))
+                    }
+                    _ => Err(ServiceError::Storage(e)),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         if from_record && archive.tree_digest != outcome.tree_digest {
             return Err(ServiceError::DataLoss(format!(
                 "archive `{}`: tree digest mismatch: the producer record says {}, its content hashes to {}",
@@ -864,6 +894,27 @@ impl Service {
             }
         }
         Ok((listing, ingested))
+    }
+}
+
+/// An ingest that failed because its download failed (the download reader surfaces storage errors as
+/// I/O errors) is a storage failure, not a refused archive: report it as one, so clients see
+/// `Unavailable` or `NotFound` and may retry, instead of `DataLoss`.
+fn storage_first(e: crate::error::StoreError) -> ServiceError {
+    use crate::archive::ArchiveError;
+    use crate::error::StoreError;
+    let cause = match e.root() {
+        StoreError::Archive {
+            source: ArchiveError::Read(io) | ArchiveError::ReadMember { source: io, .. },
+            ..
+        } => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StorageError>()),
+        _ => None,
+    };
+    match cause {
+        Some(storage) => ServiceError::Storage(storage.clone()),
+        None => e.into(),
     }
 }
 
