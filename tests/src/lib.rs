@@ -5,8 +5,12 @@
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
+//! - [`s3server`]: the S3-compatible test server (moto) from `CAIRN_TEST_S3_ENDPOINT`.
+//! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it.
 
 pub mod bin_path;
 pub mod checkout;
 pub mod datagen;
+pub mod faultproxy;
+pub mod s3server;
 pub mod storecheck;
