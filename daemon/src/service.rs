@@ -247,26 +247,24 @@ impl Service {
         }
         for (area, tag) in areas {
             let cache_key = format!("{tag}:{fp}");
-            if let Some(bytes) = self
+            let cached = self
                 .store
                 .index()
                 .meta(&cache_key)
                 .map_err(crate::error::StoreError::from)?
+                .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
+            if let Some(cached) = cached
+                && (!cached.records.is_empty()
+                    || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs())
             {
-                if let Ok(cached) = serde_json::from_slice::<CachedCandidates>(&bytes) {
-                    let fresh = !cached.records.is_empty()
-                        || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs();
-                    if fresh {
-                        for (json, trusted) in cached.records {
-                            if let Ok(record) =
-                                ProducerRecord::parse(json.as_bytes(), &cache_key, fp)
-                            {
-                                out.push(Candidate { record, trusted });
-                            }
-                        }
-                        continue;
+                // Positive answers are kept forever (records are immutable); "none found" only
+                // for the negative TTL, so a new producer is seen soon.
+                for (json, trusted) in cached.records {
+                    if let Ok(record) = ProducerRecord::parse(json.as_bytes(), &cache_key, fp) {
+                        out.push(Candidate { record, trusted });
                     }
                 }
+                continue;
             }
             let mut found: Vec<(String, bool)> = Vec::new();
             for backend in self.backends.all() {
@@ -583,7 +581,7 @@ impl Service {
                 dirs.push((entry.path(), name, *fp));
             }
         }
-        dirs.sort_by(|a, b| a.1.to_string().cmp(&b.1.to_string()));
+        dirs.sort_by_key(|d| d.1.to_string());
         if dirs.is_empty() {
             return Err(ServiceError::NotFound(format!(
                 "no artifact directory under `{}` matches the {} artifact(s) to publish",
