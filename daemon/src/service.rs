@@ -614,7 +614,7 @@ impl Service {
                         })?;
                     archive::write_sha256sum(&path, &info.sha256).map_err(internal)?;
                     let outcome = store.ingest_file(
-                        &format!("publish/{file_name}"),
+                        &format!("publish/{}", info.sha256),
                         &path,
                         Some(info.sha256),
                     )?;
