@@ -192,6 +192,8 @@ pub struct Service {
     downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counters for `Stats`.
     pub counters: Counters,
+    /// Per-request metrics for `/metrics` and `/status`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 fn now_secs() -> u64 {
@@ -215,6 +217,7 @@ impl Service {
             download: DownloadOptions::default(),
             downloads: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
