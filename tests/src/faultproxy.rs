@@ -60,14 +60,16 @@ struct Shared {
 struct Inner {
     rules: Vec<Rule>,
     requests: BTreeMap<String, u64>,
+    signed_requests: u64,
     faults_served: u64,
 }
 
 impl Shared {
     /// Counts the request and takes the fault of the first matching rule, if any.
-    fn on_request(&self, method: &str) -> Option<Fault> {
+    fn on_request(&self, method: &str, signed: bool) -> Option<Fault> {
         let mut inner = self.inner.lock().expect("fault proxy state poisoned");
         *inner.requests.entry(method.to_owned()).or_default() += 1;
+        inner.signed_requests += u64::from(signed);
         let rule = inner.rules.iter_mut().find(|r| {
             r.method.as_deref().is_none_or(|m| m == method) && r.remaining.is_none_or(|n| n > 0)
         })?;
@@ -162,6 +164,15 @@ impl FaultProxy {
             .unwrap_or(0)
     }
 
+    /// Requests that carried an `Authorization` header (signed ones).
+    pub fn signed_requests(&self) -> u64 {
+        self.shared
+            .inner
+            .lock()
+            .expect("fault proxy state poisoned")
+            .signed_requests
+    }
+
     /// Faults served so far.
     pub fn faults_served(&self) -> u64 {
         self.shared
@@ -179,6 +190,7 @@ impl FaultProxy {
             .lock()
             .expect("fault proxy state poisoned");
         inner.requests.clear();
+        inner.signed_requests = 0;
         inner.faults_served = 0;
     }
 }
@@ -310,7 +322,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>)
         else {
             return;
         };
-        let fault = shared.on_request(&method);
+        let fault = shared.on_request(&method, head.header("authorization").is_some());
         let client_closes = head
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
