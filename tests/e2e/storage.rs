@@ -691,6 +691,55 @@ async fn fault_persistent_resets_fail_after_the_budget() {
     );
 }
 
+/// Failed PUTs are retried: a 503 on a small object and a reset during a multipart upload both end
+/// with the object stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_put_failures_are_retried() {
+    let s3 = cairn_testkit::require_s3!();
+    let name = s3_bucket(&s3, "fault_put_failures_are_retried")
+        .await
+        .bucket()
+        .to_owned();
+    let proxy = FaultProxy::start(s3.endpoint()).await.unwrap();
+    let mut config = s3.config_via(&proxy.endpoint(), &name);
+    config.retry = fault_opts().retry;
+    config.upload = UploadOptions {
+        multipart_threshold: 6 << 20,
+        part_size: 5 << 20,
+        concurrency: 2,
+    };
+    let storage = Arc::new(S3Storage::connect(config).await);
+
+    proxy.inject("PUT", 2, Fault::SlowDown);
+    storage
+        .put("run/small", PutBody::Bytes(Bytes::from_static(b"small")))
+        .await
+        .unwrap();
+    assert_eq!(&storage.get_bytes("run/small").await.unwrap()[..], b"small");
+    assert_eq!((proxy.requests("PUT"), proxy.faults_served()), (3, 2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.tar.zst");
+    let body = data((10 << 20) + 7, 6);
+    std::fs::write(&file, &body).unwrap();
+    proxy.reset_counts();
+    // Parts are PUTs: the first one sent is reset after the server stored it, then re-sent.
+    proxy.inject("PUT", 1, Fault::Reset);
+    storage
+        .put("run/big.tar.zst", PutBody::File(file))
+        .await
+        .unwrap();
+    assert_eq!(
+        (proxy.requests("PUT"), proxy.faults_served()),
+        (4, 1),
+        "3 parts + 1 retry"
+    );
+    let got = read_all(storage.clone(), "run/big.tar.zst", &fault_opts())
+        .await
+        .unwrap();
+    assert_eq!(sha(&got), sha(&body));
+}
+
 /// A missing object is "not found" at once: exactly one request reaches the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_404_is_not_retried() {
