@@ -31,9 +31,12 @@ impl Backends {
         let mut list = Vec::new();
         for c in configs {
             let storage: Arc<dyn Storage> = match c.kind {
-                StorageKind::Local => Arc::new(LocalStorage::new(c.root.clone().unwrap_or_default())?),
+                StorageKind::Local => {
+                    Arc::new(LocalStorage::new(c.root.clone().unwrap_or_default())?)
+                }
                 StorageKind::S3 => {
-                    let mut s3 = S3Config::new(c.s3_bucket.clone().unwrap_or_else(|| c.bucket.clone()));
+                    let mut s3 =
+                        S3Config::new(c.s3_bucket.clone().unwrap_or_else(|| c.bucket.clone()));
                     s3.region = c.region.clone();
                     s3.endpoint = c.endpoint.clone();
                     s3.force_path_style = c.path_style;
@@ -41,7 +44,11 @@ impl Backends {
                     Arc::new(S3Storage::connect(s3).await)
                 }
             };
-            list.push(Backend { bucket: c.bucket.clone(), storage, trusted: c.trusted });
+            list.push(Backend {
+                bucket: c.bucket.clone(),
+                storage,
+                trusted: c.trusted,
+            });
         }
         Ok(Backends { list })
     }
@@ -53,7 +60,10 @@ impl Backends {
 
     /// The backend serving `bucket`: an exact entry first, then `*`.
     pub fn for_bucket(&self, bucket: &str) -> Option<&Backend> {
-        self.list.iter().find(|b| b.bucket == bucket).or_else(|| self.list.iter().find(|b| b.bucket == "*"))
+        self.list
+            .iter()
+            .find(|b| b.bucket == bucket)
+            .or_else(|| self.list.iter().find(|b| b.bucket == "*"))
     }
 
     /// Every backend once.

@@ -13,15 +13,20 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
     if let Some(dir) = path.parent()
         && !dir.exists()
     {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating socket directory `{}`", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating socket directory `{}`", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("restricting `{}`", dir.display()))?;
     }
     if path.exists() {
         if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!("another cairnd is already listening on `{}`", path.display());
+            bail!(
+                "another cairnd is already listening on `{}`",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket `{}`", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket `{}`", path.display()))?;
     }
     // Bind under a restrictive umask so there is no window in which the socket is world-accessible.
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
@@ -37,5 +42,7 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
 
 /// Bind a TCP listener (loopback recommended: the daemon has no authentication of its own on TCP).
 pub async fn bind_tcp(addr: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding TCP `{addr}`"))
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding TCP `{addr}`"))
 }

@@ -59,7 +59,9 @@ impl ServeArgs {
                 "CAIRN_SOCKET" => self.socket.as_ref().map(|p| p.display().to_string()),
                 "CAIRN_TCP" => self.tcp.clone(),
                 "CAIRN_MAX_BYTES" => self.max_bytes.clone(),
-                "CAIRN_LOCAL_STORAGE" => self.local_storage.as_ref().map(|p| p.display().to_string()),
+                "CAIRN_LOCAL_STORAGE" => {
+                    self.local_storage.as_ref().map(|p| p.display().to_string())
+                }
                 "CAIRN_S3_ENDPOINT" => self.s3_endpoint.clone(),
                 "CAIRN_S3_BUCKET" => self.s3_bucket.clone(),
                 "AWS_REGION" => std::env::var("AWS_REGION").ok(),
@@ -78,14 +80,23 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(q) = &args.max_bytes {
         parse_bytes(q).with_context(|| format!("--max-bytes `{q}` is not a byte count"))?;
     }
-    let store_cfg = StoreConfig { max_bytes: (cfg.max_bytes > 0).then_some(cfg.max_bytes), ..StoreConfig::default() };
+    let store_cfg = StoreConfig {
+        max_bytes: (cfg.max_bytes > 0).then_some(cfg.max_bytes),
+        ..StoreConfig::default()
+    };
     let store = LocalStore::open(&cfg.store_dir, store_cfg)
         .with_context(|| format!("opening store `{}`", cfg.store_dir.display()))?;
-    let backends = Backends::from_config(&cfg.storage).await.context("configuring storage backends")?;
+    let backends = Backends::from_config(&cfg.storage)
+        .await
+        .context("configuring storage backends")?;
     for b in backends.all() {
         info!(bucket = %b.bucket, storage = %b.storage.describe(), trusted = b.trusted, "storage backend");
     }
-    let service = Arc::new(Service::new(store, backends, Duration::from_secs(cfg.negative_ttl_secs)));
+    let service = Arc::new(Service::new(
+        store,
+        backends,
+        Duration::from_secs(cfg.negative_ttl_secs),
+    ));
     let grpc = CairnService::new(service, cfg.max_bytes);
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -119,7 +130,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(());
     for t in tasks {
-        t.await.context("server task panicked")?.context("gRPC server failed")?;
+        t.await
+            .context("server task panicked")?
+            .context("gRPC server failed")?;
     }
     let _ = std::fs::remove_file(&cfg.socket);
     Ok(())

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -40,7 +40,9 @@ impl From<ServiceError> for Status {
             ServiceError::DataLoss(_) => Status::data_loss(msg),
             ServiceError::Storage(s) if s.is_not_found() => Status::not_found(msg),
             // Transient storage trouble: the client may retry.
-            ServiceError::Storage(s) if s.is_transient() || s.is_unavailable() => Status::unavailable(msg),
+            ServiceError::Storage(s) if s.is_transient() || s.is_unavailable() => {
+                Status::unavailable(msg)
+            }
             ServiceError::Storage(_) => Status::failed_precondition(msg),
             ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
             ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
@@ -68,8 +70,19 @@ fn resolve_input(req: pb::ResolveRequest) -> ResolveInput {
     ResolveInput {
         stage: req.stage,
         family: req.family,
-        platform: if req.platform.is_empty() { "linux".into() } else { req.platform },
-        wanted: req.artifacts.into_iter().map(|a| Wanted { artifact: a.artifact, fingerprint: a.fingerprint }).collect(),
+        platform: if req.platform.is_empty() {
+            "linux".into()
+        } else {
+            req.platform
+        },
+        wanted: req
+            .artifacts
+            .into_iter()
+            .map(|a| Wanted {
+                artifact: a.artifact,
+                fingerprint: a.fingerprint,
+            })
+            .collect(),
         policy: Policy {
             allow_untrusted: policy.allow_untrusted,
             allow_failed: policy.allow_failed,
@@ -96,7 +109,11 @@ fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
                         status: c.record.run.status.clone(),
                         bucket: c.record.bucket.clone(),
                         key: a.key.clone(),
-                        sha256: if a.sha256.0 == [0; 32] { String::new() } else { a.sha256.to_hex() },
+                        sha256: if a.sha256.0 == [0; 32] {
+                            String::new()
+                        } else {
+                            a.sha256.to_hex()
+                        },
                         compressed_size: a.compressed_size,
                         uncompressed_size: a.uncompressed_size,
                         built_here: a.built_here,
@@ -112,7 +129,11 @@ fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
                         fingerprint: r.fingerprint.clone(),
                         status: pb::ResolveStatus::Found as i32,
                         producer: Some(producer),
-                        tree_digest: if a.tree_digest.0 == [0; 32] { String::new() } else { a.tree_digest.to_hex() },
+                        tree_digest: if a.tree_digest.0 == [0; 32] {
+                            String::new()
+                        } else {
+                            a.tree_digest.to_hex()
+                        },
                         explanation: r.explanation.clone(),
                     });
                 }
@@ -121,9 +142,18 @@ fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
                 let parsed = cairn_fingerprint::names::ArtifactName::parse(&r.artifact).ok();
                 artifacts.push(pb::ResolvedArtifact {
                     artifact: r.artifact.clone(),
-                    name: parsed.as_ref().map(|n| n.name.clone()).unwrap_or_else(|| r.artifact.clone()),
-                    component: parsed.as_ref().map(|n| n.component.to_string()).unwrap_or_default(),
-                    family: parsed.as_ref().map(|n| n.family.clone()).unwrap_or_default(),
+                    name: parsed
+                        .as_ref()
+                        .map(|n| n.name.clone())
+                        .unwrap_or_else(|| r.artifact.clone()),
+                    component: parsed
+                        .as_ref()
+                        .map(|n| n.component.to_string())
+                        .unwrap_or_default(),
+                    family: parsed
+                        .as_ref()
+                        .map(|n| n.family.clone())
+                        .unwrap_or_default(),
                     fingerprint: r.fingerprint.clone(),
                     status: pb::ResolveStatus::Missing as i32,
                     producer: None,
@@ -133,11 +163,20 @@ fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
             }
         }
     }
-    pb::ResolveResponse { artifacts, runs: runs.into_iter().collect() }
+    pb::ResolveResponse {
+        artifacts,
+        runs: runs.into_iter().collect(),
+    }
 }
 
 /// A tree as the wire carries it.
-pub fn tree_to_pb(artifact: &str, digest: &Blake3, tree: &Tree, source: &str, run_id: &str) -> pb::ArtifactTree {
+pub fn tree_to_pb(
+    artifact: &str,
+    digest: &Blake3,
+    tree: &Tree,
+    source: &str,
+    run_id: &str,
+) -> pb::ArtifactTree {
     pb::ArtifactTree {
         artifact: artifact.to_string(),
         tree_digest: digest.to_hex(),
@@ -173,7 +212,10 @@ fn event(e: Event) -> Result<pb::FetchEvent, Status> {
 
 #[tonic::async_trait]
 impl Cairn for CairnService {
-    async fn resolve(&self, req: Request<pb::ResolveRequest>) -> Result<Response<pb::ResolveResponse>, Status> {
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
         let input = resolve_input(req.into_inner());
         let rs = self.inner.resolve(&input).await?;
         Ok(Response::new(resolved_to_pb(&rs)))
@@ -181,17 +223,27 @@ impl Cairn for CairnService {
 
     type FetchStream = EventStream;
 
-    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<Self::FetchStream>, Status> {
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
         let req = req.into_inner();
         let local_paths = req.local_paths;
         let input = resolve_input(req.resolve.unwrap_or_default());
         let service = self.inner.clone();
-        service.counters.fetch_requests.fetch_add(1, Ordering::Relaxed);
+        service
+            .counters
+            .fetch_requests
+            .fetch_add(1, Ordering::Relaxed);
         let resolutions = service.resolve(&input).await?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let started = Instant::now();
-            if tx.send(event(Event::Resolved(resolved_to_pb(&resolutions)))).await.is_err() {
+            if tx
+                .send(event(Event::Resolved(resolved_to_pb(&resolutions))))
+                .await
+                .is_err()
+            {
                 return;
             }
             // Make every found archive local, a few at a time (each is itself a parallel download).
@@ -203,12 +255,11 @@ impl Cairn for CairnService {
             let total = found.len() as u64;
             let mut leases = Vec::new();
             let mut locals = Vec::new();
-            let mut results = futures::stream::iter(found.iter().map(|(c, a)| {
+            let mut results = futures::stream::iter(found.into_iter().map(|(c, a)| {
                 let service = service.clone();
-                async move { service.make_local(c, a).await }
+                async move { service.make_local(&c, &a).await }
             }))
             .buffer_unordered(4);
-            use futures::StreamExt;
             let mut done = 0u64;
             while let Some(r) = results.next().await {
                 match r {
@@ -219,7 +270,11 @@ impl Cairn for CairnService {
                                 artifact: local.artifact.clone(),
                                 bytes_done: done,
                                 bytes_total: total,
-                                message: if local.from_cas { "from cache".into() } else { format!("downloaded {} bytes", local.downloaded_bytes) },
+                                message: if local.from_cas {
+                                    "from cache".into()
+                                } else {
+                                    format!("downloaded {} bytes", local.downloaded_bytes)
+                                },
                             })))
                             .await;
                         leases.push(lease);
@@ -240,7 +295,17 @@ impl Cairn for CairnService {
                 files += l.tree.file_count() as u64;
                 bytes += l.tree.total_size();
                 let source = if l.from_cas { "cas" } else { "storage" };
-                if tx.send(event(Event::Tree(tree_to_pb(&l.artifact, &l.tree_digest, &l.tree, source, &l.run_id)))).await.is_err() {
+                if tx
+                    .send(event(Event::Tree(tree_to_pb(
+                        &l.artifact,
+                        &l.tree_digest,
+                        &l.tree,
+                        source,
+                        &l.run_id,
+                    ))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -260,7 +325,11 @@ impl Cairn for CairnService {
                         }
                     };
                     if local_paths {
-                        let ev = Event::BlobPath(pb::BlobPath { blake3: d.to_hex(), path: path.to_string_lossy().into_owned(), size: e.size });
+                        let ev = Event::BlobPath(pb::BlobPath {
+                            blake3: d.to_hex(),
+                            path: path.to_string_lossy().into_owned(),
+                            size: e.size,
+                        });
                         if tx.send(event(ev)).await.is_err() {
                             return;
                         }
@@ -269,7 +338,8 @@ impl Cairn for CairnService {
                     }
                 }
             }
-            let runs: std::collections::BTreeSet<String> = locals.iter().map(|l| l.run_id.clone()).collect();
+            let runs: std::collections::BTreeSet<String> =
+                locals.iter().map(|l| l.run_id.clone()).collect();
             let summary = pb::FetchSummary {
                 artifacts: locals.len() as u32,
                 files,
@@ -290,31 +360,56 @@ impl Cairn for CairnService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
         let r = req.into_inner();
         let build_dir = std::path::PathBuf::from(&r.build_dir);
         require_absolute(&build_dir)?;
         let compression = match r.compression.as_str() {
             "" | "zstd" => Compression::Zstd,
             "xz" => Compression::Xz,
-            other => return Err(Status::invalid_argument(format!("compression `{other}` is neither `zstd` nor `xz`"))),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "compression `{other}` is neither `zstd` nor `xz`"
+                )));
+            }
         };
         let mut fingerprints = BTreeMap::new();
         for (name, fp) in r.fingerprints {
-            let d: Blake3 = fp.parse().map_err(|e| Status::invalid_argument(format!("fingerprint of `{name}`: {e}")))?;
+            let d: Blake3 = fp
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("fingerprint of `{name}`: {e}")))?;
             fingerprints.insert(name, d);
         }
         let input = PublishInput {
             build_dir,
             stage: r.stage,
-            family: if r.family.is_empty() { "generic".into() } else { r.family },
+            family: if r.family.is_empty() {
+                "generic".into()
+            } else {
+                r.family
+            },
             run: RunIdentity {
-                repo: if r.repo.is_empty() { "ROCm/TheRock".into() } else { r.repo },
+                repo: if r.repo.is_empty() {
+                    "ROCm/TheRock".into()
+                } else {
+                    r.repo
+                },
                 workflow: r.workflow,
                 run_id: r.run_id,
                 commit: r.commit,
-                platform: if r.platform.is_empty() { "linux".into() } else { r.platform },
-                status: if r.status.is_empty() { "success".into() } else { r.status },
+                platform: if r.platform.is_empty() {
+                    "linux".into()
+                } else {
+                    r.platform
+                },
+                status: if r.status.is_empty() {
+                    "success".into()
+                } else {
+                    r.status
+                },
                 head_repo: r.head_repo,
             },
             compression,
@@ -346,10 +441,20 @@ impl Cairn for CairnService {
         }))
     }
 
-    async fn import(&self, req: Request<pb::ImportRequest>) -> Result<Response<pb::ImportResponse>, Status> {
+    async fn import(
+        &self,
+        req: Request<pb::ImportRequest>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
         let r = req.into_inner();
-        let platform = if r.platform.is_empty() { "linux".to_string() } else { r.platform };
-        let (listing, ingested) = self.inner.import(&r.run_id, &platform, &r.repo, r.ingest).await?;
+        let platform = if r.platform.is_empty() {
+            "linux".to_string()
+        } else {
+            r.platform
+        };
+        let (listing, ingested) = self
+            .inner
+            .import(&r.run_id, &platform, &r.repo, r.ingest)
+            .await?;
         Ok(Response::new(pb::ImportResponse {
             prefix: listing.prefix,
             archives: listing.archives.into_iter().map(|a| a.key).collect(),
@@ -357,7 +462,10 @@ impl Cairn for CairnService {
         }))
     }
 
-    async fn stats(&self, _req: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        _req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         let store = self.inner.store().stats().map_err(ServiceError::from)?;
         let t = self.inner.backends().transfer_totals();
         let c = &self.inner.counters;
@@ -385,7 +493,9 @@ impl Cairn for CairnService {
             n => n,
         };
         if quota == 0 {
-            return Err(Status::invalid_argument("no quota: pass max_bytes or configure `max_bytes` for cairnd"));
+            return Err(Status::invalid_argument(
+                "no quota: pass max_bytes or configure `max_bytes` for cairnd",
+            ));
         }
         let store = self.inner.store().clone();
         let report = tokio::task::spawn_blocking(move || store.gc(quota))
@@ -393,24 +503,43 @@ impl Cairn for CairnService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(ServiceError::from)?;
         let stats = self.inner.store().stats().map_err(ServiceError::from)?;
-        Ok(Response::new(pb::GcResponse { evicted_blobs: report.evicted_blobs, evicted_bytes: report.evicted_bytes, store_bytes: stats.bytes }))
+        Ok(Response::new(pb::GcResponse {
+            evicted_blobs: report.evicted_blobs,
+            evicted_bytes: report.evicted_bytes,
+            store_bytes: stats.bytes,
+        }))
     }
 
-    async fn find_runs(&self, _req: Request<pb::FindRunsRequest>) -> Result<Response<pb::FindRunsResponse>, Status> {
+    async fn find_runs(
+        &self,
+        _req: Request<pb::FindRunsRequest>,
+    ) -> Result<Response<pb::FindRunsResponse>, Status> {
         Err(Status::unimplemented("FindRuns is not implemented yet"))
     }
 
-    async fn run_trees(&self, _req: Request<pb::RunTreesRequest>) -> Result<Response<pb::RunTreesResponse>, Status> {
+    async fn run_trees(
+        &self,
+        _req: Request<pb::RunTreesRequest>,
+    ) -> Result<Response<pb::RunTreesResponse>, Status> {
         Err(Status::unimplemented("RunTrees is not implemented yet"))
     }
 }
 
-async fn send_blob_bytes(tx: &mpsc::Sender<Result<pb::FetchEvent, Status>>, digest: &Blake3, path: &std::path::Path) -> Result<(), ()> {
+async fn send_blob_bytes(
+    tx: &mpsc::Sender<Result<pb::FetchEvent, Status>>,
+    digest: &Blake3,
+    path: &std::path::Path,
+) -> Result<(), ()> {
     use tokio::io::AsyncReadExt;
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) => {
-            let _ = tx.send(Err(Status::internal(format!("blob {digest} at `{}`: {e}", path.display())))).await;
+            let _ = tx
+                .send(Err(Status::internal(format!(
+                    "blob {digest} at `{}`: {e}",
+                    path.display()
+                ))))
+                .await;
             return Err(());
         }
     };
@@ -420,13 +549,22 @@ async fn send_blob_bytes(tx: &mpsc::Sender<Result<pb::FetchEvent, Status>>, dige
         let n = match file.read(&mut buf).await {
             Ok(n) => n,
             Err(e) => {
-                let _ = tx.send(Err(Status::internal(format!("blob {digest}: {e}")))).await;
+                let _ = tx
+                    .send(Err(Status::internal(format!("blob {digest}: {e}"))))
+                    .await;
                 return Err(());
             }
         };
         let last = n == 0;
-        let chunk = pb::BlobChunk { blake3: digest.to_hex(), offset, data: buf[..n].to_vec(), last };
-        tx.send(event(Event::BlobChunk(chunk))).await.map_err(|_| ())?;
+        let chunk = pb::BlobChunk {
+            blake3: digest.to_hex(),
+            offset,
+            data: buf[..n].to_vec(),
+            last,
+        };
+        tx.send(event(Event::BlobChunk(chunk)))
+            .await
+            .map_err(|_| ())?;
         offset += n as u64;
         if last {
             return Ok(());
@@ -450,18 +588,37 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<CairnServer<CairnService>>().await;
+    health_reporter
+        .set_serving::<CairnServer<CairnService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("descriptor sets are valid");
-    let cairn = CairnServer::new(service).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
-    let router = tonic::transport::Server::builder().add_service(health_service).add_service(reflection).add_service(cairn);
+    let cairn = CairnServer::new(service)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(cairn);
     match listener {
         Listener::Unix(l) => {
-            router.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(l), shutdown).await
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                    shutdown,
+                )
+                .await
         }
-        Listener::Tcp(l) => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), shutdown).await,
+        Listener::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
     }
 }

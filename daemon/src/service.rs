@@ -29,14 +29,15 @@ use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 
 use crate::archive;
 use crate::backends::{Backend, Backends};
+use crate::evict::Lease;
 use crate::records::{
     ArchiveRecord, CommitRecord, JOB_MANIFEST_VERSION, JobManifest, PRODUCER_RECORD_VERSION,
     ProducerRecord, RunIdentity, now_rfc3339,
 };
 use crate::resolve::{self, ArchiveFilter, Candidate, Policy, Resolution, Wanted};
-use crate::store::{Lease, LocalStore};
 use crate::storage::transfer::{DownloadOptions, download};
 use crate::storage::{PutBody, PutOutcome, Storage, StorageError};
+use crate::store::LocalStore;
 
 /// Key prefix under which untrusted runs file their producer records.
 pub const UNTRUSTED_AREA: &str = "untrusted/";
@@ -194,7 +195,10 @@ pub struct Service {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
@@ -243,12 +247,20 @@ impl Service {
         }
         for (area, tag) in areas {
             let cache_key = format!("{tag}:{fp}");
-            if let Some(bytes) = self.store.index().meta(&cache_key).map_err(crate::error::StoreError::from)? {
+            if let Some(bytes) = self
+                .store
+                .index()
+                .meta(&cache_key)
+                .map_err(crate::error::StoreError::from)?
+            {
                 if let Ok(cached) = serde_json::from_slice::<CachedCandidates>(&bytes) {
-                    let fresh = !cached.records.is_empty() || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs();
+                    let fresh = !cached.records.is_empty()
+                        || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs();
                     if fresh {
                         for (json, trusted) in cached.records {
-                            if let Ok(record) = ProducerRecord::parse(json.as_bytes(), &cache_key, fp) {
+                            if let Ok(record) =
+                                ProducerRecord::parse(json.as_bytes(), &cache_key, fp)
+                            {
                                 out.push(Candidate { record, trusted });
                             }
                         }
@@ -275,13 +287,21 @@ impl Service {
                             found.push((String::from_utf8_lossy(&bytes).into_owned(), trusted));
                             out.push(Candidate { record, trusted });
                         }
-                        Err(e) => warn!(key = %obj.key, error = %e, "ignoring invalid producer record"),
+                        Err(e) => {
+                            warn!(key = %obj.key, error = %e, "ignoring invalid producer record")
+                        }
                     }
                 }
             }
-            let cached = CachedCandidates { at: now_secs(), records: found };
+            let cached = CachedCandidates {
+                at: now_secs(),
+                records: found,
+            };
             let json = serde_json::to_vec(&cached).map_err(internal)?;
-            self.store.index().put_meta(&cache_key, &json).map_err(crate::error::StoreError::from)?;
+            self.store
+                .index()
+                .put_meta(&cache_key, &json)
+                .map_err(crate::error::StoreError::from)?;
         }
         Ok(out)
     }
@@ -289,30 +309,48 @@ impl Service {
     /// Resolve every wanted archive. Fingerprints are looked up concurrently, once each.
     #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, n = input.wanted.len()))]
     pub async fn resolve(&self, input: &ResolveInput) -> Result<Vec<Resolution>> {
-        self.counters.resolve_requests.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .resolve_requests
+            .fetch_add(1, Ordering::Relaxed);
         let mut fps = BTreeSet::new();
         for w in &input.wanted {
             let valid = if w.artifact.contains('_') {
                 ArtifactName::parse(&w.artifact).map(|_| ())
             } else {
                 // A bare artifact name: validate it as the name field of an archive name.
-                ArtifactName::new(&w.artifact, cairn_fingerprint::names::Component::Lib, "generic").map(|_| ())
+                ArtifactName::new(
+                    &w.artifact,
+                    cairn_fingerprint::names::Component::Lib,
+                    "generic",
+                )
+                .map(|_| ())
             };
             valid.map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-            let fp: Blake3 = w.fingerprint.parse().map_err(|e: cairn_fingerprint::digest::DigestParseError| {
-                ServiceError::InvalidArgument(format!("artifact `{}`: {e}", w.artifact))
-            })?;
+            let fp: Blake3 = w.fingerprint.parse().map_err(
+                |e: cairn_fingerprint::digest::DigestParseError| {
+                    ServiceError::InvalidArgument(format!("artifact `{}`: {e}", w.artifact))
+                },
+            )?;
             fps.insert(fp);
         }
-        let lookups = fps.iter().map(|fp| async move { (fp.to_hex(), self.candidates(fp, input.policy.allow_untrusted).await) });
+        let lookups = fps.iter().map(|fp| async move {
+            (
+                fp.to_hex(),
+                self.candidates(fp, input.policy.allow_untrusted).await,
+            )
+        });
         let mut candidates = BTreeMap::new();
         for (fp, result) in futures::future::join_all(lookups).await {
             candidates.insert(fp, result?);
         }
-        let filter = ArchiveFilter { family: input.family.clone(), exclude_components: input.exclude_components.clone() };
+        let filter = ArchiveFilter {
+            family: input.family.clone(),
+            exclude_components: input.exclude_components.clone(),
+        };
         let mut out = resolve::resolve(&input.wanted, &candidates, &input.policy, &filter);
         if let Some(run_id) = &input.policy.run_id {
-            self.explicit_run_fallback(&mut out, run_id, &input.platform, &filter).await?;
+            self.explicit_run_fallback(&mut out, run_id, &input.platform, &filter)
+                .await?;
         }
         Ok(out)
     }
@@ -329,20 +367,34 @@ impl Service {
         if out.iter().all(|r| r.chosen.is_some()) {
             return Ok(());
         }
-        let spec = RunSpec::new(run_id, platform.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?);
-        let root = RunOutputRoot::from_run(&spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let spec = RunSpec::new(
+            run_id,
+            platform
+                .parse()
+                .map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?,
+        );
+        let root = RunOutputRoot::from_run(&spec)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let listing = self.run_listing(&root).await?;
         for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
             let mut picked = Vec::new();
             let mut candidate = None;
             for a in &listing.archives {
-                let name = ArtifactName::parse(&a.artifact).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+                let name = ArtifactName::parse(&a.artifact)
+                    .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
                 let wanted = if r.artifact.contains('_') {
                     a.artifact == r.artifact
                 } else {
                     name.name == r.artifact
-                        && !filter.exclude_components.iter().any(|c| c == name.component.as_str())
-                        && (filter.family.is_empty() || cairn_fingerprint::names::family_matches(&name.family, &filter.family))
+                        && !filter
+                            .exclude_components
+                            .iter()
+                            .any(|c| c == name.component.as_str())
+                        && (filter.family.is_empty()
+                            || cairn_fingerprint::names::family_matches(
+                                &name.family,
+                                &filter.family,
+                            ))
                 };
                 if wanted {
                     let (c, archive) = listed_candidate(&spec, &listing, a, &name, root.trusted());
@@ -367,7 +419,11 @@ impl Service {
     /// download per object across all concurrent requests, streamed into ingest and verified against the
     /// record's SHA-256 (or the `.sha256sum` sidecar) and tree digest. Returns it leased.
     #[instrument(skip_all, fields(artifact = %archive.artifact, key = %archive.key))]
-    pub async fn make_local(&self, candidate: &Candidate, archive: &ArchiveRecord) -> Result<(LocalArchive, Lease)> {
+    pub async fn make_local(
+        &self,
+        candidate: &Candidate,
+        archive: &ArchiveRecord,
+    ) -> Result<(LocalArchive, Lease)> {
         let from_record = archive.sha256.0 != [0; 32];
         let run_id = candidate.record.run.run_id.clone();
         let flight_key = format!("{}/{}", candidate.record.bucket, archive.key);
@@ -377,7 +433,14 @@ impl Service {
             // Re-check under the lease: eviction may have raced the first look.
             if self.store.has_blobs(&found.1)? {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let local = LocalArchive { artifact: archive.artifact.clone(), tree: found.1, tree_digest: found.0, from_cas: true, downloaded_bytes: 0, run_id };
+                let local = LocalArchive {
+                    artifact: archive.artifact.clone(),
+                    tree: found.1,
+                    tree_digest: found.0,
+                    from_cas: true,
+                    downloaded_bytes: 0,
+                    run_id,
+                };
                 return Ok((local, lease));
             }
         }
@@ -390,20 +453,43 @@ impl Service {
             let lease = self.store.lease(&found.1)?;
             if self.store.has_blobs(&found.1)? {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let local = LocalArchive { artifact: archive.artifact.clone(), tree: found.1, tree_digest: found.0, from_cas: true, downloaded_bytes: 0, run_id };
+                let local = LocalArchive {
+                    artifact: archive.artifact.clone(),
+                    tree: found.1,
+                    tree_digest: found.0,
+                    from_cas: true,
+                    downloaded_bytes: 0,
+                    run_id,
+                };
                 return Ok((local, lease));
             }
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = self.download_and_ingest(candidate, archive, &flight_key, from_record).await;
+        let result = self
+            .download_and_ingest(candidate, archive, &flight_key, from_record)
+            .await;
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (tree_digest, tree, bytes) = result?;
         let lease = self.store.lease(&tree)?;
-        Ok((LocalArchive { artifact: archive.artifact.clone(), tree, tree_digest, from_cas: false, downloaded_bytes: bytes, run_id }, lease))
+        Ok((
+            LocalArchive {
+                artifact: archive.artifact.clone(),
+                tree,
+                tree_digest,
+                from_cas: false,
+                downloaded_bytes: bytes,
+                run_id,
+            },
+            lease,
+        ))
     }
 
-    fn local_tree(&self, archive: &ArchiveRecord, flight_key: &str) -> Result<Option<(Blake3, Arc<Tree>)>> {
+    fn local_tree(
+        &self,
+        archive: &ArchiveRecord,
+        flight_key: &str,
+    ) -> Result<Option<(Blake3, Arc<Tree>)>> {
         if archive.tree_digest.0 != [0; 32]
             && let Some(tree) = self.store.tree(&archive.tree_digest)?
             && self.store.has_blobs(&tree)?
@@ -428,16 +514,23 @@ impl Service {
     ) -> Result<(Blake3, Arc<Tree>, u64)> {
         let backend = self.backend(&candidate.record.bucket)?;
         let storage: Arc<dyn Storage> = backend.storage.clone();
-        let compression = Compression::from_file_name(&archive.key)
-            .ok_or_else(|| ServiceError::InvalidArgument(format!("`{}` is neither .tar.zst nor .tar.xz", archive.key)))?;
+        let compression = Compression::from_file_name(&archive.key).ok_or_else(|| {
+            ServiceError::InvalidArgument(format!(
+                "`{}` is neither .tar.zst nor .tar.xz",
+                archive.key
+            ))
+        })?;
         let expected = if from_record {
             Some(archive.sha256)
         } else {
             // Imported runs: the sidecar, when the run has one, is the only digest we can check against.
-            match storage.get_bytes(&format!("{}.sha256sum", archive.key)).await {
-                Ok(text) => Some(parse_sha256sum(&String::from_utf8_lossy(&text)).map_err(|e| {
-                    ServiceError::DataLoss(format!("sidecar `{}.sha256sum`: {e}", archive.key))
-                })?),
+            match storage
+                .get_bytes(&format!("{}.sha256sum", archive.key))
+                .await
+            {
+                Ok(text) => Some(parse_sha256sum(&String::from_utf8_lossy(&text)).map_err(
+                    |e| ServiceError::DataLoss(format!("sidecar `{}.sha256sum`: {e}", archive.key)),
+                )?),
                 Err(e) if e.is_not_found() => {
                     warn!(key = %archive.key, "no .sha256sum sidecar; archive integrity rests on the tar and compression framing");
                     None
@@ -449,7 +542,10 @@ impl Service {
         let dl = download(storage, &archive.key, size, &self.download).await?;
         let bytes = dl.size();
         info!(key = %archive.key, bytes, "downloading");
-        let outcome = self.store.ingest_async(flight_key, compression, dl.into_async_read(), expected).await?;
+        let outcome = self
+            .store
+            .ingest_async(flight_key, compression, dl.into_async_read(), expected)
+            .await?;
         if from_record && archive.tree_digest != outcome.tree_digest {
             return Err(ServiceError::DataLoss(format!(
                 "archive `{}`: tree digest mismatch: the producer record says {}, its content hashes to {}",
@@ -466,19 +562,23 @@ impl Service {
     #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, run = %input.run.run_id))]
     pub async fn publish(&self, input: PublishInput) -> Result<PublishOutcome> {
         let spec = run_spec(&input.run)?;
-        let root = RunOutputRoot::from_run(&spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let root = RunOutputRoot::from_run(&spec)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let backend = self.backend(root.bucket())?.clone();
         let artifacts_dir = input.build_dir.join("artifacts");
         let mut dirs = Vec::new();
-        let entries = std::fs::read_dir(&artifacts_dir)
-            .map_err(|e| ServiceError::InvalidArgument(format!("cannot read `{}`: {e}", artifacts_dir.display())))?;
+        let entries = std::fs::read_dir(&artifacts_dir).map_err(|e| {
+            ServiceError::InvalidArgument(format!("cannot read `{}`: {e}", artifacts_dir.display()))
+        })?;
         for entry in entries {
             let entry = entry.map_err(internal)?;
             let file_name = entry.file_name().to_string_lossy().into_owned();
             if !entry.path().is_dir() {
                 continue;
             }
-            let Ok(name) = ArtifactName::parse(&file_name) else { continue };
+            let Ok(name) = ArtifactName::parse(&file_name) else {
+                continue;
+            };
             if let Some(fp) = input.fingerprints.get(&name.name) {
                 dirs.push((entry.path(), name, *fp));
             }
@@ -495,7 +595,8 @@ impl Service {
         // Compress in parallel on the blocking pool; ingest each archive (warms this machine's CAS and
         // gives the tree).
         let cache = input.build_dir.join(".upload_cache");
-        std::fs::create_dir_all(&cache).map_err(|e| internal(format!("`{}`: {e}", cache.display())))?;
+        std::fs::create_dir_all(&cache)
+            .map_err(|e| internal(format!("`{}`: {e}", cache.display())))?;
         let compression = input.compression;
         let level = match compression {
             Compression::Zstd => 3,
@@ -509,11 +610,25 @@ impl Service {
                 .map(|(dir, name, fp)| -> Result<_> {
                     let file_name = name.archive(compression).to_string();
                     let path = cache.join(&file_name);
-                    let info = archive::create_archive(&dir, &path, compression, level)
-                        .map_err(|e| ServiceError::InvalidArgument(format!("artifact `{name}`: {e}")))?;
+                    let info =
+                        archive::create_archive(&dir, &path, compression, level).map_err(|e| {
+                            ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
+                        })?;
                     archive::write_sha256sum(&path, &info.sha256).map_err(internal)?;
-                    let outcome = store.ingest_file(&format!("publish/{file_name}"), &path, Some(info.sha256))?;
-                    Ok((name, fp, file_name, path, info, outcome.tree_digest, outcome.tree))
+                    let outcome = store.ingest_file(
+                        &format!("publish/{file_name}"),
+                        &path,
+                        Some(info.sha256),
+                    )?;
+                    Ok((
+                        name,
+                        fp,
+                        file_name,
+                        path,
+                        info,
+                        outcome.tree_digest,
+                        outcome.tree,
+                    ))
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -522,37 +637,45 @@ impl Service {
 
         let published_at = now_rfc3339();
         let mut archives = Vec::new();
-        let uploads = built.iter().map(|(name, fp, file_name, path, info, tree_digest, tree)| {
-            let storage = backend.storage.clone();
-            let key = root.artifact_key(file_name);
-            let sidecar = root.sha256sum_key(file_name);
-            let reused = input.reused_from.get(&name.name).cloned().unwrap_or_default();
-            let record = ArchiveRecord {
-                artifact: name.to_string(),
-                name: name.name.clone(),
-                component: name.component.to_string(),
-                family: name.family.clone(),
-                fingerprint: *fp,
-                key: key.clone(),
-                sha256: info.sha256,
-                compressed_size: info.compressed_size,
-                uncompressed_size: info.uncompressed_size,
-                files: info.files,
-                tree_digest: *tree_digest,
-                built_here: reused.is_empty(),
-                reused_from_run_id: reused,
-            };
-            let tree_json = Bytes::from(tree.to_json());
-            let tree_key = tree_manifest_key(tree_digest);
-            let path = path.clone();
-            let sha = info.sha256;
-            async move {
-                storage.put(&key, PutBody::File(path)).await?;
-                storage.put(&sidecar, PutBody::Bytes(Bytes::from(format!("{sha}\n")))).await?;
-                storage.put_if_absent(&tree_key, tree_json).await?;
-                Ok::<_, ServiceError>(record)
-            }
-        });
+        let uploads = built
+            .iter()
+            .map(|(name, fp, file_name, path, info, tree_digest, tree)| {
+                let storage = backend.storage.clone();
+                let key = root.artifact_key(file_name);
+                let sidecar = root.sha256sum_key(file_name);
+                let reused = input
+                    .reused_from
+                    .get(&name.name)
+                    .cloned()
+                    .unwrap_or_default();
+                let record = ArchiveRecord {
+                    artifact: name.to_string(),
+                    name: name.name.clone(),
+                    component: name.component.to_string(),
+                    family: name.family.clone(),
+                    fingerprint: *fp,
+                    key: key.clone(),
+                    sha256: info.sha256,
+                    compressed_size: info.compressed_size,
+                    uncompressed_size: info.uncompressed_size,
+                    files: info.files,
+                    tree_digest: *tree_digest,
+                    built_here: reused.is_empty(),
+                    reused_from_run_id: reused,
+                };
+                let tree_json = Bytes::from(tree.to_json());
+                let tree_key = tree_manifest_key(tree_digest);
+                let path = path.clone();
+                let sha = info.sha256;
+                async move {
+                    storage.put(&key, PutBody::File(path)).await?;
+                    storage
+                        .put(&sidecar, PutBody::Bytes(Bytes::from(format!("{sha}\n"))))
+                        .await?;
+                    storage.put_if_absent(&tree_key, tree_json).await?;
+                    Ok::<_, ServiceError>(record)
+                }
+            });
         for r in futures::future::join_all(uploads).await {
             archives.push(r?);
         }
@@ -569,8 +692,18 @@ impl Service {
             published_at: published_at.clone(),
             archives: archives.clone(),
         };
-        let job_manifest_key = root.job_manifest_key(&input.stage, &input.family).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        backend.storage.put(&job_manifest_key, PutBody::Bytes(Bytes::from(serde_json::to_vec_pretty(&manifest).map_err(internal)?))).await?;
+        let job_manifest_key = root
+            .job_manifest_key(&input.stage, &input.family)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        backend
+            .storage
+            .put(
+                &job_manifest_key,
+                PutBody::Bytes(Bytes::from(
+                    serde_json::to_vec_pretty(&manifest).map_err(internal)?,
+                )),
+            )
+            .await?;
 
         let area = if root.trusted() { "" } else { UNTRUSTED_AREA };
         let mut by_name: BTreeMap<String, Vec<ArchiveRecord>> = BTreeMap::new();
@@ -594,7 +727,9 @@ impl Service {
             let body = Bytes::from(serde_json::to_vec_pretty(&record).map_err(internal)?);
             match backend.storage.put_if_absent(&key, body).await? {
                 PutOutcome::Created => {}
-                PutOutcome::AlreadyExists => info!(%key, "producer record already exists; keeping the first"),
+                PutOutcome::AlreadyExists => {
+                    info!(%key, "producer record already exists; keeping the first")
+                }
             }
             // A fingerprint that now has a producer must not stay negatively cached here.
             let _ = self.store.index().remove_meta(&format!("fp:{fp}"));
@@ -608,11 +743,22 @@ impl Service {
                 prefix: run_prefix.clone(),
                 stage: input.stage.clone(),
                 family: input.family.clone(),
-                archives: archives.iter().map(|a| a.key.rsplit('/').next().unwrap_or(&a.key).to_string()).collect(),
+                archives: archives
+                    .iter()
+                    .map(|a| a.key.rsplit('/').next().unwrap_or(&a.key).to_string())
+                    .collect(),
                 published_at,
             };
             let key = format!("{area}{commit_key}/{}-{}.json", input.stage, input.family);
-            backend.storage.put(&key, PutBody::Bytes(Bytes::from(serde_json::to_vec_pretty(&entry).map_err(internal)?))).await?;
+            backend
+                .storage
+                .put(
+                    &key,
+                    PutBody::Bytes(Bytes::from(
+                        serde_json::to_vec_pretty(&entry).map_err(internal)?,
+                    )),
+                )
+                .await?;
         }
         Ok(PublishOutcome {
             bucket: root.bucket().to_string(),
@@ -629,19 +775,32 @@ impl Service {
     pub async fn run_listing(&self, root: &RunOutputRoot) -> Result<RunListing> {
         let prefix = root.prefix();
         let cache_key = format!("run:{}/{prefix}", root.bucket());
-        if let Some(bytes) = self.store.index().meta(&cache_key).map_err(crate::error::StoreError::from)?
+        if let Some(bytes) = self
+            .store
+            .index()
+            .meta(&cache_key)
+            .map_err(crate::error::StoreError::from)?
             && let Ok(listing) = serde_json::from_slice::<RunListing>(&bytes)
         {
             return Ok(listing);
         }
         let backend = self.backend(root.bucket())?;
-        let listing = backend.storage.list(&format!("{prefix}/"), Some("/")).await?;
+        let listing = backend
+            .storage
+            .list(&format!("{prefix}/"), Some("/"))
+            .await?;
         let mut best: BTreeMap<String, (Compression, ListedArchive)> = BTreeMap::new();
         for obj in listing.objects {
             let file_name = obj.key.rsplit('/').next().unwrap_or(&obj.key);
-            let Ok(archive) = ArchiveName::parse(file_name) else { continue };
+            let Ok(archive) = ArchiveName::parse(file_name) else {
+                continue;
+            };
             let artifact = archive.artifact.to_string();
-            let entry = ListedArchive { artifact: artifact.clone(), key: obj.key.clone(), size: obj.size };
+            let entry = ListedArchive {
+                artifact: artifact.clone(),
+                key: obj.key.clone(),
+                size: obj.size,
+            };
             match best.get(&artifact) {
                 // Prefer `.tar.zst` when both exist, as TheRock's artifact_manager does.
                 Some((Compression::Zstd, _)) => {}
@@ -657,27 +816,49 @@ impl Service {
         };
         if !run.archives.is_empty() {
             let json = serde_json::to_vec(&run).map_err(internal)?;
-            self.store.index().put_meta(&cache_key, &json).map_err(crate::error::StoreError::from)?;
+            self.store
+                .index()
+                .put_meta(&cache_key, &json)
+                .map_err(crate::error::StoreError::from)?;
         }
         Ok(run)
     }
 
     /// Import a run published without Cairn; with `ingest`, make every archive local now.
-    pub async fn import(&self, run_id: &str, platform: &str, repo: &str, ingest: bool) -> Result<(RunListing, u32)> {
-        let mut spec = RunSpec::new(run_id, platform.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?);
+    pub async fn import(
+        &self,
+        run_id: &str,
+        platform: &str,
+        repo: &str,
+        ingest: bool,
+    ) -> Result<(RunListing, u32)> {
+        let mut spec = RunSpec::new(
+            run_id,
+            platform
+                .parse()
+                .map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?,
+        );
         if !repo.is_empty() {
-            spec.repo = repo.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
+            spec.repo = repo
+                .parse()
+                .map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
         }
-        let root = RunOutputRoot::from_run(&spec).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let root = RunOutputRoot::from_run(&spec)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let listing = self.run_listing(&root).await?;
         if listing.archives.is_empty() {
-            return Err(ServiceError::NotFound(format!("run `{run_id}` has no archives under `{}`", root.s3_uri())));
+            return Err(ServiceError::NotFound(format!(
+                "run `{run_id}` has no archives under `{}`",
+                root.s3_uri()
+            )));
         }
         let mut ingested = 0;
         if ingest {
             for a in &listing.archives {
-                let name = ArtifactName::parse(&a.artifact).map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-                let (candidate, record) = listed_candidate(&spec, &listing, a, &name, root.trusted());
+                let name = ArtifactName::parse(&a.artifact)
+                    .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+                let (candidate, record) =
+                    listed_candidate(&spec, &listing, a, &name, root.trusted());
                 let _ = self.make_local(&candidate, &record).await?;
                 ingested += 1;
             }
@@ -686,7 +867,13 @@ impl Service {
     }
 }
 
-fn listed_candidate(spec: &RunSpec, listing: &RunListing, a: &ListedArchive, name: &ArtifactName, trusted: bool) -> (Candidate, ArchiveRecord) {
+fn listed_candidate(
+    spec: &RunSpec,
+    listing: &RunListing,
+    a: &ListedArchive,
+    name: &ArtifactName,
+    trusted: bool,
+) -> (Candidate, ArchiveRecord) {
     let record = ProducerRecord {
         version: PRODUCER_RECORD_VERSION.into(),
         fingerprint: Blake3([0; 32]),
@@ -726,13 +913,23 @@ fn listed_candidate(spec: &RunSpec, listing: &RunListing, a: &ListedArchive, nam
 
 /// The layout spec of a run identity.
 pub fn run_spec(run: &RunIdentity) -> Result<RunSpec> {
-    let platform = run.platform.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
+    let platform = run
+        .platform
+        .parse()
+        .map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
     let mut spec = RunSpec::new(&run.run_id, platform);
     if !run.repo.is_empty() {
-        spec.repo = run.repo.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
+        spec.repo = run
+            .repo
+            .parse()
+            .map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?;
     }
     if !run.head_repo.is_empty() {
-        spec.head_repo = Some(run.head_repo.parse().map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?);
+        spec.head_repo = Some(
+            run.head_repo
+                .parse()
+                .map_err(|e| ServiceError::InvalidArgument(format!("{e}")))?,
+        );
     }
     Ok(spec)
 }
@@ -742,6 +939,9 @@ pub fn require_absolute(path: &Path) -> Result<()> {
     if path.is_absolute() {
         Ok(())
     } else {
-        Err(ServiceError::InvalidArgument(format!("build dir `{}` must be an absolute path", path.display())))
+        Err(ServiceError::InvalidArgument(format!(
+            "build dir `{}` must be an absolute path",
+            path.display()
+        )))
     }
 }

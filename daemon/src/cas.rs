@@ -1,0 +1,355 @@
+//! The content-addressed blob store: decompressed archive members as read-only files named by the
+//! BLAKE3 of their content, which we compute ourselves while writing.
+//!
+//! # On-disk layout (`cas-v1`)
+//!
+//! ```text
+//! {store}/
+//!   CACHEDIR.TAG            tells backup tools to skip the store
+//!   index-v1.redb           the index (see `index.rs`)
+//!   cas-v1/
+//!     blobs/00/ … blobs/ff/ 256 shard directories, by the first byte of the digest
+//!       ab/ab12…ef          one blob: the member's bytes, mode 0444, name = full 64-hex BLAKE3
+//!     tmp/                  blobs being written; anything here at open is debris from a crash
+//!   quarantine/             blobs `verify` found corrupt, renamed to `{digest}.{unix-seconds}`
+//! ```
+//!
+//! The version lives in the directory name: a format change moves to `cas-v2/` instead of
+//! reinterpreting old files.
+//!
+//! # Durability
+//!
+//! A blob is written to a temp file in `cas-v1/tmp/` (same file system as `blobs/`), hashed on the way,
+//! `fdatasync`ed, made read-only, then renamed to its final name without replacing an existing file.
+//! So a file under `blobs/` is always complete: a crash leaves either no file or the whole one. The
+//! rename itself becomes durable when its shard directory is fsynced ([`Cas::sync_shards`]); the ingest
+//! does that once per touched shard before the index transaction that names the blobs commits.
+//!
+//! Concurrent writers of the same content are safe: both hash, the first rename wins, the second finds
+//! the name taken and drops its temp file, so the blob is written once.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cairn_fingerprint::Blake3;
+
+/// Members at most this large are read into memory before anything touches the disk, so a blob the
+/// store already holds costs no write at all (the common case on re-ingest).
+const SMALL_BLOB: u64 = 1 << 20;
+
+/// Copy buffer for large members.
+const COPY_BUF: usize = 256 * 1024;
+
+/// The blob directory tree under a store root. See the module docs for the layout.
+#[derive(Debug, Clone)]
+pub struct Cas {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+/// What [`Cas::write_blob`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenBlob {
+    /// BLAKE3 of the content.
+    pub digest: Blake3,
+    /// Content length.
+    pub size: u64,
+    /// True when this call created the blob file; false when it already existed.
+    pub created: bool,
+}
+
+impl Cas {
+    /// Open (creating if needed) the `cas-v1` tree under `store_root` and remove temp-file debris.
+    ///
+    /// The caller must hold the store's exclusive lock (the index's file lock): another process's
+    /// in-progress temp files would otherwise be deleted.
+    pub fn open(store_root: &Path) -> io::Result<Cas> {
+        let root = store_root.join("cas-v1");
+        let blobs = root.join("blobs");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&blobs)?;
+        fs::create_dir_all(&tmp)?;
+        let mut created_shard = false;
+        for b in 0..=255u8 {
+            let shard = blobs.join(hex::encode([b]));
+            if !shard.is_dir() {
+                fs::create_dir(&shard)?;
+                created_shard = true;
+            }
+        }
+        if created_shard {
+            sync_dir(&blobs)?;
+            sync_dir(&root)?;
+        }
+        for entry in fs::read_dir(&tmp)? {
+            let entry = entry?;
+            // Debris of a killed writer: never renamed, so nothing references it.
+            let _ = fs::remove_file(entry.path());
+        }
+        Ok(Cas { blobs, tmp })
+    }
+
+    /// The `blobs/` directory.
+    pub fn blobs_dir(&self) -> &Path {
+        &self.blobs
+    }
+
+    /// Where the blob `digest` lives (whether or not it is present).
+    pub fn blob_path(&self, digest: &Blake3) -> PathBuf {
+        let hex = digest.to_hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// The shard directory (`blobs/ab`) of a digest.
+    fn shard_of(&self, digest: &Blake3) -> u8 {
+        digest.0[0]
+    }
+
+    /// True when the blob file exists with exactly `size` bytes (a cheap check, no re-hash).
+    pub fn contains(&self, digest: &Blake3, size: u64) -> bool {
+        fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// Store the `size` bytes read from `src` as a blob.
+    ///
+    /// `pin` is called with the digest as soon as it is known and before the store is checked for an
+    /// existing copy: the caller leases the blob there, so eviction cannot delete an existing copy
+    /// between "it exists, skip the write" and the index transaction that references it.
+    /// `touched` collects the shard of every blob this call renamed into place, for
+    /// [`Cas::sync_shards`].
+    ///
+    /// Returns an error of kind `UnexpectedEof` when `src` ends before `size` bytes; errors from `src`
+    /// are returned unchanged so the caller can tell read failures from write failures.
+    pub fn write_blob(
+        &self,
+        src: &mut dyn Read,
+        size: u64,
+        pin: &mut dyn FnMut(&Blake3),
+        touched: &mut BTreeSet<u8>,
+    ) -> io::Result<WrittenBlob> {
+        if size <= SMALL_BLOB {
+            let mut buf = Vec::with_capacity(size as usize);
+            src.take(size).read_to_end(&mut buf)?;
+            if (buf.len() as u64) < size {
+                return Err(truncated(size, buf.len() as u64));
+            }
+            let digest = Blake3::of(&buf);
+            pin(&digest);
+            if self.contains(&digest, size) {
+                return Ok(WrittenBlob {
+                    digest,
+                    size,
+                    created: false,
+                });
+            }
+            let mut tmp = self.temp_file()?;
+            tmp.as_file_mut().write_all(&buf)?;
+            let created = self.finish(tmp, &digest, size, touched)?;
+            return Ok(WrittenBlob {
+                digest,
+                size,
+                created,
+            });
+        }
+
+        let mut tmp = self.temp_file()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = match src.read(&mut buf[..want]) {
+                Ok(0) => return Err(truncated(size, size - left)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buf[..n]);
+            tmp.as_file_mut().write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        let digest: Blake3 = hasher.finalize().into();
+        pin(&digest);
+        if self.contains(&digest, size) {
+            return Ok(WrittenBlob {
+                digest,
+                size,
+                created: false,
+            });
+        }
+        let created = self.finish(tmp, &digest, size, touched)?;
+        Ok(WrittenBlob {
+            digest,
+            size,
+            created,
+        })
+    }
+
+    fn temp_file(&self) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+    }
+
+    /// fsync, make read-only, rename into place. Returns false when an identical blob won the race.
+    fn finish(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: &Blake3,
+        size: u64,
+        touched: &mut BTreeSet<u8>,
+    ) -> io::Result<bool> {
+        tmp.as_file().sync_data()?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o444))?;
+        let dest = self.blob_path(digest);
+        match tmp.persist_noclobber(&dest) {
+            Ok(_) => {
+                touched.insert(self.shard_of(digest));
+                Ok(true)
+            }
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                if self.contains(digest, size) {
+                    // Another writer of the same content finished first; ours is dropped.
+                    return Ok(false);
+                }
+                // The file there has the wrong size (damaged since it was written): replace it.
+                e.file.persist(&dest).map_err(|e| e.error)?;
+                touched.insert(self.shard_of(digest));
+                Ok(true)
+            }
+            Err(e) => Err(e.error),
+        }
+    }
+
+    /// fsync the shard directories renames went into, making those renames durable.
+    pub fn sync_shards(&self, touched: &BTreeSet<u8>) -> io::Result<()> {
+        for shard in touched {
+            sync_dir(&self.blobs.join(hex::encode([*shard])))?;
+        }
+        Ok(())
+    }
+
+    /// Delete a blob file. A missing file is not an error.
+    pub fn remove_blob(&self, digest: &Blake3) -> io::Result<()> {
+        match fs::remove_file(self.blob_path(digest)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every file under `blobs/`: `(Some(digest), path)` for well-named blobs, `(None, path)` for
+    /// anything else (stray files a person or another tool left there).
+    pub fn list(&self) -> io::Result<Vec<(Option<Blake3>, PathBuf)>> {
+        let mut out = Vec::new();
+        for b in 0..=255u8 {
+            let shard_name = hex::encode([b]);
+            let shard = self.blobs.join(&shard_name);
+            let entries = match fs::read_dir(&shard) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name();
+                let digest = name
+                    .to_str()
+                    .and_then(|n| n.parse::<Blake3>().ok())
+                    .filter(|d| d.0[0] == b);
+                out.push((digest, entry.path()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// BLAKE3 and length of a file's content.
+pub fn hash_file(path: &Path) -> io::Result<(Blake3, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let n = io::copy(&mut file, &mut hasher)?;
+    Ok((hasher.finalize().into(), n))
+}
+
+/// fsync a directory so renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    OpenOptions::new().read(true).open(dir)?.sync_all()
+}
+
+fn truncated(expected: u64, got: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("member ended after {got} of {expected} bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_once_and_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let big: Vec<u8> = (0..3 * SMALL_BLOB as usize)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for content in [b"hello".to_vec(), big] {
+            let mut touched = BTreeSet::new();
+            let mut pinned = Vec::new();
+            let w = cas
+                .write_blob(
+                    &mut &content[..],
+                    content.len() as u64,
+                    &mut |d| pinned.push(*d),
+                    &mut touched,
+                )
+                .unwrap();
+            assert!(w.created);
+            assert_eq!(pinned, vec![w.digest]);
+            assert_eq!(w.digest, Blake3::of(&content));
+            let path = cas.blob_path(&w.digest);
+            assert_eq!(fs::read(&path).unwrap(), content);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o444
+            );
+            let again = cas
+                .write_blob(
+                    &mut &content[..],
+                    content.len() as u64,
+                    &mut |_| {},
+                    &mut touched,
+                )
+                .unwrap();
+            assert!(!again.created);
+            cas.sync_shards(&touched).unwrap();
+        }
+        assert_eq!(
+            fs::read_dir(dir.path().join("cas-v1/tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(cas.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn short_source_is_an_eof_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        for size in [10, 2 * SMALL_BLOB] {
+            let err = cas
+                .write_blob(&mut &b"abc"[..], size, &mut |_| {}, &mut BTreeSet::new())
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
+        assert!(cas.list().unwrap().is_empty());
+        assert_eq!(
+            fs::read_dir(dir.path().join("cas-v1/tmp")).unwrap().count(),
+            0
+        );
+    }
+}

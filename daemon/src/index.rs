@@ -1,0 +1,423 @@
+//! The store's index, in one redb file (`index-v1.redb`). This module is the only one that imports
+//! redb.
+//!
+//! # Tables
+//!
+//! | table       | key                          | value                                   |
+//! |-------------|------------------------------|-----------------------------------------|
+//! | `archives`  | archive SHA-256              | tree digest                             |
+//! | `keys`      | archive key (storage key)    | (archive SHA-256, tree digest)          |
+//! | `trees`     | tree digest                  | tree manifest JSON (`Tree::to_json`)    |
+//! | `blobs`     | blob BLAKE3                  | (size, last use as a logical clock)     |
+//! | `producers` | (fingerprint, record key)    | producer record JSON                    |
+//! | `meta`      | string                       | JSON (run listings, commit index, ...)  |
+//!
+//! `archives`, `keys` and `trees` record facts (what an archive contains) and stay true forever;
+//! `blobs` records presence: an entry exists exactly while its file is in the CAS, complete and
+//! durable. **Invariant:** no `blobs` entry names a missing or partial file, whatever moment the
+//! process dies — ingest fsyncs blob files and their directories before the one transaction that adds
+//! the blobs, the tree, the archive and the key; eviction removes entries before it deletes files.
+//!
+//! Leases are not persisted: a lease belongs to a request in flight in this process, and a lease
+//! written to disk would outlive the crash that ended its request. They live in `evict.rs`.
+
+use std::path::Path;
+
+use cairn_fingerprint::{Blake3, Sha256};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+const ARCHIVES: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("archives");
+const KEYS: TableDefinition<&str, ([u8; 32], [u8; 32])> = TableDefinition::new("keys");
+const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
+const BLOBS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("blobs");
+const PRODUCERS: TableDefinition<([u8; 32], &str), &[u8]> = TableDefinition::new("producers");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Why the index could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// redb reported an error (I/O, corruption, lock held by another process).
+    #[error("index: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored value could not be decoded.
+    #[error("index entry {what} is malformed: {reason}")]
+    Malformed {
+        /// Which entry.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+trait Db<T> {
+    fn db(self) -> Result<T, IndexError>;
+}
+
+impl<T, E: Into<redb::Error>> Db<T> for Result<T, E> {
+    fn db(self) -> Result<T, IndexError> {
+        self.map_err(|e| IndexError::Db(e.into()))
+    }
+}
+
+/// A blob's index record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRecord {
+    /// Content length.
+    pub size: u64,
+    /// Last use on the store's logical clock (larger is more recent).
+    pub last_use: u64,
+}
+
+/// Everything one ingest adds, committed in one transaction.
+#[derive(Debug)]
+pub struct IngestCommit<'a> {
+    /// The archive's SHA-256.
+    pub archive: Sha256,
+    /// The key the archive was ingested under, if any.
+    pub key: Option<&'a str>,
+    /// The tree's digest.
+    pub tree_digest: Blake3,
+    /// The tree's JSON.
+    pub tree_json: &'a [u8],
+    /// Every blob the tree references, with its size. All must be durable in the CAS.
+    pub blobs: &'a [(Blake3, u64)],
+    /// The logical time to record as their last use.
+    pub now: u64,
+}
+
+/// Totals over the index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexCounts {
+    /// Blob entries.
+    pub blobs: u64,
+    /// Sum of blob sizes.
+    pub bytes: u64,
+    /// Tree entries.
+    pub trees: u64,
+    /// Archive entries.
+    pub archives: u64,
+    /// Key entries.
+    pub keys: u64,
+    /// Largest `last_use` recorded (the logical clock resumes after it).
+    pub max_last_use: u64,
+}
+
+/// The open index. Cheap to share behind an `Arc`; redb serializes write transactions itself.
+pub struct Index {
+    db: Database,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index")
+    }
+}
+
+impl Index {
+    /// Open or create the index file, taking redb's exclusive file lock (a second process opening the
+    /// same store fails here rather than corrupting it).
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let db = Database::create(path).db()?;
+        let tx = db.begin_write().db()?;
+        tx.open_table(ARCHIVES).db()?;
+        tx.open_table(KEYS).db()?;
+        tx.open_table(TREES).db()?;
+        tx.open_table(BLOBS).db()?;
+        tx.open_table(PRODUCERS).db()?;
+        tx.open_table(META).db()?;
+        tx.commit().db()?;
+        Ok(Index { db })
+    }
+
+    /// Record an ingest: blobs (with `now` as last use), tree, archive → tree, key → archive.
+    /// Returns the blobs that were not in the index before, with their sizes.
+    pub fn commit_ingest(&self, c: &IngestCommit<'_>) -> Result<Vec<(Blake3, u64)>, IndexError> {
+        let tx = self.db.begin_write().db()?;
+        let mut added = Vec::new();
+        {
+            let mut blobs = tx.open_table(BLOBS).db()?;
+            for (digest, size) in c.blobs {
+                let old = blobs.insert(digest.0, (*size, c.now)).db()?;
+                if old.is_none() {
+                    added.push((*digest, *size));
+                }
+            }
+            let mut trees = tx.open_table(TREES).db()?;
+            if trees.get(c.tree_digest.0).db()?.is_none() {
+                trees.insert(c.tree_digest.0, c.tree_json).db()?;
+            }
+            tx.open_table(ARCHIVES)
+                .db()?
+                .insert(c.archive.0, c.tree_digest.0)
+                .db()?;
+            if let Some(key) = c.key {
+                tx.open_table(KEYS)
+                    .db()?
+                    .insert(key, (c.archive.0, c.tree_digest.0))
+                    .db()?;
+            }
+        }
+        tx.commit().db()?;
+        Ok(added)
+    }
+
+    /// The tree an archive (by SHA-256) contains, if it was ever ingested.
+    pub fn archive_tree(&self, archive: &Sha256) -> Result<Option<Blake3>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(ARCHIVES).db()?;
+        Ok(t.get(archive.0).db()?.map(|v| Blake3(v.value())))
+    }
+
+    /// The archive digest and tree recorded for a key.
+    pub fn key(&self, key: &str) -> Result<Option<(Sha256, Blake3)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(KEYS).db()?;
+        Ok(t.get(key).db()?.map(|v| {
+            let (a, b) = v.value();
+            (Sha256(a), Blake3(b))
+        }))
+    }
+
+    /// A tree's JSON.
+    pub fn tree_json(&self, digest: &Blake3) -> Result<Option<Vec<u8>>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(TREES).db()?;
+        Ok(t.get(digest.0).db()?.map(|v| v.value().to_vec()))
+    }
+
+    /// Store a tree's JSON (a tree learned without ingesting, e.g. from a storage manifest).
+    pub fn put_tree(&self, digest: &Blake3, json: &[u8]) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().db()?;
+        tx.open_table(TREES).db()?.insert(digest.0, json).db()?;
+        tx.commit().db()?;
+        Ok(())
+    }
+
+    /// A blob's record.
+    pub fn blob(&self, digest: &Blake3) -> Result<Option<BlobRecord>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(BLOBS).db()?;
+        Ok(t.get(digest.0).db()?.map(|v| {
+            let (size, last_use) = v.value();
+            BlobRecord { size, last_use }
+        }))
+    }
+
+    /// True when every digest has a blob entry.
+    pub fn has_all(&self, digests: &mut dyn Iterator<Item = &Blake3>) -> Result<bool, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(BLOBS).db()?;
+        for d in digests {
+            if t.get(d.0).db()?.is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Set the last use of those blobs that are present. Not made durable on its own: losing recency
+    /// in a crash only makes eviction slightly less accurate, and it saves an fsync per request.
+    pub fn touch_blobs(&self, digests: &[Blake3], now: u64) -> Result<(), IndexError> {
+        let mut tx = self.db.begin_write().db()?;
+        tx.set_durability(Durability::None)
+            .map_err(|e| IndexError::Malformed {
+                what: "durability".into(),
+                reason: e.to_string(),
+            })?;
+        {
+            let mut t = tx.open_table(BLOBS).db()?;
+            for d in digests {
+                let size = t.get(d.0).db()?.map(|v| v.value().0);
+                if let Some(size) = size {
+                    t.insert(d.0, (size, now)).db()?;
+                }
+            }
+        }
+        tx.commit().db()?;
+        Ok(())
+    }
+
+    /// Every blob record.
+    pub fn blobs(&self) -> Result<Vec<(Blake3, BlobRecord)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(BLOBS).db()?;
+        let mut out = Vec::with_capacity(t.len().db()? as usize);
+        for row in t.iter().db()? {
+            let (k, v) = row.db()?;
+            let (size, last_use) = v.value();
+            out.push((Blake3(k.value()), BlobRecord { size, last_use }));
+        }
+        Ok(out)
+    }
+
+    /// Remove blob entries (durably). Returns the bytes the removed entries accounted for.
+    pub fn remove_blobs(&self, digests: &[Blake3]) -> Result<u64, IndexError> {
+        let tx = self.db.begin_write().db()?;
+        let mut bytes = 0;
+        {
+            let mut t = tx.open_table(BLOBS).db()?;
+            for d in digests {
+                if let Some(old) = t.remove(d.0).db()? {
+                    bytes += old.value().0;
+                }
+            }
+        }
+        tx.commit().db()?;
+        Ok(bytes)
+    }
+
+    /// Every archive → tree entry.
+    pub fn archives(&self) -> Result<Vec<(Sha256, Blake3)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(ARCHIVES).db()?;
+        let mut out = Vec::new();
+        for row in t.iter().db()? {
+            let (k, v) = row.db()?;
+            out.push((Sha256(k.value()), Blake3(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Every key entry.
+    pub fn keys(&self) -> Result<Vec<(String, Sha256, Blake3)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(KEYS).db()?;
+        let mut out = Vec::new();
+        for row in t.iter().db()? {
+            let (k, v) = row.db()?;
+            let (a, b) = v.value();
+            out.push((k.value().to_string(), Sha256(a), Blake3(b)));
+        }
+        Ok(out)
+    }
+
+    /// Every tree digest.
+    pub fn tree_digests(&self) -> Result<Vec<Blake3>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(TREES).db()?;
+        let mut out = Vec::new();
+        for row in t.iter().db()? {
+            out.push(Blake3(row.db()?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Totals (one pass over `blobs`).
+    pub fn counts(&self) -> Result<IndexCounts, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let blobs = tx.open_table(BLOBS).db()?;
+        let mut c = IndexCounts {
+            blobs: blobs.len().db()?,
+            trees: tx.open_table(TREES).db()?.len().db()?,
+            archives: tx.open_table(ARCHIVES).db()?.len().db()?,
+            keys: tx.open_table(KEYS).db()?.len().db()?,
+            ..IndexCounts::default()
+        };
+        for row in blobs.iter().db()? {
+            let (size, last_use) = row.db()?.1.value();
+            c.bytes += size;
+            c.max_last_use = c.max_last_use.max(last_use);
+        }
+        Ok(c)
+    }
+
+    /// Record a producer record for a fingerprint (overwrites the same record key).
+    pub fn put_producer(
+        &self,
+        fingerprint: &Blake3,
+        record_key: &str,
+        json: &[u8],
+    ) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().db()?;
+        tx.open_table(PRODUCERS)
+            .db()?
+            .insert((fingerprint.0, record_key), json)
+            .db()?;
+        tx.commit().db()?;
+        Ok(())
+    }
+
+    /// Every producer record of a fingerprint, ordered by record key.
+    pub fn producers(&self, fingerprint: &Blake3) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(PRODUCERS).db()?;
+        let mut out = Vec::new();
+        for row in t.range((fingerprint.0, "")..).db()? {
+            let (k, v) = row.db()?;
+            let (fp, record_key) = k.value();
+            if fp != fingerprint.0 {
+                break;
+            }
+            out.push((record_key.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Set a `meta` entry.
+    pub fn put_meta(&self, key: &str, json: &[u8]) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().db()?;
+        tx.open_table(META).db()?.insert(key, json).db()?;
+        tx.commit().db()?;
+        Ok(())
+    }
+
+    /// Read a `meta` entry.
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(META).db()?;
+        Ok(t.get(key).db()?.map(|v| v.value().to_vec()))
+    }
+
+    /// Remove a `meta` entry; true when it existed.
+    pub fn remove_meta(&self, key: &str) -> Result<bool, IndexError> {
+        let tx = self.db.begin_write().db()?;
+        let existed = tx.open_table(META).db()?.remove(key).db()?.is_some();
+        tx.commit().db()?;
+        Ok(existed)
+    }
+
+    /// Every `meta` entry whose key starts with `prefix`, in key order.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(META).db()?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..).db()? {
+            let (k, v) = row.db()?;
+            let k = k.value();
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producers_and_meta_ranges_stay_within_their_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        let a = Blake3::of(b"a");
+        let b = Blake3::of(b"b");
+        index.put_producer(&a, "run-2", b"{\"r\":2}").unwrap();
+        index.put_producer(&a, "run-1", b"{\"r\":1}").unwrap();
+        index.put_producer(&b, "run-9", b"{}").unwrap();
+        let got = index.producers(&a).unwrap();
+        assert_eq!(
+            got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            ["run-1", "run-2"]
+        );
+        index.put_meta("runs/1", b"1").unwrap();
+        index.put_meta("runs/2", b"2").unwrap();
+        index.put_meta("runt", b"x").unwrap();
+        assert_eq!(index.meta_with_prefix("runs/").unwrap().len(), 2);
+        assert!(index.remove_meta("runt").unwrap());
+        assert_eq!(index.meta("runt").unwrap(), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Ingest: one archive stream in, its files as CAS blobs and its [`Tree`] in the index out.
+//!
+//! Order of events, which is what makes a crash harmless at any instant:
+//! 1. every regular file is hashed and written to the CAS as it streams by (temp, fsync, rename), its
+//!    digest leased before the CAS is checked for an existing copy;
+//! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
+//!    with the sidecar's; a mismatch or a refused member stops here, and blob files this ingest created
+//!    that nobody else holds are deleted again;
+//! 3. the shard directories that received renames are fsynced;
+//! 4. one index transaction adds the blobs, the tree, archive → tree and key → archive.
+//!
+//! A process killed before step 4 leaves at most complete, unreferenced blob files (garbage that
+//! `gc` removes); killed after it, everything the index names is durable.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+
+use cairn_fingerprint::tree::EntryKind;
+use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
+
+use crate::archive::{self, Limits};
+use crate::cas::Cas;
+use crate::error::{Result, StoreError};
+use crate::evict::{self, Lease, Leases};
+use crate::index::{Index, IngestCommit};
+
+/// What one ingest produced (before single-flight sharing).
+#[derive(Debug)]
+pub struct Ingested {
+    /// SHA-256 of the compressed archive.
+    pub archive_sha256: Sha256,
+    /// Digest of the tree.
+    pub tree_digest: Blake3,
+    /// The tree.
+    pub tree: Arc<Tree>,
+    /// Compressed bytes read.
+    pub compressed_bytes: u64,
+    /// Sum of the files' sizes.
+    pub uncompressed_bytes: u64,
+    /// Blob files this ingest created.
+    pub new_blobs: u64,
+    /// Their bytes.
+    pub new_blob_bytes: u64,
+    /// The index already knew this archive digest.
+    pub already_known: bool,
+    /// Bytes of blobs the index did not list before this ingest (for the store's byte count).
+    pub indexed_bytes: u64,
+    /// The lease this ingest holds on its blobs; dropped by the caller once it no longer needs them.
+    pub lease: Lease,
+}
+
+/// The parts of the store an ingest needs.
+pub(crate) struct Ctx<'a> {
+    pub index: &'a Index,
+    pub cas: &'a Cas,
+    pub leases: &'a Arc<Leases>,
+    pub limits: &'a Limits,
+    /// Returns the next value of the store's logical clock.
+    pub tick: &'a dyn Fn() -> u64,
+}
+
+/// Ingest the archive read from `src`. See the module docs for the order of events.
+pub(crate) fn ingest(
+    ctx: &Ctx<'_>,
+    key: &str,
+    compression: Compression,
+    src: impl Read,
+    expected: Option<Sha256>,
+) -> Result<Ingested> {
+    let mut lease = ctx.leases.lease();
+    let mut pinned: HashSet<Blake3> = HashSet::new();
+    let mut created: Vec<(Blake3, u64)> = Vec::new();
+    let mut touched: BTreeSet<u8> = BTreeSet::new();
+
+    let summary = {
+        let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
+            let written = ctx.cas.write_blob(
+                content,
+                size,
+                &mut |d| {
+                    // Lease each digest once, so a failed ingest can tell its own hold from others'.
+                    if pinned.insert(*d) {
+                        lease.add(*d);
+                    }
+                },
+                &mut touched,
+            )?;
+            if written.created {
+                created.push((written.digest, written.size));
+            }
+            Ok(written.digest)
+        };
+        archive::read_archive(src, compression, ctx.limits, &mut sink)
+    };
+    let fail = |err: StoreError, created: &[(Blake3, u64)]| {
+        let digests: Vec<Blake3> = created.iter().map(|(d, _)| *d).collect();
+        // Best effort: a failure to clean up leaves garbage for gc, never a dangling index entry.
+        let _ = evict::discard_unreferenced(ctx.index, ctx.cas, ctx.leases, &digests);
+        err
+    };
+    let summary = match summary {
+        Ok(s) => s,
+        Err(source) => {
+            return Err(fail(
+                StoreError::Archive {
+                    key: key.to_string(),
+                    source,
+                },
+                &created,
+            ));
+        }
+    };
+    if let Some(expected) = expected
+        && expected != summary.sha256
+    {
+        let err = StoreError::Sha256Mismatch {
+            key: key.to_string(),
+            expected,
+            actual: summary.sha256,
+        };
+        return Err(fail(err, &created));
+    }
+    if let Err(e) = ctx.cas.sync_shards(&touched) {
+        return Err(fail(StoreError::io(ctx.cas.blobs_dir(), e), &created));
+    }
+
+    let tree = summary.tree;
+    let tree_digest = tree.digest();
+    let mut blobs: Vec<(Blake3, u64)> = tree
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| e.blake3.map(|d| (d, e.size)))
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    let already_known = ctx.index.archive_tree(&summary.sha256)?.is_some();
+    let json = tree.to_json();
+    let commit = IngestCommit {
+        archive: summary.sha256,
+        key: Some(key),
+        tree_digest,
+        tree_json: &json,
+        blobs: &blobs,
+        now: (ctx.tick)(),
+    };
+    let added = match ctx.index.commit_ingest(&commit) {
+        Ok(added) => added,
+        Err(e) => return Err(fail(e.into(), &created)),
+    };
+    Ok(Ingested {
+        archive_sha256: summary.sha256,
+        tree_digest,
+        tree: Arc::new(tree),
+        compressed_bytes: summary.compressed_bytes,
+        uncompressed_bytes: summary.uncompressed_bytes,
+        new_blobs: created.len() as u64,
+        new_blob_bytes: created.iter().map(|(_, s)| s).sum(),
+        already_known,
+        indexed_bytes: added.iter().map(|(_, s)| s).sum(),
+        lease,
+    })
+}
+
+/// The compression a path's file name implies.
+pub fn compression_of(path: &std::path::Path) -> Result<Compression> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(Compression::from_file_name)
+        .ok_or_else(|| StoreError::UnknownCompression {
+            path: path.to_path_buf(),
+        })
+}

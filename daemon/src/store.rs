@@ -1,0 +1,591 @@
+//! [`LocalStore`]: the facade the rest of the daemon calls — ingest archives (single-flight), look up
+//! trees, lease and locate blobs, report usage, collect garbage, verify.
+//!
+//! It ties together the CAS (`cas.rs`), the index (`index.rs`), leases and eviction (`evict.rs`) and
+//! single-flight (`flight.rs`). Every method is blocking except [`LocalStore::ingest_async`]; async
+//! callers use that or wrap the others in `spawn_blocking`.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_fingerprint::tree::EntryKind;
+use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
+use rayon::prelude::*;
+
+use crate::archive::Limits;
+use crate::cas::{self, Cas};
+use crate::error::{Result, StoreError};
+use crate::evict::{self, GcReport, Lease, Leases};
+use crate::flight::{Role, SingleFlight};
+use crate::index::{Index, IndexError};
+use crate::ingest::{self, Ctx};
+
+/// Name of the index file under the store root.
+pub const INDEX_FILE: &str = "index-v1.redb";
+/// Name of the quarantine directory under the store root.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by cairnd (Cairn's artifact cache).\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreConfig {
+    /// Byte quota for blobs; after each ingest the store evicts least-recently-used, unleased blobs
+    /// down to it. `None`: no quota.
+    pub max_bytes: Option<u64>,
+    /// Bounds on what an archive may declare.
+    pub limits: Limits,
+}
+
+/// The result of an ingest, as every caller of a single flight sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// SHA-256 of the compressed archive.
+    pub archive_sha256: Sha256,
+    /// Digest of the archive's tree.
+    pub tree_digest: Blake3,
+    /// The tree.
+    pub tree: Arc<Tree>,
+    /// Compressed bytes read.
+    pub compressed_bytes: u64,
+    /// Sum of the files' sizes.
+    pub uncompressed_bytes: u64,
+    /// Blob files this ingest created (0 for a follower's view: they are the leader's).
+    pub new_blobs: u64,
+    /// Their bytes.
+    pub new_blob_bytes: u64,
+    /// True when this caller shared a concurrent ingest (single-flight follower) or the index already
+    /// knew the archive digest.
+    pub deduplicated: bool,
+}
+
+/// A known archive: its digest and tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownArchive {
+    /// SHA-256 of the compressed archive.
+    pub archive_sha256: Sha256,
+    /// Digest of its tree.
+    pub tree_digest: Blake3,
+    /// The tree.
+    pub tree: Arc<Tree>,
+}
+
+/// Usage and counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Bytes of blobs the index accounts for.
+    pub bytes: u64,
+    /// Blob count.
+    pub blobs: u64,
+    /// Tree count.
+    pub trees: u64,
+    /// Archive entries.
+    pub archives: u64,
+    /// The quota, if any.
+    pub max_bytes: Option<u64>,
+    /// Distinct blobs held by live leases.
+    pub leased_blobs: u64,
+    /// Ingests performed (single-flight leaders) since open.
+    pub ingests: u64,
+    /// Ingest requests that shared a concurrent ingest since open.
+    pub ingests_shared: u64,
+    /// Ingests that failed since open.
+    pub ingest_failures: u64,
+    /// Compressed bytes ingested since open.
+    pub ingested_bytes: u64,
+    /// Bytes of new blob files written since open.
+    pub new_blob_bytes: u64,
+    /// Blobs evicted since open.
+    pub evicted_blobs: u64,
+    /// Their bytes.
+    pub evicted_bytes: u64,
+}
+
+/// A blob `verify` found corrupt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptBlob {
+    /// The digest it was stored under.
+    pub digest: Blake3,
+    /// Where it was.
+    pub path: PathBuf,
+    /// Where it is now (under `quarantine/`).
+    pub quarantined_to: PathBuf,
+    /// What its content actually hashes to (`None` if unreadable).
+    pub actual: Option<Blake3>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Blob files re-hashed.
+    pub checked: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs whose content did not match their name; quarantined and dropped from the index.
+    pub corrupt: Vec<CorruptBlob>,
+    /// Index entries whose file was missing or of the wrong size; dropped from the index.
+    pub missing: Vec<Blake3>,
+    /// Archive or key entries naming a tree the index does not hold.
+    pub dangling: Vec<String>,
+    /// Well-named blob files the index does not list (garbage for `gc`, not corruption).
+    pub orphans: u64,
+    /// Files under `blobs/` that are not named like blobs (left alone).
+    pub stray: Vec<PathBuf>,
+}
+
+impl VerifyReport {
+    /// True when nothing was corrupt, missing or dangling.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.missing.is_empty() && self.dangling.is_empty()
+    }
+}
+
+/// Counters since open; relaxed atomics, read together only for reporting.
+#[derive(Debug, Default)]
+struct Counters {
+    ingests: AtomicU64,
+    shared: AtomicU64,
+    failures: AtomicU64,
+    ingested_bytes: AtomicU64,
+    new_blob_bytes: AtomicU64,
+    evicted_blobs: AtomicU64,
+    evicted_bytes: AtomicU64,
+}
+
+/// The local content-addressed store. Open once per process (the index takes an exclusive file lock)
+/// and share the `Arc`.
+pub struct LocalStore {
+    root: PathBuf,
+    config: StoreConfig,
+    cas: Cas,
+    index: Index,
+    leases: Arc<Leases>,
+    /// Ingests in flight, by key.
+    flight: SingleFlight<String, IngestOutcome, StoreError>,
+    /// Logical clock for blob last-use; resumes after the largest value in the index.
+    clock: AtomicU64,
+    /// Bytes the index accounts for, maintained incrementally so the quota check after an ingest
+    /// does not scan the index.
+    bytes: AtomicU64,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalStore {
+    /// Open (creating if needed) the store at `dir`.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Arc<LocalStore>> {
+        let root = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            fs::write(&tag, CACHEDIR_TAG).map_err(|e| StoreError::io(&tag, e))?;
+        }
+        // The index first: its file lock makes this process the store's only user, which the CAS's
+        // temp-file cleanup relies on.
+        let index = Index::open(&root.join(INDEX_FILE))?;
+        let cas = Cas::open(&root).map_err(|e| StoreError::io(root.join("cas-v1"), e))?;
+        let counts = index.counts()?;
+        Ok(Arc::new(LocalStore {
+            root,
+            config,
+            cas,
+            index,
+            leases: Leases::new(),
+            flight: SingleFlight::new(),
+            clock: AtomicU64::new(counts.max_last_use),
+            bytes: AtomicU64::new(counts.bytes),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The index, for records other subsystems keep there (producers, `meta`).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Ingest an archive file; its compression comes from its name (`.tar.zst` / `.tar.xz`).
+    pub fn ingest_file(
+        &self,
+        key: &str,
+        path: &Path,
+        expected: Option<Sha256>,
+    ) -> Result<IngestOutcome> {
+        let compression = ingest::compression_of(path)?;
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        self.ingest_reader(
+            key,
+            compression,
+            io::BufReader::with_capacity(1 << 20, file),
+            expected,
+        )
+    }
+
+    /// Ingest an archive read from `src` (blocking). Concurrent calls with the same `key` perform one
+    /// ingest; the others wait and share its result or error (their `src` is not read).
+    pub fn ingest_reader(
+        &self,
+        key: &str,
+        compression: Compression,
+        src: impl Read,
+        expected: Option<Sha256>,
+    ) -> Result<IngestOutcome> {
+        let (result, role) = self.flight.run(
+            key.to_string(),
+            || StoreError::Abandoned {
+                key: key.to_string(),
+            },
+            || self.lead_ingest(key, compression, src, expected),
+        );
+        match (result, role) {
+            (Ok(mut outcome), Role::Follower) => {
+                self.counters.shared.fetch_add(1, Ordering::Relaxed);
+                outcome.deduplicated = true;
+                outcome.new_blobs = 0;
+                outcome.new_blob_bytes = 0;
+                Ok(outcome)
+            }
+            (Ok(outcome), Role::Leader) => Ok(outcome),
+            (Err(e), Role::Follower) => {
+                self.counters.shared.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Shared(e))
+            }
+            (Err(e), Role::Leader) => Err(Arc::try_unwrap(e).unwrap_or_else(StoreError::Shared)),
+        }
+    }
+
+    fn lead_ingest(
+        &self,
+        key: &str,
+        compression: Compression,
+        src: impl Read,
+        expected: Option<Sha256>,
+    ) -> Result<IngestOutcome> {
+        self.counters.ingests.fetch_add(1, Ordering::Relaxed);
+        let tick = || self.tick();
+        let ctx = Ctx {
+            index: &self.index,
+            cas: &self.cas,
+            leases: &self.leases,
+            limits: &self.config.limits,
+            tick: &tick,
+        };
+        let ingested = match ingest::ingest(&ctx, key, compression, src, expected) {
+            Ok(i) => i,
+            Err(e) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        self.bytes
+            .fetch_add(ingested.indexed_bytes, Ordering::Relaxed);
+        self.counters
+            .ingested_bytes
+            .fetch_add(ingested.compressed_bytes, Ordering::Relaxed);
+        self.counters
+            .new_blob_bytes
+            .fetch_add(ingested.new_blob_bytes, Ordering::Relaxed);
+        // Enforce the quota while this ingest's lease still protects its own blobs.
+        if let Some(max) = self.config.max_bytes
+            && self.bytes.load(Ordering::Relaxed) > max
+        {
+            self.collect(max, false)?;
+        }
+        drop(ingested.lease);
+        Ok(IngestOutcome {
+            archive_sha256: ingested.archive_sha256,
+            tree_digest: ingested.tree_digest,
+            tree: ingested.tree,
+            compressed_bytes: ingested.compressed_bytes,
+            uncompressed_bytes: ingested.uncompressed_bytes,
+            new_blobs: ingested.new_blobs,
+            new_blob_bytes: ingested.new_blob_bytes,
+            deduplicated: ingested.already_known,
+        })
+    }
+
+    /// Ingest an archive from an async byte stream. The blocking work runs on tokio's blocking pool;
+    /// the stream is read through a sync bridge from there. Must be called within a tokio runtime.
+    pub async fn ingest_async(
+        self: &Arc<Self>,
+        key: &str,
+        compression: Compression,
+        src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        expected: Option<Sha256>,
+    ) -> Result<IngestOutcome> {
+        let store = self.clone();
+        let key = key.to_string();
+        let bridge = tokio_util::io::SyncIoBridge::new(src);
+        tokio::task::spawn_blocking(move || {
+            store.ingest_reader(&key, compression, bridge, expected)
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Followers currently waiting on the ingest of `key` (0 when none is running).
+    pub fn ingest_followers(&self, key: &str) -> usize {
+        self.flight.followers(&key.to_string())
+    }
+
+    /// A tree by digest, checked against the digest.
+    pub fn tree(&self, digest: &Blake3) -> Result<Option<Arc<Tree>>> {
+        let Some(json) = self.index.tree_json(digest)? else {
+            return Ok(None);
+        };
+        let tree = Tree::from_json_verified(&json, digest).map_err(|e| IndexError::Malformed {
+            what: format!("tree {digest}"),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Arc::new(tree)))
+    }
+
+    /// The archive last ingested under `key`, with its tree.
+    pub fn tree_for_key(&self, key: &str) -> Result<Option<KnownArchive>> {
+        let Some((archive_sha256, tree_digest)) = self.index.key(key)? else {
+            return Ok(None);
+        };
+        Ok(self.tree(&tree_digest)?.map(|tree| KnownArchive {
+            archive_sha256,
+            tree_digest,
+            tree,
+        }))
+    }
+
+    /// The tree of an archive known by SHA-256.
+    pub fn tree_for_archive(&self, archive: &Sha256) -> Result<Option<KnownArchive>> {
+        let Some(tree_digest) = self.index.archive_tree(archive)? else {
+            return Ok(None);
+        };
+        Ok(self.tree(&tree_digest)?.map(|tree| KnownArchive {
+            archive_sha256: *archive,
+            tree_digest,
+            tree,
+        }))
+    }
+
+    /// Record a tree learned from elsewhere (a storage manifest). Returns its digest.
+    pub fn put_tree(&self, tree: &Tree) -> Result<Blake3> {
+        let digest = tree.digest();
+        self.index.put_tree(&digest, &tree.to_json())?;
+        Ok(digest)
+    }
+
+    /// True when every file blob of `tree` is in the store.
+    pub fn has_blobs(&self, tree: &Tree) -> Result<bool> {
+        Ok(self.index.has_all(&mut file_digests(tree))?)
+    }
+
+    /// Lease the blobs of `tree` so eviction keeps them until the lease is dropped, and mark them
+    /// used now. Lease before checking [`LocalStore::has_blobs`], so the answer cannot go stale.
+    pub fn lease(&self, tree: &Tree) -> Result<Lease> {
+        let mut lease = self.leases.lease();
+        let mut digests: Vec<Blake3> = file_digests(tree).copied().collect();
+        digests.sort();
+        digests.dedup();
+        lease.extend(digests.iter().copied());
+        self.index.touch_blobs(&digests, self.tick())?;
+        Ok(lease)
+    }
+
+    /// Where the blob `digest` lives (whether or not it is present). Same-machine clients copy from
+    /// here; prefer [`LocalStore::blob_file`], which checks the blob first.
+    pub fn blob_path(&self, digest: &Blake3) -> PathBuf {
+        self.cas.blob_path(digest)
+    }
+
+    /// The path of a present blob whose file has the size the index records. A blob that fails this
+    /// cheap check is quarantined and dropped from the index, so it is never served.
+    pub fn blob_file(&self, digest: &Blake3) -> Result<PathBuf> {
+        let path = self.cas.blob_path(digest);
+        let unavailable = || StoreError::BlobUnavailable {
+            digest: *digest,
+            path: path.clone(),
+        };
+        let Some(record) = self.index.blob(digest)? else {
+            return Err(unavailable());
+        };
+        if self.cas.contains(digest, record.size) {
+            return Ok(path);
+        }
+        self.quarantine(digest)?;
+        Err(unavailable())
+    }
+
+    /// Usage and counters.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let counts = self.index.counts()?;
+        let c = &self.counters;
+        Ok(StoreStats {
+            bytes: counts.bytes,
+            blobs: counts.blobs,
+            trees: counts.trees,
+            archives: counts.archives,
+            max_bytes: self.config.max_bytes,
+            leased_blobs: self.leases.leased_blobs() as u64,
+            ingests: c.ingests.load(Ordering::Relaxed),
+            ingests_shared: c.shared.load(Ordering::Relaxed),
+            ingest_failures: c.failures.load(Ordering::Relaxed),
+            ingested_bytes: c.ingested_bytes.load(Ordering::Relaxed),
+            new_blob_bytes: c.new_blob_bytes.load(Ordering::Relaxed),
+            evicted_blobs: c.evicted_blobs.load(Ordering::Relaxed),
+            evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Evict least-recently-used, unleased blobs down to `max_bytes` and delete unreferenced blob files.
+    pub fn gc(&self, max_bytes: u64) -> Result<GcReport> {
+        self.collect(max_bytes, true)
+    }
+
+    fn collect(&self, max_bytes: u64, sweep_orphans: bool) -> Result<GcReport> {
+        let report = evict::collect(
+            &self.index,
+            &self.cas,
+            &self.leases,
+            max_bytes,
+            sweep_orphans,
+        )?;
+        self.bytes.store(report.bytes_after, Ordering::Relaxed);
+        self.counters
+            .evicted_blobs
+            .fetch_add(report.evicted_blobs, Ordering::Relaxed);
+        self.counters
+            .evicted_bytes
+            .fetch_add(report.evicted_bytes, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Move a blob file to `quarantine/` (if present) and drop its index entry.
+    fn quarantine(&self, digest: &Blake3) -> Result<Option<PathBuf>> {
+        let removed = self.index.remove_blobs(&[*digest])?;
+        self.bytes.fetch_sub(
+            removed.min(self.bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        let from = self.cas.blob_path(digest);
+        if fs::symlink_metadata(&from).is_err() {
+            return Ok(None);
+        }
+        let dir = self.root.join(QUARANTINE_DIR);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let to = dir.join(format!("{digest}.{secs}"));
+        fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+        Ok(Some(to))
+    }
+
+    /// Re-hash every blob file (in parallel). Corrupt blobs are quarantined and dropped from the
+    /// index; index entries without a matching file are dropped; archive and key entries are checked
+    /// to name stored trees.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let files = self
+            .cas
+            .list()
+            .map_err(|e| StoreError::io(self.cas.blobs_dir(), e))?;
+        let mut report = VerifyReport::default();
+        let mut named = Vec::new();
+        for (digest, path) in files {
+            match digest {
+                Some(d) => named.push((d, path)),
+                None => report.stray.push(path),
+            }
+        }
+        let hashed: Vec<_> = named
+            .into_par_iter()
+            .map(|(d, p)| {
+                let r = cas::hash_file(&p);
+                (d, p, r)
+            })
+            .collect();
+        let indexed: std::collections::HashMap<Blake3, u64> = self
+            .index
+            .blobs()?
+            .into_iter()
+            .map(|(d, r)| (d, r.size))
+            .collect();
+        let mut on_disk = std::collections::HashSet::new();
+        for (digest, path, result) in hashed {
+            report.checked += 1;
+            let actual = match result {
+                Ok((actual, size)) => {
+                    report.bytes += size;
+                    if actual == digest && indexed.get(&digest).is_none_or(|s| *s == size) {
+                        on_disk.insert(digest);
+                        if !indexed.contains_key(&digest) {
+                            report.orphans += 1;
+                        }
+                        continue;
+                    }
+                    Some(actual)
+                }
+                Err(_) => None,
+            };
+            let quarantined_to = self.quarantine(&digest)?.unwrap_or_default();
+            report.corrupt.push(CorruptBlob {
+                digest,
+                path,
+                quarantined_to,
+                actual,
+            });
+        }
+        let corrupt: std::collections::HashSet<Blake3> =
+            report.corrupt.iter().map(|c| c.digest).collect();
+        for digest in indexed.keys() {
+            if !on_disk.contains(digest) && !corrupt.contains(digest) {
+                report.missing.push(*digest);
+            }
+        }
+        if !report.missing.is_empty() {
+            let removed = self.index.remove_blobs(&report.missing)?;
+            self.bytes.fetch_sub(
+                removed.min(self.bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+        }
+        let trees: std::collections::HashSet<Blake3> =
+            self.index.tree_digests()?.into_iter().collect();
+        for (archive, tree) in self.index.archives()? {
+            if !trees.contains(&tree) {
+                report
+                    .dangling
+                    .push(format!("archive {archive} -> tree {tree}"));
+            }
+        }
+        for (key, _, tree) in self.index.keys()? {
+            if !trees.contains(&tree) {
+                report.dangling.push(format!("key `{key}` -> tree {tree}"));
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn file_digests(tree: &Tree) -> impl Iterator<Item = &Blake3> {
+    tree.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| e.blake3.as_ref())
+}

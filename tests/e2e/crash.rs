@@ -1,0 +1,1 @@
+//! Crash safety of the local store (SIGKILL during ingest).

@@ -1,0 +1,301 @@
+//! The daemon's service layer without gRPC: publish generated runs to a local-directory backend,
+//! resolve fingerprints across runs (multi-base), make archives local, trust separation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_daemon::backends::{Backend, Backends};
+use cairn_daemon::records::RunIdentity;
+use cairn_daemon::resolve::{Policy, Wanted};
+use cairn_daemon::service::{PublishInput, ResolveInput, Service};
+use cairn_daemon::storage::local::LocalStorage;
+use cairn_daemon::store::{LocalStore, StoreConfig};
+use cairn_fingerprint::{Blake3, Compression};
+use cairn_testkit::datagen::{ArtifactSpec, generate_artifact_dir, standard_set};
+
+fn fp(name: &str, version: u8) -> Blake3 {
+    Blake3::of(format!("{name}-{version}").as_bytes())
+}
+
+fn service(dir: &Path) -> Arc<Service> {
+    let store = LocalStore::open(dir.join("store"), StoreConfig::default()).unwrap();
+    let storage = Arc::new(LocalStorage::new(dir.join("bucket")).unwrap());
+    let backends = Backends::from_list(vec![Backend {
+        bucket: "*".into(),
+        storage,
+        trusted: true,
+    }]);
+    Arc::new(Service::new(store, backends, Duration::from_secs(60)))
+}
+
+fn run(run_id: &str, head_repo: &str) -> RunIdentity {
+    RunIdentity {
+        repo: "ROCm/TheRock".into(),
+        workflow: "multi_arch_ci.yml".into(),
+        run_id: run_id.into(),
+        commit: format!("{:0>40}", run_id),
+        platform: "linux".into(),
+        status: "success".into(),
+        head_repo: head_repo.into(),
+    }
+}
+
+fn build_dir(root: &Path, specs: &[ArtifactSpec]) -> std::path::PathBuf {
+    let artifacts = root.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    for s in specs {
+        generate_artifact_dir(&artifacts, s).unwrap();
+    }
+    root.to_path_buf()
+}
+
+fn wanted(names: &[(&str, u8)]) -> Vec<Wanted> {
+    names
+        .iter()
+        .map(|(n, v)| Wanted {
+            artifact: n.to_string(),
+            fingerprint: fp(n, *v).to_hex(),
+        })
+        .collect()
+}
+
+fn input(wanted: Vec<Wanted>, policy: Policy) -> ResolveInput {
+    ResolveInput {
+        stage: "math-libs".into(),
+        family: "gfx94X-dcgpu".into(),
+        platform: "linux".into(),
+        wanted,
+        policy,
+        exclude_components: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_base_resolution_fetch_and_trust() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    let specs = standard_set(7, 2 << 20);
+
+    // Run 1 builds everything.
+    let b1 = build_dir(&tmp.path().join("b1"), &specs);
+    let fps1: BTreeMap<String, Blake3> = ["amd-llvm", "rand", "blas"]
+        .iter()
+        .map(|n| (n.to_string(), fp(n, 1)))
+        .collect();
+    let out1 = svc
+        .publish(PublishInput {
+            build_dir: b1,
+            stage: "math-libs".into(),
+            family: "gfx94X-dcgpu".into(),
+            run: run("100", ""),
+            compression: Compression::Zstd,
+            fingerprints: fps1,
+            reused_from: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out1.archives.len(), specs.len());
+    assert!(out1.trusted);
+    assert_eq!(out1.prefix, "100-linux");
+
+    // Run 2 rebuilds only `blas` (new sources → new fingerprint, new content).
+    let blas2: Vec<ArtifactSpec> = specs
+        .iter()
+        .filter(|s| s.name == "blas")
+        .map(|s| ArtifactSpec {
+            seed: s.seed + 1000,
+            ..s.clone()
+        })
+        .collect();
+    let b2 = build_dir(&tmp.path().join("b2"), &blas2);
+    svc.publish(PublishInput {
+        build_dir: b2,
+        stage: "math-libs".into(),
+        family: "gfx94X-dcgpu".into(),
+        run: run("200", ""),
+        compression: Compression::Xz,
+        fingerprints: [("blas".to_string(), fp("blas", 2))].into(),
+        reused_from: BTreeMap::new(),
+    })
+    .await
+    .unwrap();
+
+    // A fork publishes amd-llvm with the fingerprint a user will ask for: it must not be used by default.
+    let b3 = build_dir(&tmp.path().join("b3"), &specs[..1]);
+    let out3 = svc
+        .publish(PublishInput {
+            build_dir: b3,
+            stage: "compiler-runtime".into(),
+            family: "generic".into(),
+            run: run("300", "someone/TheRock"),
+            compression: Compression::Zstd,
+            fingerprints: [("amd-llvm".to_string(), fp("amd-llvm", 9))].into(),
+            reused_from: BTreeMap::new(),
+        })
+        .await
+        .unwrap();
+    assert!(!out3.trusted);
+
+    // Resolve at "commit 2": amd-llvm and rand from run 100, blas from run 200, a new fp is missing.
+    let res = svc
+        .resolve(&input(
+            wanted(&[("amd-llvm", 1), ("rand", 1), ("blas", 2), ("hipblas", 1)]),
+            Policy::default(),
+        ))
+        .await
+        .unwrap();
+    let by_name: BTreeMap<_, _> = res.iter().map(|r| (r.artifact.clone(), r)).collect();
+    let run_of = |n: &str| {
+        by_name[n]
+            .chosen
+            .as_ref()
+            .map(|(c, _)| c.record.run.run_id.clone())
+    };
+    assert_eq!(run_of("amd-llvm").as_deref(), Some("100"));
+    assert_eq!(run_of("rand").as_deref(), Some("100"));
+    assert_eq!(run_of("blas").as_deref(), Some("200"));
+    assert_eq!(
+        run_of("hipblas"),
+        None,
+        "a missing fingerprint is never substituted"
+    );
+    // blas for gfx94X-dcgpu: the family's lib + test and the generic dev, not gfx110X-all.
+    let mut blas: Vec<_> = by_name["blas"]
+        .chosen
+        .as_ref()
+        .unwrap()
+        .1
+        .iter()
+        .map(|a| a.artifact.clone())
+        .collect();
+    blas.sort();
+    assert_eq!(
+        blas,
+        [
+            "blas_dev_generic",
+            "blas_lib_gfx94X-dcgpu",
+            "blas_test_gfx94X-dcgpu"
+        ]
+    );
+
+    // The fork's record is invisible by default and visible (untrusted) when allowed.
+    let fork = svc
+        .resolve(&input(wanted(&[("amd-llvm", 9)]), Policy::default()))
+        .await
+        .unwrap();
+    assert!(fork[0].chosen.is_none());
+    let allowed = Policy {
+        allow_untrusted: true,
+        ..Policy::default()
+    };
+    let fork = svc
+        .resolve(&input(wanted(&[("amd-llvm", 9)]), allowed))
+        .await
+        .unwrap();
+    let (c, _) = fork[0].chosen.as_ref().expect("allowed untrusted producer");
+    assert!(!c.trusted);
+    assert_eq!(c.record.run.run_id, "300");
+
+    // Make everything local: the publishing store already holds the content, so no download.
+    let gets_before = svc.backends().transfer_totals().get_requests;
+    for r in &res {
+        if let Some((c, archives)) = &r.chosen {
+            for a in archives {
+                let (local, _lease) = svc.make_local(c, a).await.unwrap();
+                assert!(local.from_cas, "{} should come from the CAS", a.artifact);
+                assert_eq!(local.tree_digest, a.tree_digest);
+            }
+        }
+    }
+    assert_eq!(svc.backends().transfer_totals().get_requests, gets_before);
+
+    // A second daemon with an empty store downloads each archive once, verifies it and then serves
+    // from its CAS.
+    let other = {
+        let store = LocalStore::open(tmp.path().join("store2"), StoreConfig::default()).unwrap();
+        let storage = Arc::new(LocalStorage::new(tmp.path().join("bucket")).unwrap());
+        let backends = Backends::from_list(vec![Backend {
+            bucket: "*".into(),
+            storage,
+            trusted: true,
+        }]);
+        Arc::new(Service::new(store, backends, Duration::from_secs(60)))
+    };
+    let res2 = other
+        .resolve(&input(wanted(&[("blas", 2)]), Policy::default()))
+        .await
+        .unwrap();
+    let (c, archives) = res2[0].chosen.clone().unwrap();
+    let gets_after_resolve = other.backends().transfer_totals().get_requests;
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        for a in archives.clone() {
+            let (other, c) = (other.clone(), c.clone());
+            handles.push(tokio::spawn(async move {
+                other.make_local(&c, &a).await.map(|(l, _)| l)
+            }));
+        }
+    }
+    let mut downloaded = 0;
+    for h in handles {
+        let local = h.await.unwrap().unwrap();
+        downloaded += usize::from(!local.from_cas);
+    }
+    assert_eq!(
+        downloaded,
+        archives.len(),
+        "each archive downloaded exactly once across 4 concurrent requests"
+    );
+    // One GET per chunk; each object is smaller than a chunk, so one GET each.
+    let gets = other.backends().transfer_totals().get_requests - gets_after_resolve;
+    assert_eq!(gets as usize, archives.len());
+    // Resolving again is answered from the index: no LIST, no GET.
+    let lists = other.backends().transfer_totals().list_requests;
+    other
+        .resolve(&input(wanted(&[("blas", 2)]), Policy::default()))
+        .await
+        .unwrap();
+    assert_eq!(other.backends().transfer_totals().list_requests, lists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_run_fallback_imports_a_plain_therock_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    // A run published without Cairn: archives + sidecars only, laid out like the bucket.
+    let run_dir = tmp.path().join("bucket/555-linux");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let specs = standard_set(3, 1 << 20);
+    for s in &specs[5..7] {
+        let built = build_dir(&tmp.path().join("plain"), std::slice::from_ref(s));
+        cairn_testkit::datagen::archive_artifact_dir(
+            &built.join("artifacts").join(s.dir_name()),
+            &run_dir,
+            Compression::Zstd,
+        )
+        .unwrap();
+    }
+    let (listing, ingested) = svc.import("555", "linux", "", true).await.unwrap();
+    assert_eq!(listing.archives.len(), 2);
+    assert_eq!(ingested, 2);
+    let res = svc
+        .resolve(&input(
+            wanted(&[("rand", 4)]),
+            Policy {
+                run_id: Some("555".into()),
+                ..Policy::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let (c, archives) = res[0].chosen.as_ref().expect("explicit run fallback");
+    assert_eq!(c.record.run.run_id, "555");
+    assert_eq!(archives.len(), 2);
+    assert!(res[0].explanation[0].contains("not verified"));
+    for a in archives {
+        let (local, _) = svc.make_local(c, a).await.unwrap();
+        assert!(local.from_cas);
+    }
+}

@@ -1,0 +1,462 @@
+//! The local store: ingest of generated TheRock archives checked against `tar -x`, deduplication,
+//! sidecar checks, single-flight, eviction under a lease, verification.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+
+use cairn_daemon::archive::CreateOptions;
+use cairn_daemon::error::StoreError;
+use cairn_daemon::store::{LocalStore, StoreConfig};
+use cairn_fingerprint::tree::EntryKind;
+use cairn_fingerprint::{Compression, Sha256};
+use cairn_testkit::bin_path::bin_path;
+use cairn_testkit::datagen::{self, ArtifactSpec};
+use cairn_testkit::storecheck::{blob_files, diff_tree_with_dir, index_problems, tar_extract};
+
+fn open(dir: &Path) -> Arc<LocalStore> {
+    LocalStore::open(dir, StoreConfig::default()).expect("open store")
+}
+
+/// Ingest real `.tar.zst` and `.tar.xz` archives from the generator (a `lib` artifact with symlink
+/// chains, a `run` artifact with a hard link) and compare every entry with what GNU tar extracts from
+/// the same archive: paths, kinds, modes, bytes (read from the CAS), symlink targets, hard links.
+#[test]
+fn ingest_matches_tar_extract_for_zstd_and_xz() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let specs = [
+        ArtifactSpec::new("blas", "lib", "gfx94X-dcgpu", 2 << 20, 11),
+        ArtifactSpec::new("hipcc", "run", "generic", 1 << 20, 12),
+    ];
+    for spec in &specs {
+        for compression in [Compression::Zstd, Compression::Xz] {
+            let a = datagen::write_archive(spec, &tmp.path().join("out"), compression).unwrap();
+            let key = a.path.file_name().unwrap().to_string_lossy().into_owned();
+            let out = store.ingest_file(&key, &a.path, Some(a.sha256)).unwrap();
+            assert_eq!(out.archive_sha256, a.sha256);
+            assert_eq!(out.compressed_bytes, a.info.compressed_size);
+            assert_eq!(out.uncompressed_bytes, a.info.uncompressed_size);
+            assert_eq!(out.tree.file_count() as u64, a.info.files);
+            assert_eq!(
+                out.tree
+                    .manifest
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>(),
+                [spec.relpath()]
+            );
+            assert_eq!(out.tree.entries[0].path.as_str(), "artifact_manifest.txt");
+            let kinds: Vec<EntryKind> = out.tree.entries.iter().map(|e| e.kind).collect();
+            assert!(kinds.contains(&EntryKind::Symlink) && kinds.contains(&EntryKind::Dir));
+            if spec.component == "run" {
+                assert!(
+                    kinds.contains(&EntryKind::Hardlink),
+                    "run artifacts carry a hard link"
+                );
+            }
+
+            let x = tmp
+                .path()
+                .join(format!("x-{}-{compression}", spec.dir_name()));
+            tar_extract(&a.path, compression, &x);
+            let problems = diff_tree_with_dir(&store, &out.tree, &x);
+            assert!(problems.is_empty(), "{key}: {problems:#?}");
+
+            let known = store.tree_for_key(&key).unwrap().expect("key recorded");
+            assert_eq!(known.tree_digest, out.tree_digest);
+            assert_eq!(known.archive_sha256, a.sha256);
+        }
+    }
+    // The same content compressed two ways is one tree.
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.trees, 2);
+    assert_eq!(stats.archives, 4);
+    assert!(index_problems(&store).is_empty());
+}
+
+/// Same spec, same bytes: the generator is deterministic down to the archive's SHA-256.
+#[test]
+fn generator_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = ArtifactSpec::new("rand", "dev", "generic", 512 << 10, 3);
+    let a = datagen::write_archive(&spec, &tmp.path().join("a"), Compression::Zstd).unwrap();
+    let b = datagen::write_archive(&spec, &tmp.path().join("b"), Compression::Zstd).unwrap();
+    assert_eq!(a.sha256, b.sha256);
+    assert_eq!(
+        std::fs::read_to_string(&a.sha256sum_path).unwrap(),
+        format!("{}\n", a.sha256)
+    );
+    let other = ArtifactSpec { seed: 4, ..spec };
+    let c = datagen::write_archive(&other, &tmp.path().join("c"), Compression::Zstd).unwrap();
+    assert_ne!(a.sha256, c.sha256);
+}
+
+/// Two archives of the same files with a different member order and different mtimes (so different
+/// SHA-256s, as TheRock's per-family `_generic` archives are) have one tree and store each file once.
+#[test]
+fn same_content_in_different_order_and_mtimes_is_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let spec = ArtifactSpec::new("amd-llvm", "lib", "generic", 1 << 20, 21);
+    let dir = datagen::generate_artifact_dir(&tmp.path().join("artifacts"), &spec).unwrap();
+    let a = datagen::archive_artifact_dir(&dir, &tmp.path().join("a"), Compression::Zstd).unwrap();
+    datagen::set_all_mtimes(&dir, datagen::GENERATED_MTIME + 86_400).unwrap();
+    let opts = CreateOptions {
+        reverse_order: true,
+        ..CreateOptions::new(Compression::Zstd)
+    };
+    let b = datagen::archive_artifact_dir_with(&dir, &tmp.path().join("b"), &opts).unwrap();
+    assert_ne!(
+        a.sha256, b.sha256,
+        "order and mtimes must change the archive bytes"
+    );
+
+    let first = store.ingest_file("a", &a.path, Some(a.sha256)).unwrap();
+    let after_first = store.stats().unwrap();
+    let files_after_first = blob_files(store.root());
+    assert!(first.new_blobs > 0 && !first.deduplicated);
+
+    let second = store.ingest_file("b", &b.path, Some(b.sha256)).unwrap();
+    assert_eq!(second.tree_digest, first.tree_digest);
+    assert_eq!(second.new_blobs, 0);
+    assert_eq!(second.new_blob_bytes, 0);
+    let after_second = store.stats().unwrap();
+    assert_eq!(after_second.bytes, after_first.bytes);
+    assert_eq!(after_second.blobs, after_first.blobs);
+    assert_eq!(after_second.trees, 1);
+    assert_eq!(after_second.archives, 2);
+    assert_eq!(blob_files(store.root()), files_after_first);
+}
+
+/// A sidecar mismatch rejects the archive: an error naming both digests, no index entry, no blob left.
+#[test]
+fn sha256_mismatch_rejects_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let spec = ArtifactSpec::new("prim", "dev", "generic", 512 << 10, 5);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+    let wrong: Sha256 = "00".repeat(32).parse().unwrap();
+    let err = store.ingest_file("k", &a.path, Some(wrong)).unwrap_err();
+    match &err {
+        StoreError::Sha256Mismatch {
+            expected, actual, ..
+        } => {
+            assert_eq!(*expected, wrong);
+            assert_eq!(*actual, a.sha256);
+        }
+        other => panic!("expected a sha256 mismatch, got {other}"),
+    }
+    assert!(err.to_string().contains(&a.sha256.to_string()));
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        (stats.blobs, stats.trees, stats.archives, stats.bytes),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(stats.ingest_failures, 1);
+    assert!(store.tree_for_key("k").unwrap().is_none());
+    assert!(
+        blob_files(store.root()).is_empty(),
+        "blobs of a rejected archive are removed"
+    );
+}
+
+/// Eight threads ingest the same archive under the same key at once: one ingest runs, all eight get
+/// the same result. The leader's reader is held back until the seven others have joined its flight,
+/// so the overlap is certain rather than likely.
+#[test]
+fn eight_concurrent_ingests_of_one_archive_perform_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let spec = ArtifactSpec::new("fft", "lib", "generic", 1 << 20, 8);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+    let barrier = Barrier::new(8);
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let file = std::fs::File::open(&a.path).unwrap();
+                    let gated = Gated {
+                        inner: file,
+                        store: &store,
+                        key: "fft",
+                        opened: false,
+                    };
+                    barrier.wait();
+                    store.ingest_reader("fft", Compression::Zstd, gated, Some(a.sha256))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.ingests, 1, "one ingest performed");
+    assert_eq!(stats.ingests_shared, 7);
+    assert_eq!(results.iter().filter(|r| !r.deduplicated).count(), 1);
+    for r in &results {
+        assert_eq!(r.archive_sha256, a.sha256);
+        assert_eq!(r.tree_digest, results[0].tree_digest);
+        assert_eq!(r.tree, results[0].tree);
+    }
+}
+
+/// A reader that, on first read, waits until seven followers wait on the flight of `key`.
+struct Gated<'a> {
+    inner: std::fs::File,
+    store: &'a LocalStore,
+    key: &'a str,
+    opened: bool,
+}
+
+impl std::io::Read for Gated<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.opened {
+            while self.store.ingest_followers(self.key) < 7 {
+                std::thread::yield_now();
+            }
+            self.opened = true;
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The async variant reads from a tokio stream on the blocking pool and agrees with the sync one.
+#[test]
+fn async_ingest_matches_sync_ingest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = ArtifactSpec::new("sparse", "lib", "generic", 512 << 10, 9);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Xz).unwrap();
+    let sync = open(&tmp.path().join("s1"))
+        .ingest_file("k", &a.path, Some(a.sha256))
+        .unwrap();
+    let store = open(&tmp.path().join("s2"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let out = rt.block_on(async {
+        let file = tokio::fs::File::open(&a.path).await.unwrap();
+        store
+            .ingest_async("k", Compression::Xz, file, Some(a.sha256))
+            .await
+            .unwrap()
+    });
+    assert_eq!(out, sync);
+}
+
+/// Under a quota, least-recently-used blobs go first, and leased blobs are never evicted.
+#[test]
+fn eviction_respects_leases_and_recency() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let mut outs = Vec::new();
+    for (i, name) in ["aaa", "bbb", "ccc"].iter().enumerate() {
+        let spec = ArtifactSpec::new(name, "lib", "generic", 256 << 10, 100 + i as u64);
+        let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+        outs.push(store.ingest_file(name, &a.path, None).unwrap());
+    }
+    let [a, b, c] = [&outs[0], &outs[1], &outs[2]];
+    let total = store.stats().unwrap().bytes;
+
+    // Use `a` after `b` and `c` were ingested: `b` is now the least recently used, and a quota just
+    // under the total evicts from `b` only.
+    drop(store.lease(&a.tree).unwrap());
+    let report = store.gc(total - 1).unwrap();
+    assert!(report.evicted_blobs > 0 && report.bytes_after < total);
+    assert!(
+        !store.has_blobs(&b.tree).unwrap(),
+        "the least recently used tree goes first"
+    );
+    assert!(store.has_blobs(&a.tree).unwrap() && store.has_blobs(&c.tree).unwrap());
+
+    // Hold a lease on `c`, then ask for a quota of zero: everything else goes, `c` stays.
+    let lease_c = store.lease(&c.tree).unwrap();
+    let report = store.gc(0).unwrap();
+    assert!(
+        report.skipped_leased > 0,
+        "the leased tree was a candidate and was spared"
+    );
+    let c_blobs: std::collections::BTreeSet<_> = c
+        .tree
+        .entries
+        .iter()
+        .filter_map(|e| e.blake3.map(|d| (d, e.size)))
+        .collect();
+    assert_eq!(
+        report.bytes_after,
+        c_blobs.iter().map(|(_, s)| s).sum::<u64>()
+    );
+    assert!(store.has_blobs(&c.tree).unwrap(), "leased blobs survive");
+    assert!(!store.has_blobs(&a.tree).unwrap());
+    for e in c.tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let path = store
+            .blob_file(&e.blake3.unwrap())
+            .expect("leased blob still served");
+        assert!(path.is_file());
+    }
+    assert_eq!(store.stats().unwrap().leased_blobs as usize, c_blobs.len());
+
+    // Released, everything can go.
+    drop(lease_c);
+    let report = store.gc(0).unwrap();
+    assert_eq!(report.bytes_after, 0);
+    assert!(!store.has_blobs(&c.tree).unwrap());
+    assert!(blob_files(store.root()).is_empty());
+    // Trees are facts and stay: a later ingest or fetch can refill their blobs.
+    assert!(store.tree(&c.tree_digest).unwrap().is_some());
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.bytes, stats.blobs), (0, 0));
+    assert!(stats.evicted_bytes >= total);
+}
+
+/// A quota set at open is enforced after each ingest; the just-ingested tree is kept.
+#[test]
+fn quota_is_enforced_after_ingest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        max_bytes: Some(400 << 10),
+        ..StoreConfig::default()
+    };
+    let store = LocalStore::open(tmp.path().join("store"), config).unwrap();
+    let mut last = None;
+    for i in 0..3u64 {
+        let spec = ArtifactSpec::new("quota", "lib", &format!("fam{i}"), 256 << 10, 200 + i);
+        let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+        last = Some(store.ingest_file(&format!("k{i}"), &a.path, None).unwrap());
+        assert!(store.stats().unwrap().bytes <= 400 << 10);
+    }
+    assert!(store.has_blobs(&last.unwrap().tree).unwrap());
+    assert!(store.stats().unwrap().evicted_blobs > 0);
+}
+
+/// `cairnd verify` finds a corrupted blob, reports its digest and path, quarantines it, exits 1; the
+/// blob is no longer served; a second run is clean and exits 0. `cairnd gc` then empties the store.
+#[test]
+fn verify_quarantines_corrupt_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store_dir = tmp.path().join("store");
+    let spec = ArtifactSpec::new("miopen", "lib", "generic", 512 << 10, 31);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+    let (victim, tree) = {
+        let store = open(&store_dir);
+        let out = store.ingest_file("k", &a.path, Some(a.sha256)).unwrap();
+        let victim = out
+            .tree
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .max_by_key(|e| e.size)
+            .unwrap();
+        (victim.blake3.unwrap(), out.tree.clone())
+    };
+    let cairnd = bin_path("cairnd");
+    let clean = Command::new(&cairnd)
+        .arg("verify")
+        .arg("--store")
+        .arg(&store_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+
+    // Flip one byte in place, keeping the size: only a re-hash can tell.
+    let path = store_dir
+        .join("cas-v1/blobs")
+        .join(&victim.to_hex()[..2])
+        .join(victim.to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, &bytes).unwrap();
+
+    let bad = Command::new(&cairnd)
+        .arg("verify")
+        .arg("--store")
+        .arg(&store_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&victim.to_hex()), "{stdout}");
+    assert!(stdout.contains(&path.display().to_string()), "{stdout}");
+    assert!(!path.exists(), "corrupt blob moved away");
+    assert_eq!(
+        std::fs::read_dir(store_dir.join("quarantine"))
+            .unwrap()
+            .count(),
+        1
+    );
+
+    let again = Command::new(&cairnd)
+        .arg("verify")
+        .arg("--store")
+        .arg(&store_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    {
+        let store = open(&store_dir);
+        assert!(
+            store.blob_file(&victim).is_err(),
+            "a quarantined blob is never served"
+        );
+        assert!(!store.has_blobs(&tree).unwrap());
+        // Re-ingesting the archive repairs the store.
+        store.ingest_file("k", &a.path, Some(a.sha256)).unwrap();
+        assert!(store.has_blobs(&tree).unwrap());
+        assert!(index_problems(&store).is_empty());
+    }
+    let gc = Command::new(&cairnd)
+        .args(["gc", "--max-bytes", "0", "--store"])
+        .arg(&store_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        gc.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert!(blob_files(&store_dir).is_empty());
+}
+
+/// A blob whose size no longer matches the index is caught by the cheap check when its path is handed
+/// out, quarantined, and not served.
+#[test]
+fn blob_file_refuses_a_truncated_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let spec = ArtifactSpec::new("rccl", "lib", "generic", 256 << 10, 41);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+    let out = store.ingest_file("k", &a.path, None).unwrap();
+    let e = out
+        .tree
+        .entries
+        .iter()
+        .find(|e| e.kind == EntryKind::File && e.size > 10)
+        .unwrap();
+    let digest = e.blake3.unwrap();
+    let path = store.blob_path(&digest);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"short").unwrap();
+    let err = store.blob_file(&digest).unwrap_err();
+    assert!(matches!(err, StoreError::BlobUnavailable { .. }), "{err}");
+    assert!(!path.exists());
+    assert!(!store.has_blobs(&out.tree).unwrap());
+}

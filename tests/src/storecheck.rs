@@ -1,0 +1,201 @@
+//! Checks over a local store that several tests share: compare a tree with what the system `tar`
+//! extracts from the same archive, list blob files, and check that every index entry resolves.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cairn_daemon::store::LocalStore;
+use cairn_fingerprint::tree::EntryKind;
+use cairn_fingerprint::{Compression, Tree};
+
+/// Every file under the store's `cas-v1/blobs/`, sorted.
+pub fn blob_files(store_root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let blobs = store_root.join("cas-v1/blobs");
+    let Ok(shards) = fs::read_dir(&blobs) else {
+        return out;
+    };
+    for shard in shards.flatten() {
+        for f in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            out.push(f.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Extract `archive` into `dest` with the system `tar` (GNU tar, compression named explicitly).
+///
+/// # Panics
+/// When `tar` fails: the archive under test must be one `tar` accepts.
+pub fn tar_extract(archive: &Path, compression: Compression, dest: &Path) {
+    fs::create_dir_all(dest).expect("create extraction dir");
+    let flag = match compression {
+        Compression::Zstd => "--zstd",
+        Compression::Xz => "--xz",
+    };
+    let out = Command::new("tar")
+        .arg(flag)
+        .arg("-xpf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dest)
+        .output()
+        .expect("run tar");
+    assert!(
+        out.status.success(),
+        "tar -x {} failed: {}",
+        archive.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compare `tree` (whose blobs are in `store`) with the directory `tar -x` produced from the same
+/// archive: the same set of paths (apart from the relpaths' parent directories, which tar creates
+/// implicitly), and per entry the kind, permission bits, file bytes (against the CAS blob), symlink
+/// target, and for hard links the shared inode. Returns every difference.
+pub fn diff_tree_with_dir(store: &LocalStore, tree: &Tree, dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut on_disk = BTreeSet::new();
+    walk(dir, dir, &mut on_disk);
+    let in_tree: BTreeSet<String> = tree.entries.iter().map(|e| e.path.to_string()).collect();
+    for extra in on_disk.difference(&in_tree) {
+        let implicit = tree
+            .manifest
+            .iter()
+            .any(|r| r.as_str() == extra || r.as_str().starts_with(&format!("{extra}/")));
+        if !implicit {
+            problems.push(format!("`{extra}` extracted by tar but not in the tree"));
+        }
+    }
+    for missing in in_tree.difference(&on_disk) {
+        problems.push(format!("`{missing}` in the tree but not extracted by tar"));
+    }
+    for e in &tree.entries {
+        let path = dir.join(e.path.as_str());
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        match e.kind {
+            EntryKind::File => {
+                if !meta.is_file() {
+                    problems.push(format!("`{}` is not a regular file on disk", e.path));
+                    continue;
+                }
+                if mode != e.mode {
+                    problems.push(format!(
+                        "`{}` mode {:o} on disk, {:o} in tree",
+                        e.path, mode, e.mode
+                    ));
+                }
+                let digest = e.blake3.expect("file entries have a digest");
+                match store.blob_file(&digest) {
+                    Ok(blob) => {
+                        if fs::read(&blob).ok() != fs::read(&path).ok() {
+                            problems.push(format!("`{}` differs from blob {digest}", e.path));
+                        }
+                    }
+                    Err(err) => problems.push(format!("`{}`: {err}", e.path)),
+                }
+                if meta.len() != e.size {
+                    problems.push(format!(
+                        "`{}` size {} on disk, {} in tree",
+                        e.path,
+                        meta.len(),
+                        e.size
+                    ));
+                }
+            }
+            EntryKind::Dir => {
+                if !meta.is_dir() {
+                    problems.push(format!("`{}` is not a directory on disk", e.path));
+                } else if mode != e.mode {
+                    problems.push(format!(
+                        "`{}` mode {:o} on disk, {:o} in tree",
+                        e.path, mode, e.mode
+                    ));
+                }
+            }
+            EntryKind::Symlink => {
+                let target = fs::read_link(&path)
+                    .ok()
+                    .map(|t| t.to_string_lossy().into_owned());
+                if target.as_deref() != e.link_target.as_deref() {
+                    problems.push(format!(
+                        "`{}` links to {:?} on disk, {:?} in tree",
+                        e.path, target, e.link_target
+                    ));
+                }
+            }
+            EntryKind::Hardlink => {
+                let target = dir.join(e.link_target.as_deref().unwrap_or_default());
+                let same = fs::metadata(&target)
+                    .is_ok_and(|t| t.ino() == meta.ino() && t.dev() == meta.dev());
+                if !same {
+                    problems.push(format!(
+                        "`{}` is not a hard link to {:?} on disk",
+                        e.path, e.link_target
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+    for entry in fs::read_dir(dir).expect("read extracted dir").flatten() {
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .expect("below root")
+            .to_string_lossy()
+            .into_owned();
+        out.insert(rel);
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(root, &path, out);
+        }
+    }
+}
+
+/// Check that every index entry resolves: each key and archive names a stored tree, and each stored
+/// tree's blobs are all present, and each blob entry's file exists with the recorded size. The tree
+/// check assumes nothing was evicted (eviction legitimately leaves trees without blobs). Returns every
+/// failure.
+pub fn index_problems(store: &LocalStore) -> Vec<String> {
+    let mut problems = Vec::new();
+    let index = store.index();
+    for (key, _, tree) in index.keys().expect("read keys") {
+        if store.tree(&tree).expect("read tree").is_none() {
+            problems.push(format!("key `{key}` names missing tree {tree}"));
+        }
+    }
+    for (archive, tree) in index.archives().expect("read archives") {
+        if store.tree(&tree).expect("read tree").is_none() {
+            problems.push(format!("archive {archive} names missing tree {tree}"));
+        }
+    }
+    for (digest, record) in index.blobs().expect("read blobs") {
+        let path = store.blob_path(&digest);
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == record.size => {}
+            Ok(m) => problems.push(format!(
+                "blob {digest}: {} bytes on disk, {} indexed",
+                m.len(),
+                record.size
+            )),
+            Err(e) => problems.push(format!("blob {digest}: {e}")),
+        }
+    }
+    for digest in index.tree_digests().expect("read trees") {
+        let tree = store.tree(&digest).expect("read tree").expect("listed");
+        if !store.has_blobs(&tree).expect("has_blobs") {
+            problems.push(format!("tree {digest} has blobs missing from the index"));
+        }
+    }
+    problems
+}
