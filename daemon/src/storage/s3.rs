@@ -289,14 +289,14 @@ impl S3Storage {
                     })
                     .await
                     .map_err(|e| {
-                        StorageError::permanent(key, &loc, format!("file task failed: {e}"))
+                        StorageError::permanent(key, loc, format!("file task failed: {e}"))
                     })?
                     .map_err(|e| self.file_err(key, &path, e))?;
                     let number = i as i32 + 1;
                     let etag = self
                         .config
                         .retry
-                        .run(&self.stats, key, &loc, || async {
+                        .run(&self.stats, key, loc, || async {
                             self.stats.add_put(data.len() as u64);
                             let fut = async {
                                 self.client
