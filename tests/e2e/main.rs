@@ -1,9 +1,10 @@
 //! End-to-end tests: one test binary, one module per topic.
 
+mod bootstrap; // cairnd + cairn processes: bootstrap across two runs, warm, concurrency, missing, incremental, kill
 mod crash; // the local store survives SIGKILL at any point of an ingest
 mod faults; // the fault matrix: S3 faults through the proxy during publish, resolve and fetch
 mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
 mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, names
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
-mod storage; // storage backends against the S3 test server and the local filesystem
+mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify

@@ -4,11 +4,16 @@
 //!   artifact directories and archives.
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
+//! - [`ci`]: a small TheRock-shaped topology and the build dirs its CI jobs would leave.
+//! - [`daemon`]: a real `cairnd serve` process (temp store, socket, local or S3 storage).
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
-//! - [`s3server`]: the S3-compatible test server endpoint; [`faultproxy`]: a fault-injecting proxy.
+//! - [`s3server`]: the S3-compatible test server (moto) from `CAIRN_TEST_S3_ENDPOINT`.
+//! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it.
 
 pub mod bin_path;
 pub mod checkout;
+pub mod ci;
+pub mod daemon;
 pub mod datagen;
 pub mod faultproxy;
 pub mod s3server;
