@@ -39,6 +39,9 @@ use crate::storage::transfer::{DownloadOptions, download};
 use crate::storage::{PutBody, PutOutcome, Storage, StorageError};
 use crate::store::LocalStore;
 
+/// Longest artifact name, stage or family a request may carry.
+pub const MAX_NAME_LEN: usize = 256;
+
 /// Key prefix under which untrusted runs file their producer records.
 pub const UNTRUSTED_AREA: &str = "untrusted/";
 
@@ -321,7 +324,22 @@ impl Service {
             .resolve_requests
             .fetch_add(1, Ordering::Relaxed);
         let mut fps = BTreeSet::new();
+        if let Some(run_id) = &input.policy.run_id
+            && run_id.len() > MAX_NAME_LEN
+        {
+            return Err(ServiceError::InvalidArgument(format!(
+                "run id of {} bytes is longer than the limit of {MAX_NAME_LEN}",
+                run_id.len()
+            )));
+        }
         for w in &input.wanted {
+            // Real names are a few dozen bytes; a huge one is a malformed request, not a lookup.
+            if w.artifact.len() > MAX_NAME_LEN {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "artifact name of {} bytes is longer than the limit of {MAX_NAME_LEN}",
+                    w.artifact.len()
+                )));
+            }
             let valid = if w.artifact.contains('_') {
                 ArtifactName::parse(&w.artifact).map(|_| ())
             } else {
@@ -592,6 +610,14 @@ impl Service {
     /// producer records and the commit index entry — records last, so none points at a missing object.
     #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, run = %input.run.run_id))]
     pub async fn publish(&self, input: PublishInput) -> Result<PublishOutcome> {
+        for (what, value) in [("stage", &input.stage), ("family", &input.family)] {
+            if value.len() > MAX_NAME_LEN {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "{what} of {} bytes is longer than the limit of {MAX_NAME_LEN}",
+                    value.len()
+                )));
+            }
+        }
         let spec = run_spec(&input.run)?;
         let root = RunOutputRoot::from_run(&spec)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;

@@ -760,14 +760,8 @@ fn killed_daemon_fails_the_fetch_clearly_and_a_restart_serves() {
 fn remote_client_streams_blobs_into_the_same_tree() {
     let world = World::publish_two_runs("local").unwrap();
     let daemon = Daemon::start_with(world.storage.clone(), Options { tcp: true }).unwrap();
-    let addr = daemon.tcp_addr().unwrap();
     let dest = world.tmp.path().join("remote");
-    let (out, json) = bootstrap_with(
-        cairn_testkit::daemon::cairn_command(&addr),
-        &world.checkout.root,
-        &dest,
-        &[],
-    );
+    let (out, json) = bootstrap_with(daemon.cairn_tcp(), &world.checkout.root, &dest, &[]);
     expect_code(&out, 0);
     let json = json.unwrap();
     let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
@@ -780,12 +774,7 @@ fn remote_client_streams_blobs_into_the_same_tree() {
     assert_bootstrap_tree(&world, &dest, &expected);
 
     // Incremental over the network: nothing changed, so no blob is kept.
-    let (out, json) = bootstrap_with(
-        cairn_testkit::daemon::cairn_command(&addr),
-        &world.checkout.root,
-        &dest,
-        &[],
-    );
+    let (out, json) = bootstrap_with(daemon.cairn_tcp(), &world.checkout.root, &dest, &[]);
     expect_code(&out, 0);
     let summary = &json.unwrap()["summary"];
     assert_eq!(summary["files_written"], 0);

@@ -741,3 +741,361 @@ fn hostile_artifact_names_are_refused() {
         );
     }
 }
+
+/// Malformed gRPC requests against a real daemon: each gets `InvalidArgument` (or `NotFound` for a
+/// well-formed request naming nothing) with a message naming the offending field; the daemon never
+/// answers `Internal`/`Unknown` (a panic in a handler), logs no panic, and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_requests_are_refused_clearly() {
+    use std::time::Duration;
+
+    use cairn_proto::v1 as pb;
+    use tonic::Code;
+
+    let bucket = tempfile::tempdir().unwrap();
+    // The handle blocks while the daemon starts; keep that off the runtime's workers.
+    let daemon = tokio::task::block_in_place(|| {
+        cairn_testkit::daemon::Daemon::start(cairn_testkit::daemon::Storage::Local(
+            bucket.path().to_path_buf(),
+        ))
+    })
+    .unwrap();
+    let addr = cairn_client::connect::DaemonAddr::parse(&daemon.addr());
+    let mut client = cairn_client::connect::connect(&addr).await.unwrap();
+    let fp = cairn_fingerprint::Blake3::of(b"fp").to_hex();
+    let huge = "x".repeat(4 << 20);
+    let resolve = |artifact: &str, fingerprint: &str| pb::ResolveRequest {
+        stage: "math-libs".into(),
+        family: "gfx94X-dcgpu".into(),
+        platform: "linux".into(),
+        artifacts: vec![pb::ArtifactRequest {
+            artifact: artifact.into(),
+            fingerprint: fingerprint.into(),
+        }],
+        ..Default::default()
+    };
+    // A real artifact, so publish requests get past "nothing to publish" to their bad fields.
+    let build_dir = bucket.path().join("build");
+    std::fs::create_dir_all(build_dir.join("artifacts")).unwrap();
+    cairn_testkit::datagen::generate_artifact_dir(
+        &build_dir.join("artifacts"),
+        &cairn_testkit::datagen::ArtifactSpec::new("blas", "lib", "generic", 16 << 10, 1),
+    )
+    .unwrap();
+    let publish = |f: &dyn Fn(&mut pb::PublishRequest)| {
+        let mut r = pb::PublishRequest {
+            build_dir: build_dir.display().to_string(),
+            stage: "math-libs".into(),
+            family: "generic".into(),
+            platform: "linux".into(),
+            repo: "ROCm/TheRock".into(),
+            workflow: "ci.yml".into(),
+            run_id: "123".into(),
+            commit: "0".repeat(40),
+            status: "success".into(),
+            compression: "zstd".into(),
+            head_repo: String::new(),
+            fingerprints: [("blas".to_string(), fp.clone())].into(),
+            reused_from: Default::default(),
+        };
+        f(&mut r);
+        r
+    };
+
+    let mut results: Vec<(&str, Code, String)> = Vec::new();
+    // A bound, not a speed claim: a request still unanswered after a minute is a hang.
+    macro_rules! check {
+        ($case:expr, $result:expr $(,)?) => {{
+            let answer = tokio::time::timeout(Duration::from_secs(60), async { $result }).await;
+            let (code, msg) = match answer {
+                Err(_) => (Code::DeadlineExceeded, "no answer within 60 s".to_string()),
+                Ok(Ok(())) => (Code::Ok, String::new()),
+                Ok(Err(s)) => (s.code(), s.message().to_string()),
+            };
+            eprintln!(
+                "{}: {code:?}: {}",
+                $case,
+                msg.chars().take(200).collect::<String>()
+            );
+            results.push(($case, code, msg));
+        }};
+    }
+    check!(
+        "resolve: empty artifact",
+        client.resolve(resolve("", &fp)).await.map(drop)
+    );
+    check!(
+        "resolve: bad digest",
+        client.resolve(resolve("blas", "not-hex")).await.map(drop)
+    );
+    check!(
+        "resolve: short digest",
+        client.resolve(resolve("blas", "abcd")).await.map(drop)
+    );
+    check!(
+        "resolve: empty digest",
+        client.resolve(resolve("blas", "")).await.map(drop)
+    );
+    check!(
+        "resolve: traversal in artifact",
+        client
+            .resolve(resolve("../../etc_lib_generic", &fp))
+            .await
+            .map(drop),
+    );
+    check!(
+        "resolve: 4 MiB artifact",
+        client.resolve(resolve(&huge, &fp)).await.map(drop)
+    );
+    check!(
+        "resolve: unknown platform with a run id",
+        client
+            .resolve(pb::ResolveRequest {
+                platform: "plan9".into(),
+                policy: Some(pb::Policy {
+                    run_id: "123".into(),
+                    ..Default::default()
+                }),
+                ..resolve("blas", &fp)
+            })
+            .await
+            .map(drop),
+    );
+    check!(
+        "resolve: traversal in run id",
+        client
+            .resolve(pb::ResolveRequest {
+                policy: Some(pb::Policy {
+                    run_id: "../../123".into(),
+                    ..Default::default()
+                }),
+                ..resolve("blas", &fp)
+            })
+            .await
+            .map(drop),
+    );
+    let fetch_stream = |req: pb::FetchRequest| {
+        let mut c = client.clone();
+        async move {
+            let mut s = c.fetch(req).await?.into_inner();
+            // The daemon keeps the stream open (and its leases) until the client drops it after
+            // the summary.
+            while let Some(ev) = s.message().await? {
+                if matches!(ev.event, Some(pb::fetch_event::Event::Summary(_))) {
+                    break;
+                }
+            }
+            Ok::<(), tonic::Status>(())
+        }
+    };
+    check!(
+        "fetch: no resolve request",
+        fetch_stream(pb::FetchRequest::default()).await
+    );
+    check!(
+        "fetch: bad digest",
+        fetch_stream(pb::FetchRequest {
+            resolve: Some(resolve("blas", "zz")),
+            local_paths: true,
+        })
+        .await,
+    );
+    check!(
+        "publish: relative build dir",
+        client
+            .publish(publish(&|r| r.build_dir = "build".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: empty build dir",
+        client
+            .publish(publish(&|r| r.build_dir.clear()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: traversal in stage",
+        client
+            .publish(publish(&|r| r.stage = "../../evil".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: empty stage",
+        client
+            .publish(publish(&|r| r.stage.clear()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: unknown compression",
+        client
+            .publish(publish(&|r| r.compression = "gzip".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: bad fingerprint",
+        client
+            .publish(publish(&|r| {
+                r.fingerprints = [("blas".to_string(), "nothex".to_string())].into()
+            }))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: traversal in run id",
+        client
+            .publish(publish(&|r| r.run_id = "../../1".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: empty run id",
+        client
+            .publish(publish(&|r| r.run_id.clear()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: unknown platform",
+        client
+            .publish(publish(&|r| r.platform = "plan9".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: bad repo",
+        client
+            .publish(publish(&|r| r.repo = "no-slash".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: bad head repo",
+        client
+            .publish(publish(&|r| r.head_repo = "a/b/c".into()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: 4 MiB fingerprint",
+        client
+            .publish(publish(&|r| {
+                r.fingerprints = [("blas".to_string(), huge.clone())].into()
+            }))
+            .await
+            .map(drop)
+    );
+    check!(
+        "resolve: 4 MiB run id",
+        client
+            .resolve(pb::ResolveRequest {
+                policy: Some(pb::Policy {
+                    run_id: huge.clone(),
+                    ..Default::default()
+                }),
+                ..resolve("blas", &fp)
+            })
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: no fingerprints",
+        client
+            .publish(publish(&|r| r.fingerprints.clear()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "publish: 4 MiB family",
+        client
+            .publish(publish(&|r| r.family = huge.clone()))
+            .await
+            .map(drop)
+    );
+    check!(
+        "import: empty run id",
+        client
+            .import(pb::ImportRequest {
+                run_id: String::new(),
+                platform: "linux".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    );
+    check!(
+        "import: traversal in run id",
+        client
+            .import(pb::ImportRequest {
+                run_id: "../x".into(),
+                platform: "linux".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    );
+    check!(
+        "import: unknown platform",
+        client
+            .import(pb::ImportRequest {
+                run_id: "1".into(),
+                platform: "plan9".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    );
+    check!(
+        "find runs: bad commit",
+        client
+            .find_runs(pb::FindRunsRequest {
+                commit: "../../x".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    );
+    check!(
+        "find runs: empty commit",
+        client
+            .find_runs(pb::FindRunsRequest::default())
+            .await
+            .map(drop)
+    );
+    check!(
+        "run trees: empty run id",
+        client
+            .run_trees(pb::RunTreesRequest::default())
+            .await
+            .map(drop)
+    );
+    check!(
+        "run trees: traversal in run id",
+        client
+            .run_trees(pb::RunTreesRequest {
+                run_id: "1/../../x".into(),
+                platform: "linux".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+    );
+
+    let mut bad = Vec::new();
+    for (case, code, msg) in &results {
+        // `Unimplemented` is a clear answer too (FindRuns/RunTrees are not implemented yet).
+        if !matches!(
+            code,
+            Code::InvalidArgument | Code::NotFound | Code::Unimplemented
+        ) || msg.is_empty()
+        {
+            bad.push(format!("{case}: {code:?} {msg}"));
+        }
+    }
+    assert!(bad.is_empty(), "unclear refusals:\n{}", bad.join("\n"));
+    tokio::task::block_in_place(|| daemon.stats()).unwrap();
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}

@@ -8,3 +8,4 @@ mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, name
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
 mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify
+mod trust; // socket mode, TCP bearer token, untrusted writes, credentials never logged
