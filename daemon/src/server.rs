@@ -62,6 +62,7 @@ impl From<ServiceError> for Status {
                 Status::unavailable(msg)
             }
             ServiceError::Storage(_) => Status::failed_precondition(msg),
+            ServiceError::Store(s) if s.is_no_space() => Status::resource_exhausted(msg),
             ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
             ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
             ServiceError::Store(_) | ServiceError::Internal(_) => Status::internal(msg),
