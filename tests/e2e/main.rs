@@ -2,6 +2,7 @@
 
 mod bootstrap; // cairnd + cairn processes: bootstrap across two runs, warm, concurrency, missing, incremental, kill
 mod crash; // the local store survives SIGKILL at any point of an ingest
+mod crash_daemon; // SIGKILL of cairnd during publish, fetch and gc: verify clean, records complete
 mod faults; // the fault matrix: S3 faults through the proxy during publish, resolve and fetch
 mod full_disk; // the store on a small tmpfs: a clear no-space error, nothing partial, gc frees room
 mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
