@@ -5,6 +5,7 @@ mod crash; // the local store survives SIGKILL at any point of an ingest
 mod crash_daemon; // SIGKILL of cairnd during publish, fetch and gc: verify clean, records complete
 mod faults; // the fault matrix: S3 faults through the proxy during publish, resolve and fetch
 mod full_disk; // the store on a small tmpfs: a clear no-space error, nothing partial, gc frees room
+mod fuzz_seeded; // the fuzz targets' properties over seeded mutations and the fuzzers' regressions
 mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
 mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, names
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
