@@ -866,3 +866,49 @@ fn find_file(dir: &Path, name: &str) -> PathBuf {
     }
     walk(dir, name).unwrap_or_else(|| panic!("`{name}` not found under `{}`", dir.display()))
 }
+
+/// SIGKILL of the client at random points of materialization (a warm bootstrap: the time goes into
+/// writing the tree): the daemon keeps serving, and a rerun into the same directory gives exactly the
+/// tree `tar -x` gives. Kill points are seeded (`Rng::new(7)`).
+#[test]
+fn killed_client_mid_materialization_then_rerun_gives_the_exact_tree() {
+    use std::time::{Duration, Instant};
+    let world = World::publish_two_runs("local").unwrap();
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+    // Warm the daemon, then measure one warm materialization.
+    let (out, _) = world.bootstrap(&daemon, &world.tmp.path().join("cold"), &[]);
+    expect_code(&out, 0);
+    let started = Instant::now();
+    let (out, _) = world.bootstrap(&daemon, &world.tmp.path().join("measure"), &[]);
+    expect_code(&out, 0);
+    let full = started.elapsed();
+
+    let dest = world.tmp.path().join("killed");
+    let mut rng = cairn_testkit::datagen::Rng::new(7);
+    for _ in 0..4 {
+        let mut child = daemon
+            .cairn()
+            .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+            .arg("--build-dir")
+            .arg(&dest)
+            .arg("--checkout")
+            .arg(&world.checkout.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(
+            rng.range(0, full.as_micros() as u64 + 1),
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
+        daemon.stats().expect("the daemon keeps serving");
+    }
+    let (out, _) = world.bootstrap(&daemon, &dest, &[]);
+    expect_code(&out, 0);
+    assert_bootstrap_tree(&world, &dest, &expected);
+}
