@@ -89,7 +89,7 @@ fn fetch_request() -> pb::FetchRequest {
 /// One request to the daemon, as the test's phases send them.
 #[derive(Clone)]
 enum Op {
-    Publish(pb::PublishRequest),
+    Publish(Box<pb::PublishRequest>),
     Fetch,
     Gc,
 }
@@ -99,7 +99,7 @@ async fn send(addr: DaemonAddr, op: Op) -> Result<usize, String> {
     let mut client = connect(&addr).await.map_err(|e| e.to_string())?;
     match op {
         Op::Publish(req) => client
-            .publish(req)
+            .publish(*req)
             .await
             .map(|_| 0)
             .map_err(|s| s.message().to_string()),
@@ -196,7 +196,11 @@ fn sigkill_during_publish_fetch_and_gc_leaves_a_sound_store() {
 
     // --- publish: kill at random points; records never name missing objects; a retry completes.
     let mut publisher = Daemon::start(Storage::Local(bucket.clone())).unwrap();
-    let (full, _) = timed(&rt, &publisher, Op::Publish(publish_request(&build, "500")));
+    let (full, _) = timed(
+        &rt,
+        &publisher,
+        Op::Publish(Box::new(publish_request(&build, "500"))),
+    );
     for i in 0..ITERATIONS {
         let run_id = format!("{}", 600 + i);
         let delay = Duration::from_micros(rng.range(0, full.as_micros() as u64 + 1));
@@ -204,7 +208,7 @@ fn sigkill_during_publish_fetch_and_gc_leaves_a_sound_store() {
             &rt,
             &mut publisher,
             &bucket,
-            Op::Publish(publish_request(&build, &run_id)),
+            Op::Publish(Box::new(publish_request(&build, &run_id))),
             delay,
             &format!("publish {run_id} killed after {delay:?}"),
         );
@@ -212,7 +216,7 @@ fn sigkill_during_publish_fetch_and_gc_leaves_a_sound_store() {
         timed(
             &rt,
             &publisher,
-            Op::Publish(publish_request(&build, &run_id)),
+            Op::Publish(Box::new(publish_request(&build, &run_id))),
         );
     }
     let storage = LocalStorage::new(&bucket).unwrap();
