@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let (bytes, compression) = match mode % 3 {
         0 => (rest.to_vec(), Compression::Zstd),
         1 => (rest.to_vec(), Compression::Xz),
-        _ => (zstd::encode_all(rest, 1).expect("in-memory zstd"), Compression::Zstd),
+        _ => (
+            zstd::encode_all(rest, 1).expect("in-memory zstd"),
+            Compression::Zstd,
+        ),
     };
     let limits = Limits {
         max_member_size: 1 << 20,
@@ -27,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     let mut sink = |_: &cairn_fingerprint::tree::RelPath, r: &mut dyn Read, size: u64| {
         let mut buf = Vec::new();
         r.take(size + 1).read_to_end(&mut buf)?;
-        assert!(buf.len() as u64 <= size, "the sink got more than the member declared");
+        assert!(
+            buf.len() as u64 <= size,
+            "the sink got more than the member declared"
+        );
         Ok(Blake3::of(&buf))
     };
     let _ = read_archive(&bytes[..], compression, &limits, &mut sink);
