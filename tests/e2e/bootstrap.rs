@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 use cairn_fingerprint::{Blake3, Compression, Platform, Topology};
 use cairn_testkit::checkout::{Checkout, git};
 use cairn_testkit::ci;
-use cairn_testkit::daemon::{Daemon, Options, Storage};
+use cairn_testkit::daemon::{Daemon, Options, Storage, scratch_dir};
+use cairn_testkit::s3server::{S3Server, unique_bucket_name};
 use cairn_testkit::storecheck::tar_extract;
 use serde_json::Value;
 
@@ -62,37 +63,20 @@ fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
     if kind == "local" {
         return Some(Storage::Local(tmp.join("storage")));
     }
-    let endpoint = match std::env::var("CAIRN_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => e.trim().trim_end_matches('/').to_string(),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CAIRN_TEST_S3_ENDPOINT is not set under CI; run the suite through scripts/test")
-        }
-        _ => {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED S3 variant: CAIRN_TEST_S3_ENDPOINT is not set (scripts/test starts moto)\n"
-            );
-            return None;
-        }
-    };
-    let bucket = format!(
-        "cairn-e2e-bootstrap-{}-{}",
-        std::process::id(),
-        tmp.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_lowercase()
-            .replace(['.', '_'], "")
-    );
+    // Skips loudly when no S3 test server is configured; fails under CI.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("bootstrap")
+        .to_string();
+    let server = S3Server::from_env(&test)?;
+    let bucket = unique_bucket_name("e2e-bootstrap");
+    let endpoint = server.endpoint().to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut config = cairn_daemon::storage::S3Config::new(&bucket);
-        config.endpoint = Some(endpoint.clone());
-        config.region = Some("us-east-1".into());
-        config.force_path_style = true;
-        let s3 = cairn_daemon::storage::S3Storage::connect(config).await;
+        let s3 = cairn_daemon::storage::S3Storage::connect(server.config(&bucket)).await;
         s3.client()
             .create_bucket()
             .bucket(&bucket)
@@ -106,7 +90,7 @@ fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
 impl World {
     /// Publish run 1 (everything) and run 2 (what a `rocm-systems` bump changed).
     fn publish_two_runs(kind: &str) -> Option<World> {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = scratch_dir("e2e-bootstrap-").unwrap();
         let storage = storage(kind, tmp.path())?;
         let checkout = Checkout::create(&tmp.path().join("src"), ci::TOPOLOGY).unwrap();
         let daemon = Daemon::start(storage.clone()).unwrap();
