@@ -777,7 +777,8 @@ fn remote_client_streams_blobs_into_the_same_tree() {
 }
 
 /// Plain `fetch` extracts each archive to `O/artifacts/{archive}/`, like `tar -x` into that dir;
-/// `--exclude-components dbg` leaves the debug archives out; `status` reports the daemon.
+/// `--exclude-components dbg` leaves the debug archives out; `status` reports the daemon; `import`
+/// lists a run's archives (exit 1 for a run that has none); `gc` evicts down to a quota.
 #[test]
 fn fetch_plain_layout_with_excluded_components_and_status() {
     let world = World::publish_two_runs("local").unwrap();
@@ -825,6 +826,48 @@ fn fetch_plain_layout_with_excluded_components_and_status() {
     assert_eq!(status["daemon"], world.daemon.addr());
     assert!(status["blobs"].as_u64().unwrap() > 0);
     assert!(status["fetch_requests"].as_u64().unwrap() >= 1);
+
+    let out = run_ok(world.daemon.cairn().args([
+        "--json",
+        "import",
+        "--run-id",
+        RUN1,
+        "--platform",
+        "linux",
+    ]));
+    let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run1_archives = world.uploads[RUN1]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tar.zst")
+        })
+        .count();
+    assert_eq!(
+        imported["archives"].as_array().unwrap().len(),
+        run1_archives
+    );
+    let out = world
+        .daemon
+        .cairn()
+        .args(["import", "--run-id", "424242", "--platform", "linux"])
+        .output()
+        .unwrap();
+    expect_code(&out, 1);
+
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args(["--json", "gc", "--max-bytes", "1K"]),
+    );
+    let gc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(gc["evicted_blobs"].as_u64().unwrap() > 0, "{gc}");
+    assert!(gc["store_bytes"].as_u64().unwrap() <= 1024, "{gc}");
 }
 
 /// With no daemon, every online command fails with exit 2 and says how to start one.
