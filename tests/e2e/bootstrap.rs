@@ -279,8 +279,11 @@ fn bootstrap_with(
     dest: &Path,
     extra: &[&str],
 ) -> (Output, Option<Value>) {
+    cmd.args(["--json", "bootstrap", "--stage", STAGE]);
+    if !extra.contains(&"--amdgpu-families") {
+        cmd.args(["--family", FAMILY]);
+    }
     let out = cmd
-        .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
         .arg("--build-dir")
         .arg(dest)
         .arg("--checkout")
@@ -777,7 +780,7 @@ fn remote_client_streams_blobs_into_the_same_tree() {
 }
 
 /// Plain `fetch` extracts each archive to `O/artifacts/{archive}/`, like `tar -x` into that dir;
-/// `--exclude-components dbg` leaves the debug archives out; `status` reports the daemon; `import`
+/// `--exclude-components dbg` and `--exclude-artifacts sysdeps` leave those archives out; `status` reports the daemon; `import`
 /// lists a run's archives (exit 1 for a run that has none); `gc` evicts down to a quota.
 #[test]
 fn fetch_plain_layout_with_excluded_components_and_status() {
@@ -787,7 +790,12 @@ fn fetch_plain_layout_with_excluded_components_and_status() {
         .daemon
         .cairn()
         .args(["--json", "fetch", "--stage", STAGE, "--family", FAMILY])
-        .args(["--exclude-components", "dbg"])
+        .args([
+            "--exclude-components",
+            "dbg",
+            "--exclude-artifacts",
+            "sysdeps",
+        ])
         .arg("--output-dir")
         .arg(&out_dir)
         .arg("--checkout")
@@ -802,7 +810,7 @@ fn fetch_plain_layout_with_excluded_components_and_status() {
     let expected: BTreeMap<String, String> = world
         .expected(STAGE, &run2_has)
         .into_iter()
-        .filter(|(a, _)| !a.contains("_dbg_"))
+        .filter(|(a, _)| !a.contains("_dbg_") && !a.starts_with("sysdeps_"))
         .collect();
     assert_eq!(found_runs(&json), expected);
     for (artifact, run) in &expected {
@@ -903,4 +911,38 @@ fn find_file(dir: &Path, name: &str) -> PathBuf {
         None
     }
     walk(dir, name).unwrap_or_else(|| panic!("`{name}` not found under `{}`", dir.display()))
+}
+
+/// `--amdgpu-families "a;b"`: one request per family, each family's target-specific archives,
+/// shared `generic` archives once; counts are per materialized archive.
+#[test]
+fn several_families_in_one_bootstrap() {
+    let world = World::publish_two_runs("local").unwrap();
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    let dest = world.tmp.path().join("both");
+    let (out, json) = bootstrap_with(
+        daemon.cairn(),
+        &world.checkout.root,
+        &dest,
+        &["--amdgpu-families", &format!("{FAMILY};{OTHER_FAMILY}")],
+    );
+    expect_code(&out, 0);
+    let json = json.unwrap();
+    let found = found_runs(&json);
+    let topology = world.topology();
+    let mut expected = BTreeSet::new();
+    for name in topology.inbound(STAGE).unwrap() {
+        for family in [FAMILY, OTHER_FAMILY] {
+            let fam = ci::archive_family(&topology, name, family).unwrap();
+            for c in ci::COMPONENTS {
+                expected.insert(format!("{name}_{c}_{fam}"));
+            }
+        }
+    }
+    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let summary = &json["summary"];
+    assert_eq!(summary["artifacts"], expected.len());
+    assert_eq!(summary["from_storage"], expected.len());
+    assert_eq!(summary["from_cas"], 0);
+    assert_eq!(json["families"], serde_json::json!([FAMILY, OTHER_FAMILY]));
 }
