@@ -25,16 +25,19 @@ const MAX_HEAD: usize = 64 * 1024;
 /// A way to break one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// Send the headers and half the body, then reset the connection (TCP RST).
+    /// Send the headers and half the body (half the headers if there is no body), then reset the
+    /// connection (TCP RST).
     Reset,
-    /// Send the headers and half the body, then close cleanly although `Content-Length` promised more.
+    /// Send the headers and half the body (half the headers if there is no body), then close cleanly
+    /// although `Content-Length` promised more.
     Truncate,
     /// Answer with this status and an S3 XML error (`InternalError` for 500, `ServiceUnavailable` for
     /// 503, `ServiceError` otherwise) without contacting the server.
     Status(u16),
     /// Answer `503 SlowDown`, S3's request-rate throttle.
     SlowDown,
-    /// Send the headers and half the body, then send nothing for this long (then close).
+    /// Send the headers and half the body (half the headers if there is no body), then send nothing
+    /// for this long (then close).
     Stall(Duration),
     /// Send nothing at all for this long (then close).
     StallHeaders(Duration),
@@ -60,14 +63,16 @@ struct Shared {
 struct Inner {
     rules: Vec<Rule>,
     requests: BTreeMap<String, u64>,
+    signed_requests: u64,
     faults_served: u64,
 }
 
 impl Shared {
     /// Counts the request and takes the fault of the first matching rule, if any.
-    fn on_request(&self, method: &str) -> Option<Fault> {
+    fn on_request(&self, method: &str, signed: bool) -> Option<Fault> {
         let mut inner = self.inner.lock().expect("fault proxy state poisoned");
         *inner.requests.entry(method.to_owned()).or_default() += 1;
+        inner.signed_requests += u64::from(signed);
         let rule = inner.rules.iter_mut().find(|r| {
             r.method.as_deref().is_none_or(|m| m == method) && r.remaining.is_none_or(|n| n > 0)
         })?;
@@ -162,6 +167,15 @@ impl FaultProxy {
             .unwrap_or(0)
     }
 
+    /// Requests that carried an `Authorization` header (signed ones).
+    pub fn signed_requests(&self) -> u64 {
+        self.shared
+            .inner
+            .lock()
+            .expect("fault proxy state poisoned")
+            .signed_requests
+    }
+
     /// Faults served so far.
     pub fn faults_served(&self) -> u64 {
         self.shared
@@ -179,6 +193,7 @@ impl FaultProxy {
             .lock()
             .expect("fault proxy state poisoned");
         inner.requests.clear();
+        inner.signed_requests = 0;
         inner.faults_served = 0;
     }
 }
@@ -310,7 +325,7 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>)
         else {
             return;
         };
-        let fault = shared.on_request(&method);
+        let fault = shared.on_request(&method, head.header("authorization").is_some());
         let client_closes = head
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -376,13 +391,19 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>)
         };
         // A HEAD response announces a length but has no body.
         let body_len = if method == "HEAD" { 0 } else { resp_body.len() };
-        let half = body_len / 2;
+        // Where a broken response stops: half-way through the body, or through the head when there is
+        // no body (a part upload's empty 200), so the client never sees a complete response.
+        let mut partial = resp_head.raw.clone();
+        if body_len > 0 {
+            partial.extend_from_slice(&resp_body[..body_len / 2]);
+        } else {
+            partial.truncate(partial.len() / 2);
+        }
         match fault {
             Some(Fault::Reset) => {
-                let _ = client.write_all(&resp_head.raw).await;
-                let _ = client.write_all(&resp_body[..half]).await;
+                let _ = client.write_all(&partial).await;
                 let _ = client.flush().await;
-                // Give the client time to read the head, so the reset lands mid-body.
+                // Give the client time to read what was sent, so the reset lands mid-response.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 // SO_LINGER 0 turns close into a TCP RST; with a zero timeout close never blocks, which
                 // is what tokio's deprecation of `set_linger` warns about.
@@ -391,14 +412,12 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>)
                 return;
             }
             Some(Fault::Truncate) => {
-                let _ = client.write_all(&resp_head.raw).await;
-                let _ = client.write_all(&resp_body[..half]).await;
+                let _ = client.write_all(&partial).await;
                 let _ = client.shutdown().await;
                 return;
             }
             Some(Fault::Stall(d)) => {
-                let _ = client.write_all(&resp_head.raw).await;
-                let _ = client.write_all(&resp_body[..half]).await;
+                let _ = client.write_all(&partial).await;
                 let _ = client.flush().await;
                 tokio::time::sleep(d).await;
                 return;
