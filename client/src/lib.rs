@@ -2,4 +2,5 @@
 //! build directories. The CLI in `main.rs` is glue.
 
 pub mod connect;
+pub mod github;
 pub mod materialize;
