@@ -3,4 +3,5 @@
 
 pub mod connect;
 pub mod github;
+pub mod history;
 pub mod materialize;
