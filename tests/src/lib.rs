@@ -4,9 +4,11 @@
 //!   artifact directories and archives.
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
+//! - [`github_mock`]: a local HTTP server speaking the GitHub REST endpoints `cairn find` uses.
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
 
 pub mod bin_path;
 pub mod checkout;
 pub mod datagen;
+pub mod github_mock;
 pub mod storecheck;
