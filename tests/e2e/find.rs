@@ -8,7 +8,6 @@
 //! yet when these tests were written).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -187,7 +186,52 @@ struct Fixture {
     socket: PathBuf,
     /// The same storage the daemon serves, for uploading runs the way plain TheRock CI does.
     storage: Arc<dyn Storage>,
+    /// How `cairnd serve` reaches that storage.
+    backend_args: Vec<String>,
     github: GithubMock,
+}
+
+/// Spawn `cairnd serve` with store `{dir}/{store}` and wait until it accepts connections.
+fn spawn_daemon(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    store: &str,
+    socket: &Path,
+    backend_args: &[String],
+) -> Child {
+    let log_path = dir.join(format!("cairnd-{store}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Command::new(bin_path("cairnd"));
+    cmd.arg("serve")
+        .arg("--store")
+        .arg(dir.join(store))
+        .arg("--socket")
+        .arg(socket)
+        .args(backend_args)
+        .env_remove("CAIRN_CONFIG")
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+    aws_env(&mut cmd);
+    let mut daemon = cmd.spawn().expect("spawning cairnd");
+    // Readiness: the socket accepts a gRPC connection (bounded; not a timing assertion).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = daemon.try_wait().unwrap() {
+            let err = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("cairnd exited with {status}: {err}");
+        }
+        if socket.exists()
+            && rt
+                .block_on(connect(&DaemonAddr::Unix(socket.to_path_buf())))
+                .is_ok()
+        {
+            return daemon;
+        }
+        assert!(Instant::now() < deadline, "cairnd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 impl Drop for Fixture {
@@ -281,57 +325,36 @@ impl Fixture {
             }
         };
         let socket = tmp.path().join("cairnd.sock");
-        let mut cmd = Command::new(bin_path("cairnd"));
-        cmd.arg("serve")
-            .arg("--store")
-            .arg(tmp.path().join("store"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(&backend_args)
-            .env_remove("CAIRN_CONFIG")
-            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        aws_env(&mut cmd);
-        let mut daemon = cmd.spawn().expect("spawning cairnd");
-        // Readiness: the socket accepts a gRPC connection (bounded; not a timing assertion).
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = daemon.try_wait().unwrap() {
-                let mut err = String::new();
-                daemon
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("cairnd exited with {status}: {err}");
-            }
-            if socket.exists()
-                && rt
-                    .block_on(connect(&DaemonAddr::Unix(socket.clone())))
-                    .is_ok()
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "cairnd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let daemon = spawn_daemon(&rt, tmp.path(), "store", &socket, &backend_args);
         Fixture {
             tmp,
             rt,
             daemon,
             socket,
             storage,
+            backend_args,
             github: GithubMock::start().unwrap(),
         }
+    }
+
+    /// Replace the daemon by one with an empty store over the same storage (another machine).
+    fn restart_with_fresh_store(&mut self, store: &str) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        self.daemon = spawn_daemon(
+            &self.rt,
+            self.tmp.path(),
+            store,
+            &self.socket,
+            &self.backend_args,
+        );
     }
 
     /// Run `cairn` with the daemon, the mock and a token; in `cwd` (default: the temp dir, which is
     /// not a git checkout, so the repository defaults to ROCm/TheRock).
     fn cairn_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        let out = Command::new(bin_path("cairn"))
+        Command::new(bin_path("cairn"))
             .args(args)
             .current_dir(cwd)
             .env("CAIRN_SOCKET", &self.socket)
@@ -339,8 +362,7 @@ impl Fixture {
             .env("GITHUB_TOKEN", "test-token")
             .env_remove("CAIRN_CONFIG")
             .output()
-            .expect("running cairn");
-        out
+            .expect("running cairn")
     }
 
     fn cairn(&self, args: &[&str]) -> Output {
@@ -362,14 +384,14 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("cairn {args:?}: {e}\n{}", show(&out)))
     }
 
-    /// Publish one job through Cairn (job manifest, producer records, commit index, tree manifests).
+    /// Publish one successful job through Cairn (job manifest, producer records, commit index, tree
+    /// manifests).
     fn publish(
         &self,
         run_id: &str,
         commit: &str,
         stage: &str,
         family: &str,
-        status: &str,
         specs: &[ArtifactSpec],
         fingerprints: &BTreeMap<String, String>,
     ) -> pb::PublishResponse {
@@ -399,7 +421,7 @@ impl Fixture {
             workflow: WORKFLOW.into(),
             run_id: run_id.into(),
             commit: commit.into(),
-            status: status.into(),
+            status: "success".into(),
             compression: "zstd".into(),
             head_repo: String::new(),
             fingerprints: fps.into_iter().collect(),
@@ -489,7 +511,6 @@ fn find_uses_cairn_records_first_then_github_for_runs_without_them() {
         &c1,
         "math-libs",
         "gfx94X-dcgpu",
-        "success",
         &[
             spec("blas", "lib", "gfx94X-dcgpu", 64, 1),
             spec("blas", "dev", "generic", 32, 2),
@@ -736,7 +757,6 @@ fn find_by_run_id_from_cairn_manifests_or_github() {
         &c1,
         "compiler",
         "generic",
-        "success",
         &[spec("llvm", "lib", "generic", 32, 11)],
         &no_fps(),
     );
@@ -847,15 +867,7 @@ fn fallback_walks_a_real_history_to_the_newest_complete_commit() {
     // c0: a complete Cairn run with the real fingerprints of this commit.
     let c0 = co.head().unwrap();
     let fp0 = fingerprints(&f);
-    f.publish(
-        "100",
-        &c0,
-        "compiler",
-        "generic",
-        "success",
-        &inbound(1),
-        &fp0,
-    );
+    f.publish("100", &c0, "compiler", "generic", &inbound(1), &fp0);
     // c1: a complete run published without Cairn.
     let c1 = co.bump_submodule("math-src", "math 2").unwrap();
     f.upload_plain(
@@ -884,7 +896,6 @@ fn fallback_walks_a_real_history_to_the_newest_complete_commit() {
         &c3,
         "foundation",
         "generic",
-        "success",
         &[spec("base", "lib", "generic", 16, 8)],
         &no_fps(),
     );
@@ -1080,7 +1091,6 @@ fn diff_between_published_runs_matches_the_archives() {
         &d1,
         "math-libs",
         "gfx94X-dcgpu",
-        "success",
         &[
             spec("blas", "lib", "gfx94X-dcgpu", 256, 21),
             spec("blas", "dev", "generic", 64, 22),
@@ -1093,7 +1103,6 @@ fn diff_between_published_runs_matches_the_archives() {
         &d2,
         "math-libs",
         "gfx94X-dcgpu",
-        "success",
         &[
             spec("blas", "lib", "gfx94X-dcgpu", 384, 24),
             spec("blas", "dev", "generic", 64, 22),
@@ -1234,4 +1243,150 @@ fn diff_between_published_runs_matches_the_archives() {
         "--offline",
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+}
+
+// ----- the gRPC surface: trust separation and tree manifests read from storage -----
+
+#[test]
+fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_apart() {
+    let mut f = Fixture::start();
+    let e1 = sha("e1");
+    let published = f.publish(
+        "900",
+        &e1,
+        "math-libs",
+        "gfx94X-dcgpu",
+        &[
+            spec("blas", "lib", "gfx94X-dcgpu", 96, 31),
+            spec("blas", "dev", "generic", 48, 32),
+        ],
+        &no_fps(),
+    );
+    let digest_of = |artifact: &str| {
+        published
+            .archives
+            .iter()
+            .find(|a| a.artifact == artifact)
+            .unwrap()
+            .clone()
+    };
+    let (lib, dev) = (
+        digest_of("blas_lib_gfx94X-dcgpu"),
+        digest_of("blas_dev_generic"),
+    );
+    // Another machine: nothing local. One tree manifest in storage is corrupt.
+    f.restart_with_fresh_store("store-2");
+    f.rt.block_on(async {
+        f.storage
+            .put(
+                &format!("cairn/trees/{}", dev.tree_digest),
+                PutBody::Bytes(Bytes::from_static(b"{\"manifest\":[],\"entries\":[]}")),
+            )
+            .await
+            .unwrap()
+    });
+    let (trees, stats) = f.rt.block_on(async {
+        let mut c = connect(&DaemonAddr::Unix(f.socket.clone())).await.unwrap();
+        let trees = c
+            .run_trees(pb::RunTreesRequest {
+                run_id: "900".into(),
+                platform: "linux".into(),
+                repo: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        (trees, stats)
+    });
+    assert_eq!(trees.prefix, "900-linux");
+    assert_eq!(trees.run.as_ref().unwrap().commit, e1);
+    let info = |artifact: &str| {
+        trees
+            .archives
+            .iter()
+            .find(|a| a.artifact == artifact)
+            .unwrap()
+    };
+    let l = info("blas_lib_gfx94X-dcgpu");
+    assert_eq!(
+        (l.source.as_str(), l.tree_digest.as_str()),
+        ("manifest", lib.tree_digest.as_str())
+    );
+    assert_eq!(l.uncompressed_size, lib.uncompressed_size);
+    assert_eq!(
+        l.entries
+            .iter()
+            .filter(|e| e.kind == "file")
+            .map(|e| e.size)
+            .sum::<u64>(),
+        lib.uncompressed_size
+    );
+    let d = info("blas_dev_generic");
+    assert_eq!((d.source.as_str(), d.tree_digest.as_str()), ("job", ""));
+    assert!(d.entries.is_empty());
+    assert_eq!(d.uncompressed_size, dev.uncompressed_size);
+    assert!(
+        trees
+            .notes
+            .iter()
+            .any(|n| n.contains("blas_dev_generic") && n.contains("digest")),
+        "{:?}",
+        trees.notes
+    );
+    assert_eq!(stats.ingests, 0, "sizes must not need archive downloads");
+
+    // A fork's run lands in the external bucket's untrusted area: invisible unless asked for.
+    let e2 = sha("e2");
+    let build = f.tmp.path().join("fork-build");
+    datagen::generate_artifact_dir(
+        &build.join("artifacts"),
+        &spec("blas", "lib", "gfx94X-dcgpu", 16, 33),
+    )
+    .unwrap();
+    f.rt.block_on(async {
+        let mut c = connect(&DaemonAddr::Unix(f.socket.clone())).await.unwrap();
+        c.publish(pb::PublishRequest {
+            build_dir: build.to_string_lossy().into_owned(),
+            stage: "math-libs".into(),
+            family: "gfx94X-dcgpu".into(),
+            platform: "linux".into(),
+            repo: REPO.into(),
+            workflow: WORKFLOW.into(),
+            run_id: "901".into(),
+            commit: e2.clone(),
+            status: "success".into(),
+            compression: "zstd".into(),
+            head_repo: "someone/TheRock".into(),
+            fingerprints: [("blas".to_string(), "ab".repeat(32))]
+                .into_iter()
+                .collect(),
+            reused_from: Default::default(),
+        })
+        .await
+        .unwrap();
+    });
+    let hidden: FindJson = f.json(
+        &["find", "--commit", &e2, "--platform", "linux", "--offline"],
+        1,
+    );
+    assert!(hidden.results.is_empty());
+    let shown: FindJson = f.json(
+        &[
+            "find",
+            "--commit",
+            &e2,
+            "--platform",
+            "linux",
+            "--offline",
+            "--allow-untrusted",
+        ],
+        0,
+    );
+    let r = &shown.results[0];
+    assert!(!r.trusted);
+    assert_eq!(r.bucket, "therock-ci-artifacts-external");
+    assert_eq!(r.external_repo, "ROCm-TheRock/");
+    assert_eq!(r.s3_path, "ROCm-TheRock/901-linux");
+    assert_eq!(r.artifacts, ["blas_lib_gfx94X-dcgpu.tar.zst"]);
 }
