@@ -21,7 +21,8 @@
 //! - [`history`]: the runs of a commit (commit index) and a run's trees, for `find` and `diff`.
 //! - [`resolve`]: the multi-base policy (pure); [`service`]: resolve/fetch/publish/import over the
 //!   store and the backends; [`server`]: the thin gRPC layer; [`serve`]: `cairnd serve`.
-//! - [`config`]: configuration file, environment and defaults; [`listen`]: socket binding.
+//! - [`config`]: configuration file, environment and defaults; [`listen`]: socket binding;
+//!   [`metrics`]: Prometheus `/metrics` and `/status`.
 
 pub mod archive;
 pub mod backends;
@@ -34,6 +35,7 @@ pub mod history;
 pub mod index;
 pub mod ingest;
 pub mod listen;
+pub mod metrics;
 pub mod records;
 pub mod resolve;
 pub mod serve;

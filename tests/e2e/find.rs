@@ -3,26 +3,22 @@
 //! the way plain TheRock CI does (archives only), the GitHub REST API served by the testkit's mock,
 //! and real git histories. Output is checked through `--json` documents parsed into structs declared
 //! here with `deny_unknown_fields`, so any schema change is deliberate.
-//!
-//! The daemon is spawned by a small private helper below (the shared `Daemon` handle was not on main
-//! yet when these tests were written).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_client::connect::{DaemonAddr, connect};
-use cairn_daemon::storage::{LocalStorage, PutBody, S3Config, S3Storage, Storage};
+use cairn_daemon::storage::{LocalStorage, PutBody, Storage};
 use cairn_fingerprint::Compression;
 use cairn_proto::v1 as pb;
-use cairn_testkit::bin_path::bin_path;
 use cairn_testkit::checkout::{Checkout, git};
+use cairn_testkit::daemon::{Daemon, Storage as Backing, cairn_command, scratch_dir};
 use cairn_testkit::datagen::{self, ArtifactSpec};
 use cairn_testkit::github_mock::{GithubMock, MockRun};
+use cairn_testkit::s3server::S3Server;
 use serde::Deserialize;
 
 const WORKFLOW: &str = "multi_arch_ci.yml";
@@ -176,188 +172,73 @@ struct TotalsJson {
 
 // ----- fixture -----
 
-static BUCKETS: AtomicU32 = AtomicU32::new(0);
-
 /// A daemon over a fresh storage backend, the GitHub mock, and a runtime for direct RPCs.
 struct Fixture {
     tmp: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
-    daemon: Child,
-    socket: PathBuf,
+    daemon: Daemon,
     /// The same storage the daemon serves, for uploading runs the way plain TheRock CI does.
     storage: Arc<dyn Storage>,
-    /// How `cairnd serve` reaches that storage.
-    backend_args: Vec<String>,
     github: GithubMock,
 }
 
-/// Spawn `cairnd serve` with store `{dir}/{store}` and wait until it accepts connections.
-fn spawn_daemon(
-    rt: &tokio::runtime::Runtime,
-    dir: &Path,
-    store: &str,
-    socket: &Path,
-    backend_args: &[String],
-) -> Child {
-    let log_path = dir.join(format!("cairnd-{store}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = Command::new(bin_path("cairnd"));
-    cmd.arg("serve")
-        .arg("--store")
-        .arg(dir.join(store))
-        .arg("--socket")
-        .arg(socket)
-        .args(backend_args)
-        .env_remove("CAIRN_CONFIG")
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log);
-    aws_env(&mut cmd);
-    let mut daemon = cmd.spawn().expect("spawning cairnd");
-    // Readiness: the socket accepts a gRPC connection (bounded; not a timing assertion).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = daemon.try_wait().unwrap() {
-            let err = std::fs::read_to_string(&log_path).unwrap_or_default();
-            panic!("cairnd exited with {status}: {err}");
-        }
-        if socket.exists()
-            && rt
-                .block_on(connect(&DaemonAddr::Unix(socket.to_path_buf())))
-                .is_ok()
-        {
-            return daemon;
-        }
-        assert!(Instant::now() < deadline, "cairnd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
-
-fn aws_env(cmd: &mut Command) {
-    for (k, v) in [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-    ] {
-        if std::env::var_os(k).is_none() {
-            cmd.env(k, v);
-        }
-    }
-    cmd.env("AWS_EC2_METADATA_DISABLED", "true");
-}
-
 impl Fixture {
-    fn start() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
+    /// S3 when the test server is configured (a loud notice otherwise, a failure under CI), else a
+    /// local directory: the tests run either way.
+    fn start(test: &str) -> Fixture {
+        let tmp = scratch_dir("cairn-find-").unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let (storage, backend_args): (Arc<dyn Storage>, Vec<String>) = match std::env::var(
-            "CAIRN_TEST_S3_ENDPOINT",
-        ) {
-            Ok(endpoint) if !endpoint.is_empty() => {
-                for (k, v) in [
-                    ("AWS_ACCESS_KEY_ID", "testing"),
-                    ("AWS_SECRET_ACCESS_KEY", "testing"),
-                ] {
-                    if std::env::var_os(k).is_none() {
-                        // SAFETY: set before any thread of this test reads the environment;
-                        // the SDK reads credentials when the client below is built.
-                        unsafe { std::env::set_var(k, v) };
-                    }
-                }
-                let bucket = format!(
-                    "cairn-find-{}-{}",
-                    std::process::id(),
-                    BUCKETS.fetch_add(1, Ordering::SeqCst)
-                );
-                let mut cfg = S3Config::new(bucket.clone());
-                cfg.endpoint = Some(endpoint.clone());
-                cfg.force_path_style = true;
-                cfg.region = Some("us-east-1".into());
-                let storage = rt.block_on(async {
-                    cfg.client()
-                        .await
-                        .create_bucket()
-                        .bucket(&bucket)
-                        .send()
-                        .await
-                        .expect("creating the test bucket");
-                    S3Storage::connect(cfg).await
-                });
+        let (storage, backing): (Arc<dyn Storage>, Backing) = match S3Server::from_env(test) {
+            Some(s3) => {
+                let storage = rt.block_on(s3.new_bucket(test)).unwrap();
+                let bucket = storage.config().bucket.clone();
                 (
                     Arc::new(storage),
-                    vec![
-                        "--s3-endpoint".into(),
-                        endpoint,
-                        "--s3-bucket".into(),
+                    Backing::S3 {
+                        endpoint: s3.endpoint().to_string(),
                         bucket,
-                    ],
+                    },
                 )
             }
-            _ => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CAIRN_TEST_S3_ENDPOINT must be set in CI (scripts/test starts moto)"
-                );
-                eprintln!(
-                    "NOTE: CAIRN_TEST_S3_ENDPOINT is unset: find/diff e2e tests use a local-directory backend, not S3"
-                );
+            None => {
+                eprintln!("`{test}` runs on a local-directory backend instead");
                 let root = tmp.path().join("bucket");
                 std::fs::create_dir_all(&root).unwrap();
                 (
                     Arc::new(LocalStorage::new(&root).unwrap()),
-                    vec![
-                        "--local-storage".into(),
-                        root.to_string_lossy().into_owned(),
-                    ],
+                    Backing::Local(root),
                 )
             }
         };
-        let socket = tmp.path().join("cairnd.sock");
-        let daemon = spawn_daemon(&rt, tmp.path(), "store", &socket, &backend_args);
         Fixture {
+            daemon: Daemon::start(backing).unwrap(),
             tmp,
             rt,
-            daemon,
-            socket,
             storage,
-            backend_args,
             github: GithubMock::start().unwrap(),
         }
     }
 
     /// Replace the daemon by one with an empty store over the same storage (another machine).
-    fn restart_with_fresh_store(&mut self, store: &str) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        let _ = std::fs::remove_file(&self.socket);
-        self.daemon = spawn_daemon(
-            &self.rt,
-            self.tmp.path(),
-            store,
-            &self.socket,
-            &self.backend_args,
-        );
+    fn another_machine(&mut self) {
+        self.daemon = Daemon::start(self.daemon.storage().clone()).unwrap();
+    }
+
+    /// The daemon's address for direct gRPC calls.
+    fn addr(&self) -> DaemonAddr {
+        DaemonAddr::parse(&self.daemon.addr())
     }
 
     /// Run `cairn` with the daemon, the mock and a token; in `cwd` (default: the temp dir, which is
     /// not a git checkout, so the repository defaults to ROCm/TheRock).
     fn cairn_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(bin_path("cairn"))
+        cairn_command(&self.daemon.addr())
             .args(args)
             .current_dir(cwd)
-            .env("CAIRN_SOCKET", &self.socket)
             .env("CAIRN_GITHUB_API", self.github.url())
             .env("GITHUB_TOKEN", "test-token")
             .env_remove("CAIRN_CONFIG")
@@ -428,9 +309,7 @@ impl Fixture {
             reused_from: Default::default(),
         };
         self.rt.block_on(async {
-            let mut client = connect(&DaemonAddr::Unix(self.socket.clone()))
-                .await
-                .unwrap();
+            let mut client = connect(&self.addr()).await.unwrap();
             client.publish(req).await.unwrap().into_inner()
         })
     }
@@ -504,7 +383,7 @@ fn no_fps() -> BTreeMap<String, String> {
 
 #[test]
 fn find_uses_cairn_records_first_then_github_for_runs_without_them() {
-    let f = Fixture::start();
+    let f = Fixture::start("find_uses_cairn_records_first_then_github_for_runs_without_them");
     let c1 = sha("c1");
     f.publish(
         "500",
@@ -679,7 +558,7 @@ fn find_uses_cairn_records_first_then_github_for_runs_without_them() {
 
 #[test]
 fn find_reads_every_page_of_github_runs() {
-    let f = Fixture::start();
+    let f = Fixture::start("find_reads_every_page_of_github_runs");
     let c = sha("paged");
     // 150 runs of one commit: only the oldest (last page at 100 per page) holds archives.
     for id in 3000..3150 {
@@ -704,7 +583,7 @@ fn find_reads_every_page_of_github_runs() {
 
 #[test]
 fn github_rate_limit_is_a_clear_error_and_offline_skips_github() {
-    let f = Fixture::start();
+    let f = Fixture::start("github_rate_limit_is_a_clear_error_and_offline_skips_github");
     f.github.set_rate_limited(Some(1_900_000_000));
     let c = sha("limited");
     let out = f.cairn(&["find", "--commit", &c, "--platform", "linux"]);
@@ -724,7 +603,7 @@ fn github_rate_limit_is_a_clear_error_and_offline_skips_github() {
 
 #[test]
 fn find_exit_codes_for_bad_input_and_unreachable_daemon() {
-    let f = Fixture::start();
+    let f = Fixture::start("find_exit_codes_for_bad_input_and_unreachable_daemon");
     // Not a SHA and not in a git checkout.
     let out = f.cairn(&["find", "--commit", "not-a-commit"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
@@ -736,10 +615,10 @@ fn find_exit_codes_for_bad_input_and_unreachable_daemon() {
     let out = f.cairn(&["find", "--commit", &sha("x"), "--family", "nonsense"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     // No daemon.
-    let out = Command::new(bin_path("cairn"))
+    let nobody = format!("unix:{}", f.tmp.path().join("nobody.sock").display());
+    let out = cairn_command(&nobody)
         .args(["find", "--commit", &sha("x")])
         .current_dir(f.tmp.path())
-        .env("CAIRN_SOCKET", f.tmp.path().join("nobody.sock"))
         .env("CAIRN_GITHUB_API", f.github.url())
         .env("GITHUB_TOKEN", "t")
         .output()
@@ -750,7 +629,7 @@ fn find_exit_codes_for_bad_input_and_unreachable_daemon() {
 
 #[test]
 fn find_by_run_id_from_cairn_manifests_or_github() {
-    let f = Fixture::start();
+    let f = Fixture::start("find_by_run_id_from_cairn_manifests_or_github");
     let c1 = sha("r1");
     f.publish(
         "700",
@@ -832,7 +711,7 @@ artifact_deps = ["llvm"]
 
 #[test]
 fn fallback_walks_a_real_history_to_the_newest_complete_commit() {
-    let f = Fixture::start();
+    let f = Fixture::start("fallback_walks_a_real_history_to_the_newest_complete_commit");
     let co = Checkout::create(&f.tmp.path().join("src"), TOPOLOGY).unwrap();
     let topo = co.root.join("BUILD_TOPOLOGY.toml");
     let topo = topo.to_str().unwrap();
@@ -1084,7 +963,7 @@ fn fallback_walks_a_real_history_to_the_newest_complete_commit() {
 
 #[test]
 fn diff_between_published_runs_matches_the_archives() {
-    let f = Fixture::start();
+    let f = Fixture::start("diff_between_published_runs_matches_the_archives");
     let (d1, d2) = (sha("d1"), sha("d2"));
     f.publish(
         "600",
@@ -1249,7 +1128,9 @@ fn diff_between_published_runs_matches_the_archives() {
 
 #[test]
 fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_apart() {
-    let mut f = Fixture::start();
+    let mut f = Fixture::start(
+        "run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_apart",
+    );
     let e1 = sha("e1");
     let published = f.publish(
         "900",
@@ -1275,7 +1156,7 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
         digest_of("blas_dev_generic"),
     );
     // Another machine: nothing local. One tree manifest in storage is corrupt.
-    f.restart_with_fresh_store("store-2");
+    f.another_machine();
     f.rt.block_on(async {
         f.storage
             .put(
@@ -1286,7 +1167,7 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
             .unwrap()
     });
     let (trees, stats) = f.rt.block_on(async {
-        let mut c = connect(&DaemonAddr::Unix(f.socket.clone())).await.unwrap();
+        let mut c = connect(&f.addr()).await.unwrap();
         let trees = c
             .run_trees(pb::RunTreesRequest {
                 run_id: "900".into(),
@@ -1345,7 +1226,7 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
     )
     .unwrap();
     f.rt.block_on(async {
-        let mut c = connect(&DaemonAddr::Unix(f.socket.clone())).await.unwrap();
+        let mut c = connect(&f.addr()).await.unwrap();
         c.publish(pb::PublishRequest {
             build_dir: build.to_string_lossy().into_owned(),
             stage: "math-libs".into(),

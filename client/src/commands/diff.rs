@@ -181,7 +181,7 @@ async fn run_async(cli: &Cli, args: &DiffArgs, printer: &mut Printer) -> Result<
         allow_untrusted: false,
         offline: args.offline,
     };
-    let mut online = online(cli.daemon.as_deref(), args.offline).await?;
+    let mut online = online(cli, args.offline).await?;
     let before = side(&mut online, &plan, &args.before, printer).await?;
     let after = side(&mut online, &plan, &args.after, printer).await?;
     let (Some((before_side, before)), Some((after_side, after))) = (before, after) else {

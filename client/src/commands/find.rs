@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use cairn_client::connect::{DaemonAddr, connect};
 use cairn_client::github::{self, GithubClient, WorkflowRun};
 use cairn_client::history::{self, RecordedRun};
 use cairn_fingerprint::layout::{GithubRepo, RunOutputRoot, RunSpec};
@@ -305,12 +304,10 @@ pub(super) fn resolve_repo(explicit: Option<&str>, dir: &Path) -> Result<GithubR
     }
 }
 
-/// Connect to the daemon and set up GitHub (unless offline).
-pub(super) async fn online(daemon: Option<&str>, offline: bool) -> Result<Online> {
-    let addr = daemon
-        .map(DaemonAddr::parse)
-        .unwrap_or_else(DaemonAddr::default_addr);
-    let daemon = connect(&addr).await?;
+/// Connect to the daemon (`--daemon`, `$CAIRN_SOCKET`, else the default socket) and set up GitHub
+/// (unless offline).
+pub(super) async fn online(cli: &Cli, offline: bool) -> Result<Online> {
+    let daemon = super::connect_daemon(&super::daemon_addr(cli)).await?;
     let github = if offline {
         None
     } else {
@@ -710,7 +707,7 @@ async fn run_async(cli: &Cli, args: &FindArgs, printer: &mut Printer) -> Result<
         Some(c) => Some(resolve_commit(c, &dir)?),
         None => None,
     };
-    let mut online = online(cli.daemon.as_deref(), plan.offline).await?;
+    let mut online = online(cli, plan.offline).await?;
     printer.detail(&format!(
         "repo {}, workflow {}, platform {}, github {}",
         plan.repo,
@@ -1014,7 +1011,8 @@ async fn fallback(
 }
 
 fn load_topology(cli: &Cli, dir: &Path, printer: &mut Printer) -> Result<Topology> {
-    let path = if cli.topology.exists() {
+    // As every online command: `--topology` when given, else the checkout's own file.
+    let path = if cli.topology_explicit {
         cli.topology.clone()
     } else {
         dir.join("BUILD_TOPOLOGY.toml")
