@@ -381,14 +381,14 @@ pub struct FindArgs {
     /// Commits examined at most by --fallback (including the commit itself).
     #[arg(long, value_name = "N", default_value_t = 50)]
     pub max_commits: usize,
-    /// The main branch local branches are compared with (merge-base) [default: main].
+    /// The main branch local branches are compared with (merge-base).
     #[arg(long, value_name = "BRANCH", default_value = "main")]
     pub main_branch: String,
     /// Require every inbound artifact of this stage (for the families given).
     #[arg(long, value_name = "S")]
     pub stage: Option<String>,
-    /// The git checkout: revisions, history for --fallback, and with --stage, fingerprints of the
-    /// inbound artifacts [default: the current directory].
+    /// The git checkout for revisions and --fallback history [default: the current directory];
+    /// given explicitly with --stage, also the fingerprints of the stage's inbound artifacts.
     #[arg(long, value_name = "DIR")]
     pub checkout: Option<PathBuf>,
     /// The build variant hashed into target-specific fingerprints.

@@ -191,6 +191,17 @@ async fn run_async(cli: &Cli, args: &DiffArgs, printer: &mut Printer) -> Result<
     report.before = before_side;
     report.after = after_side;
     render(&report, args.files, printer)?;
+    let changed = report
+        .artifacts
+        .iter()
+        .filter(|a| a.status != "unchanged")
+        .count();
+    printer.note(&format!(
+        "{changed} of {} artifact(s) differ between run {} and run {}",
+        report.artifacts.len(),
+        report.before.run_id,
+        report.after.run_id
+    ));
     Ok(ExitStatus::Success)
 }
 

@@ -793,6 +793,18 @@ async fn run_async(cli: &Cli, args: &FindArgs, printer: &mut Printer) -> Result<
         ));
         return Ok(ExitStatus::Failure);
     }
+    let runs: BTreeSet<&str> = report.results.iter().map(|r| r.run_id.as_str()).collect();
+    printer.note(&format!(
+        "found {} famil{} in {} run(s) for commit {}",
+        report.results.len(),
+        if report.results.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        runs.len(),
+        report.commit.as_deref().unwrap_or("unknown")
+    ));
     Ok(ExitStatus::Success)
 }
 
