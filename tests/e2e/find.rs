@@ -1247,6 +1247,41 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
         .await
         .unwrap();
     });
+    // A malformed commit index entry is skipped; the other runs of the commit still show.
+    f.rt.block_on(async {
+        f.storage
+            .put(
+                &format!("cairn/commits/{e1}/899-linux/math-libs-gfx94X-dcgpu.json"),
+                PutBody::Bytes(Bytes::from_static(b"not json")),
+            )
+            .await
+            .unwrap()
+    });
+    let runs = f.rt.block_on(async {
+        let mut c = connect(&f.addr()).await.unwrap();
+        c.find_runs(pb::FindRunsRequest {
+            commit: e1.clone(),
+            repo: String::new(),
+            platform: "linux".into(),
+            allow_untrusted: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .runs
+    });
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run_id, "900");
+    assert!(runs[0].trusted);
+    assert_eq!(
+        runs[0]
+            .jobs
+            .iter()
+            .map(|j| (j.stage.as_str(), j.family.as_str()))
+            .collect::<Vec<_>>(),
+        [("math-libs", "gfx94X-dcgpu")]
+    );
+
     let hidden: FindJson = f.json(
         &["find", "--commit", &e2, "--platform", "linux", "--offline"],
         1,
