@@ -1,7 +1,9 @@
 //! Commands: each turns parsed arguments into work and output, returning an [`ExitStatus`].
 //! One module per top-level subcommand; the dispatcher below is the only `match` over [`Command`].
 
+mod diff;
 mod fetch;
+mod find;
 mod fingerprint;
 mod gc;
 mod import;
@@ -28,6 +30,8 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Topology { command } => topology::run(&cli.topology, command, printer),
         Command::Layout(args) => layout::run(args, printer),
         Command::Fingerprint(args) => fingerprint::run(&cli.topology, args, printer),
+        Command::Find(args) => find::run(cli, args, printer),
+        Command::Diff(args) => diff::run(cli, args, printer),
         Command::Bootstrap(args) => fetch::bootstrap(cli, args, printer),
         Command::Fetch(args) => fetch::fetch(cli, args, printer),
         Command::Push(args) => push::run(cli, args, printer),
