@@ -214,7 +214,12 @@ pub fn read_archive(
     let (tree, uncompressed_bytes) = {
         let decoder: Box<dyn Read + '_> = match compression {
             Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(ArchiveError::Read)?)
+                let mut d =
+                    zstd::stream::read::Decoder::new(&mut tee).map_err(ArchiveError::Read)?;
+                // Accept archives written with `--long` (windows up to 2 GiB) as the zstd CLI does
+                // when told; the default limit (128 MiB) would refuse them.
+                d.window_log_max(31).map_err(ArchiveError::Read)?;
+                Box::new(d)
             }
             Compression::Xz => {
                 let stream = xz_decoder().map_err(|e| ArchiveError::Read(e.into()))?;
@@ -254,7 +259,11 @@ fn read_tar(
     sink: &mut FileSink<'_>,
 ) -> Result<(Tree, u64), ArchiveError> {
     let mut archive = tar::Archive::new(decoded);
-    let mut entries_iter = archive.entries().map_err(ArchiveError::Read)?;
+    // PAX global headers ('g') carry defaults, not members; `tar` yields them as entries.
+    let mut entries_iter = archive.entries().map_err(ArchiveError::Read)?.filter(|e| {
+        !e.as_ref()
+            .is_ok_and(|e| e.header().entry_type().is_pax_global_extensions())
+    });
 
     // The first member: the manifest.
     let mut first = match entries_iter.next() {
