@@ -870,3 +870,44 @@ pub fn parse_sha256sum(text: &str) -> Option<Sha256> {
         .next()
         .and_then(|t| t.to_ascii_lowercase().parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecars_are_bare_digests_and_parse_leniently() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("blas_lib_generic.tar.zst");
+        let digest: Sha256 = "ab".repeat(32).parse().unwrap();
+        let path = write_sha256sum(&archive, &digest).unwrap();
+        assert_eq!(path, dir.path().join("blas_lib_generic.tar.zst.sha256sum"));
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{digest}\n"));
+        assert_eq!(parse_sha256sum(&format!("{digest}\n")), Some(digest));
+        assert_eq!(
+            parse_sha256sum(&format!("{digest}  blas_lib_generic.tar.zst\n")),
+            Some(digest)
+        );
+        assert_eq!(
+            parse_sha256sum(&digest.to_string().to_uppercase()),
+            Some(digest)
+        );
+        assert_eq!(parse_sha256sum("not-a-digest"), None);
+        assert_eq!(parse_sha256sum(""), None);
+    }
+
+    #[test]
+    fn manifest_lines_are_normalized_and_empty_lines_skipped() {
+        let m = parse_manifest(b"a/b/stage\n\n./c/stage/\r\n").unwrap();
+        let m: Vec<&str> = m.iter().map(|p| p.as_str()).collect();
+        assert_eq!(m, ["a/b/stage", "c/stage"]);
+        assert!(matches!(
+            parse_manifest(b"/abs\n"),
+            Err(ArchiveError::BadManifest { .. })
+        ));
+        assert!(matches!(
+            parse_manifest(b"\xff\n"),
+            Err(ArchiveError::BadManifest { .. })
+        ));
+    }
+}
