@@ -113,14 +113,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Some(l) => l,
         None => bind_unix(&cfg.socket, mode).await?,
     };
-    let socket_path = match unix
+    // The path we really serve on (an activated socket need not be `cfg.socket`).
+    let socket_path = unix
         .local_addr()
         .ok()
         .and_then(|a| a.as_pathname().map(PathBuf::from))
-    {
-        Some(p) => p,
-        None => cfg.socket.clone(),
-    };
+        .unwrap_or_else(|| cfg.socket.clone());
     info!(socket = %socket_path.display(), socket_activated, store = %cfg.store_dir.display(), "cairnd listening");
     eprintln!(
         "cairnd: listening on unix:{}{}",
