@@ -60,7 +60,7 @@ pub fn default_socket() -> PathBuf {
 
 /// Why the daemon could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to cairnd at `{addr}`: {source}")]
+#[error("cannot connect to cairnd at `{addr}`")]
 pub struct ConnectError {
     /// Where we tried.
     pub addr: DaemonAddr,

@@ -190,6 +190,9 @@ pub struct Service {
     /// cause one download; the others wait and then find it in the index. std Mutex: held only to
     /// look up the entry, never across an await.
     downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per fingerprint and area, a lock held while storage is listed for its producer records, so
+    /// N concurrent cold resolves of one stage cause one LIST (and one GET per record), not N.
+    lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counters for `Stats`.
     pub counters: Counters,
     /// Per-request metrics for `/metrics` and `/status`.
@@ -216,6 +219,7 @@ impl Service {
             negative_ttl,
             download: DownloadOptions::default(),
             downloads: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             metrics: crate::metrics::Metrics::default(),
         }
@@ -250,23 +254,18 @@ impl Service {
         }
         for (area, tag) in areas {
             let cache_key = format!("{tag}:{fp}");
-            let cached = self
-                .store
-                .index()
-                .meta(&cache_key)
-                .map_err(crate::error::StoreError::from)?
-                .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
-            if let Some(cached) = cached
-                && (!cached.records.is_empty()
-                    || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs())
-            {
-                // Positive answers are kept forever (records are immutable); "none found" only
-                // for the negative TTL, so a new producer is seen soon.
-                for (json, trusted) in cached.records {
-                    if let Ok(record) = ProducerRecord::parse(json.as_bytes(), &cache_key, fp) {
-                        out.push(Candidate { record, trusted });
-                    }
-                }
+            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+                out.extend(cached);
+                continue;
+            }
+            let lock = {
+                let mut map = self.lookups.lock().expect("lookup map poisoned");
+                map.entry(cache_key.clone()).or_default().clone()
+            };
+            let _guard = lock.lock().await;
+            // Another request may have listed this fingerprint while we waited.
+            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+                out.extend(cached);
                 continue;
             }
             let mut found: Vec<(String, bool)> = Vec::new();
@@ -305,6 +304,37 @@ impl Service {
                 .map_err(crate::error::StoreError::from)?;
         }
         Ok(out)
+    }
+
+    /// The cached candidates of `cache_key`, if the cache still answers: positive answers are kept
+    /// forever (records are immutable), "none found" only for the negative TTL so a new producer is
+    /// seen soon.
+    fn cached_candidates(&self, cache_key: &str, fp: &Blake3) -> Result<Option<Vec<Candidate>>> {
+        let cached = self
+            .store
+            .index()
+            .meta(cache_key)
+            .map_err(crate::error::StoreError::from)?
+            .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
+        let Some(cached) = cached else {
+            return Ok(None);
+        };
+        if cached.records.is_empty()
+            && now_secs().saturating_sub(cached.at) >= self.negative_ttl.as_secs()
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            cached
+                .records
+                .into_iter()
+                .filter_map(|(json, trusted)| {
+                    ProducerRecord::parse(json.as_bytes(), cache_key, fp)
+                        .ok()
+                        .map(|record| Candidate { record, trusted })
+                })
+                .collect(),
+        ))
     }
 
     /// Resolve every wanted archive. Fingerprints are looked up concurrently, once each.
