@@ -27,7 +27,7 @@ pub struct Cli {
     pub topology: PathBuf,
 
     /// Print nothing on stderr but errors and problems.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// Print more detail on stderr (repeatable).
@@ -80,6 +80,16 @@ pub enum Command {
     Status,
     /// Evict least-recently-used blobs from the daemon's store down to a quota.
     Gc(GcArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// `cairn completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Which artifacts to fetch and from which producers (shared by `bootstrap` and `fetch`).
@@ -174,7 +184,12 @@ pub struct PushArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// The repository the workflow ran in.
-    #[arg(long, value_name = "OWNER/REPO", default_value = "ROCm/TheRock")]
+    #[arg(
+        long,
+        visible_alias = "run-github-repo",
+        value_name = "OWNER/REPO",
+        default_value = "ROCm/TheRock"
+    )]
     pub repo: String,
     /// The pull request's head repository; differing from --repo means a fork (untrusted).
     #[arg(long, value_name = "OWNER/REPO")]
@@ -189,7 +204,12 @@ pub struct PushArgs {
     #[arg(long, value_name = "S", default_value = "success")]
     pub status: String,
     /// Archive compression.
-    #[arg(long, value_name = "zstd|xz", default_value = "zstd")]
+    #[arg(
+        long,
+        visible_alias = "compression-type",
+        value_name = "zstd|xz",
+        default_value = "zstd"
+    )]
     pub compression: String,
     /// The git checkout fingerprints are computed from [default: the current git repository].
     #[arg(long, value_name = "DIR")]
@@ -209,7 +229,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// The repository the workflow ran in [default: ROCm/TheRock].
-    #[arg(long, value_name = "OWNER/REPO")]
+    #[arg(long, visible_alias = "run-github-repo", value_name = "OWNER/REPO")]
     pub repo: Option<String>,
     /// Download and ingest every archive now instead of on first use.
     #[arg(long)]
@@ -263,7 +283,12 @@ pub struct LayoutArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// The repository the workflow ran in.
-    #[arg(long, value_name = "OWNER/REPO", default_value = "ROCm/TheRock")]
+    #[arg(
+        long,
+        visible_alias = "run-github-repo",
+        value_name = "OWNER/REPO",
+        default_value = "ROCm/TheRock"
+    )]
     pub repo: String,
     /// The pull request's head repository; differing from --repo means a fork.
     #[arg(long, value_name = "OWNER/REPO")]

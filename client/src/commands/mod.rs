@@ -1,6 +1,7 @@
 //! Commands: each turns parsed arguments into work and output, returning an [`ExitStatus`].
 //! One module per top-level subcommand; the dispatcher below is the only `match` over [`Command`].
 
+mod completions;
 mod diff;
 mod fetch;
 mod find;
@@ -38,6 +39,7 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => import::run(cli, args, printer),
         Command::Status => status::run(cli, printer),
         Command::Gc(args) => gc::run(cli, args, printer),
+        Command::Completions(args) => completions::run(args, printer),
     }
 }
 
