@@ -459,41 +459,17 @@ impl Service {
         let run_id = candidate.record.run.run_id.clone();
         let flight_key = format!("{}/{}", candidate.record.bucket, archive.key);
         // Fast path: the tree (by digest from the record, or by object key) is fully local.
-        if let Some(found) = self.local_tree(archive, &flight_key)? {
-            let lease = self.store.lease(&found.1)?;
-            // Re-check under the lease: eviction may have raced the first look.
-            if self.store.has_blobs(&found.1)? {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let local = LocalArchive {
-                    artifact: archive.artifact.clone(),
-                    tree: found.1,
-                    tree_digest: found.0,
-                    from_cas: true,
-                    downloaded_bytes: 0,
-                    run_id,
-                };
-                return Ok((local, lease));
-            }
+        if let Some(hit) = self.from_cas(archive, &flight_key, &run_id)? {
+            return Ok(hit);
         }
         let lock = {
             let mut map = self.downloads.lock().expect("download map poisoned");
             map.entry(flight_key.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        if let Some(found) = self.local_tree(archive, &flight_key)? {
-            let lease = self.store.lease(&found.1)?;
-            if self.store.has_blobs(&found.1)? {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let local = LocalArchive {
-                    artifact: archive.artifact.clone(),
-                    tree: found.1,
-                    tree_digest: found.0,
-                    from_cas: true,
-                    downloaded_bytes: 0,
-                    run_id,
-                };
-                return Ok((local, lease));
-            }
+        // Another request may have downloaded it while we waited for the lock.
+        if let Some(hit) = self.from_cas(archive, &flight_key, &run_id)? {
+            return Ok(hit);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -514,6 +490,33 @@ impl Service {
             },
             lease,
         ))
+    }
+
+    /// The archive served from the CAS, leased, if its tree and every blob are local.
+    fn from_cas(
+        &self,
+        archive: &ArchiveRecord,
+        flight_key: &str,
+        run_id: &str,
+    ) -> Result<Option<(LocalArchive, Lease)>> {
+        let Some((tree_digest, tree)) = self.local_tree(archive, flight_key)? else {
+            return Ok(None);
+        };
+        let lease = self.store.lease(&tree)?;
+        // Re-check under the lease: eviction may have raced the first look.
+        if !self.store.has_blobs(&tree)? {
+            return Ok(None);
+        }
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        let local = LocalArchive {
+            artifact: archive.artifact.clone(),
+            tree,
+            tree_digest,
+            from_cas: true,
+            downloaded_bytes: 0,
+            run_id: run_id.to_string(),
+        };
+        Ok(Some((local, lease)))
     }
 
     fn local_tree(
