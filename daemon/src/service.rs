@@ -459,7 +459,7 @@ impl Service {
         let run_id = candidate.record.run.run_id.clone();
         let flight_key = format!("{}/{}", candidate.record.bucket, archive.key);
         // Fast path: the tree (by digest from the record, or by object key) is fully local.
-        if let Some(hit) = self.from_cas(archive, &flight_key, &run_id)? {
+        if let Some(hit) = self.serve_from_cas(archive, &flight_key, &run_id)? {
             return Ok(hit);
         }
         let lock = {
@@ -468,7 +468,7 @@ impl Service {
         };
         let _guard = lock.lock().await;
         // Another request may have downloaded it while we waited for the lock.
-        if let Some(hit) = self.from_cas(archive, &flight_key, &run_id)? {
+        if let Some(hit) = self.serve_from_cas(archive, &flight_key, &run_id)? {
             return Ok(hit);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
@@ -493,7 +493,7 @@ impl Service {
     }
 
     /// The archive served from the CAS, leased, if its tree and every blob are local.
-    fn from_cas(
+    fn serve_from_cas(
         &self,
         archive: &ArchiveRecord,
         flight_key: &str,
