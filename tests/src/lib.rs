@@ -4,9 +4,11 @@
 //!   artifact directories and archives.
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
+//! - [`scale`]: `small`/`medium`/`large` presets of a whole run over the real topology.
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
 
 pub mod bin_path;
 pub mod checkout;
 pub mod datagen;
+pub mod scale;
 pub mod storecheck;
