@@ -34,6 +34,16 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Where cairnd listens: a Unix socket path (`unix:/path` or `/path`) or `http://host:port`
+    /// [default: $XDG_RUNTIME_DIR/cairn/cairnd.sock].
+    #[arg(long, global = true, value_name = "ADDR", env = "CAIRN_SOCKET")]
+    pub daemon: Option<String>,
+
+    /// Whether `--topology` was given on the command line (online commands otherwise read the
+    /// checkout's own `BUILD_TOPOLOGY.toml`). Set by `main`, not by clap.
+    #[arg(skip)]
+    pub topology_explicit: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +62,161 @@ pub enum Command {
     Layout(LayoutArgs),
     /// Source fingerprints of artifacts at a git checkout (offline).
     Fingerprint(FingerprintArgs),
+    /// Fill a build dir with a stage's inbound artifacts, TheRock bootstrap style (`.prebuilt`
+    /// markers), from whichever runs produced them.
+    Bootstrap(BootstrapArgs),
+    /// Extract artifacts to `O/artifacts/{name}_{component}_{family}/` (or merged with --flatten).
+    Fetch(FetchArgs),
+    /// Publish the artifacts a stage produced in a build dir as (part of) a CI run.
+    Push(PushArgs),
+    /// Import a run published without Cairn (list its archives once; --ingest downloads them).
+    Import(ImportArgs),
+    /// Show the daemon's store usage and counters.
+    Status,
+    /// Evict least-recently-used blobs from the daemon's store down to a quota.
+    Gc(GcArgs),
+}
+
+/// Which artifacts to fetch and from which producers (shared by `bootstrap` and `fetch`).
+#[derive(Debug, Args)]
+pub struct SelectArgs {
+    /// The GPU family (e.g. gfx94X-dcgpu); `generic` archives always come along.
+    #[arg(long, value_name = "F", required_unless_present = "amdgpu_families")]
+    pub family: Option<String>,
+    /// More GPU families, `;`-separated as TheRock spells them ("gfx94X-dcgpu;gfx110X-all").
+    #[arg(long, value_name = "A;B")]
+    pub amdgpu_families: Option<String>,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// The git checkout fingerprints are computed from [default: the current git repository].
+    #[arg(long, value_name = "DIR")]
+    pub checkout: Option<PathBuf>,
+    /// Leave out these components (`,`-separated: lib, run, dev, dbg, doc, test).
+    #[arg(long, value_name = "A,B")]
+    pub exclude_components: Option<String>,
+    /// Leave out these artifacts (`,`-separated topology names).
+    #[arg(long, value_name = "A,B")]
+    pub exclude_artifacts: Option<String>,
+    /// The build variant hashed into target-specific artifacts.
+    #[arg(long, value_name = "V", default_value = "release")]
+    pub variant: String,
+    /// Take artifacts without a matching producer from this run (fingerprints unverified).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Accept producers from forks and developer machines.
+    #[arg(long)]
+    pub allow_untrusted: bool,
+    /// Accept producers from runs that did not succeed.
+    #[arg(long)]
+    pub allow_failed: bool,
+    /// Hard-link files to the daemon's CAS instead of copying (faster; a build that edits files in
+    /// place would corrupt the cache, so only for read-only use).
+    #[arg(long)]
+    pub hardlink: bool,
+    /// Ignore the state of an earlier materialization and rewrite every file.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `cairn bootstrap`.
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// The stage to bootstrap: its inbound artifacts are fetched.
+    #[arg(long, value_name = "S")]
+    pub stage: String,
+    /// The build directory to fill (`B/{relpath}/...` plus `B/{relpath}.prebuilt`).
+    #[arg(long, value_name = "B")]
+    pub build_dir: PathBuf,
+    /// Artifacts and producers.
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `cairn fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Fetch this stage's inbound artifacts [default: every artifact of the topology].
+    #[arg(long, value_name = "S")]
+    pub stage: Option<String>,
+    /// Where to extract.
+    #[arg(long, value_name = "O")]
+    pub output_dir: PathBuf,
+    /// Merge every stage dir into O instead of `O/artifacts/{name}_{component}_{family}/`.
+    #[arg(long)]
+    pub flatten: bool,
+    /// Artifacts and producers.
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// `cairn push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The stage the build dir built: its produced artifacts are published.
+    #[arg(long, value_name = "S")]
+    pub stage: String,
+    /// The job's GPU family.
+    #[arg(long, value_name = "F")]
+    pub family: String,
+    /// The build dir holding `artifacts/{name}_{component}_{family}/` (readable by cairnd).
+    #[arg(long, value_name = "B")]
+    pub build_dir: PathBuf,
+    /// The workflow run id.
+    #[arg(long, value_name = "ID")]
+    pub run_id: String,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// The repository the workflow ran in.
+    #[arg(long, value_name = "OWNER/REPO", default_value = "ROCm/TheRock")]
+    pub repo: String,
+    /// The pull request's head repository; differing from --repo means a fork (untrusted).
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub head_repo: Option<String>,
+    /// The workflow name.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub workflow: String,
+    /// The commit built [default: the checkout's HEAD].
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// The run's status.
+    #[arg(long, value_name = "S", default_value = "success")]
+    pub status: String,
+    /// Archive compression.
+    #[arg(long, value_name = "zstd|xz", default_value = "zstd")]
+    pub compression: String,
+    /// The git checkout fingerprints are computed from [default: the current git repository].
+    #[arg(long, value_name = "DIR")]
+    pub checkout: Option<PathBuf>,
+    /// The build variant hashed into target-specific artifacts.
+    #[arg(long, value_name = "V", default_value = "release")]
+    pub variant: String,
+}
+
+/// `cairn import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The workflow run id.
+    #[arg(long, value_name = "ID")]
+    pub run_id: String,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// The repository the workflow ran in [default: ROCm/TheRock].
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub repo: Option<String>,
+    /// Download and ingest every archive now instead of on first use.
+    #[arg(long)]
+    pub ingest: bool,
+}
+
+/// `cairn gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// The quota to evict down to, in bytes or with a K/M/G/T suffix [default: the daemon's].
+    #[arg(long, value_name = "N")]
+    pub max_bytes: Option<String>,
 }
 
 /// `cairn topology ...`.

@@ -1,5 +1,7 @@
 //! `cairn`, the client: a gRPC client library for `cairnd` and the materialization of trees into
 //! build directories. The CLI in `main.rs` is glue.
 
+pub mod api;
 pub mod connect;
+pub mod fetch;
 pub mod materialize;

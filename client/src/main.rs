@@ -4,13 +4,17 @@
 mod cli;
 mod commands;
 mod output;
+mod progress;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::output::{ExitStatus, Printer};
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.topology_explicit = matches.value_source("topology") == Some(ValueSource::CommandLine);
     let mut printer = Printer::new(cli.json, cli.quiet, cli.verbose);
     let status = match commands::run(&cli, &mut printer).and_then(|s| printer.flush().map(|()| s)) {
         Ok(status) => status,

@@ -944,3 +944,119 @@ fn hardlink_mode_never_writes_through_to_the_cas_and_copy_mode_unshares() {
     assert_same_tree(&exp, &dest, false);
     assert_cas_intact(&w.blobs());
 }
+
+/// Many small files below one relpath, so a killed run is caught in the middle of its writes.
+fn gen_many(dir: &Path, relpath: &str, n: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("artifact_manifest.txt"), format!("{relpath}\n")).unwrap();
+    for i in 0..n {
+        let d = dir.join(relpath).join(format!("d{}", i % 23));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("f{i}.bin")), content(&mut rng, 20_000)).unwrap();
+        if i % 50 == 0 {
+            symlink(format!("f{i}.bin"), d.join(format!("l{i}"))).unwrap();
+        }
+    }
+}
+
+/// Child half of `killed_runs_converge`: when the parent re-executes this test binary with
+/// `CAIRN_MAT_CHILD` set, materialize the trees it names (serially, to be slow) and exit; in a
+/// normal test run it has nothing to do.
+#[test]
+fn child_materialize() {
+    let Ok(spec) = std::env::var("CAIRN_MAT_CHILD") else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    let layout = match spec["layout"].as_str().unwrap() {
+        "Flatten" => Layout::Flatten,
+        "Bootstrap" => Layout::Bootstrap,
+        _ => Layout::Plain,
+    };
+    let items: Vec<MaterializeItem> = spec["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| MaterializeItem {
+            artifact: t[0].as_str().unwrap().into(),
+            tree: Arc::new(
+                serde_json::from_slice(&fs::read(t[1].as_str().unwrap()).unwrap()).unwrap(),
+            ),
+        })
+        .collect();
+    let opts = Options {
+        threads: Some(1),
+        copy_mode: CopyMode::ReadWrite,
+        ..Options::new(layout)
+    };
+    let blobs = DirBlobs::flat(spec["blobs"].as_str().unwrap());
+    materialize(
+        &items,
+        &blobs,
+        Path::new(spec["dest"].as_str().unwrap()),
+        &opts,
+        &NoReporter,
+    )
+    .unwrap();
+}
+
+#[test]
+fn killed_runs_converge() {
+    let w = World::new();
+    let a = w.art("core_run_generic", &["core/stage"], 91);
+    let dir = w.tmp.path().join("many-src");
+    gen_many(&dir, "math-libs/many/stage", 1500, 92);
+    let big = w.pack_art("many_lib_generic", &["math-libs/many/stage"], &dir, "many");
+    let tree_file = |art: &Art| {
+        let p = w.tmp.path().join(format!("{}.tree.json", art.name));
+        fs::write(&p, art.tree.to_json()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let trees = serde_json::json!([[a.name, tree_file(&a)], [big.name, tree_file(&big)]]);
+    let mut rng = StdRng::seed_from_u64(93);
+    let mut killed_midway = 0;
+    for layout in [Layout::Flatten, Layout::Bootstrap, Layout::Plain] {
+        let dest = w.dir(&format!("dest-{layout:?}"));
+        for _ in 0..4 {
+            run(&[&a], &w, &dest, &Options::new(layout)).unwrap();
+            let spec = serde_json::json!({
+                "layout": format!("{layout:?}"),
+                "trees": trees,
+                "blobs": w.blobs(),
+                "dest": dest,
+            });
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "child_materialize",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("CAIRN_MAT_CHILD", spec.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(rng.random_range(20..400)));
+            let _ = child.kill(); // SIGKILL
+            let status = child.wait().unwrap();
+            if !status.success() {
+                killed_midway += 1;
+            }
+            // Back to `a` alone: everything the killed run wrote for `big` must go.
+            run(&[&a], &w, &dest, &Options::new(layout)).unwrap();
+            let exp = w.dir(&format!("expected-{layout:?}"));
+            expected(&[&a], layout, &exp);
+            assert_same_tree(&exp, &dest, false);
+        }
+        run(&[&a, &big], &w, &dest, &Options::new(layout)).unwrap();
+        let exp = w.dir(&format!("expected-both-{layout:?}"));
+        expected(&[&a, &big], layout, &exp);
+        assert_same_tree(&exp, &dest, false);
+    }
+    assert!(
+        killed_midway > 0,
+        "at least one child must have been killed before finishing"
+    );
+}

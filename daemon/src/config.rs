@@ -8,6 +8,7 @@
 //! max_bytes = 53687091200          # 50 GiB; 0 = no quota
 //! socket = "/run/cairn/cairnd.sock"
 //! tcp = "127.0.0.1:7411"           # optional
+//! metrics = "127.0.0.1:9464"       # optional: /metrics, /status, /healthz
 //! negative_ttl_secs = 60
 //!
 //! [[storage]]                      # one entry per bucket; `bucket = "*"` catches every bucket
@@ -43,6 +44,9 @@ pub struct Config {
     /// Optional TCP listen address (loopback recommended).
     #[serde(default)]
     pub tcp: Option<String>,
+    /// Optional HTTP listen address for `/metrics`, `/status` and `/healthz`.
+    #[serde(default)]
+    pub metrics: Option<String>,
     /// How long a "no producer for this fingerprint" answer is cached, in seconds.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl_secs: u64,
@@ -157,6 +161,7 @@ impl Default for Config {
             max_bytes: 0,
             socket: default_socket(),
             tcp: None,
+            metrics: None,
             negative_ttl_secs: default_negative_ttl(),
             storage: default_storage(),
         }
@@ -226,6 +231,9 @@ impl Config {
         if let Some(v) = get("CAIRN_TCP") {
             self.tcp = (!v.is_empty()).then_some(v);
         }
+        if let Some(v) = get("CAIRN_METRICS") {
+            self.metrics = (!v.is_empty()).then_some(v);
+        }
         if let Some(v) = get("CAIRN_LOCAL_STORAGE") {
             self.storage = vec![StorageConfig::local("*", v.into())];
         }
@@ -291,7 +299,7 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return None,
     };
-    (num >= 0.0).then(|| (num * mult as f64) as u64)
+    (num >= 0.0).then_some((num * mult as f64) as u64)
 }
 
 #[cfg(test)]

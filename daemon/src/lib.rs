@@ -20,7 +20,8 @@
 //! - [`records`]: job manifests, producer records and commit index entries written to storage.
 //! - [`resolve`]: the multi-base policy (pure); [`service`]: resolve/fetch/publish/import over the
 //!   store and the backends; [`server`]: the thin gRPC layer; [`serve`]: `cairnd serve`.
-//! - [`config`]: configuration file, environment and defaults; [`listen`]: socket binding.
+//! - [`config`]: configuration file, environment and defaults; [`listen`]: socket binding;
+//!   [`metrics`]: Prometheus `/metrics` and `/status`.
 
 pub mod archive;
 pub mod backends;
@@ -32,6 +33,7 @@ pub mod flight;
 pub mod index;
 pub mod ingest;
 pub mod listen;
+pub mod metrics;
 pub mod records;
 pub mod resolve;
 pub mod serve;

@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// Also listen on TCP (e.g. 127.0.0.1:7411).
     #[arg(long, value_name = "ADDR")]
     pub tcp: Option<String>,
+    /// Serve Prometheus `/metrics`, `/status` and `/healthz` over HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
     /// CAS byte quota, e.g. 50G (0 = none).
     #[arg(long, value_name = "N")]
     pub max_bytes: Option<String>,
@@ -58,6 +61,7 @@ impl ServeArgs {
                 "CAIRN_STORE_DIR" => self.store.as_ref().map(|p| p.display().to_string()),
                 "CAIRN_SOCKET" => self.socket.as_ref().map(|p| p.display().to_string()),
                 "CAIRN_TCP" => self.tcp.clone(),
+                "CAIRN_METRICS" => self.metrics.clone(),
                 "CAIRN_MAX_BYTES" => self.max_bytes.clone(),
                 "CAIRN_LOCAL_STORAGE" => {
                     self.local_storage.as_ref().map(|p| p.display().to_string())
@@ -97,7 +101,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         backends,
         Duration::from_secs(cfg.negative_ttl_secs),
     ));
-    let grpc = CairnService::new(service, cfg.max_bytes);
+    let grpc = CairnService::new(service.clone(), cfg.max_bytes);
 
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mode = if args.group_access { 0o660 } else { 0o600 };
@@ -124,6 +128,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 let _ = rx.recv().await;
             })
             .await
+        }));
+    }
+    if let Some(addr) = &cfg.metrics {
+        let http = bind_tcp(addr).await?;
+        eprintln!("cairnd: metrics on http://{}/metrics", http.local_addr()?);
+        let mut rx = stop_tx.subscribe();
+        let service = service.clone();
+        tokio::spawn(crate::metrics::serve_http(http, service, async move {
+            let _ = rx.recv().await;
         }));
     }
     shutdown_signal().await;

@@ -216,9 +216,18 @@ impl Cairn for CairnService {
         &self,
         req: Request<pb::ResolveRequest>,
     ) -> Result<Response<pb::ResolveResponse>, Status> {
+        let started = Instant::now();
         let input = resolve_input(req.into_inner());
-        let rs = self.inner.resolve(&input).await?;
-        Ok(Response::new(resolved_to_pb(&rs)))
+        let result = self.inner.resolve(&input).await;
+        let m = &self.inner.metrics;
+        m.observe(
+            "Resolve",
+            &input.stage,
+            &input.family,
+            result.is_ok(),
+            started.elapsed(),
+        );
+        Ok(Response::new(resolved_to_pb(&result?)))
     }
 
     type FetchStream = EventStream;
@@ -235,127 +244,28 @@ impl Cairn for CairnService {
             .counters
             .fetch_requests
             .fetch_add(1, Ordering::Relaxed);
-        let resolutions = service.resolve(&input).await?;
+        let request_started = Instant::now();
+        let resolutions = match service.resolve(&input).await {
+            Ok(r) => r,
+            Err(e) => {
+                let m = &service.metrics;
+                m.observe(
+                    "Fetch",
+                    &input.stage,
+                    &input.family,
+                    false,
+                    request_started.elapsed(),
+                );
+                return Err(e.into());
+            }
+        };
         let (tx, rx) = mpsc::channel(64);
+        let (stage, family) = (input.stage.clone(), input.family.clone());
         tokio::spawn(async move {
-            let started = Instant::now();
-            if tx
-                .send(event(Event::Resolved(resolved_to_pb(&resolutions))))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            // Make every found archive local, a few at a time (each is itself a parallel download).
-            let found: Vec<_> = resolutions
-                .iter()
-                .filter_map(|r| r.chosen.as_ref())
-                .flat_map(|(c, archives)| archives.iter().map(move |a| (c.clone(), a.clone())))
-                .collect();
-            let total = found.len() as u64;
-            let mut leases = Vec::new();
-            let mut locals = Vec::new();
-            let mut results = futures::stream::iter(found.into_iter().map(|(c, a)| {
-                let service = service.clone();
-                async move { service.make_local(&c, &a).await }
-            }))
-            .buffer_unordered(4);
-            let mut done = 0u64;
-            while let Some(r) = results.next().await {
-                match r {
-                    Ok((local, lease)) => {
-                        done += 1;
-                        let _ = tx
-                            .send(event(Event::Progress(pb::Progress {
-                                artifact: local.artifact.clone(),
-                                bytes_done: done,
-                                bytes_total: total,
-                                message: if local.from_cas {
-                                    "from cache".into()
-                                } else {
-                                    format!("downloaded {} bytes", local.downloaded_bytes)
-                                },
-                            })))
-                            .await;
-                        leases.push(lease);
-                        locals.push(local);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "fetch failed");
-                        let _ = tx.send(Err(Status::from(e))).await;
-                        return;
-                    }
-                }
-            }
-            drop(results);
-            locals.sort_by(|a, b| a.artifact.cmp(&b.artifact));
-            let mut files = 0u64;
-            let mut bytes = 0u64;
-            for l in &locals {
-                files += l.tree.file_count() as u64;
-                bytes += l.tree.total_size();
-                let source = if l.from_cas { "cas" } else { "storage" };
-                if tx
-                    .send(event(Event::Tree(tree_to_pb(
-                        &l.artifact,
-                        &l.tree_digest,
-                        &l.tree,
-                        source,
-                        &l.run_id,
-                    ))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            // Each unique blob once per request.
-            let mut seen = HashSet::new();
-            for l in &locals {
-                for e in l.tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
-                    let Some(d) = e.blake3 else { continue };
-                    if !seen.insert(d) {
-                        continue;
-                    }
-                    let path = match service.store().blob_file(&d) {
-                        Ok(p) => p,
-                        Err(err) => {
-                            let _ = tx.send(Err(Status::from(ServiceError::from(err)))).await;
-                            return;
-                        }
-                    };
-                    if local_paths {
-                        let ev = Event::BlobPath(pb::BlobPath {
-                            blake3: d.to_hex(),
-                            path: path.to_string_lossy().into_owned(),
-                            size: e.size,
-                        });
-                        if tx.send(event(ev)).await.is_err() {
-                            return;
-                        }
-                    } else if send_blob_bytes(&tx, &d, &path).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            let runs: std::collections::BTreeSet<String> =
-                locals.iter().map(|l| l.run_id.clone()).collect();
-            let summary = pb::FetchSummary {
-                artifacts: locals.len() as u32,
-                files,
-                bytes,
-                from_cas: locals.iter().filter(|l| l.from_cas).count() as u32,
-                from_storage: locals.iter().filter(|l| !l.from_cas).count() as u32,
-                storage_bytes: locals.iter().map(|l| l.downloaded_bytes).sum(),
-                runs: runs.into_iter().collect(),
-                elapsed_ms: started.elapsed().as_millis() as u64,
-            };
-            if tx.send(event(Event::Summary(summary))).await.is_err() {
-                return;
-            }
-            // Keep the leases until the client has copied the blobs and closed the stream.
-            let _ = tokio::time::timeout(LEASE_GRACE, tx.closed()).await;
-            drop(leases);
+            let ok = fetch_stream(&service, resolutions, local_paths, &stage, &family, tx).await;
+            service
+                .metrics
+                .observe("Fetch", &stage, &family, ok, request_started.elapsed());
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -416,7 +326,11 @@ impl Cairn for CairnService {
             fingerprints,
             reused_from: r.reused_from.into_iter().collect(),
         };
-        let out = self.inner.publish(input).await?;
+        let (started, stage, family) = (Instant::now(), input.stage.clone(), input.family.clone());
+        let out = self.inner.publish(input).await;
+        let m = &self.inner.metrics;
+        m.observe("Publish", &stage, &family, out.is_ok(), started.elapsed());
+        let out = out?;
         info!(archives = out.archives.len(), prefix = %out.prefix, "published");
         Ok(Response::new(pb::PublishResponse {
             bucket: out.bucket,
@@ -451,10 +365,14 @@ impl Cairn for CairnService {
         } else {
             r.platform
         };
-        let (listing, ingested) = self
+        let started = Instant::now();
+        let result = self
             .inner
             .import(&r.run_id, &platform, &r.repo, r.ingest)
-            .await?;
+            .await;
+        let m = &self.inner.metrics;
+        m.observe("Import", "", "", result.is_ok(), started.elapsed());
+        let (listing, ingested) = result?;
         Ok(Response::new(pb::ImportResponse {
             prefix: listing.prefix,
             archives: listing.archives.into_iter().map(|a| a.key).collect(),
@@ -523,6 +441,142 @@ impl Cairn for CairnService {
     ) -> Result<Response<pb::RunTreesResponse>, Status> {
         Err(Status::unimplemented("RunTrees is not implemented yet"))
     }
+}
+
+/// Produce one Fetch response stream; returns whether it completed without error.
+async fn fetch_stream(
+    service: &Arc<Service>,
+    resolutions: Vec<Resolution>,
+    local_paths: bool,
+    stage: &str,
+    family: &str,
+    tx: mpsc::Sender<Result<pb::FetchEvent, Status>>,
+) -> bool {
+    let started = Instant::now();
+    if tx
+        .send(event(Event::Resolved(resolved_to_pb(&resolutions))))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    // Make every found archive local, a few at a time (each is itself a parallel download).
+    let found: Vec<_> = resolutions
+        .iter()
+        .filter_map(|r| r.chosen.as_ref())
+        .flat_map(|(c, archives)| archives.iter().map(move |a| (c.clone(), a.clone())))
+        .collect();
+    let total = found.len() as u64;
+    let mut leases = Vec::new();
+    let mut locals = Vec::new();
+    let mut results = futures::stream::iter(found.into_iter().map(|(c, a)| {
+        let service = service.clone();
+        async move { service.make_local(&c, &a).await }
+    }))
+    .buffer_unordered(4);
+    let mut done = 0u64;
+    while let Some(r) = results.next().await {
+        match r {
+            Ok((local, lease)) => {
+                done += 1;
+                let _ = tx
+                    .send(event(Event::Progress(pb::Progress {
+                        artifact: local.artifact.clone(),
+                        bytes_done: done,
+                        bytes_total: total,
+                        message: if local.from_cas {
+                            "from cache".into()
+                        } else {
+                            format!("downloaded {} bytes", local.downloaded_bytes)
+                        },
+                    })))
+                    .await;
+                leases.push(lease);
+                locals.push(local);
+            }
+            Err(e) => {
+                warn!(error = %e, "fetch failed");
+                let _ = tx.send(Err(Status::from(e))).await;
+                return false;
+            }
+        }
+    }
+    drop(results);
+    locals.sort_by(|a, b| a.artifact.cmp(&b.artifact));
+    for l in &locals {
+        let source = if l.from_cas { "cas" } else { "storage" };
+        service
+            .metrics
+            .served(source, stage, family, l.tree.total_size());
+    }
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    for l in &locals {
+        files += l.tree.file_count() as u64;
+        bytes += l.tree.total_size();
+        let source = if l.from_cas { "cas" } else { "storage" };
+        if tx
+            .send(event(Event::Tree(tree_to_pb(
+                &l.artifact,
+                &l.tree_digest,
+                &l.tree,
+                source,
+                &l.run_id,
+            ))))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    // Each unique blob once per request.
+    let mut seen = HashSet::new();
+    for l in &locals {
+        for e in l.tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
+            let Some(d) = e.blake3 else { continue };
+            if !seen.insert(d) {
+                continue;
+            }
+            let path = match service.store().blob_file(&d) {
+                Ok(p) => p,
+                Err(err) => {
+                    let _ = tx.send(Err(Status::from(ServiceError::from(err)))).await;
+                    return false;
+                }
+            };
+            if local_paths {
+                let ev = Event::BlobPath(pb::BlobPath {
+                    blake3: d.to_hex(),
+                    path: path.to_string_lossy().into_owned(),
+                    size: e.size,
+                });
+                if tx.send(event(ev)).await.is_err() {
+                    return false;
+                }
+            } else if send_blob_bytes(&tx, &d, &path).await.is_err() {
+                return false;
+            }
+        }
+    }
+    let runs: std::collections::BTreeSet<String> =
+        locals.iter().map(|l| l.run_id.clone()).collect();
+    let summary = pb::FetchSummary {
+        artifacts: locals.len() as u32,
+        files,
+        bytes,
+        from_cas: locals.iter().filter(|l| l.from_cas).count() as u32,
+        from_storage: locals.iter().filter(|l| !l.from_cas).count() as u32,
+        storage_bytes: locals.iter().map(|l| l.downloaded_bytes).sum(),
+        runs: runs.into_iter().collect(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    if tx.send(event(Event::Summary(summary))).await.is_err() {
+        return false;
+    }
+    // Keep the leases until the client has copied the blobs and closed the stream.
+    let _ = tokio::time::timeout(LEASE_GRACE, tx.closed()).await;
+    drop(leases);
+    true
 }
 
 async fn send_blob_bytes(

@@ -192,6 +192,8 @@ pub struct Service {
     downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counters for `Stats`.
     pub counters: Counters,
+    /// Per-request metrics for `/metrics` and `/status`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 fn now_secs() -> u64 {
@@ -215,6 +217,7 @@ impl Service {
             download: DownloadOptions::default(),
             downloads: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -247,26 +250,24 @@ impl Service {
         }
         for (area, tag) in areas {
             let cache_key = format!("{tag}:{fp}");
-            if let Some(bytes) = self
+            let cached = self
                 .store
                 .index()
                 .meta(&cache_key)
                 .map_err(crate::error::StoreError::from)?
+                .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
+            if let Some(cached) = cached
+                && (!cached.records.is_empty()
+                    || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs())
             {
-                if let Ok(cached) = serde_json::from_slice::<CachedCandidates>(&bytes) {
-                    let fresh = !cached.records.is_empty()
-                        || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs();
-                    if fresh {
-                        for (json, trusted) in cached.records {
-                            if let Ok(record) =
-                                ProducerRecord::parse(json.as_bytes(), &cache_key, fp)
-                            {
-                                out.push(Candidate { record, trusted });
-                            }
-                        }
-                        continue;
+                // Positive answers are kept forever (records are immutable); "none found" only
+                // for the negative TTL, so a new producer is seen soon.
+                for (json, trusted) in cached.records {
+                    if let Ok(record) = ProducerRecord::parse(json.as_bytes(), &cache_key, fp) {
+                        out.push(Candidate { record, trusted });
                     }
                 }
+                continue;
             }
             let mut found: Vec<(String, bool)> = Vec::new();
             for backend in self.backends.all() {
@@ -583,7 +584,7 @@ impl Service {
                 dirs.push((entry.path(), name, *fp));
             }
         }
-        dirs.sort_by(|a, b| a.1.to_string().cmp(&b.1.to_string()));
+        dirs.sort_by_key(|d| d.1.to_string());
         if dirs.is_empty() {
             return Err(ServiceError::NotFound(format!(
                 "no artifact directory under `{}` matches the {} artifact(s) to publish",
@@ -616,7 +617,7 @@ impl Service {
                         })?;
                     archive::write_sha256sum(&path, &info.sha256).map_err(internal)?;
                     let outcome = store.ingest_file(
-                        &format!("publish/{file_name}"),
+                        &format!("publish/{}", info.sha256),
                         &path,
                         Some(info.sha256),
                     )?;

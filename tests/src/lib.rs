@@ -5,10 +5,18 @@
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
 //! - [`scale`]: `small`/`medium`/`large` presets of a whole run over the real topology.
+//! - [`ci`]: a small TheRock-shaped topology and the build dirs its CI jobs would leave.
+//! - [`daemon`]: a real `cairnd serve` process (temp store, socket, local or S3 storage).
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
+//! - [`s3server`]: the S3-compatible test server (moto) from `CAIRN_TEST_S3_ENDPOINT`.
+//! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it.
 
 pub mod bin_path;
 pub mod checkout;
+pub mod ci;
+pub mod daemon;
 pub mod datagen;
+pub mod faultproxy;
+pub mod s3server;
 pub mod scale;
 pub mod storecheck;

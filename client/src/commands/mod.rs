@@ -1,13 +1,23 @@
 //! Commands: each turns parsed arguments into work and output, returning an [`ExitStatus`].
 //! One module per top-level subcommand; the dispatcher below is the only `match` over [`Command`].
 
+mod fetch;
 mod fingerprint;
+mod gc;
+mod import;
 mod layout;
+mod push;
+mod status;
 mod topology;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+use cairn_client::api::ClientError;
+use cairn_client::connect::{self, DaemonAddr};
 use cairn_fingerprint::Topology;
+use cairn_proto::v1::cairn_client::CairnClient;
+use tonic::transport::Channel;
 
 use crate::cli::{Cli, Command};
 use crate::output::{ExitStatus, Printer};
@@ -18,7 +28,112 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Topology { command } => topology::run(&cli.topology, command, printer),
         Command::Layout(args) => layout::run(args, printer),
         Command::Fingerprint(args) => fingerprint::run(&cli.topology, args, printer),
+        Command::Bootstrap(args) => fetch::bootstrap(cli, args, printer),
+        Command::Fetch(args) => fetch::fetch(cli, args, printer),
+        Command::Push(args) => push::run(cli, args, printer),
+        Command::Import(args) => import::run(cli, args, printer),
+        Command::Status => status::run(cli, printer),
+        Command::Gc(args) => gc::run(cli, args, printer),
     }
+}
+
+/// The daemon address: `--daemon` / `$CAIRN_SOCKET`, else the default socket.
+fn daemon_addr(cli: &Cli) -> DaemonAddr {
+    match cli.daemon.as_deref() {
+        Some(s) if !s.is_empty() => DaemonAddr::parse(s),
+        _ => DaemonAddr::Unix(connect::default_socket()),
+    }
+}
+
+/// A runtime for one online command: two workers suffice for one client; file work runs on the
+/// blocking pool and rayon.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Connect, or fail with a hint how to start the daemon.
+async fn connect_daemon(addr: &DaemonAddr) -> anyhow::Result<CairnClient<Channel>> {
+    connect::connect(addr)
+        .await
+        .map_err(|e| explain(ClientError::from(e), addr))
+}
+
+/// An online error for the user: unreachable or vanished daemons get a hint.
+fn explain(err: ClientError, addr: &DaemonAddr) -> anyhow::Error {
+    match &err {
+        ClientError::Connect(_) => anyhow::Error::new(err).context(format!(
+            "cairnd is not reachable at `{addr}`; start it with `cairnd serve` \
+             (or point --daemon / CAIRN_SOCKET at a running daemon)"
+        )),
+        ClientError::Lost { .. } => anyhow::Error::new(err).context(format!(
+            "cairnd at `{addr}` went away before the command finished; run it again once \
+             `cairnd serve` is back (a rerun completes an interrupted materialization)"
+        )),
+        _ => anyhow::Error::new(err),
+    }
+}
+
+/// The checkout: `--checkout`, else the top level of the git work tree around the current dir.
+fn checkout_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = arg {
+        return Ok(dir.to_path_buf());
+    }
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .context("running `git rev-parse --show-toplevel` (is git installed?)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "the current directory is not inside a git checkout; pass --checkout DIR (the TheRock \
+             superproject fingerprints are computed from)"
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The topology of an online command: `--topology` when given, else the checkout's own
+/// `BUILD_TOPOLOGY.toml` (fingerprints must match the sources they describe).
+fn checkout_topology(
+    cli: &Cli,
+    checkout: &Path,
+    printer: &mut Printer,
+) -> anyhow::Result<Topology> {
+    let path = if cli.topology_explicit {
+        cli.topology.clone()
+    } else {
+        checkout.join("BUILD_TOPOLOGY.toml")
+    };
+    load_topology(&path, printer)
+}
+
+/// `12.3 MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `,`- or `;`-separated list, blanks dropped.
+fn split_list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or_default()
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Load the topology named by `--topology`. The library error names the file and the cause on
@@ -32,4 +147,23 @@ fn load_topology(path: &Path, printer: &mut Printer) -> anyhow::Result<Topology>
         topology.artifacts().len()
     ));
     Ok(topology)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_picks_a_unit() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_semicolons() {
+        assert_eq!(split_list(Some("a, b;c;;")), ["a", "b", "c"]);
+        assert!(split_list(None).is_empty());
+    }
 }

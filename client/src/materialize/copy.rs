@@ -270,6 +270,12 @@ fn copy_file_range_all(src: &File, dst: &File, size: u64) -> io::Result<u64> {
             return Err(io::Error::other(e));
         }
         if n == 0 {
+            if done == 0 {
+                // The source was checked to hold `size` bytes, so copying nothing means this
+                // filesystem pair does not really support the call (some FUSE and network
+                // filesystems answer 0): let the caller fall back.
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+            }
             break;
         }
         done += n as u64;

@@ -177,7 +177,9 @@ impl State {
     /// Write atomically: temp file, fsync, rename over the old state.
     pub(crate) fn save(&self, dest: &Path) -> Result<(), MaterializeError> {
         let path = dest.join(STATE_FILE);
-        let tmp = dest.join(format!("{STATE_FILE}.tmp.{}", std::process::id()));
+        // One fixed temp name: runs into `dest` are serialized by the directory lock, and a name
+        // left by a killed run is simply reused.
+        let tmp = dest.join(format!("{STATE_FILE}.tmp"));
         let io_err = |p: &Path| {
             let p = p.to_path_buf();
             move |source| MaterializeError::Io { path: p, source }

@@ -278,8 +278,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, body: PutBody) -> Result<(), StorageError>;
 
     /// Writes an object only if no object has that key (S3 `If-None-Match: *`; a local hard link).
-    /// Stores that ignore the condition overwrite; callers only use it for content that is identical
-    /// on every rewrite, so correctness never depends on it.
+    /// Stores that ignore the condition overwrite, and a retry after a lost response may report
+    /// `AlreadyExists` for the object this very call wrote; callers only use it for content that is
+    /// identical on every rewrite, so correctness never depends on the outcome.
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<PutOutcome, StorageError>;
 
     /// Every object whose key starts with `prefix` (all pages). With a delimiter, keys containing it

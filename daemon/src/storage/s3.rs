@@ -22,7 +22,6 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
@@ -289,14 +288,14 @@ impl S3Storage {
                     })
                     .await
                     .map_err(|e| {
-                        StorageError::permanent(key, &loc, format!("file task failed: {e}"))
+                        StorageError::permanent(key, loc, format!("file task failed: {e}"))
                     })?
                     .map_err(|e| self.file_err(key, &path, e))?;
                     let number = i as i32 + 1;
                     let etag = self
                         .config
                         .retry
-                        .run(&self.stats, key, &loc, || async {
+                        .run(&self.stats, key, loc, || async {
                             self.stats.add_put(data.len() as u64);
                             let fut = async {
                                 self.client
@@ -391,7 +390,14 @@ where
 {
     let status = status_of(&err);
     let code = err.code().map(str::to_owned);
-    let message = DisplayErrorContext(&err).to_string();
+    let message = match (&err, status) {
+        (SdkError::ServiceError(_), Some(status)) => match (code.as_deref(), err.message()) {
+            (Some(code), Some(m)) => format!("HTTP {status} {code}: {m}"),
+            (Some(code), None) => format!("HTTP {status} {code}"),
+            (None, _) => format!("HTTP {status}"),
+        },
+        _ => error_chain(&err),
+    };
     match &err {
         SdkError::ConstructionFailure(_) => StorageError::permanent(key, location, message),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => {
@@ -507,6 +513,27 @@ impl Storage for S3Storage {
                 self.timed(key, self.config.read_timeout, fut).await
             })
             .await?;
+        // S3 answers a range that runs past the end with the bytes that exist; asking beyond the object
+        // is the caller's error, so say so instead of letting it look like a truncated body.
+        let want = range.end - range.start;
+        if let Some(got) = out
+            .content_length
+            .map(|n| n.max(0) as u64)
+            .filter(|&n| n != want)
+        {
+            let total = out
+                .content_range()
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or("?");
+            return Err(StorageError::permanent(
+                key,
+                &self.describe(),
+                format!(
+                    "range {}..{} is outside the object of {total} bytes ({got} available)",
+                    range.start, range.end
+                ),
+            ));
+        }
         Ok(body_stream(
             out.body,
             key.to_owned(),
@@ -645,7 +672,7 @@ fn body_stream(
                     Err(StorageError::transient(
                         &key,
                         &location,
-                        format!("body failed: {}", DisplayErrorContext(&e)),
+                        format!("body failed: {}", error_chain(&e)),
                     )),
                     None,
                 )),
@@ -653,4 +680,20 @@ fn body_stream(
         }
     });
     Box::pin(stream)
+}
+
+/// `outer: inner: root` for an error and its sources, without the debug dumps of `DisplayErrorContext`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        // Wrappers often repeat their source's text; keep each piece once.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
 }

@@ -106,6 +106,49 @@ impl Download {
     pub fn into_async_read(self) -> StreamReader<ByteStream, Bytes> {
         StreamReader::new(self.stream)
     }
+
+    /// The bytes as a [`std::io::Read`] for synchronous decoders (zstd, xz, tar) running on the blocking
+    /// pool or a rayon thread; errors are [`std::io::Error`]s wrapping the [`StorageError`].
+    ///
+    /// Must be created on the runtime (it keeps a handle to it) and read off it: reading on a runtime
+    /// thread panics, as `Handle::block_on` does there.
+    pub fn into_blocking_read(self) -> BlockingReader {
+        BlockingReader {
+            stream: self.stream,
+            current: Bytes::new(),
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+/// A synchronous reader over a download; see [`Download::into_blocking_read`].
+pub struct BlockingReader {
+    stream: ByteStream,
+    /// The unread rest of the last chunk.
+    current: Bytes,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for BlockingReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingReader")
+            .field("buffered", &self.current.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::io::Read for BlockingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Starts downloading `key` (of `size` bytes if known from a listing, else one HEAD finds out).
@@ -322,6 +365,32 @@ mod tests {
             (s.get_requests, s.get_bytes),
             (1_000_003u64.div_ceil(64 * 1024), body.len() as u64)
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_reader_feeds_a_synchronous_decoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(LocalStorage::new(dir.path()).unwrap());
+        let body = data(300_000);
+        let compressed = zstd::encode_all(&body[..], 3).unwrap();
+        storage
+            .put("r/a.tar.zst", PutBody::Bytes(compressed.into()))
+            .await
+            .unwrap();
+        let opts = DownloadOptions {
+            chunk_size: 4096,
+            concurrency: 3,
+            ..Default::default()
+        };
+        let reader = download(storage, "r/a.tar.zst", None, &opts)
+            .await
+            .unwrap()
+            .into_blocking_read();
+        let out = tokio::task::spawn_blocking(move || zstd::decode_all(reader))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out == body, "decoded bytes differ");
     }
 
     #[tokio::test]

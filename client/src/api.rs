@@ -1,0 +1,541 @@
+//! The daemon's answers in client terms: serializable types converted from the `cairn.v1` wire
+//! messages, thin wrappers for the unary RPCs (`Resolve`, `Publish`, `Import`, `Stats`, `Gc`), and
+//! [`ClientError`], the one error type of online operations.
+//!
+//! The types here are what `cairn --json` prints, so their field names are part of the CLI contract.
+
+use std::path::PathBuf;
+
+use cairn_fingerprint::Blake3;
+use cairn_proto::v1 as pb;
+use cairn_proto::v1::cairn_client::CairnClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::connect::ConnectError;
+use crate::materialize::MaterializeError;
+
+/// What can go wrong talking to `cairnd` and materializing what it sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon is not reachable.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The daemon answered with an error.
+    #[error("cairnd refused `{rpc}`: {message} (code {code:?})")]
+    Rpc {
+        /// The RPC.
+        rpc: &'static str,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The daemon's message.
+        message: String,
+    },
+    /// The connection broke while a call was running (daemon killed, stopped or crashed).
+    #[error("lost the connection to cairnd during `{rpc}` (was the daemon stopped?): {message}")]
+    Lost {
+        /// The RPC.
+        rpc: &'static str,
+        /// What the transport said.
+        message: String,
+    },
+    /// The daemon sent something the protocol does not allow.
+    #[error("cairnd broke the protocol during `{rpc}`: {detail}")]
+    Protocol {
+        /// The RPC.
+        rpc: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A tree whose entries do not hash to the digest the daemon announced.
+    #[error("tree of `{artifact}` hashes to {actual}, not to the {expected} cairnd announced")]
+    TreeDigest {
+        /// The archive.
+        artifact: String,
+        /// The announced digest.
+        expected: Blake3,
+        /// What its entries hash to.
+        actual: Blake3,
+    },
+    /// A streamed blob whose bytes do not hash to its name.
+    #[error("blob {expected}: the received bytes hash to {actual}")]
+    BlobDigest {
+        /// The blob's name.
+        expected: Blake3,
+        /// What the received bytes hash to.
+        actual: Blake3,
+    },
+    /// Local file I/O (spool, destination).
+    #[error("`{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the trees into the destination failed.
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
+}
+
+impl ClientError {
+    /// Classify a failed call: a status produced by the transport (it carries the underlying I/O or
+    /// h2 error as its source) means the connection broke; a status without one came from the daemon.
+    pub fn from_status(rpc: &'static str, status: tonic::Status) -> ClientError {
+        let transport = std::error::Error::source(&status).is_some()
+            || matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown
+            ) && [
+                "transport",
+                "connection",
+                "h2 protocol",
+                "broken pipe",
+                "reset",
+            ]
+            .iter()
+            .any(|w| status.message().to_ascii_lowercase().contains(w));
+        if transport {
+            let mut message = status.message().to_string();
+            let mut cause = std::error::Error::source(&status);
+            while let Some(c) = cause {
+                message.push_str(": ");
+                message.push_str(&c.to_string());
+                cause = c.source();
+            }
+            ClientError::Lost { rpc, message }
+        } else {
+            ClientError::Rpc {
+                rpc,
+                code: status.code(),
+                message: status.message().to_string(),
+            }
+        }
+    }
+
+    /// Whether the daemon could not be reached or went away (the CLI adds a hint how to start it).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Connect(_) | ClientError::Lost { .. })
+    }
+}
+
+/// Whether an archive was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// A producer was chosen.
+    Found,
+    /// No acceptable producer: the artifact must be built (never substituted).
+    Missing,
+}
+
+/// The run an archive comes from (`Producer` of `cairn.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Producer {
+    /// `owner/repo` the run belongs to.
+    pub repo: String,
+    /// Workflow name (may be empty).
+    pub workflow: String,
+    /// Run id.
+    pub run_id: String,
+    /// Commit the run built.
+    pub commit: String,
+    /// `linux` or `windows`.
+    pub platform: String,
+    /// Run status (`success`, ...).
+    pub status: String,
+    /// Bucket holding the archive.
+    pub bucket: String,
+    /// Object key of the archive.
+    pub key: String,
+    /// SHA-256 of the archive (empty when unknown, e.g. imported runs).
+    pub sha256: String,
+    /// Archive size.
+    pub compressed_size: u64,
+    /// Content size.
+    pub uncompressed_size: u64,
+    /// The run built it (rather than reusing it from another run).
+    pub built_here: bool,
+    /// The run it was reused from, when not built here.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reused_from_run_id: String,
+    /// Read from the trusted area.
+    pub trusted: bool,
+    /// RFC 3339 publish time.
+    pub published_at: String,
+}
+
+/// One archive of a FOUND artifact, or one MISSING artifact (then `artifact` is what was asked for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    /// `{name}_{component}_{family}`, or the requested name when missing.
+    pub artifact: String,
+    /// Topology artifact name.
+    pub name: String,
+    /// Component (empty for a missing bare name).
+    pub component: String,
+    /// Archive family (empty for a missing bare name).
+    pub family: String,
+    /// The fingerprint the client computed.
+    pub fingerprint: String,
+    /// Found or missing.
+    pub status: Status,
+    /// The chosen producer (found only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub producer: Option<Producer>,
+    /// Tree digest of the archive content, when known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tree_digest: String,
+    /// Why this producer, or why none.
+    pub explanation: Vec<String>,
+}
+
+impl From<pb::ResolvedArtifact> for Resolved {
+    fn from(a: pb::ResolvedArtifact) -> Resolved {
+        let status = if a.status == pb::ResolveStatus::Found as i32 {
+            Status::Found
+        } else {
+            Status::Missing
+        };
+        Resolved {
+            artifact: a.artifact,
+            name: a.name,
+            component: a.component,
+            family: a.family,
+            fingerprint: a.fingerprint,
+            status,
+            producer: a.producer.map(|p| Producer {
+                repo: p.repo,
+                workflow: p.workflow,
+                run_id: p.run_id,
+                commit: p.commit,
+                platform: p.platform,
+                status: p.status,
+                bucket: p.bucket,
+                key: p.key,
+                sha256: p.sha256,
+                compressed_size: p.compressed_size,
+                uncompressed_size: p.uncompressed_size,
+                built_here: p.built_here,
+                reused_from_run_id: p.reused_from_run_id,
+                trusted: p.trusted,
+                published_at: p.published_at,
+            }),
+            tree_digest: a.tree_digest,
+            explanation: a.explanation,
+        }
+    }
+}
+
+/// Which producers are acceptable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Accept forks and developer machines.
+    pub allow_untrusted: bool,
+    /// Accept runs that did not succeed.
+    pub allow_failed: bool,
+    /// Only this run (explicit run id fallback).
+    pub run_id: Option<String>,
+}
+
+/// One resolve/fetch request: a stage's artifacts for one family, with their fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Build stage (informational for the daemon).
+    pub stage: String,
+    /// GPU family.
+    pub family: String,
+    /// `linux` or `windows`.
+    pub platform: String,
+    /// Bare artifact names (or archive names) and their fingerprints.
+    pub artifacts: Vec<(String, Blake3)>,
+    /// Components to leave out (`dbg`, `test`, ...).
+    pub exclude_components: Vec<String>,
+    /// Acceptable producers.
+    pub policy: Policy,
+}
+
+impl Request {
+    /// The wire form.
+    pub fn to_pb(&self) -> pb::ResolveRequest {
+        pb::ResolveRequest {
+            stage: self.stage.clone(),
+            family: self.family.clone(),
+            platform: self.platform.clone(),
+            artifacts: self
+                .artifacts
+                .iter()
+                .map(|(artifact, fp)| pb::ArtifactRequest {
+                    artifact: artifact.clone(),
+                    fingerprint: fp.to_hex(),
+                })
+                .collect(),
+            policy: Some(pb::Policy {
+                allow_untrusted: self.policy.allow_untrusted,
+                allow_failed: self.policy.allow_failed,
+                run_id: self.policy.run_id.clone().unwrap_or_default(),
+            }),
+            exclude_components: self.exclude_components.clone(),
+        }
+    }
+}
+
+/// Resolve without fetching: per archive, the chosen run and why.
+pub async fn resolve(
+    client: &mut CairnClient<Channel>,
+    request: &Request,
+) -> Result<(Vec<Resolved>, Vec<String>), ClientError> {
+    let resp = client
+        .resolve(request.to_pb())
+        .await
+        .map_err(|s| ClientError::from_status("Resolve", s))?
+        .into_inner();
+    Ok((
+        resp.artifacts.into_iter().map(Resolved::from).collect(),
+        resp.runs,
+    ))
+}
+
+/// Daemon store usage and counters (`StatsResponse`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Bytes of blobs in the CAS.
+    pub store_bytes: u64,
+    /// Blobs in the CAS.
+    pub blobs: u64,
+    /// CAS quota (0 = none).
+    pub max_bytes: u64,
+    /// Trees known.
+    pub trees: u64,
+    /// Archives served from the CAS.
+    pub hits: u64,
+    /// Archives downloaded.
+    pub misses: u64,
+    /// GET requests sent to storage.
+    pub storage_gets: u64,
+    /// Bytes received from storage.
+    pub storage_bytes: u64,
+    /// Downloads running now.
+    pub in_flight: u64,
+    /// Archives ingested.
+    pub ingests: u64,
+    /// Blobs evicted by gc.
+    pub evicted_blobs: u64,
+    /// Bytes evicted by gc.
+    pub evicted_bytes: u64,
+    /// Resolve requests served (fetches included).
+    pub resolve_requests: u64,
+    /// Fetch requests served.
+    pub fetch_requests: u64,
+}
+
+/// `Stats`.
+pub async fn stats(client: &mut CairnClient<Channel>) -> Result<Stats, ClientError> {
+    let s = client
+        .stats(pb::StatsRequest {})
+        .await
+        .map_err(|s| ClientError::from_status("Stats", s))?
+        .into_inner();
+    Ok(Stats {
+        store_bytes: s.store_bytes,
+        blobs: s.blobs,
+        max_bytes: s.max_bytes,
+        trees: s.trees,
+        hits: s.hits,
+        misses: s.misses,
+        storage_gets: s.storage_gets,
+        storage_bytes: s.storage_bytes,
+        in_flight: s.in_flight,
+        ingests: s.ingests,
+        evicted_blobs: s.evicted_blobs,
+        evicted_bytes: s.evicted_bytes,
+        resolve_requests: s.resolve_requests,
+        fetch_requests: s.fetch_requests,
+    })
+}
+
+/// What `Gc` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GcOutcome {
+    /// Blobs evicted.
+    pub evicted_blobs: u64,
+    /// Bytes evicted.
+    pub evicted_bytes: u64,
+    /// CAS bytes afterwards.
+    pub store_bytes: u64,
+}
+
+/// `Gc` down to `max_bytes` (`None`: the daemon's configured quota).
+pub async fn gc(
+    client: &mut CairnClient<Channel>,
+    max_bytes: Option<u64>,
+) -> Result<GcOutcome, ClientError> {
+    let r = client
+        .gc(pb::GcRequest {
+            max_bytes: max_bytes.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| ClientError::from_status("Gc", s))?
+        .into_inner();
+    Ok(GcOutcome {
+        evicted_blobs: r.evicted_blobs,
+        evicted_bytes: r.evicted_bytes,
+        store_bytes: r.store_bytes,
+    })
+}
+
+/// A publish request: a build directory's artifacts as (part of) a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishSpec {
+    /// Absolute build directory holding `artifacts/{name}_{component}_{family}/`.
+    pub build_dir: PathBuf,
+    /// Stage the job built.
+    pub stage: String,
+    /// Family of the job.
+    pub family: String,
+    /// `linux` or `windows`.
+    pub platform: String,
+    /// `owner/repo` the run belongs to.
+    pub repo: String,
+    /// Head repository of a fork (empty: same as `repo`).
+    pub head_repo: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Run id.
+    pub run_id: String,
+    /// Commit built.
+    pub commit: String,
+    /// Run status.
+    pub status: String,
+    /// `zstd` or `xz`.
+    pub compression: String,
+    /// Fingerprint per artifact name; only these artifacts are published.
+    pub fingerprints: Vec<(String, Blake3)>,
+}
+
+/// One archive a publish wrote (`PublishedArchive`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedArchive {
+    /// `{name}_{component}_{family}`.
+    pub artifact: String,
+    /// Object key.
+    pub key: String,
+    /// SHA-256 of the archive.
+    pub sha256: String,
+    /// Archive size.
+    pub compressed_size: u64,
+    /// Content size.
+    pub uncompressed_size: u64,
+    /// Regular files in it.
+    pub files: u64,
+    /// Tree digest.
+    pub tree_digest: String,
+    /// Fingerprint recorded for it.
+    pub fingerprint: String,
+    /// Built by this run.
+    pub built_here: bool,
+}
+
+/// What a publish wrote (`PublishResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// Bucket.
+    pub bucket: String,
+    /// Run prefix.
+    pub prefix: String,
+    /// The archives.
+    pub archives: Vec<PublishedArchive>,
+    /// Key of the job manifest.
+    pub job_manifest_key: String,
+    /// Whether trusted builds will use it.
+    pub trusted: bool,
+}
+
+/// `Publish`.
+pub async fn publish(
+    client: &mut CairnClient<Channel>,
+    spec: &PublishSpec,
+) -> Result<Published, ClientError> {
+    let req = pb::PublishRequest {
+        build_dir: spec.build_dir.to_string_lossy().into_owned(),
+        stage: spec.stage.clone(),
+        family: spec.family.clone(),
+        platform: spec.platform.clone(),
+        repo: spec.repo.clone(),
+        workflow: spec.workflow.clone(),
+        run_id: spec.run_id.clone(),
+        commit: spec.commit.clone(),
+        status: spec.status.clone(),
+        compression: spec.compression.clone(),
+        head_repo: spec.head_repo.clone(),
+        fingerprints: spec
+            .fingerprints
+            .iter()
+            .map(|(n, fp)| (n.clone(), fp.to_hex()))
+            .collect(),
+        reused_from: Default::default(),
+    };
+    let r = client
+        .publish(req)
+        .await
+        .map_err(|s| ClientError::from_status("Publish", s))?
+        .into_inner();
+    Ok(Published {
+        bucket: r.bucket,
+        prefix: r.prefix,
+        archives: r
+            .archives
+            .into_iter()
+            .map(|a| PublishedArchive {
+                artifact: a.artifact,
+                key: a.key,
+                sha256: a.sha256,
+                compressed_size: a.compressed_size,
+                uncompressed_size: a.uncompressed_size,
+                files: a.files,
+                tree_digest: a.tree_digest,
+                fingerprint: a.fingerprint,
+                built_here: a.built_here,
+            })
+            .collect(),
+        job_manifest_key: r.job_manifest_key,
+        trusted: r.trusted,
+    })
+}
+
+/// What an import found (`ImportResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Imported {
+    /// Run prefix.
+    pub prefix: String,
+    /// Archive keys.
+    pub archives: Vec<String>,
+    /// Archives ingested now (with `ingest`).
+    pub ingested: u32,
+}
+
+/// `Import` a run published without Cairn.
+pub async fn import(
+    client: &mut CairnClient<Channel>,
+    run_id: &str,
+    platform: &str,
+    repo: &str,
+    ingest: bool,
+) -> Result<Imported, ClientError> {
+    let r = client
+        .import(pb::ImportRequest {
+            run_id: run_id.to_string(),
+            platform: platform.to_string(),
+            repo: repo.to_string(),
+            ingest,
+        })
+        .await
+        .map_err(|s| ClientError::from_status("Import", s))?
+        .into_inner();
+    Ok(Imported {
+        prefix: r.prefix,
+        archives: r.archives,
+        ingested: r.ingested,
+    })
+}

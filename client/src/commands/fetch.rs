@@ -1,0 +1,412 @@
+//! `cairn bootstrap` and `cairn fetch`: compute the fingerprints of a stage's inbound artifacts from
+//! the checkout, ask the daemon for them (one `Fetch` per family), and materialize what it has —
+//! bootstrap layout with `.prebuilt` markers, plain `artifacts/{name}_{component}_{family}/`, or
+//! flattened. Missing artifacts are listed with the daemon's explanation and make the exit status 1,
+//! after everything found has been materialized. Re-running into the same destination rewrites only
+//! what changed (the materializer's state file).
+//!
+//! Plain output: one line per archive, `FOUND<TAB>{archive}<TAB>run {id}<TAB>{cas|storage}` or
+//! `MISSING<TAB>{artifact}<TAB>{first explanation line}`. `--json`: one [`FetchJson`] document.
+//! The summary goes to stderr.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use cairn_client::api::{Policy, Request, Resolved, Status};
+use cairn_client::fetch::{self, FetchOutcome, FetchedTree, Transfer};
+use cairn_client::materialize::{CopyMode, Layout, Options};
+use cairn_fingerprint::{Blake3, Component, FingerprintConfig, Fingerprinter, Platform};
+use serde::Serialize;
+
+use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs};
+use crate::output::{ExitStatus, Printer};
+use crate::progress::Progress;
+
+/// The `--json` document of `cairn bootstrap` and `cairn fetch`.
+///
+/// ```json
+/// {
+///   "command": "bootstrap",              // or "fetch"
+///   "stage": "math-libs",                // null for `fetch` without --stage
+///   "families": ["gfx94X-dcgpu"],
+///   "platform": "linux",
+///   "destination": "/abs/build",
+///   "layout": "bootstrap",               // "plain" | "flatten"
+///   "daemon": "unix:/run/user/1000/cairn/cairnd.sock",
+///   "checkout_head": "<commit>",
+///   "fingerprints": {"gfx94X-dcgpu": {"amd-llvm": "<64 hex>"}},
+///   "resolved": [Resolved],              // every archive found and every artifact missing
+///   "missing": [Resolved],               // the missing subset
+///   "trees": [FetchedTree],              // what was materialized
+///   "summary": Summary
+/// }
+/// ```
+#[derive(Debug, Serialize)]
+pub struct FetchJson {
+    /// `bootstrap` or `fetch`.
+    pub command: &'static str,
+    /// The stage, if one was given.
+    pub stage: Option<String>,
+    /// Families fetched (besides `generic`).
+    pub families: Vec<String>,
+    /// Platform.
+    pub platform: String,
+    /// Absolute destination.
+    pub destination: PathBuf,
+    /// `bootstrap`, `plain` or `flatten`.
+    pub layout: &'static str,
+    /// Daemon address.
+    pub daemon: String,
+    /// The checkout's HEAD commit.
+    pub checkout_head: String,
+    /// Family → artifact → fingerprint.
+    pub fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
+    /// Every archive found and every artifact missing.
+    pub resolved: Vec<Resolved>,
+    /// The missing subset.
+    pub missing: Vec<Resolved>,
+    /// The trees materialized.
+    pub trees: Vec<FetchedTree>,
+    /// Totals.
+    pub summary: Summary,
+}
+
+/// Totals of one `bootstrap`/`fetch` (also printed on stderr).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Archives materialized.
+    pub artifacts: usize,
+    /// Artifacts missing.
+    pub missing: usize,
+    /// Regular files in the destination's trees.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Files written by this run.
+    pub files_written: u64,
+    /// Bytes written by this run.
+    pub bytes_written: u64,
+    /// Files left untouched because an earlier run wrote them and they are unchanged.
+    pub files_unchanged: u64,
+    /// Stale files removed.
+    pub files_removed: u64,
+    /// Archives the daemon served from its cache.
+    pub from_cas: u64,
+    /// Archives the daemon downloaded from storage.
+    pub from_storage: u64,
+    /// Compressed bytes the daemon downloaded.
+    pub storage_bytes: u64,
+    /// Blob bytes received over the network (remote daemons only).
+    pub received_bytes: u64,
+    /// Runs the archives came from.
+    pub runs: Vec<String>,
+    /// Wall time of the command, fingerprints included.
+    pub elapsed_ms: u64,
+}
+
+/// `cairn bootstrap`.
+pub fn bootstrap(
+    cli: &Cli,
+    args: &BootstrapArgs,
+    printer: &mut Printer,
+) -> anyhow::Result<ExitStatus> {
+    run(
+        cli,
+        "bootstrap",
+        Some(&args.stage),
+        &args.build_dir,
+        Layout::Bootstrap,
+        &args.select,
+        printer,
+    )
+}
+
+/// `cairn fetch`.
+pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    let layout = if args.flatten {
+        Layout::Flatten
+    } else {
+        Layout::Plain
+    };
+    run(
+        cli,
+        "fetch",
+        args.stage.as_deref(),
+        &args.output_dir,
+        layout,
+        &args.select,
+        printer,
+    )
+}
+
+fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Bootstrap => "bootstrap",
+        Layout::Plain => "plain",
+        Layout::Flatten => "flatten",
+    }
+}
+
+/// The requests of one command: per family, the artifacts and their fingerprints.
+struct Plan {
+    families: Vec<String>,
+    platform: Platform,
+    head: String,
+    fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
+    requests: Vec<Request>,
+}
+
+fn plan(
+    cli: &Cli,
+    stage: Option<&str>,
+    select: &SelectArgs,
+    printer: &mut Printer,
+) -> anyhow::Result<Plan> {
+    let checkout = super::checkout_dir(select.checkout.as_deref())?;
+    let topology = super::checkout_topology(cli, &checkout, printer)?;
+    let mut names: Vec<&str> = match stage {
+        Some(stage) => topology.inbound(stage)?.into_iter().collect(),
+        None => topology
+            .artifacts()
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect(),
+    };
+    let exclude_artifacts = super::split_list(select.exclude_artifacts.as_deref());
+    for a in &exclude_artifacts {
+        topology
+            .artifact(a)
+            .with_context(|| format!("--exclude-artifacts names `{a}`"))?;
+    }
+    names.retain(|n| !exclude_artifacts.iter().any(|a| a == n));
+    let exclude_components = super::split_list(select.exclude_components.as_deref());
+    for c in &exclude_components {
+        Component::from_str(c).with_context(|| format!("--exclude-components names `{c}`"))?;
+    }
+    let mut families: Vec<String> = select.family.iter().cloned().collect();
+    for f in super::split_list(select.amdgpu_families.as_deref()) {
+        if !families.contains(&f) {
+            families.push(f);
+        }
+    }
+    if families.is_empty() {
+        bail!("no GPU family: pass --family or --amdgpu-families");
+    }
+    let platform = select.platform.unwrap_or_else(Platform::host);
+    let config = FingerprintConfig {
+        variant: select.variant.clone(),
+        ..FingerprintConfig::default()
+    };
+    let started = Instant::now();
+    let fingerprinter = Fingerprinter::new(&topology, &checkout, config)
+        .with_context(|| format!("reading the checkout `{}`", checkout.display()))?;
+    let mut fingerprints = BTreeMap::new();
+    let mut requests = Vec::new();
+    for family in &families {
+        let fps = fingerprinter.compute_some(&names, family, platform)?;
+        requests.push(Request {
+            stage: stage.unwrap_or("all").to_string(),
+            family: family.clone(),
+            platform: platform.to_string(),
+            artifacts: fps.iter().map(|(n, fp)| (n.clone(), *fp)).collect(),
+            exclude_components: exclude_components.clone(),
+            policy: Policy {
+                allow_untrusted: select.allow_untrusted,
+                allow_failed: select.allow_failed,
+                run_id: select.run_id.clone(),
+            },
+        });
+        fingerprints.insert(family.clone(), fps);
+    }
+    printer.detail(&format!(
+        "{} artifact(s) x {} family(ies) fingerprinted at {} in {:.1?}",
+        names.len(),
+        families.len(),
+        fingerprinter.snapshot().head,
+        started.elapsed()
+    ));
+    Ok(Plan {
+        families,
+        platform,
+        head: fingerprinter.snapshot().head.clone(),
+        fingerprints,
+        requests,
+    })
+}
+
+fn run(
+    cli: &Cli,
+    command: &'static str,
+    stage: Option<&str>,
+    dest: &Path,
+    layout: Layout,
+    select: &SelectArgs,
+    printer: &mut Printer,
+) -> anyhow::Result<ExitStatus> {
+    let started = Instant::now();
+    let plan = plan(cli, stage, select, printer)?;
+    std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
+    let dest = std::path::absolute(dest).with_context(|| format!("`{}`", dest.display()))?;
+    let addr = super::daemon_addr(cli);
+    let opts = Options {
+        copy_mode: if select.hardlink {
+            CopyMode::Hardlink
+        } else {
+            CopyMode::Auto
+        },
+        incremental: !select.full,
+        ..Options::new(layout)
+    };
+    let asked = plan
+        .requests
+        .iter()
+        .map(|r| r.artifacts.len())
+        .sum::<usize>();
+    let outcome = if asked == 0 {
+        None
+    } else {
+        let progress = Arc::new(Progress::new(cli.quiet));
+        let rt = super::runtime()?;
+        let result = rt.block_on(async {
+            let mut client = super::connect_daemon(&addr).await?;
+            fetch::fetch(
+                &mut client,
+                &plan.requests,
+                &dest,
+                &opts,
+                Transfer::for_addr(&addr),
+                progress.clone(),
+            )
+            .await
+            .map_err(|e| super::explain(e, &addr))
+        });
+        progress.finish();
+        Some(result?)
+    };
+    let elapsed = started.elapsed();
+    let summary = summarize(outcome.as_ref(), elapsed);
+    let missing: Vec<Resolved> = outcome
+        .as_ref()
+        .map(|o| o.missing().cloned().collect())
+        .unwrap_or_default();
+
+    if printer.json() {
+        let (resolved, trees) = outcome.map(|o| (o.resolved, o.trees)).unwrap_or_default();
+        printer.json_value(&FetchJson {
+            command,
+            stage: stage.map(str::to_string),
+            families: plan.families.clone(),
+            platform: plan.platform.to_string(),
+            destination: dest.clone(),
+            layout: layout_name(layout),
+            daemon: addr.to_string(),
+            checkout_head: plan.head.clone(),
+            fingerprints: plan.fingerprints.clone(),
+            resolved,
+            missing: missing.clone(),
+            trees,
+            summary: summary.clone(),
+        })?;
+    } else if let Some(o) = &outcome {
+        for r in &o.resolved {
+            match (&r.status, &r.producer) {
+                (Status::Found, Some(p)) => {
+                    let source = o
+                        .trees
+                        .iter()
+                        .find(|t| t.artifact == r.artifact)
+                        .map_or("-", |t| t.source.as_str());
+                    printer.line(&format!(
+                        "FOUND\t{}\trun {}\t{source}",
+                        r.artifact, p.run_id
+                    ))?;
+                }
+                _ => printer.line(&format!(
+                    "MISSING\t{}\t{}",
+                    r.artifact,
+                    r.explanation.first().map_or("", String::as_str)
+                ))?,
+            }
+        }
+    }
+    for m in &missing {
+        printer.problem(&format!(
+            "missing: `{}` (fingerprint {}) has no acceptable producer",
+            m.artifact, m.fingerprint
+        ));
+        for line in &m.explanation {
+            printer.problem(&format!("  {line}"));
+        }
+    }
+    let what = match stage {
+        Some(s) => format!("{command} {s}"),
+        None => command.to_string(),
+    };
+    if asked == 0 {
+        printer.note(&format!(
+            "cairn: {what}: nothing to fetch (no inbound artifacts)"
+        ));
+        return Ok(ExitStatus::Success);
+    }
+    printer.note(&format!(
+        "cairn: {what} ({}) into `{}`: {} artifact(s), {} missing; {} file(s), {} ({} written, {} unchanged, {} removed); daemon: {} from cache, {} from storage ({} downloaded){}; runs: {}; {:.2} s",
+        plan.families.join(", "),
+        dest.display(),
+        summary.artifacts,
+        summary.missing,
+        summary.files,
+        super::human_bytes(summary.bytes),
+        summary.files_written,
+        summary.files_unchanged,
+        summary.files_removed,
+        summary.from_cas,
+        summary.from_storage,
+        super::human_bytes(summary.storage_bytes),
+        if summary.received_bytes > 0 {
+            format!(", {} received", super::human_bytes(summary.received_bytes))
+        } else {
+            String::new()
+        },
+        if summary.runs.is_empty() {
+            "none".to_string()
+        } else {
+            summary.runs.join(", ")
+        },
+        elapsed.as_secs_f64(),
+    ));
+    Ok(if !missing.is_empty() || summary.artifacts == 0 {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn summarize(outcome: Option<&FetchOutcome>, elapsed: std::time::Duration) -> Summary {
+    let Some(o) = outcome else {
+        return Summary {
+            elapsed_ms: elapsed.as_millis() as u64,
+            ..Summary::default()
+        };
+    };
+    Summary {
+        artifacts: o.trees.len(),
+        missing: o.missing().count(),
+        files: o.report.files,
+        bytes: o.report.bytes,
+        files_written: o.report.files_written,
+        bytes_written: o.report.bytes_written,
+        files_unchanged: o.report.files_skipped_unchanged,
+        files_removed: o.report.files_removed,
+        // Per materialized archive (an archive several family requests share counts once).
+        from_cas: o.trees.iter().filter(|t| t.source == "cas").count() as u64,
+        from_storage: o.trees.iter().filter(|t| t.source == "storage").count() as u64,
+        storage_bytes: o.daemon.storage_bytes,
+        received_bytes: o.received_bytes,
+        runs: o.daemon.runs.clone(),
+        elapsed_ms: elapsed.as_millis() as u64,
+    }
+}

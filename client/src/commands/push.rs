@@ -1,0 +1,88 @@
+//! `cairn push`: publish the artifacts a stage produced in a build dir as (part of) a CI run. The
+//! client computes the fingerprints of the stage's produced artifacts from the checkout; the daemon
+//! (which must be able to read the build dir) archives `B/artifacts/{name}_{component}_{family}/`
+//! for those artifacts, uploads archives, sidecars and tree manifests, then the producer records.
+//!
+//! Plain output: `{archive key}<TAB>{compressed size}<TAB>{sha256}` per archive. `--json`: the
+//! [`Published`](cairn_client::api::Published) document (`bucket`, `prefix`, `archives[]`,
+//! `job_manifest_key`, `trusted`).
+
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use cairn_client::api::{self, PublishSpec};
+use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
+
+use crate::cli::{Cli, PushArgs};
+use crate::output::{ExitStatus, Printer};
+
+/// Publish a build dir.
+pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    let started = Instant::now();
+    if !matches!(args.compression.as_str(), "zstd" | "xz") {
+        bail!(
+            "--compression `{}` is neither `zstd` nor `xz`",
+            args.compression
+        );
+    }
+    let checkout = super::checkout_dir(args.checkout.as_deref())?;
+    let topology = super::checkout_topology(cli, &checkout, printer)?;
+    let names: Vec<&str> = topology.produced(&args.stage)?.into_iter().collect();
+    let platform = args.platform.unwrap_or_else(Platform::host);
+    let config = FingerprintConfig {
+        variant: args.variant.clone(),
+        ..FingerprintConfig::default()
+    };
+    let fingerprinter = Fingerprinter::new(&topology, &checkout, config)
+        .with_context(|| format!("reading the checkout `{}`", checkout.display()))?;
+    let fingerprints = fingerprinter.compute_some(&names, &args.family, platform)?;
+    let build_dir = std::fs::canonicalize(&args.build_dir)
+        .with_context(|| format!("build dir `{}`", args.build_dir.display()))?;
+    let spec = PublishSpec {
+        build_dir,
+        stage: args.stage.clone(),
+        family: args.family.clone(),
+        platform: platform.to_string(),
+        repo: args.repo.clone(),
+        head_repo: args.head_repo.clone().unwrap_or_default(),
+        workflow: args.workflow.clone(),
+        run_id: args.run_id.clone(),
+        commit: args
+            .commit
+            .clone()
+            .unwrap_or_else(|| fingerprinter.snapshot().head.clone()),
+        status: args.status.clone(),
+        compression: args.compression.clone(),
+        fingerprints: fingerprints.into_iter().collect(),
+    };
+    let addr = super::daemon_addr(cli);
+    let published = super::runtime()?.block_on(async {
+        let mut client = super::connect_daemon(&addr).await?;
+        api::publish(&mut client, &spec)
+            .await
+            .map_err(|e| super::explain(e, &addr))
+    })?;
+    if printer.json() {
+        printer.json_value(&published)?;
+    } else {
+        for a in &published.archives {
+            printer.line(&format!("{}\t{}\t{}", a.key, a.compressed_size, a.sha256))?;
+        }
+    }
+    let bytes: u64 = published.archives.iter().map(|a| a.compressed_size).sum();
+    let files: u64 = published.archives.iter().map(|a| a.files).sum();
+    printer.note(&format!(
+        "cairn: push {} ({}): {} archive(s), {} file(s), {} compressed to `{}/{}` ({}); run {}; {:.2} s",
+        args.stage,
+        args.family,
+        published.archives.len(),
+        files,
+        super::human_bytes(bytes),
+        published.bucket,
+        published.prefix,
+        if published.trusted { "trusted" } else { "untrusted" },
+        args.run_id,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(ExitStatus::Success)
+}

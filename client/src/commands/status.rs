@@ -1,0 +1,74 @@
+//! `cairn status`: the daemon's store usage and counters.
+//!
+//! Plain output: `key<TAB>value` lines. `--json`: the [`Stats`](cairn_client::api::Stats) document
+//! (`store_bytes`, `blobs`, `max_bytes`, `trees`, `hits`, `misses`, `storage_gets`,
+//! `storage_bytes`, `in_flight`, `ingests`, `evicted_blobs`, `evicted_bytes`, `resolve_requests`,
+//! `fetch_requests`) plus `daemon` (its address).
+
+use cairn_client::api::{self, Stats};
+use serde::Serialize;
+
+use crate::cli::Cli;
+use crate::output::{ExitStatus, Printer};
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    daemon: String,
+    #[serde(flatten)]
+    stats: &'a Stats,
+}
+
+/// Print the daemon's stats.
+pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    let addr = super::daemon_addr(cli);
+    let stats = super::runtime()?.block_on(async {
+        let mut client = super::connect_daemon(&addr).await?;
+        api::stats(&mut client)
+            .await
+            .map_err(|e| super::explain(e, &addr))
+    })?;
+    if printer.json() {
+        printer.json_value(&StatusJson {
+            daemon: addr.to_string(),
+            stats: &stats,
+        })?;
+        return Ok(ExitStatus::Success);
+    }
+    let quota = if stats.max_bytes == 0 {
+        "none".to_string()
+    } else {
+        super::human_bytes(stats.max_bytes)
+    };
+    let lines = [
+        ("daemon", addr.to_string()),
+        (
+            "store",
+            format!(
+                "{} in {} blob(s), quota {quota}",
+                super::human_bytes(stats.store_bytes),
+                stats.blobs
+            ),
+        ),
+        ("trees", stats.trees.to_string()),
+        ("archives from cache (hits)", stats.hits.to_string()),
+        ("archives downloaded (misses)", stats.misses.to_string()),
+        ("storage GETs", stats.storage_gets.to_string()),
+        ("storage bytes", super::human_bytes(stats.storage_bytes)),
+        ("downloads in flight", stats.in_flight.to_string()),
+        ("ingests", stats.ingests.to_string()),
+        (
+            "evicted",
+            format!(
+                "{} blob(s), {}",
+                stats.evicted_blobs,
+                super::human_bytes(stats.evicted_bytes)
+            ),
+        ),
+        ("resolve requests", stats.resolve_requests.to_string()),
+        ("fetch requests", stats.fetch_requests.to_string()),
+    ];
+    for (k, v) in lines {
+        printer.line(&format!("{k}\t{v}"))?;
+    }
+    Ok(ExitStatus::Success)
+}

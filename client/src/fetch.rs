@@ -1,0 +1,731 @@
+//! Fetch: one or more `Fetch` RPCs turned into a materialized destination.
+//!
+//! Per request (one stage's artifacts for one family) the daemon streams `resolved`, `progress`
+//! events while it makes archives local, one `tree` per archive, then each unique blob once — as a
+//! CAS path on the same machine ([`Transfer::LocalPaths`]) or as bytes ([`Transfer::Stream`]) — and
+//! a `summary`. After the summary the daemon keeps the blobs leased until the stream is closed, so
+//! every stream stays open until [`materialize`](crate::materialize::materialize) has finished.
+//!
+//! Nothing the daemon sends is trusted blindly: every tree must hash to the digest it was announced
+//! with, and streamed blobs are hashed as they are written to a spool directory under the destination
+//! and refused unless they hash to their name. A remote client spools only the blobs the destination's
+//! state file cannot prove present (an incremental re-bootstrap writes only what changed).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn_fingerprint::Blake3;
+use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
+use cairn_proto::v1::cairn_client::CairnClient;
+use cairn_proto::v1::{self as pb, fetch_event::Event};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::api::{ClientError, Request, Resolved, Status};
+use crate::connect::DaemonAddr;
+use crate::materialize::{
+    self, BlobSource, DirBlobs, MaterializeItem, NoReporter, Options, Report, Reporter,
+};
+
+/// Name of the spool directory (under the destination) that receives streamed blobs.
+pub const SPOOL_DIR: &str = ".cairn-spool";
+
+/// How blob contents reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Same machine: the daemon sends CAS paths and the client copies from them.
+    LocalPaths,
+    /// Remote: the daemon streams blob bytes.
+    Stream,
+}
+
+impl Transfer {
+    /// CAS paths over a Unix socket (necessarily the same machine), bytes over TCP.
+    pub fn for_addr(addr: &DaemonAddr) -> Transfer {
+        match addr {
+            DaemonAddr::Unix(_) => Transfer::LocalPaths,
+            DaemonAddr::Tcp(_) => Transfer::Stream,
+        }
+    }
+}
+
+/// Progress of a fetch, on top of materialization progress. Called from the async task (fetch
+/// events) and from worker threads (materialization).
+pub trait FetchReporter: Reporter + Send {
+    /// The daemon resolved one request.
+    fn on_resolved(&self, _resolved: &[Resolved]) {}
+    /// The daemon made archive number `done` of `total` local (`message`: from cache or downloaded).
+    fn on_archive_ready(&self, _artifact: &str, _done: u64, _total: u64, _message: &str) {}
+    /// Blob bytes received over the stream.
+    fn on_blob_bytes(&self, _bytes: u64) {}
+}
+
+impl FetchReporter for NoReporter {}
+
+/// One archive's tree as fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FetchedTree {
+    /// `{name}_{component}_{family}`.
+    pub artifact: String,
+    /// Tree digest (verified).
+    pub tree_digest: String,
+    /// `cas` when the daemon had every blob, `storage` when it downloaded the archive.
+    pub source: String,
+    /// The run the archive came from.
+    pub run_id: String,
+    /// Regular files.
+    pub files: u64,
+    /// Bytes of regular files.
+    pub bytes: u64,
+}
+
+/// The daemon's summaries, added over all requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DaemonTotals {
+    /// Archives served.
+    pub artifacts: u64,
+    /// Regular files in them.
+    pub files: u64,
+    /// Bytes of regular files in them.
+    pub bytes: u64,
+    /// Archives served from the CAS.
+    pub from_cas: u64,
+    /// Archives the daemon downloaded.
+    pub from_storage: u64,
+    /// Compressed bytes the daemon downloaded.
+    pub storage_bytes: u64,
+    /// Runs the archives came from, sorted.
+    pub runs: Vec<String>,
+    /// Daemon time, summed over requests.
+    pub elapsed_ms: u64,
+}
+
+impl DaemonTotals {
+    fn add(&mut self, s: &pb::FetchSummary) {
+        self.artifacts += u64::from(s.artifacts);
+        self.files += s.files;
+        self.bytes += s.bytes;
+        self.from_cas += u64::from(s.from_cas);
+        self.from_storage += u64::from(s.from_storage);
+        self.storage_bytes += s.storage_bytes;
+        self.runs.extend(s.runs.iter().cloned());
+        self.runs.sort();
+        self.runs.dedup();
+        self.elapsed_ms += s.elapsed_ms;
+    }
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone)]
+pub struct FetchOutcome {
+    /// Every resolved archive and every missing artifact, over all requests.
+    pub resolved: Vec<Resolved>,
+    /// The trees materialized (an archive asked for by several requests appears once).
+    pub trees: Vec<FetchedTree>,
+    /// The daemon's summaries.
+    pub daemon: DaemonTotals,
+    /// Blob bytes received over the stream (0 with [`Transfer::LocalPaths`]).
+    pub received_bytes: u64,
+    /// Blobs received over the stream.
+    pub received_blobs: u64,
+    /// What materialization did.
+    pub report: Report,
+}
+
+impl FetchOutcome {
+    /// The artifacts no acceptable producer has.
+    pub fn missing(&self) -> impl Iterator<Item = &Resolved> {
+        self.resolved.iter().filter(|r| r.status == Status::Missing)
+    }
+}
+
+/// Fetch `requests` and materialize everything found into `dest` under `opts`. Missing artifacts
+/// are reported in the outcome, not as an error: what was found is materialized anyway.
+pub async fn fetch(
+    client: &mut CairnClient<Channel>,
+    requests: &[Request],
+    dest: &Path,
+    opts: &Options,
+    transfer: Transfer,
+    reporter: Arc<dyn FetchReporter>,
+) -> Result<FetchOutcome, ClientError> {
+    let mut run = FetchRun {
+        dest: dest.to_path_buf(),
+        opts: opts.clone(),
+        reporter: reporter.clone(),
+        items: Vec::new(),
+        trees: Vec::new(),
+        seen: HashSet::new(),
+        pending: Vec::new(),
+        paths: HashMap::new(),
+        spool: None,
+    };
+    let mut resolved = Vec::new();
+    let mut daemon = DaemonTotals::default();
+    // Kept open until materialization is done: the daemon holds its leases until they close.
+    let mut streams = Vec::with_capacity(requests.len());
+    for request in requests {
+        let req = pb::FetchRequest {
+            resolve: Some(request.to_pb()),
+            local_paths: transfer == Transfer::LocalPaths,
+        };
+        let mut stream = client
+            .fetch(req)
+            .await
+            .map_err(|s| ClientError::from_status("Fetch", s))?
+            .into_inner();
+        let mut needed: Option<HashSet<Blake3>> = None;
+        loop {
+            let event = stream
+                .message()
+                .await
+                .map_err(|s| ClientError::from_status("Fetch", s))?
+                .ok_or_else(|| ClientError::Lost {
+                    rpc: "Fetch",
+                    message: "the stream ended before its summary".into(),
+                })?;
+            match event.event {
+                None => {}
+                Some(Event::Resolved(r)) => {
+                    let rs: Vec<Resolved> = r.artifacts.into_iter().map(Resolved::from).collect();
+                    reporter.on_resolved(&rs);
+                    resolved.extend(rs);
+                }
+                Some(Event::Progress(p)) => {
+                    reporter.on_archive_ready(&p.artifact, p.bytes_done, p.bytes_total, &p.message)
+                }
+                Some(Event::Tree(t)) => run.pending.push(t),
+                Some(Event::BlobPath(b)) => {
+                    let digest = parse_digest(&b.blake3)?;
+                    run.paths.insert(digest, PathBuf::from(b.path));
+                }
+                Some(Event::BlobChunk(chunk)) => {
+                    if transfer != Transfer::Stream {
+                        return Err(protocol(
+                            "blob bytes arrived although CAS paths were asked for",
+                        ));
+                    }
+                    if needed.is_none() {
+                        run.absorb_trees().await?;
+                        needed = Some(run.blobs_needed().await?);
+                    }
+                    let spool = match &mut run.spool {
+                        Some(s) => s,
+                        None => run.spool.insert(Spool::start(&run.dest)?),
+                    };
+                    let n = chunk.data.len() as u64;
+                    spool
+                        .chunk(chunk, needed.as_ref().expect("set above"))
+                        .await?;
+                    reporter.on_blob_bytes(n);
+                }
+                Some(Event::Summary(s)) => {
+                    daemon.add(&s);
+                    break;
+                }
+            }
+        }
+        run.absorb_trees().await?;
+        streams.push(stream);
+    }
+    let (received_bytes, received_blobs) = match run.spool.as_mut() {
+        Some(s) => s.finish().await?,
+        None => (0, 0),
+    };
+    let spool_dir = run.spool.as_ref().map(|s| s.dir.clone());
+    let report = run.materialize(spool_dir.clone()).await;
+    drop(streams);
+    if let Some(dir) = spool_dir {
+        let _ = tokio::task::spawn_blocking(move || fs::remove_dir_all(dir)).await;
+    }
+    Ok(FetchOutcome {
+        resolved,
+        trees: run.trees,
+        daemon,
+        received_bytes,
+        received_blobs,
+        report: report?,
+    })
+}
+
+fn protocol(detail: impl Into<String>) -> ClientError {
+    ClientError::Protocol {
+        rpc: "Fetch",
+        detail: detail.into(),
+    }
+}
+
+fn parse_digest(hex: &str) -> Result<Blake3, ClientError> {
+    hex.parse()
+        .map_err(|e| protocol(format!("bad digest `{hex}`: {e}")))
+}
+
+fn join_error(e: tokio::task::JoinError) -> ClientError {
+    protocol(format!("a worker task failed: {e}"))
+}
+
+/// The state of one fetch across its streams.
+struct FetchRun {
+    dest: PathBuf,
+    opts: Options,
+    reporter: Arc<dyn FetchReporter>,
+    items: Vec<MaterializeItem>,
+    trees: Vec<FetchedTree>,
+    /// Archives already taken (generic archives come once per family request).
+    seen: HashSet<String>,
+    /// Trees received but not yet verified.
+    pending: Vec<pb::ArtifactTree>,
+    /// CAS paths (same machine).
+    paths: HashMap<Blake3, PathBuf>,
+    spool: Option<Spool>,
+}
+
+impl FetchRun {
+    /// Verify the pending trees (hashing: off the runtime threads) and keep the new ones.
+    async fn absorb_trees(&mut self) -> Result<(), ClientError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let converted = tokio::task::spawn_blocking(move || {
+            pending
+                .into_iter()
+                .map(tree_from_pb)
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(join_error)??;
+        for (item, info) in converted {
+            if self.seen.insert(item.artifact.clone()) {
+                self.items.push(item);
+                self.trees.push(info);
+            }
+        }
+        Ok(())
+    }
+
+    /// The blobs the destination lacks for the trees known so far.
+    async fn blobs_needed(&self) -> Result<HashSet<Blake3>, ClientError> {
+        let items = self.items.clone();
+        let dest = self.dest.clone();
+        let opts = self.opts.clone();
+        let needed =
+            tokio::task::spawn_blocking(move || materialize::blobs_needed(&items, &dest, &opts))
+                .await
+                .map_err(join_error)??;
+        Ok(needed.into_iter().collect())
+    }
+
+    async fn materialize(&self, spool: Option<PathBuf>) -> Result<Report, ClientError> {
+        let items = self.items.clone();
+        let dest = self.dest.clone();
+        let opts = self.opts.clone();
+        let reporter = self.reporter.clone();
+        let paths = self.paths.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            let reporter: &dyn Reporter = &*reporter;
+            match spool {
+                Some(dir) => {
+                    let blobs = DirBlobs::flat(dir);
+                    materialize::materialize(
+                        &items,
+                        &blobs as &dyn BlobSource,
+                        &dest,
+                        &opts,
+                        reporter,
+                    )
+                }
+                None => materialize::materialize(&items, &paths, &dest, &opts, reporter),
+            }
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(report)
+    }
+}
+
+/// A wire tree as a verified [`Tree`]: entries must be well formed and hash to the announced digest.
+pub fn tree_from_pb(t: pb::ArtifactTree) -> Result<(MaterializeItem, FetchedTree), ClientError> {
+    let bad = |what: String| protocol(format!("tree of `{}`: {what}", t.artifact));
+    let rel = |s: &str| RelPath::new(s).map_err(|e| bad(format!("path `{s}`: {e}")));
+    let manifest = t
+        .manifest
+        .iter()
+        .map(|m| rel(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut entries = Vec::with_capacity(t.entries.len());
+    for e in &t.entries {
+        let kind = match e.kind.as_str() {
+            "file" => EntryKind::File,
+            "dir" => EntryKind::Dir,
+            "symlink" => EntryKind::Symlink,
+            "hardlink" => EntryKind::Hardlink,
+            other => {
+                return Err(bad(format!(
+                    "entry `{}` has unknown kind `{other}`",
+                    e.path
+                )));
+            }
+        };
+        let blake3 = if e.blake3.is_empty() {
+            None
+        } else {
+            Some(
+                e.blake3
+                    .parse()
+                    .map_err(|err| bad(format!("entry `{}`: {err}", e.path)))?,
+            )
+        };
+        entries.push(TreeEntry {
+            path: rel(&e.path)?,
+            kind,
+            mode: e.mode,
+            size: e.size,
+            blake3,
+            link_target: (!e.link_target.is_empty()).then(|| e.link_target.clone()),
+        });
+    }
+    let tree = Tree::new(manifest, entries);
+    let expected: Blake3 = t
+        .tree_digest
+        .parse()
+        .map_err(|err| bad(format!("tree digest: {err}")))?;
+    let actual = tree.digest();
+    if actual != expected {
+        return Err(ClientError::TreeDigest {
+            artifact: t.artifact,
+            expected,
+            actual,
+        });
+    }
+    let info = FetchedTree {
+        artifact: t.artifact.clone(),
+        tree_digest: t.tree_digest,
+        source: t.source,
+        run_id: t.run_id,
+        files: tree.file_count() as u64,
+        bytes: tree.total_size(),
+    };
+    Ok((
+        MaterializeItem {
+            artifact: t.artifact,
+            tree: Arc::new(tree),
+        },
+        info,
+    ))
+}
+
+/// A chunk bound for the spool writer.
+struct SpoolChunk {
+    digest: Blake3,
+    offset: u64,
+    data: Vec<u8>,
+    last: bool,
+}
+
+/// Receives streamed blobs into `{dest}/.cairn-spool/{hex}`: a writer thread appends and hashes
+/// while the next chunks arrive; a blob gets its name only once its bytes hash to it.
+struct Spool {
+    dir: PathBuf,
+    tx: Option<mpsc::Sender<SpoolChunk>>,
+    writer: Option<tokio::task::JoinHandle<Result<(u64, u64), ClientError>>>,
+    /// The blob whose chunks are arriving, and whether they are kept.
+    current: Option<(Blake3, bool)>,
+    /// Blobs already kept (requests of several families send shared blobs again).
+    kept: HashSet<Blake3>,
+}
+
+impl Spool {
+    fn start(dest: &Path) -> Result<Spool, ClientError> {
+        let dir = dest.join(SPOOL_DIR);
+        let io = |source| ClientError::Io {
+            path: dir.clone(),
+            source,
+        };
+        // A spool left by a killed run holds nothing we can trust without rehashing: start over.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        fs::create_dir_all(&dir).map_err(io)?;
+        let (tx, rx) = mpsc::channel(8);
+        let writer_dir = dir.clone();
+        let writer = tokio::task::spawn_blocking(move || write_spool(&writer_dir, rx));
+        Ok(Spool {
+            dir,
+            tx: Some(tx),
+            writer: Some(writer),
+            current: None,
+            kept: HashSet::new(),
+        })
+    }
+
+    async fn chunk(
+        &mut self,
+        chunk: pb::BlobChunk,
+        needed: &HashSet<Blake3>,
+    ) -> Result<(), ClientError> {
+        let digest = parse_digest(&chunk.blake3)?;
+        let keep = match self.current {
+            Some((d, keep)) if d == digest => keep,
+            _ => {
+                if chunk.offset != 0 {
+                    return Err(protocol(format!(
+                        "blob {digest} starts at offset {}",
+                        chunk.offset
+                    )));
+                }
+                needed.contains(&digest) && self.kept.insert(digest)
+            }
+        };
+        self.current = (!chunk.last).then_some((digest, keep));
+        if !keep {
+            return Ok(());
+        }
+        let msg = SpoolChunk {
+            digest,
+            offset: chunk.offset,
+            data: chunk.data,
+            last: chunk.last,
+        };
+        let sent = match &self.tx {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped: its result says why.
+            self.finish().await?;
+            return Err(protocol("the spool writer stopped"));
+        }
+        Ok(())
+    }
+
+    /// Wait for the writer; returns bytes and blobs kept.
+    async fn finish(&mut self) -> Result<(u64, u64), ClientError> {
+        if let Some((d, true)) = self.current {
+            return Err(protocol(format!("blob {d} ended without its last chunk")));
+        }
+        self.tx = None;
+        match self.writer.take() {
+            Some(w) => w.await.map_err(join_error)?,
+            None => Ok((0, 0)),
+        }
+    }
+}
+
+/// The spool writer (a blocking thread): one blob at a time, in order.
+fn write_spool(dir: &Path, mut rx: mpsc::Receiver<SpoolChunk>) -> Result<(u64, u64), ClientError> {
+    struct Open {
+        digest: Blake3,
+        file: fs::File,
+        tmp: PathBuf,
+        hasher: blake3::Hasher,
+        written: u64,
+    }
+    let mut open: Option<Open> = None;
+    let (mut bytes, mut blobs) = (0u64, 0u64);
+    while let Some(c) = rx.blocking_recv() {
+        let o = match &mut open {
+            Some(o) if o.digest == c.digest => o,
+            _ => {
+                let tmp = dir.join(format!("{}.part", c.digest.to_hex()));
+                let file = fs::File::create(&tmp).map_err(|source| ClientError::Io {
+                    path: tmp.clone(),
+                    source,
+                })?;
+                open.insert(Open {
+                    digest: c.digest,
+                    file,
+                    tmp,
+                    hasher: blake3::Hasher::new(),
+                    written: 0,
+                })
+            }
+        };
+        if c.offset != o.written {
+            return Err(protocol(format!(
+                "blob {}: chunk at offset {} after {} bytes",
+                c.digest, c.offset, o.written
+            )));
+        }
+        o.file
+            .write_all(&c.data)
+            .map_err(|source| ClientError::Io {
+                path: o.tmp.clone(),
+                source,
+            })?;
+        o.hasher.update(&c.data);
+        o.written += c.data.len() as u64;
+        if c.last {
+            let o = open.take().expect("open above");
+            let actual = Blake3(*o.hasher.finalize().as_bytes());
+            if actual != o.digest {
+                let _ = fs::remove_file(&o.tmp);
+                return Err(ClientError::BlobDigest {
+                    expected: o.digest,
+                    actual,
+                });
+            }
+            drop(o.file);
+            let dest = dir.join(o.digest.to_hex());
+            fs::rename(&o.tmp, &dest).map_err(|source| ClientError::Io { path: dest, source })?;
+            bytes += o.written;
+            blobs += 1;
+        }
+    }
+    Ok((bytes, blobs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire_tree(entries: Vec<pb::TreeEntry>, digest: Option<&str>) -> pb::ArtifactTree {
+        let tree = Tree::new(
+            vec![RelPath::new("math-libs/foo/stage").unwrap()],
+            entries
+                .iter()
+                .map(|e| TreeEntry {
+                    path: RelPath::new(&e.path).unwrap(),
+                    kind: match e.kind.as_str() {
+                        "file" => EntryKind::File,
+                        "dir" => EntryKind::Dir,
+                        _ => EntryKind::Symlink,
+                    },
+                    mode: e.mode,
+                    size: e.size,
+                    blake3: (!e.blake3.is_empty()).then(|| e.blake3.parse().unwrap()),
+                    link_target: (!e.link_target.is_empty()).then(|| e.link_target.clone()),
+                })
+                .collect(),
+        );
+        pb::ArtifactTree {
+            artifact: "foo_lib_generic".into(),
+            tree_digest: digest.map_or_else(|| tree.digest().to_hex(), str::to_string),
+            manifest: vec!["math-libs/foo/stage".into()],
+            entries,
+            source: "cas".into(),
+            run_id: "7".into(),
+        }
+    }
+
+    fn file(path: &str, content: &[u8]) -> pb::TreeEntry {
+        pb::TreeEntry {
+            path: path.into(),
+            kind: "file".into(),
+            mode: 0o644,
+            size: content.len() as u64,
+            blake3: Blake3::of(content).to_hex(),
+            link_target: String::new(),
+        }
+    }
+
+    #[test]
+    fn wire_trees_are_verified_against_their_digest() {
+        let entries = vec![
+            file("math-libs/foo/stage/lib/libfoo.so", b"elf"),
+            pb::TreeEntry {
+                path: "math-libs/foo/stage/lib/libfoo.so.1".into(),
+                kind: "symlink".into(),
+                mode: 0o777,
+                size: 0,
+                blake3: String::new(),
+                link_target: "libfoo.so".into(),
+            },
+        ];
+        let (item, info) = tree_from_pb(wire_tree(entries.clone(), None)).unwrap();
+        assert_eq!(item.tree.entries.len(), 2);
+        assert_eq!((info.files, info.bytes, info.run_id.as_str()), (1, 3, "7"));
+
+        let wrong = Blake3::of(b"something else").to_hex();
+        let err = tree_from_pb(wire_tree(entries, Some(&wrong))).unwrap_err();
+        assert!(matches!(err, ClientError::TreeDigest { .. }), "{err}");
+    }
+
+    #[test]
+    fn hostile_wire_paths_are_refused() {
+        let mut t = wire_tree(vec![file("math-libs/foo/stage/a", b"a")], None);
+        t.entries[0].path = "../../etc/passwd".into();
+        let err = tree_from_pb(t).unwrap_err();
+        assert!(err.to_string().contains("../../etc/passwd"), "{err}");
+    }
+
+    fn chunk(digest: &Blake3, offset: u64, data: &[u8], last: bool) -> pb::BlobChunk {
+        pb::BlobChunk {
+            blake3: digest.to_hex(),
+            offset,
+            data: data.to_vec(),
+            last,
+        }
+    }
+
+    #[tokio::test]
+    async fn spool_keeps_needed_blobs_that_hash_to_their_name() {
+        let dest = tempfile::tempdir().unwrap();
+        let a = Blake3::of(b"hello world");
+        let b = Blake3::of(b"unneeded");
+        let needed: HashSet<Blake3> = [a].into();
+        let mut spool = Spool::start(dest.path()).unwrap();
+        spool
+            .chunk(chunk(&a, 0, b"hello ", false), &needed)
+            .await
+            .unwrap();
+        spool
+            .chunk(chunk(&a, 6, b"world", false), &needed)
+            .await
+            .unwrap();
+        spool
+            .chunk(chunk(&a, 11, b"", true), &needed)
+            .await
+            .unwrap();
+        spool
+            .chunk(chunk(&b, 0, b"unneeded", true), &needed)
+            .await
+            .unwrap();
+        // Sent again by a second request: kept once.
+        spool
+            .chunk(chunk(&a, 0, b"hello world", true), &needed)
+            .await
+            .unwrap();
+        assert_eq!(spool.finish().await.unwrap(), (11, 1));
+        let dir = dest.path().join(SPOOL_DIR);
+        assert_eq!(fs::read(dir.join(a.to_hex())).unwrap(), b"hello world");
+        assert!(!dir.join(b.to_hex()).exists());
+    }
+
+    #[tokio::test]
+    async fn spool_refuses_bytes_that_do_not_hash_to_the_blob_name() {
+        let dest = tempfile::tempdir().unwrap();
+        let a = Blake3::of(b"the real content");
+        let needed: HashSet<Blake3> = [a].into();
+        let mut spool = Spool::start(dest.path()).unwrap();
+        spool
+            .chunk(chunk(&a, 0, b"forged content!!", true), &needed)
+            .await
+            .unwrap();
+        let err = spool.finish().await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::BlobDigest { expected, .. } if expected == a),
+            "{err}"
+        );
+        assert!(!dest.path().join(SPOOL_DIR).join(a.to_hex()).exists());
+    }
+
+    #[tokio::test]
+    async fn spool_refuses_gaps() {
+        let dest = tempfile::tempdir().unwrap();
+        let a = Blake3::of(b"abcdef");
+        let needed: HashSet<Blake3> = [a].into();
+        let mut spool = Spool::start(dest.path()).unwrap();
+        spool
+            .chunk(chunk(&a, 0, b"abc", false), &needed)
+            .await
+            .unwrap();
+        spool.chunk(chunk(&a, 4, b"ef", true), &needed).await.ok();
+        let err = spool.finish().await.unwrap_err();
+        assert!(err.to_string().contains("offset 4"), "{err}");
+    }
+}

@@ -1,0 +1,681 @@
+//! One materialization run: the prepare, write and finish phases described in the module docs of
+//! `materialize`, sharing the plan, the previous state and the counters of the run.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use cairn_fingerprint::Blake3;
+use rayon::prelude::*;
+
+use super::copy::{Copier, Method};
+use super::fsops;
+use super::plan::{self, Node, Plan};
+use super::state::{self, Record, Stat, State};
+use super::{BlobSource, CopyMode, MaterializeError, MaterializeItem, Options, Report, Reporter};
+
+/// Take an exclusive `flock` on the destination directory for the whole run: two runs into one
+/// destination (two CI steps, a user and a script) are serialized instead of interleaving their
+/// cleaning and writing. Released when the returned handle is dropped.
+fn lock_dir(dest: &Path) -> Result<fs::File, MaterializeError> {
+    let dir = fs::File::open(dest).map_err(io_at(dest))?;
+    loop {
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&dir), libc::LOCK_EX) } == 0 {
+            return Ok(dir);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(MaterializeError::Io {
+                path: dest.to_path_buf(),
+                source: e,
+            });
+        }
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
+    move |source| MaterializeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the write phase did for one entry.
+#[derive(Default)]
+struct Outcome {
+    written: bool,
+    method: Option<Method>,
+}
+
+/// The state of one run, shared by its phases.
+pub(super) struct Run<'a> {
+    items: &'a [MaterializeItem],
+    blobs: &'a dyn BlobSource,
+    dest: &'a Path,
+    opts: &'a Options,
+    reporter: &'a dyn Reporter,
+    start: Instant,
+    plan: Plan,
+    old: State,
+    /// Per area: something inside changed in this run, so its `.prebuilt` marker is (re)written,
+    /// which tells TheRock's CMake that the prebuilt stage changed.
+    area_changed: Vec<AtomicBool>,
+    /// Per item: planned non-directories not yet in place, for `on_artifact_done`.
+    remaining: Vec<AtomicUsize>,
+    /// Per item: it owns no non-directory (empty, or entirely replaced by later items), so it is
+    /// reported done at the end.
+    empty_items: Vec<bool>,
+    files_removed: AtomicU64,
+    areas_cleaned: usize,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        items: &'a [MaterializeItem],
+        blobs: &'a dyn BlobSource,
+        dest: &'a Path,
+        opts: &'a Options,
+        reporter: &'a dyn Reporter,
+    ) -> Result<Run<'a>, MaterializeError> {
+        let start = Instant::now();
+        let plan = Plan::build(items, opts.layout).map_err(MaterializeError::Refused)?;
+        let area_changed = plan.areas.iter().map(|_| AtomicBool::new(false)).collect();
+        let remaining: Vec<AtomicUsize> = items.iter().map(|_| AtomicUsize::new(0)).collect();
+        for p in plan.entries.values() {
+            if matches!(
+                p.node,
+                Node::File { .. } | Node::Symlink { .. } | Node::Hardlink { .. }
+            ) {
+                remaining[p.artifact].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let empty_items = remaining
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed) == 0)
+            .collect();
+        Ok(Run {
+            empty_items,
+            items,
+            blobs,
+            dest,
+            opts,
+            reporter,
+            start,
+            plan,
+            old: State::empty(opts.layout),
+            area_changed,
+            remaining,
+            files_removed: AtomicU64::new(0),
+            areas_cleaned: 0,
+        })
+    }
+
+    fn full(&self, p: &str) -> PathBuf {
+        self.dest.join(p)
+    }
+
+    fn mark_area(&self, area: Option<usize>) {
+        if let Some(a) = area {
+            self.area_changed[a].store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn run(mut self) -> Result<Report, MaterializeError> {
+        fs::create_dir_all(self.dest).map_err(io_at(self.dest))?;
+        if !fs::metadata(self.dest).map_err(io_at(self.dest))?.is_dir() {
+            return Err(MaterializeError::NotADirectory {
+                path: self.dest.to_path_buf(),
+            });
+        }
+        let _lock = lock_dir(self.dest)?;
+        if self.opts.incremental {
+            self.old = State::load(self.dest, self.opts.layout);
+        }
+        self.save_pending_state()?;
+
+        let (files, bytes) =
+            self.plan
+                .entries
+                .values()
+                .fold((0u64, 0u64), |(f, b), p| match p.node {
+                    Node::File { size, .. } => (f + 1, b + size),
+                    Node::Hardlink { .. } => (f + 1, b),
+                    _ => (f, b),
+                });
+        self.reporter.on_start(files, bytes);
+
+        let metas = self.prepare()?;
+        self.remove_stale()?;
+        let outcomes = self.write_files(&metas)?;
+        let link_outcomes = self.write_hardlinks(&metas)?;
+        self.finish_dirs()?;
+        self.write_markers()?;
+        for (i, empty) in self.empty_items.iter().enumerate() {
+            if *empty {
+                self.reporter.on_artifact_done(&self.items[i].artifact);
+            }
+        }
+        self.save_final_state()?;
+
+        let mut report = Report {
+            artifacts: self.items.len(),
+            files,
+            bytes,
+            files_removed: self.files_removed.load(Ordering::Relaxed),
+            areas_cleaned: self.areas_cleaned,
+            ..Report::default()
+        };
+        let entries: Vec<_> = self.plan.entries.values().collect();
+        for (o, p) in outcomes.iter().chain(link_outcomes.iter()) {
+            let planned = entries[*p];
+            match &planned.node {
+                Node::Symlink { .. } if o.written => report.symlinks_written += 1,
+                Node::File { size, .. } | Node::Hardlink { size, .. } => {
+                    if o.written {
+                        report.files_written += 1;
+                        if matches!(
+                            o.method,
+                            Some(Method::Reflink | Method::CopyFileRange | Method::ReadWrite)
+                        ) {
+                            report.bytes_written += size;
+                        }
+                    } else {
+                        report.files_skipped_unchanged += 1;
+                    }
+                }
+                _ => {}
+            }
+            match o.method {
+                Some(Method::Reflink) => report.copies.reflink += 1,
+                Some(Method::CopyFileRange) => report.copies.copy_file_range += 1,
+                Some(Method::ReadWrite) => report.copies.read_write += 1,
+                Some(Method::HardlinkBlob) => report.copies.hardlink_blob += 1,
+                None if o.written && matches!(planned.node, Node::Hardlink { .. }) => {
+                    report.copies.hardlink_tree += 1
+                }
+                None => {}
+            }
+        }
+        report.elapsed = self.start.elapsed();
+        Ok(report)
+    }
+
+    /// Before mutating anything, make sure the state file lists every path this run may create,
+    /// without `stat`, so a run killed midway leaves nothing the next run does not know about.
+    fn save_pending_state(&self) -> Result<(), MaterializeError> {
+        let unknown_path = self
+            .plan
+            .entries
+            .keys()
+            .any(|k| !self.old.entries.contains_key(k));
+        let unknown_area = self.plan.areas.iter().any(|a| !self.old.areas.contains(a));
+        if !unknown_path && !unknown_area && self.opts.incremental {
+            return Ok(());
+        }
+        let mut s = self.old.clone();
+        for (k, p) in &self.plan.entries {
+            s.entries.entry(k.clone()).or_insert_with(|| Record {
+                pending: true,
+                ..Record::for_node(&p.node)
+            });
+        }
+        for a in &self.plan.areas {
+            if !s.areas.contains(a) {
+                s.areas.push(a.clone());
+            }
+        }
+        s.save(self.dest)
+    }
+
+    /// Phase 2: serial, parents before children. Creates directories, cleans areas, clears
+    /// directories that stand where files go; returns each planned path's `lstat` (in plan order)
+    /// for the write phase.
+    fn prepare(&mut self) -> Result<Vec<Option<fs::Metadata>>, MaterializeError> {
+        let owned: HashSet<&str> = self.old.areas.iter().map(String::as_str).collect();
+        let area_roots: std::collections::HashMap<&str, usize> = self
+            .plan
+            .areas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.as_str(), i))
+            .collect();
+        self.remove_temp_files(self.dest, "")?;
+        let mut metas = Vec::with_capacity(self.plan.entries.len());
+        let mut cleaned = 0;
+        let mut removed = 0u64;
+        for (path, planned) in &self.plan.entries {
+            let full = self.full(path);
+            let mut meta = fsops::lstat(&full).map_err(io_at(&full))?;
+            // We may replace what is here if it is inside an area or an earlier run wrote it.
+            let ours =
+                planned.area.is_some() || self.old.entries.get(path).is_some_and(|r| !r.pending);
+            let area_root = area_roots.get(path.as_str()).copied();
+            if planned.node.is_dir() {
+                match &meta {
+                    Some(m) if m.is_dir() => {
+                        fsops::make_dir_writable(&full, m).map_err(io_at(&full))?;
+                        if let Some(a) = area_root {
+                            if owned.contains(path.as_str()) {
+                                removed += self.remove_strays(&full, path, a)?;
+                            } else {
+                                // TheRock's once-per-relpath clean: foreign content goes, before
+                                // any file of this relpath is written.
+                                removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                                fs::create_dir(&full).map_err(io_at(&full))?;
+                                cleaned += 1;
+                                self.mark_area(Some(a));
+                            }
+                        } else if planned.area.is_none() {
+                            self.remove_temp_files(&full, path)?;
+                        }
+                    }
+                    Some(m) => {
+                        if !ours {
+                            return Err(if m.file_type().is_symlink() {
+                                MaterializeError::SymlinkInDestination { path: full }
+                            } else {
+                                MaterializeError::NotADirectory { path: full }
+                            });
+                        }
+                        removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                        fs::create_dir(&full).map_err(io_at(&full))?;
+                        self.mark_area(planned.area);
+                    }
+                    None => {
+                        fs::create_dir(&full).map_err(io_at(&full))?;
+                    }
+                }
+                metas.push(None);
+            } else {
+                if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                    if !ours {
+                        return Err(MaterializeError::DirectoryInTheWay { path: full });
+                    }
+                    removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                    self.mark_area(planned.area);
+                    meta = None;
+                }
+                metas.push(meta);
+            }
+        }
+        self.areas_cleaned = cleaned;
+        self.files_removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(metas)
+    }
+
+    /// In an area we wrote before, remove whatever the plan no longer has (including the temp
+    /// files of a run that died), and directories standing where non-directories go. The
+    /// remaining paths are checked by the rest of the prepare phase.
+    fn remove_strays(&self, dir: &Path, rel: &str, area: usize) -> Result<u64, MaterializeError> {
+        let mut removed = 0;
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let entry = entry.map_err(io_at(dir))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(io_at(&path))?;
+            let child = entry.file_name().to_str().map(|n| format!("{rel}/{n}"));
+            match child.as_deref().and_then(|c| self.plan.entries.get(c)) {
+                Some(p) if p.node.is_dir() && ft.is_dir() => {
+                    let m = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+                    fsops::make_dir_writable(&path, &m).map_err(io_at(&path))?;
+                    removed +=
+                        self.remove_strays(&path, child.as_deref().unwrap_or_default(), area)?;
+                }
+                Some(p) if p.node.is_dir() || !ft.is_dir() => {}
+                _ => {
+                    removed += fsops::remove_any(&path).map_err(io_at(&path))?;
+                    self.mark_area(Some(area));
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Outside areas nothing walks the tree, so drop the temp files a killed run left in this
+    /// directory (inside areas `remove_strays` takes them with everything else unplanned).
+    fn remove_temp_files(&self, dir: &Path, rel: &str) -> Result<(), MaterializeError> {
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let entry = entry.map_err(io_at(dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let child = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let planned = self.plan.entries.contains_key(&child);
+            if name.starts_with(fsops::TMP_PREFIX) && !planned {
+                let path = entry.path();
+                fsops::remove_any(&path).map_err(io_at(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove what an earlier run wrote that is no longer planned (areas were handled by
+    /// `remove_strays`). Children go before parents; nothing below a symlink is touched.
+    fn remove_stale(&self) -> Result<(), MaterializeError> {
+        let mut removed = 0;
+        let mut verified: HashSet<String> = HashSet::new();
+        for (path, rec) in self.old.entries.iter().rev() {
+            if self.plan.entries.contains_key(path) || self.plan.area_of(path).is_some() {
+                continue;
+            }
+            // Every ancestor must still be a real directory, or the path is not the one we wrote.
+            let mut safe = true;
+            let mut pos = 0;
+            while let Some(off) = path[pos..].find('/') {
+                let anc = &path[..pos + off];
+                pos += off + 1;
+                if verified.contains(anc) {
+                    continue;
+                }
+                let full = self.full(anc);
+                match fsops::lstat(&full).map_err(io_at(&full))? {
+                    Some(m) if m.is_dir() => {
+                        verified.insert(anc.to_string());
+                    }
+                    _ => {
+                        safe = false;
+                        break;
+                    }
+                }
+            }
+            if !safe {
+                continue;
+            }
+            let full = self.full(path);
+            let Some(m) = fsops::lstat(&full).map_err(io_at(&full))? else {
+                continue;
+            };
+            match rec.kind {
+                state::RecordKind::Dir => {
+                    if m.is_dir() {
+                        // A killed run may have left temp files here; anything else that keeps
+                        // it from being empty is someone else's: keep it then.
+                        self.remove_temp_files(&full, path)?;
+                        let _ = fs::remove_dir(&full);
+                    }
+                }
+                kind => {
+                    if !m.is_dir() {
+                        fs::remove_file(&full).map_err(io_at(&full))?;
+                        if kind == state::RecordKind::File {
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.files_removed.fetch_add(removed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn entry_done(&self, artifact: usize) {
+        if self.remaining[artifact].fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.reporter
+                .on_artifact_done(&self.items[artifact].artifact);
+        }
+    }
+
+    /// Write `tmp` to its final name, removing the temp file when that fails.
+    fn rename_into_place(tmp: &Path, full: &Path) -> Result<(), MaterializeError> {
+        fs::rename(tmp, full).map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            MaterializeError::Io {
+                path: full.to_path_buf(),
+                source: e,
+            }
+        })
+    }
+
+    /// Write one file from its blob (temp file, then rename over the destination).
+    fn write_blob(
+        &self,
+        path: &str,
+        blake3: &Blake3,
+        size: u64,
+        mode: u32,
+        copier: &Copier,
+    ) -> Result<Method, MaterializeError> {
+        let full = self.full(path);
+        let blob = self
+            .blobs
+            .blob_path(blake3)
+            .ok_or_else(|| MaterializeError::BlobMissing {
+                digest: *blake3,
+                path: path.to_string(),
+            })?;
+        let tmp = fsops::tmp_path(&full);
+        let method = copier
+            .write(&blob, blake3, size, mode, &tmp, path)
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })?;
+        Self::rename_into_place(&tmp, &full)?;
+        Ok(method)
+    }
+
+    /// Phase 3a (parallel): files and symlinks. Returns outcomes with their index in plan order.
+    fn write_files(
+        &self,
+        metas: &[Option<fs::Metadata>],
+    ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
+        let copier = Copier::new(self.opts.copy_mode);
+        let work: Vec<(usize, &String, &plan::Planned)> = self
+            .plan
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| matches!(p.node, Node::File { .. } | Node::Symlink { .. }))
+            .map(|(i, (k, p))| (i, k, p))
+            .collect();
+        work.par_iter()
+            .map(|&(i, path, planned)| {
+                let meta = metas[i].as_ref();
+                let outcome = match &planned.node {
+                    Node::File { blake3, size, mode } => {
+                        let proven = meta.is_some_and(|m| {
+                            self.old.entries.get(path).is_some_and(|r| {
+                                r.proves(
+                                    &planned.node,
+                                    m,
+                                    self.opts.copy_mode == CopyMode::Hardlink,
+                                )
+                            })
+                        });
+                        if proven {
+                            self.reporter.on_file_skipped(*size);
+                            Outcome::default()
+                        } else {
+                            let method = self.write_blob(path, blake3, *size, *mode, &copier)?;
+                            self.mark_area(planned.area);
+                            self.reporter.on_file_written(*size);
+                            Outcome {
+                                written: true,
+                                method: Some(method),
+                            }
+                        }
+                    }
+                    Node::Symlink { target } => {
+                        let full = self.full(path);
+                        let same = meta.is_some_and(|m| m.file_type().is_symlink())
+                            && fs::read_link(&full)
+                                .is_ok_and(|t| t.as_os_str() == std::ffi::OsStr::new(target));
+                        if same {
+                            Outcome::default()
+                        } else {
+                            let tmp = fsops::tmp_path(&full);
+                            std::os::unix::fs::symlink(target, &tmp).map_err(io_at(&tmp))?;
+                            Self::rename_into_place(&tmp, &full)?;
+                            self.mark_area(planned.area);
+                            Outcome {
+                                written: true,
+                                method: None,
+                            }
+                        }
+                    }
+                    _ => unreachable!("filtered to files and symlinks"),
+                };
+                self.entry_done(planned.artifact);
+                Ok((outcome, i))
+            })
+            .collect()
+    }
+
+    /// Phase 3b (parallel): hard links inside the tree, now that their targets exist. A link whose
+    /// target ended up holding other content (a later artifact replaced it) is written as a copy.
+    fn write_hardlinks(
+        &self,
+        metas: &[Option<fs::Metadata>],
+    ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
+        let copier = Copier::new(self.opts.copy_mode);
+        let work: Vec<(usize, &String, &plan::Planned)> = self
+            .plan
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, p))| matches!(p.node, Node::Hardlink { .. }))
+            .map(|(i, (k, p))| (i, k, p))
+            .collect();
+        work.par_iter()
+            .map(|&(i, path, planned)| {
+                let Node::Hardlink {
+                    target,
+                    blake3,
+                    size,
+                    mode,
+                } = &planned.node
+                else {
+                    unreachable!()
+                };
+                let full = self.full(path);
+                let linkable = matches!(
+                    self.plan.entries.get(target).map(|t| &t.node),
+                    Some(Node::File { blake3: b, mode: m, .. }) if b == blake3 && m == mode
+                );
+                let outcome = if linkable {
+                    let target_full = self.full(target);
+                    let tm = fs::symlink_metadata(&target_full).map_err(io_at(&target_full))?;
+                    // Already a link to the (unchanged) target: a rewritten target has a new inode.
+                    let same = metas[i]
+                        .as_ref()
+                        .is_some_and(|m| m.dev() == tm.dev() && m.ino() == tm.ino());
+                    if same {
+                        self.reporter.on_file_skipped(*size);
+                        Outcome::default()
+                    } else {
+                        let tmp = fsops::tmp_path(&full);
+                        fs::hard_link(&target_full, &tmp).map_err(io_at(&tmp))?;
+                        Self::rename_into_place(&tmp, &full)?;
+                        self.mark_area(planned.area);
+                        self.reporter.on_file_written(*size);
+                        Outcome {
+                            written: true,
+                            method: None,
+                        }
+                    }
+                } else {
+                    let proven = metas[i].as_ref().is_some_and(|m| {
+                        self.old.entries.get(path).is_some_and(|r| {
+                            r.proves(&planned.node, m, self.opts.copy_mode == CopyMode::Hardlink)
+                        })
+                    });
+                    if proven {
+                        self.reporter.on_file_skipped(*size);
+                        Outcome::default()
+                    } else {
+                        let method = self.write_blob(path, blake3, *size, *mode, &copier)?;
+                        self.mark_area(planned.area);
+                        self.reporter.on_file_written(*size);
+                        Outcome {
+                            written: true,
+                            method: Some(method),
+                        }
+                    }
+                };
+                self.entry_done(planned.artifact);
+                Ok((outcome, i))
+            })
+            .collect()
+    }
+
+    /// Phase 4a: directory modes from the trees, deepest first (a read-only directory is restored
+    /// only after everything below it is written).
+    fn finish_dirs(&self) -> Result<(), MaterializeError> {
+        for (path, planned) in self.plan.entries.iter().rev() {
+            if let Node::Dir { mode: Some(mode) } = planned.node {
+                let full = self.full(path);
+                let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
+                if m.permissions().mode() & 0o7777 != mode {
+                    fs::set_permissions(&full, fs::Permissions::from_mode(mode))
+                        .map_err(io_at(&full))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 4b: `{relpath}.prebuilt` markers, written after their stage dir is complete; rewritten
+    /// (new mtime) when the stage dir changed, left alone otherwise so CMake sees no change.
+    fn write_markers(&self) -> Result<(), MaterializeError> {
+        for (path, planned) in &self.plan.entries {
+            let Node::Marker { area } = planned.node else {
+                continue;
+            };
+            let full = self.full(path);
+            let present = fsops::lstat(&full)
+                .map_err(io_at(&full))?
+                .is_some_and(|m| m.is_file() && m.len() == 0);
+            if present && !self.area_changed[area].load(Ordering::Relaxed) {
+                continue;
+            }
+            let tmp = fsops::tmp_path(&full);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(io_at(&tmp))?;
+            Self::rename_into_place(&tmp, &full)?;
+        }
+        Ok(())
+    }
+
+    /// Phase 4c: the state file, with the `lstat` of every file as it is now (after all links and
+    /// modes, which change `ctime`).
+    fn save_final_state(&self) -> Result<(), MaterializeError> {
+        let entries: Vec<(String, Record)> = self
+            .plan
+            .entries
+            .par_iter()
+            .map(|(path, planned)| {
+                let mut rec = Record::for_node(&planned.node);
+                if let Node::File { blake3, .. } | Node::Hardlink { blake3, .. } = &planned.node {
+                    let full = self.full(path);
+                    let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
+                    rec.stat = Some(Stat::of(&m));
+                    // Shares its inode with the blob (hard-link mode, or a tree link to such a
+                    // file): remembered so a later copy-mode run replaces it.
+                    rec.cas_link = m.nlink() > 1
+                        && self
+                            .blobs
+                            .blob_path(blake3)
+                            .and_then(|b| fs::symlink_metadata(b).ok())
+                            .is_some_and(|b| b.dev() == m.dev() && b.ino() == m.ino());
+                }
+                Ok((path.clone(), rec))
+            })
+            .collect::<Result<_, MaterializeError>>()?;
+        let state = State {
+            version: state::STATE_VERSION,
+            layout: state::layout_name(self.opts.layout).into(),
+            areas: self.plan.areas.clone(),
+            entries: entries.into_iter().collect(),
+        };
+        state.save(self.dest)
+    }
+}

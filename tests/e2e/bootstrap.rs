@@ -1,0 +1,948 @@
+//! The product end to end: real `cairnd serve` and `cairn` processes over a real Unix socket, a
+//! TheRock-shaped git checkout with real submodules, and storage in a local directory or a bucket on
+//! the S3 test server (`CAIRN_TEST_S3_ENDPOINT`).
+//!
+//! Every test publishes two CI runs with `cairn push`: run 1001 builds everything; then one
+//! submodule (`rocm-systems`) moves and run 1002 rebuilds only the artifacts whose fingerprints
+//! changed. `cairn bootstrap --stage ml-libs` then needs archives from both runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cairn_fingerprint::{Blake3, Compression, Platform, Topology};
+use cairn_testkit::checkout::{Checkout, git};
+use cairn_testkit::ci;
+use cairn_testkit::daemon::{Daemon, Options, Storage, scratch_dir};
+use cairn_testkit::s3server::{S3Server, unique_bucket_name};
+use cairn_testkit::storecheck::tar_extract;
+use serde_json::Value;
+
+const RUN1: &str = "1001";
+const RUN2: &str = "1002";
+const FAMILY: &str = "gfx94X-dcgpu";
+const OTHER_FAMILY: &str = "gfx110X-all";
+/// The stage bootstrapped: its inbound set spans both runs and holds target-specific archives.
+const STAGE: &str = "ml-libs";
+/// Bytes per generated lib/dev archive content (dbg: a quarter).
+const ARTIFACT_BYTES: u64 = 24 << 10;
+
+/// Two published runs and the daemon that published them.
+struct World {
+    tmp: tempfile::TempDir,
+    checkout: Checkout,
+    storage: Storage,
+    daemon: Daemon,
+    commit1: String,
+    commit2: String,
+    /// Upload caches of each run's build dirs (where `cairnd` wrote the archives it published).
+    uploads: BTreeMap<String, Vec<PathBuf>>,
+    /// Every fingerprint some run published.
+    published: BTreeSet<Blake3>,
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Storage for a test: a local directory, or a fresh bucket on the S3 test server (`None`: skip).
+fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
+    if kind == "local" {
+        return Some(Storage::Local(tmp.join("storage")));
+    }
+    // Skips loudly when no S3 test server is configured; fails under CI.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("bootstrap")
+        .to_string();
+    let server = S3Server::from_env(&test)?;
+    let bucket = unique_bucket_name("e2e-bootstrap");
+    let endpoint = server.endpoint().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s3 = cairn_daemon::storage::S3Storage::connect(server.config(&bucket)).await;
+        s3.client()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating bucket `{bucket}` on {endpoint}: {e:?}"));
+    });
+    Some(Storage::S3 { endpoint, bucket })
+}
+
+impl World {
+    /// Publish run 1 (everything) and run 2 (what a `rocm-systems` bump changed).
+    fn publish_two_runs(kind: &str) -> Option<World> {
+        let tmp = scratch_dir("e2e-bootstrap-").unwrap();
+        let storage = storage(kind, tmp.path())?;
+        let checkout = Checkout::create(&tmp.path().join("src"), ci::TOPOLOGY).unwrap();
+        let daemon = Daemon::start(storage.clone()).unwrap();
+        let mut world = World {
+            commit1: checkout.head().unwrap(),
+            commit2: String::new(),
+            tmp,
+            checkout,
+            storage,
+            daemon,
+            uploads: BTreeMap::new(),
+            published: BTreeSet::new(),
+        };
+        let jobs = [
+            ("compiler-runtime", "generic"),
+            ("math-libs", FAMILY),
+            ("math-libs", OTHER_FAMILY),
+        ];
+        let mut before = BTreeMap::new();
+        for (stage, family) in jobs {
+            let fps = ci::produced_fingerprints(&world.checkout.root, stage, family).unwrap();
+            world.push(RUN1, stage, family, &fps, None);
+            before.insert((stage, family), fps);
+        }
+        world.commit2 = world
+            .checkout
+            .bump_submodule("rocm-systems", "fix a runtime bug")
+            .unwrap();
+        for (stage, family) in jobs {
+            let fps = ci::produced_fingerprints(&world.checkout.root, stage, family).unwrap();
+            let changed = ci::changed(&before[&(stage, family)], &fps);
+            if stage == "compiler-runtime" {
+                // The bump moves exactly the runtime artifacts; the rest is reused from run 1.
+                assert_eq!(
+                    changed,
+                    BTreeSet::from(["core-hip".to_string(), "core-runtime".to_string()])
+                );
+            }
+            if !changed.is_empty() {
+                world.push(RUN2, stage, family, &fps, Some(&changed));
+            }
+        }
+        Some(world)
+    }
+
+    /// Generate a job's build dir and `cairn push` it.
+    fn push(
+        &mut self,
+        run: &str,
+        stage: &str,
+        family: &str,
+        fps: &BTreeMap<String, Blake3>,
+        only: Option<&BTreeSet<String>>,
+    ) {
+        let b = self
+            .tmp
+            .path()
+            .join(format!("build-{run}-{stage}-{family}"));
+        ci::write_build_dir(&b, family, fps, only, ARTIFACT_BYTES).unwrap();
+        run_ok(
+            self.daemon
+                .cairn()
+                .args([
+                    "--quiet", "push", "--stage", stage, "--family", family, "--run-id", run,
+                ])
+                .arg("--build-dir")
+                .arg(&b)
+                .arg("--checkout")
+                .arg(&self.checkout.root),
+        );
+        self.uploads
+            .entry(run.to_string())
+            .or_default()
+            .push(b.join(".upload_cache"));
+        self.published.extend(
+            fps.iter()
+                .filter(|(n, _)| only.is_none_or(|o| o.contains(*n)))
+                .map(|(_, fp)| *fp),
+        );
+    }
+
+    fn topology(&self) -> Topology {
+        Topology::parse(ci::TOPOLOGY).unwrap()
+    }
+
+    /// The archive file a run published for `artifact` (from the build dir's upload cache).
+    fn archive(&self, run: &str, artifact: &str) -> PathBuf {
+        self.uploads[run]
+            .iter()
+            .map(|d| d.join(format!("{artifact}.tar.zst")))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("run {run} published no `{artifact}`"))
+    }
+
+    /// Fingerprints of `stage`'s inbound artifacts at the checkout's HEAD.
+    fn inbound_fingerprints(&self, stage: &str) -> BTreeMap<String, Blake3> {
+        let topology = self.topology();
+        let names: Vec<&str> = topology.inbound(stage).unwrap().into_iter().collect();
+        cairn_fingerprint::Fingerprinter::new(
+            &topology,
+            &self.checkout.root,
+            cairn_fingerprint::FingerprintConfig::default(),
+        )
+        .unwrap()
+        .compute_some(&names, FAMILY, Platform::Linux)
+        .unwrap()
+    }
+
+    /// The archives a bootstrap of `stage` must take at the checkout's current HEAD, with the run
+    /// that built each: from run 2 if run 2 rebuilt the artifact, else from run 1.
+    fn expected(&self, stage: &str, run2_has: &BTreeSet<String>) -> BTreeMap<String, String> {
+        let topology = self.topology();
+        let mut out = BTreeMap::new();
+        for name in topology.inbound(stage).unwrap() {
+            let fam = ci::archive_family(&topology, name, FAMILY).unwrap();
+            for c in ci::COMPONENTS {
+                let run = if run2_has.contains(name) { RUN2 } else { RUN1 };
+                out.insert(format!("{name}_{c}_{fam}"), run.to_string());
+            }
+        }
+        out
+    }
+
+    /// What `tar -x` of `archives` (archive → run) gives, extracted into one fresh directory, and
+    /// the union of their manifests' relpaths.
+    fn tar_tree(&self, archives: &BTreeMap<String, String>) -> (PathBuf, BTreeSet<String>) {
+        let dir = tempfile::Builder::new()
+            .prefix("tar-x-")
+            .tempdir_in(self.tmp.path())
+            .unwrap()
+            .keep();
+        let mut relpaths = BTreeSet::new();
+        for (artifact, run) in archives {
+            let archive = self.archive(run, artifact);
+            let single = dir.join(".single").join(artifact);
+            tar_extract(&archive, Compression::Zstd, &single);
+            let manifest = std::fs::read_to_string(single.join("artifact_manifest.txt")).unwrap();
+            relpaths.extend(
+                manifest
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+            tar_extract(&archive, Compression::Zstd, &dir.join("merged"));
+        }
+        (dir.join("merged"), relpaths)
+    }
+
+    /// One `Resolve` of the bootstrapped stage, so the daemon's index knows the producer records.
+    fn warm_resolution(&self, daemon: &Daemon) {
+        let request = cairn_client::api::Request {
+            stage: STAGE.into(),
+            family: FAMILY.into(),
+            platform: "linux".into(),
+            artifacts: self.inbound_fingerprints(STAGE).into_iter().collect(),
+            exclude_components: vec![],
+            policy: Default::default(),
+        };
+        let addr = cairn_client::connect::DaemonAddr::parse(&daemon.addr());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (resolved, runs) = rt.block_on(async {
+            let mut client = cairn_client::connect::connect(&addr).await.unwrap();
+            cairn_client::api::resolve(&mut client, &request)
+                .await
+                .unwrap()
+        });
+        assert!(
+            resolved
+                .iter()
+                .all(|r| r.status == cairn_client::api::Status::Found)
+        );
+        assert_eq!(runs, [RUN1, RUN2]);
+    }
+
+    fn bootstrap(&self, daemon: &Daemon, dest: &Path, extra: &[&str]) -> (Output, Option<Value>) {
+        bootstrap_with(daemon.cairn(), &self.checkout.root, dest, extra)
+    }
+}
+
+fn bootstrap_with(
+    mut cmd: Command,
+    checkout: &Path,
+    dest: &Path,
+    extra: &[&str],
+) -> (Output, Option<Value>) {
+    cmd.args(["--json", "bootstrap", "--stage", STAGE]);
+    if !extra.contains(&"--amdgpu-families") {
+        cmd.args(["--family", FAMILY]);
+    }
+    let out = cmd
+        .arg("--build-dir")
+        .arg(dest)
+        .arg("--checkout")
+        .arg(checkout)
+        .args(extra)
+        .output()
+        .expect("cairn runs");
+    let json = serde_json::from_slice(&out.stdout).ok();
+    (out, json)
+}
+
+#[track_caller]
+fn expect_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(out)
+    );
+}
+
+/// Every entry below `roots` of `dir`: path → `d`, `f {mode} {blake3}` or `l {target}`.
+fn snapshot(dir: &Path, roots: &BTreeSet<String>) -> BTreeMap<String, String> {
+    fn walk(base: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
+        let full = base.join(rel);
+        let Ok(m) = std::fs::symlink_metadata(&full) else {
+            return;
+        };
+        let desc = if m.file_type().is_symlink() {
+            format!("l {}", std::fs::read_link(&full).unwrap().display())
+        } else if m.is_dir() {
+            let mut names: Vec<String> = std::fs::read_dir(&full)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for n in names {
+                walk(base, &format!("{rel}/{n}"), out);
+            }
+            "d".to_string()
+        } else {
+            let bytes = std::fs::read(&full).unwrap();
+            format!(
+                "f {:o} {}",
+                m.permissions().mode() & 0o777,
+                Blake3::of(&bytes)
+            )
+        };
+        out.insert(rel.to_string(), desc);
+    }
+    let mut out = BTreeMap::new();
+    for r in roots {
+        walk(dir, r, &mut out);
+    }
+    out
+}
+
+/// `(inode, mtime)` of every regular file below `roots`.
+fn identities(dir: &Path, roots: &BTreeSet<String>) -> BTreeMap<String, (u64, i64, i64)> {
+    snapshot(dir, roots)
+        .into_iter()
+        .filter(|(_, d)| d.starts_with('f'))
+        .map(|(p, _)| {
+            let m = std::fs::symlink_metadata(dir.join(&p)).unwrap();
+            (p, (m.ino(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
+}
+
+/// The `.prebuilt` markers in a build dir, as relpaths (`a/b/stage.prebuilt` → `a/b/stage`).
+fn markers(dir: &Path) -> BTreeSet<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            } else if let Some(rel) = p
+                .strip_prefix(base)
+                .unwrap()
+                .to_str()
+                .and_then(|s| s.strip_suffix(".prebuilt"))
+            {
+                assert_eq!(
+                    e.metadata().unwrap().len(),
+                    0,
+                    "marker `{}` is not empty",
+                    p.display()
+                );
+                out.insert(rel.to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Archive → run id of the FOUND entries of a bootstrap's JSON.
+fn found_runs(json: &Value) -> BTreeMap<String, String> {
+    json["resolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "found")
+        .map(|r| {
+            (
+                r["artifact"].as_str().unwrap().to_string(),
+                r["producer"]["run_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Assert `dest` is exactly the bootstrap of `expected`: content equals `tar -x`, one `.prebuilt`
+/// marker per manifest relpath and no other, nothing else at the top but the state file.
+#[track_caller]
+fn assert_bootstrap_tree(world: &World, dest: &Path, expected: &BTreeMap<String, String>) {
+    let (tar_dir, relpaths) = world.tar_tree(expected);
+    assert_eq!(
+        snapshot(dest, &relpaths),
+        snapshot(&tar_dir, &relpaths),
+        "bootstrap tree differs from tar -x of the chosen archives"
+    );
+    assert_eq!(
+        markers(dest),
+        relpaths,
+        ".prebuilt markers must match the manifest relpaths"
+    );
+    let top_expected: BTreeSet<String> = relpaths
+        .iter()
+        .map(|r| r.split('/').next().unwrap().to_string())
+        .chain([cairn_client::materialize::STATE_FILE.to_string()])
+        .collect();
+    let top: BTreeSet<String> = std::fs::read_dir(dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        top, top_expected,
+        "unexpected entries at the top of the build dir"
+    );
+}
+
+/// Resolution across two runs, the tree against `tar -x`, markers, then a warm bootstrap into a
+/// fresh directory that downloads nothing.
+fn two_runs_resolve_materialize_and_warm(kind: &str) {
+    let Some(world) = World::publish_two_runs(kind) else {
+        return;
+    };
+    // A fresh daemon over the same storage: everything comes from storage once.
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+
+    let cold = world.tmp.path().join("cold");
+    let (out, json) = world.bootstrap(&daemon, &cold, &[]);
+    expect_code(&out, 0);
+    let json = json.expect("--json prints one document");
+    assert_eq!(
+        found_runs(&json),
+        expected,
+        "each archive must come from the run that built it"
+    );
+    assert!(json["missing"].as_array().unwrap().is_empty());
+    // The other family's archives of the same artifacts were not taken.
+    assert!(!found_runs(&json).keys().any(|a| a.ends_with(OTHER_FAMILY)));
+    let summary = &json["summary"];
+    assert_eq!(summary["artifacts"], expected.len());
+    assert_eq!(summary["from_storage"], expected.len());
+    assert_eq!(summary["runs"], serde_json::json!([RUN1, RUN2]));
+    assert_bootstrap_tree(&world, &cold, &expected);
+    let text = stderr(&out);
+    assert!(
+        text.contains("runs: 1001, 1002"),
+        "summary on stderr: {text}"
+    );
+
+    // Warm: a fresh directory, zero storage downloads.
+    let before = daemon.stats().unwrap();
+    let warm = world.tmp.path().join("warm");
+    let (out, json) = world.bootstrap(&daemon, &warm, &[]);
+    expect_code(&out, 0);
+    let after = daemon.stats().unwrap();
+    assert_eq!(
+        after.storage_gets, before.storage_gets,
+        "warm bootstrap must not touch storage"
+    );
+    assert_eq!(after.storage_bytes, before.storage_bytes);
+    let json = json.unwrap();
+    assert_eq!(json["summary"]["from_storage"], 0);
+    assert_eq!(json["summary"]["from_cas"], expected.len());
+    assert_bootstrap_tree(&world, &warm, &expected);
+}
+
+#[test]
+fn two_runs_resolve_materialize_and_warm_local() {
+    two_runs_resolve_materialize_and_warm("local");
+}
+
+#[test]
+fn two_runs_resolve_materialize_and_warm_s3() {
+    two_runs_resolve_materialize_and_warm("s3");
+}
+
+/// 8 clients at once on a cold daemon: each storage object is downloaded once (one GET and its
+/// bytes per archive, from the daemon's storage counters), and all 8 trees are right.
+fn eight_concurrent_clients(kind: &str) {
+    let Some(world) = World::publish_two_runs(kind) else {
+        return;
+    };
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+
+    // Resolution is warmed by one `Resolve` first: producer-record reads are not single-flight in
+    // the daemon (concurrent resolves of one fingerprint each read its records until the index has
+    // them), so only archive downloads are compared. Every archive here is smaller than one
+    // download chunk: one GET per object.
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    world.warm_resolution(&daemon);
+    let before = daemon.stats().unwrap();
+    let dests: Vec<PathBuf> = (0..8)
+        .map(|i| world.tmp.path().join(format!("concurrent-{i}")))
+        .collect();
+    let children: Vec<_> = dests
+        .iter()
+        .map(|d| {
+            daemon
+                .cairn()
+                .args(["--quiet", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+                .arg("--build-dir")
+                .arg(d)
+                .arg("--checkout")
+                .arg(&world.checkout.root)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        expect_code(&out, 0);
+    }
+    let stats = daemon.stats().unwrap();
+    let n = expected.len() as u64;
+    assert_eq!(
+        stats.misses, n,
+        "each archive is downloaded by one request; the others wait and hit the CAS"
+    );
+    assert_eq!(stats.hits + stats.misses, 8 * n);
+    assert_eq!(
+        stats.storage_gets - before.storage_gets,
+        n,
+        "one GET per storage object for 8 concurrent clients"
+    );
+    let archive_bytes: u64 = expected
+        .iter()
+        .map(|(a, run)| std::fs::metadata(world.archive(run, a)).unwrap().len())
+        .sum();
+    assert_eq!(stats.storage_bytes - before.storage_bytes, archive_bytes);
+    for d in &dests {
+        assert_bootstrap_tree(&world, d, &expected);
+    }
+}
+
+#[test]
+fn eight_concurrent_clients_local() {
+    eight_concurrent_clients("local");
+}
+
+#[test]
+fn eight_concurrent_clients_s3() {
+    eight_concurrent_clients("s3");
+}
+
+/// An artifact whose fingerprint no run published is MISSING (exit 1, listed with the daemon's
+/// explanation), never replaced by an older build; everything else is still materialized.
+#[test]
+fn missing_fingerprint_is_reported_never_substituted() {
+    let world = World::publish_two_runs("local").unwrap();
+    world
+        .checkout
+        .bump_submodule("llvm-project", "an unpublished compiler change")
+        .unwrap();
+    let fps = world.inbound_fingerprints(STAGE);
+    let missing: BTreeSet<String> = fps
+        .iter()
+        .filter(|(_, fp)| !world.published.contains(fp))
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(
+        missing.contains("amd-llvm") && missing.len() < fps.len(),
+        "{missing:?}"
+    );
+
+    let dest = world.tmp.path().join("partial");
+    let (out, json) = world.bootstrap(&world.daemon, &dest, &[]);
+    expect_code(&out, 1);
+    let json = json.expect("--json still prints its document");
+    let reported: BTreeSet<String> = json["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert!(!m["explanation"].as_array().unwrap().is_empty(), "{m}");
+            m["name"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(reported, missing);
+    let found = found_runs(&json);
+    assert!(
+        found
+            .keys()
+            .all(|a| !missing.contains(a.split('_').next().unwrap()))
+    );
+    let text = stderr(&out);
+    assert!(text.contains("missing: `amd-llvm`"), "{text}");
+    // What was found is in place; nothing stands in for the missing artifacts.
+    assert_bootstrap_tree(&world, &dest, &found);
+    let topology = world.topology();
+    for name in &missing {
+        let group = &topology.artifact(name).unwrap().artifact_group;
+        assert!(
+            !dest.join(group).join(name).exists(),
+            "`{name}` was substituted"
+        );
+    }
+}
+
+/// Re-bootstrapping a build dir after some artifacts changed rewrites only their files: every other
+/// file keeps its inode and mtime.
+#[test]
+fn incremental_rebootstrap_rewrites_only_changed_artifacts() {
+    let world = World::publish_two_runs("local").unwrap();
+    let dest = world.tmp.path().join("build");
+    let (out, json) = world.bootstrap(&world.daemon, &dest, &[]);
+    expect_code(&out, 0);
+    let first = json.unwrap();
+
+    // Back to commit 1: the runtime artifacts (and the math libraries built on them) change.
+    git(&world.checkout.root, &["checkout", "-q", &world.commit1]).unwrap();
+    git(&world.checkout.root, &["submodule", "update", "-q"]).unwrap();
+    let topology = world.topology();
+    let changed: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let relpath = |name: &str| {
+        format!(
+            "{}/{name}/stage",
+            topology.artifact(name).unwrap().artifact_group
+        )
+    };
+    let unchanged_roots: BTreeSet<String> = topology
+        .inbound(STAGE)
+        .unwrap()
+        .into_iter()
+        .filter(|n| !changed.contains(*n))
+        .map(relpath)
+        .collect();
+    let changed_roots: BTreeSet<String> = changed.iter().map(|n| relpath(n)).collect();
+    let kept_before = identities(&dest, &unchanged_roots);
+    let changed_before = identities(&dest, &changed_roots);
+    assert!(!kept_before.is_empty() && !changed_before.is_empty());
+
+    let (out, json) = world.bootstrap(&world.daemon, &dest, &[]);
+    expect_code(&out, 0);
+    let json = json.unwrap();
+    let expected = world.expected(STAGE, &BTreeSet::new());
+    assert_eq!(
+        found_runs(&json),
+        expected,
+        "at commit 1 everything comes from run 1"
+    );
+    assert_bootstrap_tree(&world, &dest, &expected);
+    assert_eq!(
+        identities(&dest, &unchanged_roots),
+        kept_before,
+        "unchanged artifacts were rewritten"
+    );
+    let changed_files = identities(&dest, &changed_roots).len() as u64;
+    let summary = &json["summary"];
+    let written = summary["files_written"].as_u64().unwrap();
+    assert!(
+        written > 0 && written <= changed_files,
+        "{written} files written, {changed_files} in the changed artifacts"
+    );
+    assert_eq!(
+        summary["files_unchanged"].as_u64().unwrap() + written,
+        summary["files"].as_u64().unwrap(),
+        "every file is either rewritten or proven unchanged"
+    );
+    assert!(summary["files_unchanged"].as_u64().unwrap() >= kept_before.len() as u64);
+    assert!(first["summary"]["files_written"].as_u64().unwrap() > 0);
+}
+
+/// A daemon killed while a fetch waits on storage: the client fails with a clear error (exit 2);
+/// a restarted daemon on the same store serves the same bootstrap correctly.
+#[test]
+fn killed_daemon_fails_the_fetch_clearly_and_a_restart_serves() {
+    let world = World::publish_two_runs("local").unwrap();
+    let Storage::Local(storage_dir) = world.storage.clone() else {
+        unreachable!()
+    };
+    // Replace one archive object by a FIFO: a fresh daemon's download of it blocks in `open` until
+    // it is killed, so the kill lands mid-fetch, deterministically.
+    let object = find_file(&storage_dir, "amd-llvm_lib_generic.tar.zst");
+    let saved = world.tmp.path().join("saved-object");
+    std::fs::rename(&object, &saved).unwrap();
+    let status = Command::new("mkfifo").arg(&object).status().unwrap();
+    assert!(status.success());
+
+    let mut daemon = Daemon::start(world.storage.clone()).unwrap();
+    let dest = world.tmp.path().join("interrupted");
+    let child = daemon
+        .cairn()
+        .args(["bootstrap", "--stage", STAGE, "--family", FAMILY])
+        .arg("--build-dir")
+        .arg(&dest)
+        .arg("--checkout")
+        .arg(&world.checkout.root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (by observation, not by time) until the download is stuck on the FIFO.
+    while daemon.stats().unwrap().in_flight == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    daemon.kill();
+    let out = child.wait_with_output().unwrap();
+    expect_code(&out, 2);
+    let text = stderr(&out);
+    assert!(
+        text.contains("cairn: error: cairnd at") && text.contains("went away"),
+        "the client must say the daemon went away: {text}"
+    );
+    assert!(text.contains("`Fetch`"), "{text}");
+
+    std::fs::remove_file(&object).unwrap();
+    std::fs::rename(&saved, &object).unwrap();
+    daemon.restart().unwrap();
+    let (out, json) = world.bootstrap(&daemon, &dest, &[]);
+    expect_code(&out, 0);
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+    assert_eq!(found_runs(&json.unwrap()), expected);
+    assert_bootstrap_tree(&world, &dest, &expected);
+}
+
+/// A remote client (TCP): blobs stream as bytes, are verified and spooled under the destination,
+/// and the result is the same tree; the spool is gone afterwards.
+#[test]
+fn remote_client_streams_blobs_into_the_same_tree() {
+    let world = World::publish_two_runs("local").unwrap();
+    let daemon = Daemon::start_with(world.storage.clone(), Options { tcp: true }).unwrap();
+    let addr = daemon.tcp_addr().unwrap();
+    let dest = world.tmp.path().join("remote");
+    let (out, json) = bootstrap_with(
+        cairn_testkit::daemon::cairn_command(&addr),
+        &world.checkout.root,
+        &dest,
+        &[],
+    );
+    expect_code(&out, 0);
+    let json = json.unwrap();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+    assert_eq!(found_runs(&json), expected);
+    assert!(json["summary"]["received_bytes"].as_u64().unwrap() > 0);
+    assert!(!dest.join(cairn_client::fetch::SPOOL_DIR).exists());
+    assert_bootstrap_tree(&world, &dest, &expected);
+
+    // Incremental over the network: nothing changed, so no blob is kept.
+    let (out, json) = bootstrap_with(
+        cairn_testkit::daemon::cairn_command(&addr),
+        &world.checkout.root,
+        &dest,
+        &[],
+    );
+    expect_code(&out, 0);
+    let summary = &json.unwrap()["summary"];
+    assert_eq!(summary["files_written"], 0);
+    assert_eq!(summary["received_bytes"], 0);
+}
+
+/// Plain `fetch` extracts each archive to `O/artifacts/{archive}/`, like `tar -x` into that dir;
+/// `--exclude-components dbg` and `--exclude-artifacts sysdeps` leave those archives out; `status` reports the daemon; `import`
+/// lists a run's archives (exit 1 for a run that has none); `gc` evicts down to a quota.
+#[test]
+fn fetch_plain_layout_with_excluded_components_and_status() {
+    let world = World::publish_two_runs("local").unwrap();
+    let out_dir = world.tmp.path().join("out");
+    let out = world
+        .daemon
+        .cairn()
+        .args(["--json", "fetch", "--stage", STAGE, "--family", FAMILY])
+        .args([
+            "--exclude-components",
+            "dbg",
+            "--exclude-artifacts",
+            "sysdeps",
+        ])
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .arg("--checkout")
+        .arg(&world.checkout.root)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected: BTreeMap<String, String> = world
+        .expected(STAGE, &run2_has)
+        .into_iter()
+        .filter(|(a, _)| !a.contains("_dbg_") && !a.starts_with("sysdeps_"))
+        .collect();
+    assert_eq!(found_runs(&json), expected);
+    for (artifact, run) in &expected {
+        let tar_dir = world.tmp.path().join("plain-tar").join(artifact);
+        tar_extract(&world.archive(run, artifact), Compression::Zstd, &tar_dir);
+        let root: BTreeSet<String> = [".".to_string()].into();
+        assert_eq!(
+            snapshot(&out_dir.join("artifacts").join(artifact), &root),
+            snapshot(&tar_dir, &root),
+            "`{artifact}` differs from tar -x"
+        );
+    }
+    let dirs: BTreeSet<String> = std::fs::read_dir(out_dir.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dirs, expected.keys().cloned().collect());
+
+    let out = run_ok(world.daemon.cairn().args(["--json", "status"]));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["daemon"], world.daemon.addr());
+    assert!(status["blobs"].as_u64().unwrap() > 0);
+    assert!(status["fetch_requests"].as_u64().unwrap() >= 1);
+
+    let out = run_ok(world.daemon.cairn().args([
+        "--json",
+        "import",
+        "--run-id",
+        RUN1,
+        "--platform",
+        "linux",
+    ]));
+    let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run1_archives = world.uploads[RUN1]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tar.zst")
+        })
+        .count();
+    assert_eq!(
+        imported["archives"].as_array().unwrap().len(),
+        run1_archives
+    );
+    let out = world
+        .daemon
+        .cairn()
+        .args(["import", "--run-id", "424242", "--platform", "linux"])
+        .output()
+        .unwrap();
+    expect_code(&out, 1);
+
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args(["--json", "gc", "--max-bytes", "1K"]),
+    );
+    let gc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(gc["evicted_blobs"].as_u64().unwrap() > 0, "{gc}");
+    assert!(gc["store_bytes"].as_u64().unwrap() <= 1024, "{gc}");
+}
+
+/// With no daemon, every online command fails with exit 2 and says how to start one.
+#[test]
+fn unreachable_daemon_is_a_clear_error_with_a_hint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("nobody.sock");
+    let out = cairn_testkit::daemon::cairn_command(&socket.display().to_string())
+        .arg("status")
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    let text = stderr(&out);
+    assert!(
+        text.starts_with("cairn: error: cairnd is not reachable at"),
+        "{text}"
+    );
+    assert!(text.contains("cairnd serve"), "{text}");
+}
+
+fn find_file(dir: &Path, name: &str) -> PathBuf {
+    fn walk(dir: &Path, name: &str) -> Option<PathBuf> {
+        for e in std::fs::read_dir(dir).ok()? {
+            let p = e.ok()?.path();
+            if p.is_dir() {
+                if let Some(f) = walk(&p, name) {
+                    return Some(f);
+                }
+            } else if p.file_name().is_some_and(|n| n == name) {
+                return Some(p);
+            }
+        }
+        None
+    }
+    walk(dir, name).unwrap_or_else(|| panic!("`{name}` not found under `{}`", dir.display()))
+}
+
+/// `--amdgpu-families "a;b"`: one request per family, each family's target-specific archives,
+/// shared `generic` archives once; counts are per materialized archive.
+#[test]
+fn several_families_in_one_bootstrap() {
+    let world = World::publish_two_runs("local").unwrap();
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    let dest = world.tmp.path().join("both");
+    let (out, json) = bootstrap_with(
+        daemon.cairn(),
+        &world.checkout.root,
+        &dest,
+        &["--amdgpu-families", &format!("{FAMILY};{OTHER_FAMILY}")],
+    );
+    expect_code(&out, 0);
+    let json = json.unwrap();
+    let found = found_runs(&json);
+    let topology = world.topology();
+    let mut expected = BTreeSet::new();
+    for name in topology.inbound(STAGE).unwrap() {
+        for family in [FAMILY, OTHER_FAMILY] {
+            let fam = ci::archive_family(&topology, name, family).unwrap();
+            for c in ci::COMPONENTS {
+                expected.insert(format!("{name}_{c}_{fam}"));
+            }
+        }
+    }
+    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let summary = &json["summary"];
+    assert_eq!(summary["artifacts"], expected.len());
+    assert_eq!(summary["from_storage"], expected.len());
+    assert_eq!(summary["from_cas"], 0);
+    assert_eq!(json["families"], serde_json::json!([FAMILY, OTHER_FAMILY]));
+}

@@ -1,0 +1,122 @@
+//! `cairn-demo-data`: the data side of `scripts/demo` — a TheRock-shaped git checkout over the
+//! small topology of [`cairn_testkit::ci`], build dirs as a stage's CI job would leave them, and
+//! submodule bumps between runs. Deterministic: artifact contents are seeded by fingerprints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cairn_fingerprint::Blake3;
+use cairn_testkit::checkout::Checkout;
+use cairn_testkit::ci;
+use clap::{Parser, Subcommand};
+
+/// Demo data for cairn: checkout, build dirs, submodule bumps.
+#[derive(Debug, Parser)]
+#[command(name = "cairn-demo-data")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create `DIR/TheRock` (superproject with real submodules) and `DIR/upstream/*`; print the
+    /// superproject path.
+    Checkout {
+        /// The directory to create them in.
+        dir: PathBuf,
+    },
+    /// Commit a change upstream of SUBMODULE and move the superproject to it; print the new HEAD.
+    Bump {
+        /// The directory given to `checkout`.
+        dir: PathBuf,
+        /// The submodule (e.g. `rocm-systems`).
+        submodule: String,
+    },
+    /// Write `OUT/artifacts/` as STAGE's job for FAMILY would at the checkout's HEAD; print the
+    /// artifact directories written, one per line.
+    BuildDir {
+        /// The superproject.
+        #[arg(long)]
+        checkout: PathBuf,
+        /// The stage.
+        #[arg(long)]
+        stage: String,
+        /// The GPU family of the job (`generic` for generic stages).
+        #[arg(long)]
+        family: String,
+        /// The build dir to fill.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only rebuild artifacts whose fingerprints differ from this file's (an earlier run).
+        #[arg(long)]
+        since: Option<PathBuf>,
+        /// Save this job's fingerprints here (for a later `--since`).
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Bytes of content per lib/dev archive.
+        #[arg(long, default_value_t = 256 << 10)]
+        bytes: u64,
+    },
+}
+
+fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Checkout { dir } => {
+            let c = Checkout::create(&dir, ci::TOPOLOGY)?;
+            println!("{}", c.root.display());
+        }
+        Command::Bump { dir, submodule } => {
+            let c = Checkout {
+                root: dir.join("TheRock"),
+                upstreams: dir.join("upstream"),
+                submodules: cairn_testkit::checkout::topology_submodules(ci::TOPOLOGY)?,
+            };
+            println!(
+                "{}",
+                c.bump_submodule(&submodule, &format!("demo change in {submodule}"))?
+            );
+        }
+        Command::BuildDir {
+            checkout,
+            stage,
+            family,
+            out,
+            since,
+            save,
+            bytes,
+        } => {
+            let fps = ci::produced_fingerprints(&checkout, &stage, &family)?;
+            let only = match since {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading `{}`", path.display()))?;
+                    let before: BTreeMap<String, Blake3> = serde_json::from_str(&text)
+                        .with_context(|| format!("parsing `{}`", path.display()))?;
+                    Some(ci::changed(&before, &fps))
+                }
+                None => None,
+            };
+            if let Some(path) = save {
+                std::fs::write(&path, serde_json::to_vec_pretty(&fps)?)
+                    .with_context(|| format!("writing `{}`", path.display()))?;
+            }
+            for dir in ci::write_build_dir(&out, &family, &fps, only.as_ref(), bytes)? {
+                println!("{dir}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-demo-data: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
