@@ -6,7 +6,8 @@
 #
 # --scale   size of the generated run: ~200 MB / ~2 GB / ~8 GB of file content (default small)
 # --repeat  runs per measurement; the table shows medians (default 3)
-# --smoke   CI mode: never fails on timing, only when a bench cannot run (implies --repeat 1)
+# --smoke   CI mode: never fails on timing, only when a bench cannot run (implies --repeat 1 and
+#           the debug profile, which shares its build with scripts/test)
 # --work    working directory (default .cache/bench); generated data is cached there per scale
 # --keep    keep the extracted trees and stores after the run
 #
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
     --smoke) SMOKE=1; shift ;;
     --work) WORK="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -64,13 +65,19 @@ if ! "$CAIRN_VENV/bin/python" -c 'import pyzstd' 2>/dev/null; then
 fi
 PY="$CAIRN_VENV/bin/python"
 
-log "building release binaries"
-cargo build --release --quiet -p cairn-daemon -p cairn-client -p cairn-benches \
+# Smoke runs use the debug profile: it shares the build with scripts/test and the hot paths are
+# optimised in dev builds anyway (root Cargo.toml); timed runs use release.
+PROFILE=release
+[ "$SMOKE" = 1 ] && PROFILE=debug
+log "building $PROFILE binaries"
+PROFILE_FLAG=()
+[ "$PROFILE" = release ] && PROFILE_FLAG=(--release)
+cargo build "${PROFILE_FLAG[@]}" --quiet -p cairn-daemon -p cairn-client -p cairn-benches \
   --bin cairnd --bin cairn --bin cairn-bench
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-CAIRND="$TARGET_DIR/release/cairnd"
-CAIRN="$TARGET_DIR/release/cairn"
-BENCH="$TARGET_DIR/release/cairn-bench"
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
+CAIRND="$TARGET_DIR/$PROFILE/cairnd"
+CAIRN="$TARGET_DIR/$PROFILE/cairn"
+BENCH="$TARGET_DIR/$PROFILE/cairn-bench"
 
 DATA="$WORK/data-$SCALE"
 if [ ! -f "$DATA/summary.json" ]; then
@@ -123,7 +130,7 @@ measure() {
   log "$name: median ${MS[$name]} ms (${samples[*]})"
 }
 
-fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else if (v < 1000) printf "%.0f ms", v; else printf "%.2f s", v/1000 }'; }
+fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else if (v < 10) printf "%.2f ms", v; else if (v < 1000) printf "%.0f ms", v; else printf "%.2f s", v/1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "nan" || b == "nan" || a == 0) print "n/a"; else printf "%.2f×", b/a }'; }
 gbps() { awk -v bytes="$1" -v ms="$2" 'BEGIN { if (ms == "" || ms == "nan" || ms == 0) print "n/a"; else printf "%.2f GB/s", bytes/ms/1e6 }'; }
 
@@ -163,32 +170,124 @@ fi
 rmtree "$T/lib" "$T/tar"
 
 # ---------------------------------------------------------------------------------------------
-# 2/3. Cold fetch + extract from S3: Cairn vs TheRock's Python approach (zst and xz)
+# 2-5. Through S3 and the daemon: cold fetch+extract vs TheRock's Python approach (zst and xz),
+# warm bootstrap through cairnd, 8 concurrent bootstraps, resolve
 
 start_moto
-trap 'stop_moto; [ -n "${CAIRND_PID:-}" ] && kill "$CAIRND_PID" 2>/dev/null; true' EXIT
+DPIDS=()
+cleanup() {
+  for pid in "${DPIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  stop_moto
+}
+trap cleanup EXIT
 ENDPOINT="$CAIRN_TEST_S3_ENDPOINT"
-log "uploading the run to $ENDPOINT (bucket $BUCKET)"
-"$PY" benches/baseline_fetch.py upload --endpoint "$ENDPOINT" --bucket "$BUCKET" --prefix "$RUN_ZST-linux" "$DATA/run" >/dev/null
-"$PY" benches/baseline_fetch.py upload --endpoint "$ENDPOINT" --bucket "$BUCKET" --prefix "$RUN_XZ-linux" "$DATA/xz" >/dev/null
+upload() { "$PY" benches/baseline_fetch.py upload --endpoint "$ENDPOINT" "$@" >/dev/null; }
+py_fetch() { "$PY" benches/baseline_fetch.py fetch --endpoint "$ENDPOINT" "$@"; }
+log "uploading the generated run to $ENDPOINT"
+upload --bucket "$BUCKET" --prefix "$RUN_ZST-linux" "$DATA/run"
+upload --bucket "$BUCKET-xz" --prefix "$RUN_XZ-linux" "$DATA/xz"
+# Objects the baseline fetches: the generated archives, or (with the CLI) the ones `cairn push`
+# published, so both sides read exactly the same objects.
+PY_ZST=(--bucket "$BUCKET" --prefix "$RUN_ZST-linux")
+PY_XZ=(--bucket "$BUCKET-xz" --prefix "$RUN_XZ-linux")
 
-measure py_cold_zst "rmtree $T/py" "$PY" benches/baseline_fetch.py fetch --endpoint "$ENDPOINT" \
-  --bucket "$BUCKET" --prefix "$RUN_ZST-linux" --names "$STAGE_LIST" --output-dir "$T/py"
+if [ "$HAVE_CLI" = 1 ]; then
+  # One cairnd per role, each with its own store, like separate machines sharing a bucket.
+  declare -A DPID
+  start_cairnd() { # name bucket
+    local name="$1" bucket="$2"
+    rmtree "$T/$name-store"
+    RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/$name.sock" \
+      --s3-endpoint "$ENDPOINT" --s3-bucket "$bucket" >"$T/$name.log" 2>&1 &
+    DPID[$name]=$!
+    DPIDS+=("$!")
+    for _ in $(seq 1 400); do
+      cn "$name" status >/dev/null 2>&1 && return 0
+      kill -0 "${DPID[$name]}" 2>/dev/null || break
+      sleep 0.05
+    done
+    cat "$T/$name.log" >&2
+    die "cairnd ($name) did not start"
+  }
+  stop_cairnd() { # name
+    local pid="${DPID[$1]:-}"
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    DPID[$1]=""
+  }
+  restart_cairnd() { stop_cairnd "$1"; start_cairnd "$1" "$2"; }
+  cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/$name.sock" --quiet "$@"; }
+  gets() { cn "$1" --json status | jq -r .storage_gets; }
+
+  log "daemon rows: checkout, build dir, cairn push of the producing stages (zst and xz runs)"
+  SRC="$("$BENCH" checkout --out "$T/src" --topology "$ROOT/BUILD_TOPOLOGY.toml")"
+  "$BENCH" dirs --out "$T/build" --list "$STAGE_LIST" --scale "$SCALE" --family "$FAMILY" \
+    --topology "$ROOT/BUILD_TOPOLOGY.toml" >/dev/null
+  upload --bucket "$BUCKET-push" --prefix none --list /dev/null "$DATA/run"
+  upload --bucket "$BUCKET-push-xz" --prefix none --list /dev/null "$DATA/run"
+  sed 's/_.*//' "$STAGE_LIST" | sort -u >"$T/stage-names.txt"
+  start_cairnd ci "$BUCKET-push"
+  start_cairnd cixz "$BUCKET-push-xz"
+  for st in $("$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology stages | awk '{print $1}'); do
+    if "$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology produced --stage "$st" | awk '{print $1}' \
+        | grep -qxF -f "$T/stage-names.txt"; then
+      cn ci push --stage "$st" --family generic --build-dir "$T/build" --run-id 7101 --checkout "$SRC" >/dev/null
+      cn cixz push --stage "$st" --family generic --build-dir "$T/build" --run-id 7102 --checkout "$SRC" \
+        --compression xz >/dev/null
+    fi
+  done
+  stop_cairnd ci
+  stop_cairnd cixz
+  rmtree "$T/build" "$T/ci-store" "$T/cixz-store"
+  PY_ZST=(--bucket "$BUCKET-push" --prefix "7101-linux")
+  PY_XZ=(--bucket "$BUCKET-push-xz" --prefix "7102-linux")
+  boot() { cn dev bootstrap --stage "$STAGE" --family "$FAMILY" --checkout "$SRC" --build-dir "$@"; }
+
+  # Cold: a new daemon store each time; warm: the same daemon again into a new build dir.
+  measure cairn_cold_zst "restart_cairnd dev $BUCKET-push; rmtree $T/cold" boot "$T/cold"
+  GETS_ONE=$(gets dev)
+  measure cairn_warm "rmtree $T/warm" boot "$T/warm"
+  rmtree "$T/cold" "$T/warm"
+  measure cairn_cold_xz "restart_cairnd dev $BUCKET-push-xz; rmtree $T/cold" boot "$T/cold"
+  rmtree "$T/cold"
+
+  # 8 concurrent cold bootstraps of the stage against one daemon.
+  eight() {
+    local pids=() i rc=0
+    for i in 1 2 3 4 5 6 7 8; do boot "$T/c$i" & pids+=("$!"); done
+    for i in "${pids[@]}"; do wait "$i" || rc=1; done
+    return $rc
+  }
+  measure cairn_cold8 "restart_cairnd dev $BUCKET-push; rmtree $T/c1 $T/c2 $T/c3 $T/c4 $T/c5 $T/c6 $T/c7 $T/c8" eight
+  GETS_EIGHT=$(gets dev)
+  rmtree "$T"/c[1-8]
+  GETS_PER_OBJECT=$(awk -v a="$GETS_EIGHT" -v b="$GETS_ONE" -v n="$(summary stage_archives)" \
+    'BEGIN { printf "%.2f GETs/archive (8 concurrent: %d GETs; 1 bootstrap: %d GETs; %d archives)", a/n, a, b, n }')
+
+  # Resolve: first call on a new daemon store is cold, the rest warm.
+  for i in $(seq 1 "$REPEAT"); do
+    restart_cairnd dev "$BUCKET-push"
+    "$BENCH" resolve --daemon "unix:$T/dev.sock" --checkout "$SRC" --topology "$ROOT/BUILD_TOPOLOGY.toml" \
+      --stage "$STAGE" --family "$FAMILY" --calls 6 >"$T/resolve.out"
+    head -1 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-cold.txt"
+    tail -n +2 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-warm.txt"
+  done
+  MS[resolve_cold]=$(median <"$T/resolve-cold.txt")
+  MS[resolve_warm]=$(median <"$T/resolve-warm.txt")
+  RESOLVED_ARCHIVES=$(head -1 "$T/resolve.out" | cut -d' ' -f2)
+  log "resolve: cold ${MS[resolve_cold]} ms, warm ${MS[resolve_warm]} ms ($RESOLVED_ARCHIVES archives)"
+  stop_cairnd dev
+else
+  log "\`cairn bootstrap\` is not available: daemon rows are n/a"
+fi
+
+measure py_cold_zst "rmtree $T/py" py_fetch "${PY_ZST[@]}" --names "$STAGE_LIST" --output-dir "$T/py"
 rmtree "$T/py"
-measure py_cold_xz "rmtree $T/py" "$PY" benches/baseline_fetch.py fetch --endpoint "$ENDPOINT" \
-  --bucket "$BUCKET" --prefix "$RUN_XZ-linux" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
+measure py_cold_xz "rmtree $T/py" py_fetch "${PY_XZ[@]}" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
 rmtree "$T/py"
 measure tar_xz "rmtree $T/tarxz" par_tar_xz "$STAGE_XZ_LIST" "$DATA/xz" "$T/tarxz"
 rmtree "$T/tarxz"
-
-# Daemon rows (cold/warm through cairnd, concurrency, resolve) come from cli_rows when available.
-CLI_ROWS="$ROOT/benches/cli_rows.sh"
-if [ "$HAVE_CLI" = 1 ] && [ -f "$CLI_ROWS" ]; then
-  # shellcheck source=cli_rows.sh
-  source "$CLI_ROWS"
-else
-  log "cairn bootstrap is not available: daemon rows are n/a"
-fi
 
 # ---------------------------------------------------------------------------------------------
 # 6. Dedup: the stage's `_generic` outputs republished by 4 family jobs vs 1
@@ -225,7 +324,7 @@ cell_or_na() { if [ -n "$(v "$1")" ]; then fmt_ms "$(v "$1")"; else echo "$na_cl
 
 {
   echo
-  echo "Cairn benchmarks — scale \`$SCALE\`, median of $REPEAT, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "Cairn benchmarks — scale \`$SCALE\`, median of $REPEAT, $PROFILE build, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "Machine: $NCPU cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $(df -T "$WORK" | awk 'NR==2 {print $2}') on $(df "$WORK" | awk 'NR==2 {print $1}')"
   echo "Run: $(summary run_archives) archives, $(mb "$(summary run_uncompressed)") content, $(mb "$(summary run_compressed)") .tar.zst; stage \`$STAGE\` ($FAMILY): $(summary stage_archives) archives, $(summary stage_files) files, $(mb "$STAGE_BYTES") content, $(mb "$(summary stage_zst)") zst, $(mb "$(summary stage_xz)") xz"
   echo

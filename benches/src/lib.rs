@@ -241,6 +241,42 @@ pub fn generate_run(out: &Path, topology: &Topology, opts: &GenOptions) -> Resul
     Ok(summary)
 }
 
+/// Regenerate, under `build_dir/artifacts/`, the exploded directories of the archives named in
+/// `stems` (archive names or stems) exactly as [`generate_run`] generated them: what a CI job's build
+/// leaves for `cairn push`. Returns how many directories were written.
+pub fn generate_build_dir(
+    build_dir: &Path,
+    topology: &Topology,
+    opts: &GenOptions,
+    stems: &[String],
+) -> Result<usize> {
+    let total = opts.bytes.unwrap_or(opts.scale.total_bytes());
+    let specs = scale::run_specs(topology, total, &[opts.family.as_str()], opts.seed);
+    let wanted: std::collections::BTreeSet<&str> = stems
+        .iter()
+        .map(|s| s.split('.').next().unwrap_or(s))
+        .collect();
+    let chosen: Vec<&ArtifactSpec> = specs
+        .iter()
+        .filter(|s| wanted.contains(s.dir_name().as_str()))
+        .collect();
+    if chosen.len() != wanted.len() {
+        bail!(
+            "{} of {} names are not archives of this run",
+            wanted.len() - chosen.len(),
+            wanted.len()
+        );
+    }
+    let artifacts = build_dir.join("artifacts");
+    fs::create_dir_all(&artifacts)?;
+    chosen.par_iter().try_for_each(|spec| -> Result<()> {
+        datagen::generate_artifact_dir(&artifacts, spec)
+            .with_context(|| format!("generating `{}`", spec.dir_name()))?;
+        Ok(())
+    })?;
+    Ok(chosen.len())
+}
+
 /// A [`BlobSource`] reading blobs straight from a local store's CAS.
 #[derive(Debug, Clone)]
 pub struct StoreBlobs(pub Arc<LocalStore>);
@@ -322,4 +358,47 @@ pub fn read_list(path: &Path) -> Result<Vec<String>> {
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect())
+}
+
+/// Call the `Resolve` RPC `calls` times for the inbound artifacts of `stage` at `checkout` (family
+/// `family`, Linux) and return each call's milliseconds and the number of archives it found a
+/// producer for. The
+/// fingerprints are computed once, before the first call: only the daemon's work is timed.
+pub fn time_resolve(
+    daemon: &str,
+    checkout: &Path,
+    topology: &Topology,
+    stage: &str,
+    family: &str,
+    calls: usize,
+) -> Result<Vec<(f64, usize)>> {
+    use cairn_client::api::{self, Policy, Request};
+    use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
+
+    let names: Vec<&str> = topology.inbound(stage)?.into_iter().collect();
+    let fp = Fingerprinter::new(topology, checkout, FingerprintConfig::default())?;
+    let fps = fp.compute_some(&names, family, Platform::Linux)?;
+    let request = Request {
+        stage: stage.to_string(),
+        family: family.to_string(),
+        platform: "linux".to_string(),
+        artifacts: fps.into_iter().collect(),
+        exclude_components: Vec::new(),
+        policy: Policy::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let addr = cairn_client::connect::DaemonAddr::parse(daemon);
+        let mut client = cairn_client::connect::connect(&addr).await?;
+        let mut out = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let start = std::time::Instant::now();
+            let (resolved, _runs) = api::resolve(&mut client, &request).await?;
+            let ms = start.elapsed().as_secs_f64() * 1e3;
+            out.push((ms, resolved.iter().filter(|r| r.producer.is_some()).count()));
+        }
+        Ok(out)
+    })
 }

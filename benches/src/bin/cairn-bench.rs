@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cairn_benches::{
     GenOptions, generate_run, ingest_all, load_topology, materialize_keys, read_list,
 };
@@ -49,6 +49,53 @@ enum Command {
         /// Skip the `.tar.xz` copies of the stage's archives.
         #[arg(long)]
         no_xz: bool,
+    },
+    /// Regenerate the exploded artifact dirs of the listed archives under `BUILD/artifacts/` (what a
+    /// CI job leaves for `cairn push`); same options as `gen`.
+    Dirs {
+        /// Build directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// File listing archive names (or stems), one per line.
+        #[arg(long)]
+        list: PathBuf,
+        #[arg(long, default_value = "small")]
+        scale: Scale,
+        #[arg(long)]
+        bytes: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "gfx94X-dcgpu")]
+        family: String,
+    },
+    /// Create a TheRock-shaped git checkout (superproject + real submodules) for the topology under
+    /// `--out`; prints the superproject path.
+    Checkout {
+        /// Parent directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+    },
+    /// Time the `Resolve` RPC for a stage's inbound artifacts: prints one line per call with its
+    /// milliseconds (the first call on a fresh daemon is the cold one).
+    Resolve {
+        /// Daemon address (`unix:/path` or `http://host:port`).
+        #[arg(long)]
+        daemon: String,
+        #[arg(long)]
+        checkout: PathBuf,
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "math-libs")]
+        stage: String,
+        #[arg(long, default_value = "gfx94X-dcgpu")]
+        family: String,
+        /// Calls.
+        #[arg(long, default_value_t = 5)]
+        calls: usize,
     },
     /// Ingest archives into a store (in parallel, keyed by file name); prints new blob bytes.
     Ingest {
@@ -108,6 +155,48 @@ fn run(args: Args) -> Result<()> {
             };
             let summary = generate_run(&out, &topology, &opts)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Dirs {
+            out,
+            list,
+            scale,
+            bytes,
+            seed,
+            topology,
+            family,
+        } => {
+            let topology = load_topology(&topology)?;
+            let opts = GenOptions {
+                scale,
+                bytes,
+                seed,
+                stage: String::new(),
+                family,
+                xz: false,
+            };
+            let n = cairn_benches::generate_build_dir(&out, &topology, &opts, &read_list(&list)?)?;
+            println!("dirs={n}");
+        }
+        Command::Checkout { out, topology } => {
+            let text = std::fs::read_to_string(&topology)
+                .with_context(|| format!("reading `{}`", topology.display()))?;
+            let c = cairn_testkit::checkout::Checkout::create(&out, &text)?;
+            println!("{}", c.root.display());
+        }
+        Command::Resolve {
+            daemon,
+            checkout,
+            topology,
+            stage,
+            family,
+            calls,
+        } => {
+            let topology = load_topology(&topology)?;
+            let times =
+                cairn_benches::time_resolve(&daemon, &checkout, &topology, &stage, &family, calls)?;
+            for (ms, archives) in times {
+                println!("{ms:.3} {archives}");
+            }
         }
         Command::Ingest { store, archives } => {
             let store = cairn_benches::open_store(&store)?;
