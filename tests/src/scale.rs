@@ -319,6 +319,38 @@ mod tests {
     }
 
     #[test]
+    fn components_of_one_artifact_never_write_the_same_file() {
+        // Bootstrap extracts every component into the same stage dir: overlapping files would make
+        // the result depend on extraction order.
+        let t = topology();
+        let specs = run_specs(&t, 64 << 20, &["gfx94X-dcgpu"], 3);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut seen = std::collections::BTreeMap::new();
+        for spec in specs.iter().filter(|s| s.name == "openmpi") {
+            let dir = crate::datagen::generate_artifact_dir(tmp.path(), spec).expect("generate");
+            let mut stack = vec![dir.join(spec.relpath())];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).expect("read_dir") {
+                    let e = e.expect("entry");
+                    if e.file_type().expect("type").is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        let rel = e.path().strip_prefix(&dir).expect("below").to_path_buf();
+                        let prev = seen.insert(rel.clone(), spec.component.clone());
+                        assert!(
+                            prev.is_none(),
+                            "{} written by {prev:?} and {}",
+                            rel.display(),
+                            spec.component
+                        );
+                    }
+                }
+            }
+        }
+        assert!(seen.len() > 6, "{} files", seen.len());
+    }
+
+    #[test]
     fn scale_names_parse_and_print() {
         for s in [Scale::Small, Scale::Medium, Scale::Large] {
             assert_eq!(s.to_string().parse::<Scale>(), Ok(s));
