@@ -375,7 +375,12 @@ pub fn time_resolve(
     use cairn_client::api::{self, Policy, Request};
     use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
 
-    let names: Vec<&str> = topology.inbound(stage)?.into_iter().collect();
+    // Windows-only artifacts (core-hipinfo) have no Linux producer; TheRock's Linux fetch skips them.
+    let names: Vec<&str> = topology
+        .inbound(stage)?
+        .into_iter()
+        .filter(|n| scale::on_linux(topology, n))
+        .collect();
     let fp = Fingerprinter::new(topology, checkout, FingerprintConfig::default())?;
     let fps = fp.compute_some(&names, family, Platform::Linux)?;
     let request = Request {

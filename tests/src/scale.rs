@@ -107,8 +107,9 @@ fn weight(name: &str) -> u64 {
     }
 }
 
-/// Whether TheRock builds `artifact` on Linux.
-fn on_linux(topology: &Topology, name: &str) -> bool {
+/// Whether TheRock builds the artifact `name` on Linux (not `platform = "windows"`, not disabled
+/// there).
+pub fn on_linux(topology: &Topology, name: &str) -> bool {
     topology.artifact(name).is_ok_and(|a| {
         a.platform.as_deref() != Some("windows")
             && !a.disable_platforms.iter().any(|p| p == "linux")
