@@ -4,6 +4,7 @@
 //!   artifact directories and archives.
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
+//! - [`scale`]: `small`/`medium`/`large` presets of a whole run over the real topology.
 //! - [`ci`]: a small TheRock-shaped topology and the build dirs its CI jobs would leave.
 //! - [`daemon`]: a real `cairnd serve` process (temp store, socket, local or S3 storage).
 //! - [`github_mock`]: a local HTTP server speaking the GitHub REST endpoints `cairn find` uses.
@@ -19,4 +20,5 @@ pub mod datagen;
 pub mod faultproxy;
 pub mod github_mock;
 pub mod s3server;
+pub mod scale;
 pub mod storecheck;
