@@ -6,11 +6,11 @@
 
 use std::path::PathBuf;
 
+use crate::connect::DaemonChannel;
 use cairn_fingerprint::Blake3;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::cairn_client::CairnClient;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::connect::ConnectError;
 use crate::materialize::MaterializeError;
@@ -283,7 +283,7 @@ impl Request {
 
 /// Resolve without fetching: per archive, the chosen run and why.
 pub async fn resolve(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<DaemonChannel>,
     request: &Request,
 ) -> Result<(Vec<Resolved>, Vec<String>), ClientError> {
     let resp = client
@@ -331,7 +331,7 @@ pub struct Stats {
 }
 
 /// `Stats`.
-pub async fn stats(client: &mut CairnClient<Channel>) -> Result<Stats, ClientError> {
+pub async fn stats(client: &mut CairnClient<DaemonChannel>) -> Result<Stats, ClientError> {
     let s = client
         .stats(pb::StatsRequest {})
         .await
@@ -368,7 +368,7 @@ pub struct GcOutcome {
 
 /// `Gc` down to `max_bytes` (`None`: the daemon's configured quota).
 pub async fn gc(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<DaemonChannel>,
     max_bytes: Option<u64>,
 ) -> Result<GcOutcome, ClientError> {
     let r = client
@@ -454,7 +454,7 @@ pub struct Published {
 
 /// `Publish`.
 pub async fn publish(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<DaemonChannel>,
     spec: &PublishSpec,
 ) -> Result<Published, ClientError> {
     let req = pb::PublishRequest {
@@ -517,7 +517,7 @@ pub struct Imported {
 
 /// `Import` a run published without Cairn.
 pub async fn import(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<DaemonChannel>,
     run_id: &str,
     platform: &str,
     repo: &str,

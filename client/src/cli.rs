@@ -39,6 +39,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR", env = "CAIRN_SOCKET")]
     pub daemon: Option<String>,
 
+    /// File holding the bearer token of a TCP daemon (`$CAIRN_TOKEN` may hold the token itself).
+    #[arg(long, global = true, value_name = "FILE", env = "CAIRN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
     /// Whether `--topology` was given on the command line (online commands otherwise read the
     /// checkout's own `BUILD_TOPOLOGY.toml`). Set by `main`, not by clap.
     #[arg(skip)]

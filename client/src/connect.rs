@@ -2,9 +2,13 @@
 //! `daemon/src/server.rs` are the only places that see the wire types of `cairn.v1`.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use cairn_proto::v1::cairn_client::CairnClient;
 use hyper_util::rt::TokioIo;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Where the daemon listens.
@@ -55,31 +59,94 @@ pub fn default_socket() -> PathBuf {
 pub struct ConnectError {
     /// Where we tried.
     pub addr: DaemonAddr,
-    /// Transport error.
+    /// Transport error, or why the TCP token could not be read.
     #[source]
-    pub source: tonic::transport::Error,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// Connect to the daemon. Large messages are allowed both ways (trees of big artifacts).
-pub async fn connect(addr: &DaemonAddr) -> Result<CairnClient<Channel>, ConnectError> {
-    let channel = match addr {
-        DaemonAddr::Tcp(url) => Endpoint::from_shared(url.clone())
-            .map_err(|source| ConnectError {
-                addr: addr.clone(),
-                source,
-            })?
-            .connect()
-            .await
-            .map_err(|source| ConnectError {
-                addr: addr.clone(),
-                source,
-            })?,
-        DaemonAddr::Unix(path) => connect_unix(path).await.map_err(|source| ConnectError {
-            addr: addr.clone(),
-            source,
-        })?,
+/// The channel to the daemon: requests carry the bearer token when connecting over TCP.
+pub type DaemonChannel = InterceptedService<Channel, BearerToken>;
+
+/// Adds `authorization: Bearer <token>` to every request when it holds a token.
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for BearerToken {
+    // Never print the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerToken(set)"
+        } else {
+            "BearerToken(none)"
+        })
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The token file given by `--token-file`; set once by the CLI before connecting.
+static TOKEN_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Use `path` as the TCP token file (`--token-file`); takes precedence over `CAIRN_TOKEN_FILE`.
+pub fn set_token_file(path: PathBuf) {
+    let _ = TOKEN_FILE.set(path);
+}
+
+/// The TCP bearer token: `$CAIRN_TOKEN`, else the contents of `--token-file` / `$CAIRN_TOKEN_FILE`.
+/// Errors name the file, never the token.
+pub fn tcp_token() -> Result<Option<String>, String> {
+    if let Ok(t) = std::env::var("CAIRN_TOKEN")
+        && !t.trim().is_empty()
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let file = TOKEN_FILE.get().cloned().or_else(|| {
+        std::env::var_os("CAIRN_TOKEN_FILE")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+    });
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read token file `{}`: {e}", file.display()))?;
+    Ok(Some(text.trim().to_string()).filter(|t| !t.is_empty()))
+}
+
+/// Connect to the daemon. Large messages are allowed both ways (trees of big artifacts). Over TCP the
+/// bearer token from [`tcp_token`] is sent with every request; over the Unix socket, none is.
+pub async fn connect(addr: &DaemonAddr) -> Result<CairnClient<DaemonChannel>, ConnectError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| ConnectError {
+        addr: addr.clone(),
+        source,
     };
-    Ok(CairnClient::new(channel)
+    let (channel, token) = match addr {
+        DaemonAddr::Tcp(url) => {
+            let token = match tcp_token().map_err(|e| fail(e.into()))? {
+                Some(t) => Some(
+                    MetadataValue::try_from(format!("Bearer {t}"))
+                        .map_err(|_| fail("the TCP token is not a valid header value".into()))?,
+                ),
+                None => None,
+            };
+            let channel = Endpoint::from_shared(url.clone())
+                .map_err(|e| fail(e.into()))?
+                .connect()
+                .await
+                .map_err(|e| fail(e.into()))?;
+            (channel, token)
+        }
+        DaemonAddr::Unix(path) => (connect_unix(path).await.map_err(|e| fail(e.into()))?, None),
+    };
+    Ok(CairnClient::with_interceptor(channel, BearerToken(token))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
 }

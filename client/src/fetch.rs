@@ -17,13 +17,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::connect::DaemonChannel;
 use cairn_fingerprint::Blake3;
 use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
 use cairn_proto::v1::cairn_client::CairnClient;
 use cairn_proto::v1::{self as pb, fetch_event::Event};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 use crate::api::{ClientError, Request, Resolved, Status};
 use crate::connect::DaemonAddr;
@@ -146,7 +146,7 @@ impl FetchOutcome {
 /// Fetch `requests` and materialize everything found into `dest` under `opts`. Missing artifacts
 /// are reported in the outcome, not as an error: what was found is materialized anyway.
 pub async fn fetch(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<DaemonChannel>,
     requests: &[Request],
     dest: &Path,
     opts: &Options,

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use cairn_fingerprint::Blake3;
 use cairn_proto::v1 as pb;
 use cairn_proto::v1::cairn_client::CairnClient;
-use tonic::transport::Channel;
 
 /// A daemon call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +140,7 @@ pub struct ExactProducer {
 
 /// Runs Cairn recorded for `commit`, newest first.
 pub async fn find_runs(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<crate::connect::DaemonChannel>,
     commit: &str,
     repo: &str,
     platform: &str,
@@ -186,7 +185,7 @@ pub async fn find_runs(
 
 /// A run's archives with sizes; `None` when the run has none.
 pub async fn run_trees(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<crate::connect::DaemonChannel>,
     run_id: &str,
     platform: &str,
     repo: &str,
@@ -239,7 +238,7 @@ pub async fn run_trees(
 
 /// What a run's prefix holds (one LIST, remembered by the daemon); `None` when it holds no archive.
 pub async fn list_run(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<crate::connect::DaemonChannel>,
     run_id: &str,
     platform: &str,
     repo: &str,
@@ -271,7 +270,7 @@ pub async fn list_run(
 
 /// For each artifact (name → fingerprint), whether a run produced exactly that fingerprint.
 pub async fn exact_producers(
-    client: &mut CairnClient<Channel>,
+    client: &mut CairnClient<crate::connect::DaemonChannel>,
     stage: &str,
     family: &str,
     platform: &str,

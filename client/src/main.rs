@@ -16,6 +16,9 @@ fn main() -> std::process::ExitCode {
     let matches = help::command().get_matches();
     let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.topology_explicit = matches.value_source("topology") == Some(ValueSource::CommandLine);
+    if let Some(file) = &cli.token_file {
+        cairn_client::connect::set_token_file(file.clone());
+    }
     let mut printer = Printer::new(cli.json, cli.quiet, cli.verbose);
     let status = match commands::run(&cli, &mut printer).and_then(|s| printer.flush().map(|()| s)) {
         Ok(status) => status,

@@ -212,7 +212,7 @@ pub fn read_archive(
 ) -> Result<ReadSummary, ArchiveError> {
     let mut tee = HashingReader::new(src);
     let (tree, uncompressed_bytes) = {
-        let decoder: Box<dyn Read + '_> = match compression {
+        let mut decoder: Box<dyn Read + '_> = match compression {
             Compression::Zstd => {
                 let mut d =
                     zstd::stream::read::Decoder::new(&mut tee).map_err(ArchiveError::Read)?;
@@ -226,7 +226,11 @@ pub fn read_archive(
                 Box::new(liblzma::read::XzDecoder::new_stream(&mut tee, stream))
             }
         };
-        read_tar(decoder, limits, sink)?
+        let read = read_tar(&mut decoder, limits, sink)?;
+        // Decode to the end of the compressed stream: the zstd frame checksum and the xz check and
+        // index sit after the tar's last block, and only a decoder that reaches them verifies them.
+        io::copy(&mut decoder, &mut io::sink()).map_err(ArchiveError::Read)?;
+        read
     };
     io::copy(&mut tee, &mut io::sink()).map_err(ArchiveError::Read)?;
     Ok(ReadSummary {
@@ -663,10 +667,14 @@ pub fn create_archive_with(
         count: 0,
     };
     let encoder: Box<dyn FinishWrite> = match opts.compression {
-        Compression::Zstd => Box::new(
-            zstd::stream::write::Encoder::new(counting, opts.level as i32)
-                .map_err(io_err(out_path))?,
-        ),
+        Compression::Zstd => {
+            let mut encoder = zstd::stream::write::Encoder::new(counting, opts.level as i32)
+                .map_err(io_err(out_path))?;
+            // The frame checksum (as the `zstd` CLI writes by default) lets a reader without the
+            // sidecar still detect corrupt bytes: a flipped byte in a raw block decodes silently.
+            encoder.include_checksum(true).map_err(io_err(out_path))?;
+            Box::new(encoder)
+        }
         Compression::Xz => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
             let stream = liblzma::stream::MtStreamBuilder::new()

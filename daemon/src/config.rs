@@ -44,6 +44,10 @@ pub struct Config {
     /// Optional TCP listen address (loopback recommended).
     #[serde(default)]
     pub tcp: Option<String>,
+    /// File holding the bearer token TCP clients must present (required with `tcp`, unless
+    /// `cairnd serve --tcp-insecure` on loopback). `CAIRN_TCP_TOKEN` may hold the token instead.
+    #[serde(default)]
+    pub tcp_token_file: Option<PathBuf>,
     /// Optional HTTP listen address for `/metrics`, `/status` and `/healthz`.
     #[serde(default)]
     pub metrics: Option<String>,
@@ -152,6 +156,7 @@ impl Default for Config {
             max_bytes: 0,
             socket: default_socket(),
             tcp: None,
+            tcp_token_file: None,
             metrics: None,
             negative_ttl_secs: default_negative_ttl(),
             storage: default_storage(),
@@ -221,6 +226,9 @@ impl Config {
         }
         if let Some(v) = get("CAIRN_TCP") {
             self.tcp = (!v.is_empty()).then_some(v);
+        }
+        if let Some(v) = get("CAIRN_TCP_TOKEN_FILE") {
+            self.tcp_token_file = (!v.is_empty()).then(|| v.into());
         }
         if let Some(v) = get("CAIRN_METRICS") {
             self.metrics = (!v.is_empty()).then_some(v);

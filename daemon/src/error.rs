@@ -69,6 +69,17 @@ pub enum StoreError {
     /// The error of the ingest this request waited for (single-flight follower).
     #[error("{0}")]
     Shared(Arc<StoreError>),
+    /// The store's filesystem is full. The ingest was rolled back: nothing of it is kept.
+    #[error(
+        "no space left on the store's filesystem at `{path}` while ingesting `{key}`; hint: run `cairn gc`, \
+         lower the quota (`max_bytes`) or free disk space"
+    )]
+    NoSpace {
+        /// The store's root directory.
+        path: PathBuf,
+        /// The archive's key.
+        key: String,
+    },
     /// A blocking task could not be joined (it panicked or the runtime is shutting down).
     #[error("blocking task failed: {0}")]
     Join(String),
@@ -81,6 +92,24 @@ impl StoreError {
             path: path.into(),
             source,
         }
+    }
+
+    /// Whether an I/O error in this error's chain says the filesystem is full (`ENOSPC`, `EDQUOT`).
+    pub fn is_no_space(&self) -> bool {
+        if matches!(self.root(), StoreError::NoSpace { .. }) {
+            return true;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self.root());
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && (io.kind() == std::io::ErrorKind::StorageFull
+                    || io.kind() == std::io::ErrorKind::QuotaExceeded)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
     }
 
     /// The error itself, looking through [`StoreError::Shared`] wrappers.

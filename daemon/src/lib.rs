@@ -25,6 +25,7 @@
 //!   [`metrics`]: Prometheus `/metrics` and `/status`.
 
 pub mod archive;
+pub mod auth;
 pub mod backends;
 pub mod cas;
 pub mod config;

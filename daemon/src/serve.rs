@@ -14,7 +14,7 @@ use tracing::info;
 use crate::backends::Backends;
 use crate::config::{Config, parse_bytes};
 use crate::listen::{activated_unix, bind_tcp, bind_unix};
-use crate::server::{CairnService, Listener, run};
+use crate::server::{CairnService, Listener, run, run_authenticated};
 use crate::service::Service;
 use crate::store::{LocalStore, StoreConfig};
 
@@ -33,6 +33,13 @@ pub struct ServeArgs {
     /// Also listen on TCP (e.g. 127.0.0.1:7411).
     #[arg(long, value_name = "ADDR")]
     pub tcp: Option<String>,
+    /// File holding the bearer token every TCP request must carry (`authorization: Bearer <token>`);
+    /// the `CAIRN_TCP_TOKEN` environment variable may hold the token itself instead.
+    #[arg(long, value_name = "FILE", env = "CAIRN_TCP_TOKEN_FILE")]
+    pub tcp_token_file: Option<PathBuf>,
+    /// Serve TCP without a token; only allowed on a loopback address.
+    #[arg(long)]
+    pub tcp_insecure: bool,
     /// Serve Prometheus `/metrics`, `/status` and `/healthz` over HTTP on this address.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
@@ -62,6 +69,10 @@ impl ServeArgs {
                 "CAIRN_STORE_DIR" => self.store.as_ref().map(|p| p.display().to_string()),
                 "CAIRN_SOCKET" => self.socket.as_ref().map(|p| p.display().to_string()),
                 "CAIRN_TCP" => self.tcp.clone(),
+                "CAIRN_TCP_TOKEN_FILE" => self
+                    .tcp_token_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
                 "CAIRN_METRICS" => self.metrics.clone(),
                 "CAIRN_MAX_BYTES" => self.max_bytes.clone(),
                 "CAIRN_LOCAL_STORAGE" => {
@@ -104,6 +115,20 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     ));
     let grpc = CairnService::new(service.clone(), cfg.max_bytes);
 
+    // Decided before binding anything: a daemon that would serve TCP unauthenticated does not start.
+    let tcp_auth = match &cfg.tcp {
+        Some(addr) => {
+            let token = crate::auth::load_token(
+                std::env::var("CAIRN_TCP_TOKEN").ok(),
+                cfg.tcp_token_file.as_deref(),
+            )?;
+            Some((
+                addr.clone(),
+                crate::auth::tcp_policy(addr, token, args.tcp_insecure).await?,
+            ))
+        }
+        None => None,
+    };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mode = if args.group_access { 0o660 } else { 0o600 };
     // Socket-activated (systemd `cairnd.socket`): use the passed socket; systemd owns its file.
@@ -140,12 +165,17 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
         }));
     }
-    if let Some(addr) = &cfg.tcp {
-        let tcp = bind_tcp(addr).await?;
-        eprintln!("cairnd: listening on http://{}", tcp.local_addr()?);
+    if let Some((addr, auth)) = tcp_auth {
+        let tcp = bind_tcp(&addr).await?;
+        let how = if auth.is_some() {
+            "bearer token required"
+        } else {
+            "no token (--tcp-insecure)"
+        };
+        eprintln!("cairnd: listening on http://{} ({how})", tcp.local_addr()?);
         let mut rx = stop_tx.subscribe();
         tasks.push(tokio::spawn(async move {
-            run(grpc, Listener::Tcp(tcp), async move {
+            run_authenticated(grpc, Listener::Tcp(tcp), auth, async move {
                 let _ = rx.recv().await;
             })
             .await

@@ -31,10 +31,28 @@ const LEASE_GRACE: Duration = Duration::from_secs(30 * 60);
 /// Bytes per `BlobChunk` message for remote clients.
 const CHUNK: usize = 1 << 20;
 
+/// Longest message a `Status` carries: messages quote request fields, and a message over the peer's
+/// header-size limit turns a clear refusal into an HTTP/2 protocol error.
+const MAX_STATUS_MESSAGE: usize = 2048;
+
+/// `msg`, cut at [`MAX_STATUS_MESSAGE`] bytes (on a character boundary) with a note saying so.
+fn clip(mut msg: String) -> String {
+    if msg.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let total = msg.len();
+        msg.truncate(end);
+        msg.push_str(&format!("… ({total} bytes, truncated)"));
+    }
+    msg
+}
+
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Status {
         use crate::error::StoreError;
-        let msg = e.to_string();
+        let msg = clip(e.to_string());
         match &e {
             ServiceError::InvalidArgument(_) => Status::invalid_argument(msg),
             ServiceError::NotFound(_) => Status::not_found(msg),
@@ -45,6 +63,7 @@ impl From<ServiceError> for Status {
                 Status::unavailable(msg)
             }
             ServiceError::Storage(_) => Status::failed_precondition(msg),
+            ServiceError::Store(s) if s.is_no_space() => Status::resource_exhausted(msg),
             ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
             ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
             ServiceError::Store(_) | ServiceError::Internal(_) => Status::internal(msg),
@@ -239,7 +258,12 @@ impl Cairn for CairnService {
     ) -> Result<Response<Self::FetchStream>, Status> {
         let req = req.into_inner();
         let local_paths = req.local_paths;
-        let input = resolve_input(req.resolve.unwrap_or_default());
+        let Some(resolve) = req.resolve else {
+            return Err(Status::invalid_argument(
+                "fetch request has no `resolve`: nothing says what to fetch",
+            ));
+        };
+        let input = resolve_input(resolve);
         let service = self.inner.clone();
         service
             .counters
@@ -289,9 +313,9 @@ impl Cairn for CairnService {
         };
         let mut fingerprints = BTreeMap::new();
         for (name, fp) in r.fingerprints {
-            let d: Blake3 = fp
-                .parse()
-                .map_err(|e| Status::invalid_argument(format!("fingerprint of `{name}`: {e}")))?;
+            let d: Blake3 = fp.parse().map_err(|e| {
+                Status::invalid_argument(clip(format!("fingerprint of `{name}`: {e}")))
+            })?;
             fingerprints.insert(name, d);
         }
         let input = PublishInput {
@@ -654,6 +678,17 @@ pub async fn run(
     listener: Listener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    run_authenticated(service, listener, None, shutdown).await
+}
+
+/// [`run`], refusing every request (health and reflection included) that lacks the bearer token of
+/// `auth` when it is given.
+pub async fn run_authenticated(
+    service: CairnService,
+    listener: Listener,
+    auth: Option<crate::auth::BearerAuth>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CairnServer<CairnService>>()
@@ -667,6 +702,9 @@ pub async fn run(
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     let router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(
+            crate::auth::Access::new(auth),
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(cairn);

@@ -39,6 +39,9 @@ use crate::storage::transfer::{DownloadOptions, download};
 use crate::storage::{PutBody, PutOutcome, Storage, StorageError};
 use crate::store::LocalStore;
 
+/// Longest artifact name, stage or family a request may carry.
+pub const MAX_NAME_LEN: usize = 256;
+
 /// Key prefix under which untrusted runs file their producer records.
 pub const UNTRUSTED_AREA: &str = "untrusted/";
 
@@ -225,6 +228,13 @@ impl Service {
         }
     }
 
+    /// The same service downloading with `options` (chunking, concurrency, resume budget) instead of
+    /// the defaults; tests use it for quick retries.
+    pub fn with_download_options(mut self, options: DownloadOptions) -> Service {
+        self.download = options;
+        self
+    }
+
     /// The local store.
     pub fn store(&self) -> &Arc<LocalStore> {
         &self.store
@@ -344,7 +354,22 @@ impl Service {
             .resolve_requests
             .fetch_add(1, Ordering::Relaxed);
         let mut fps = BTreeSet::new();
+        if let Some(run_id) = &input.policy.run_id
+            && run_id.len() > MAX_NAME_LEN
+        {
+            return Err(ServiceError::InvalidArgument(format!(
+                "run id of {} bytes is longer than the limit of {MAX_NAME_LEN}",
+                run_id.len()
+            )));
+        }
         for w in &input.wanted {
+            // Real names are a few dozen bytes; a huge one is a malformed request, not a lookup.
+            if w.artifact.len() > MAX_NAME_LEN {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "artifact name of {} bytes is longer than the limit of {MAX_NAME_LEN}",
+                    w.artifact.len()
+                )));
+            }
             let valid = if w.artifact.contains('_') {
                 ArtifactName::parse(&w.artifact).map(|_| ())
             } else {
@@ -573,13 +598,36 @@ impl Service {
             }
         };
         let size = (archive.compressed_size > 0).then_some(archive.compressed_size);
-        let dl = download(storage, &archive.key, size, &self.download).await?;
-        let bytes = dl.size();
-        info!(key = %archive.key, bytes, "downloading");
-        let outcome = self
-            .store
-            .ingest_async(flight_key, compression, dl.into_async_read(), expected)
-            .await?;
+        let fetched = async {
+            let dl = download(storage.clone(), &archive.key, size, &self.download).await?;
+            let bytes = dl.size();
+            info!(key = %archive.key, bytes, "downloading");
+            let outcome = self
+                .store
+                .ingest_async(flight_key, compression, dl.into_async_read(), expected)
+                .await
+                .map_err(storage_first)?;
+            Ok::<_, ServiceError>((outcome, bytes))
+        }
+        .await;
+        let (outcome, bytes) = match fetched {
+            Ok(done) => done,
+            // An object shorter than the size we were told fails as a bad range request: say what is
+            // really wrong, the object changed under its record.
+            Err(ServiceError::Storage(e)) if !e.is_not_found() && size.is_some() => {
+                let expected_size = size.unwrap_or_default();
+                return match storage.head(&archive.key).await {
+                    Ok(Some(meta)) if meta.size != expected_size => {
+                        Err(ServiceError::DataLoss(format!(
+                            "archive `{}` is {} bytes in storage, but its producer record or run listing says {expected_size}",
+                            archive.key, meta.size
+                        )))
+                    }
+                    _ => Err(ServiceError::Storage(e)),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         if from_record && archive.tree_digest != outcome.tree_digest {
             return Err(ServiceError::DataLoss(format!(
                 "archive `{}`: tree digest mismatch: the producer record says {}, its content hashes to {}",
@@ -595,6 +643,14 @@ impl Service {
     /// producer records and the commit index entry — records last, so none points at a missing object.
     #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, run = %input.run.run_id))]
     pub async fn publish(&self, input: PublishInput) -> Result<PublishOutcome> {
+        for (what, value) in [("stage", &input.stage), ("family", &input.family)] {
+            if value.len() > MAX_NAME_LEN {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "{what} of {} bytes is longer than the limit of {MAX_NAME_LEN}",
+                    value.len()
+                )));
+            }
+        }
         let spec = run_spec(&input.run)?;
         let root = RunOutputRoot::from_run(&spec)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
@@ -898,6 +954,27 @@ impl Service {
             }
         }
         Ok((listing, ingested))
+    }
+}
+
+/// An ingest that failed because its download failed (the download reader surfaces storage errors as
+/// I/O errors) is a storage failure, not a refused archive: report it as one, so clients see
+/// `Unavailable` or `NotFound` and may retry, instead of `DataLoss`.
+fn storage_first(e: crate::error::StoreError) -> ServiceError {
+    use crate::archive::ArchiveError;
+    use crate::error::StoreError;
+    let cause = match e.root() {
+        StoreError::Archive {
+            source: ArchiveError::Read(io) | ArchiveError::ReadMember { source: io, .. },
+            ..
+        } => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<StorageError>()),
+        _ => None,
+    };
+    match cause {
+        Some(storage) => ServiceError::Storage(storage.clone()),
+        None => e.into(),
     }
 }
 

@@ -294,6 +294,14 @@ impl LocalStore {
             Ok(i) => i,
             Err(e) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                // A full disk is the operator's to fix; say so plainly instead of naming the member
+                // or index write that happened to hit it.
+                if e.is_no_space() {
+                    return Err(StoreError::NoSpace {
+                        path: self.root.clone(),
+                        key: key.to_string(),
+                    });
+                }
                 return Err(e);
             }
         };

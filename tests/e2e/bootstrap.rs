@@ -747,14 +747,8 @@ fn killed_daemon_fails_the_fetch_clearly_and_a_restart_serves() {
 fn remote_client_streams_blobs_into_the_same_tree() {
     let world = World::publish_two_runs("local").unwrap();
     let daemon = Daemon::start_with(world.storage.clone(), Options { tcp: true }).unwrap();
-    let addr = daemon.tcp_addr().unwrap();
     let dest = world.tmp.path().join("remote");
-    let (out, json) = bootstrap_with(
-        cairn_testkit::daemon::cairn_command(&addr),
-        &world.checkout.root,
-        &dest,
-        &[],
-    );
+    let (out, json) = bootstrap_with(daemon.cairn_tcp(), &world.checkout.root, &dest, &[]);
     expect_code(&out, 0);
     let json = json.unwrap();
     let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
@@ -767,12 +761,7 @@ fn remote_client_streams_blobs_into_the_same_tree() {
     assert_bootstrap_tree(&world, &dest, &expected);
 
     // Incremental over the network: nothing changed, so no blob is kept.
-    let (out, json) = bootstrap_with(
-        cairn_testkit::daemon::cairn_command(&addr),
-        &world.checkout.root,
-        &dest,
-        &[],
-    );
+    let (out, json) = bootstrap_with(daemon.cairn_tcp(), &world.checkout.root, &dest, &[]);
     expect_code(&out, 0);
     let summary = &json.unwrap()["summary"];
     assert_eq!(summary["files_written"], 0);
@@ -945,4 +934,50 @@ fn several_families_in_one_bootstrap() {
     assert_eq!(summary["from_storage"], expected.len());
     assert_eq!(summary["from_cas"], 0);
     assert_eq!(json["families"], serde_json::json!([FAMILY, OTHER_FAMILY]));
+}
+
+/// SIGKILL of the client at random points of materialization (a warm bootstrap: the time goes into
+/// writing the tree): the daemon keeps serving, and a rerun into the same directory gives exactly the
+/// tree `tar -x` gives. Kill points are seeded (`Rng::new(7)`).
+#[test]
+fn killed_client_mid_materialization_then_rerun_gives_the_exact_tree() {
+    use std::time::{Duration, Instant};
+    let world = World::publish_two_runs("local").unwrap();
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+    // Warm the daemon, then measure one warm materialization.
+    let (out, _) = world.bootstrap(&daemon, &world.tmp.path().join("cold"), &[]);
+    expect_code(&out, 0);
+    let started = Instant::now();
+    let (out, _) = world.bootstrap(&daemon, &world.tmp.path().join("measure"), &[]);
+    expect_code(&out, 0);
+    let full = started.elapsed();
+
+    let dest = world.tmp.path().join("killed");
+    let mut rng = cairn_testkit::datagen::Rng::new(7);
+    for _ in 0..4 {
+        let mut child = daemon
+            .cairn()
+            .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+            .arg("--build-dir")
+            .arg(&dest)
+            .arg("--checkout")
+            .arg(&world.checkout.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(
+            rng.range(0, full.as_micros() as u64 + 1),
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
+        daemon.stats().expect("the daemon keeps serving");
+    }
+    let (out, _) = world.bootstrap(&daemon, &dest, &[]);
+    expect_code(&out, 0);
+    assert_bootstrap_tree(&world, &dest, &expected);
 }

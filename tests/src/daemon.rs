@@ -133,6 +133,22 @@ impl Daemon {
         self.tcp.as_ref().map(|a| format!("http://{a}"))
     }
 
+    /// The bearer token its TCP listener requires (unique to this daemon's directory).
+    pub fn tcp_token(&self) -> String {
+        let dir = self.dir.path().display().to_string();
+        format!("cairn-test-token-{}", blake3::hash(dir.as_bytes()).to_hex())
+    }
+
+    /// A `cairn` command talking to this daemon over TCP, with its token in `CAIRN_TOKEN`.
+    ///
+    /// # Panics
+    /// When the daemon was started without [`Options::tcp`].
+    pub fn cairn_tcp(&self) -> Command {
+        let mut cmd = cairn_command(&self.tcp_addr().expect("daemon started with Options::tcp"));
+        cmd.env("CAIRN_TOKEN", self.tcp_token());
+        cmd
+    }
+
     /// The storage it serves.
     pub fn storage(&self) -> &Storage {
         &self.storage
@@ -174,6 +190,8 @@ impl Daemon {
             "CAIRN_LOCAL_STORAGE",
             "CAIRN_S3_ENDPOINT",
             "CAIRN_S3_BUCKET",
+            "CAIRN_TCP_TOKEN",
+            "CAIRN_TCP_TOKEN_FILE",
         ] {
             cmd.env_remove(var);
         }
@@ -182,7 +200,17 @@ impl Daemon {
             cmd.env("RUST_LOG", "info");
         }
         if let Some(tcp) = &self.tcp {
-            cmd.arg("--tcp").arg(tcp);
+            // TCP requires a token: a 0600 file in the daemon's directory.
+            let token_file = self.dir.path().join("tcp-token");
+            fs::write(&token_file, format!("{}\n", self.tcp_token()))?;
+            fs::set_permissions(
+                &token_file,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )?;
+            cmd.arg("--tcp")
+                .arg(tcp)
+                .arg("--tcp-token-file")
+                .arg(token_file);
         }
         match &self.storage {
             Storage::Local(dir) => {
@@ -266,7 +294,11 @@ impl Daemon {
 /// A `cairn` command talking to the daemon at `addr`, with no ambient `CAIRN_*` configuration.
 pub fn cairn_command(addr: &str) -> Command {
     let mut cmd = Command::new(bin_path("cairn"));
-    cmd.env_remove("CAIRN_SOCKET").arg("--daemon").arg(addr);
+    cmd.env_remove("CAIRN_SOCKET")
+        .env_remove("CAIRN_TOKEN")
+        .env_remove("CAIRN_TOKEN_FILE")
+        .arg("--daemon")
+        .arg(addr);
     cmd
 }
 

@@ -22,7 +22,6 @@ use cairn_fingerprint::names::{ArchiveName, Compression, GENERIC, family_matches
 use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform, Topology};
 use cairn_proto::v1::cairn_client::CairnClient;
 use serde::{Deserialize, Serialize};
-use tonic::transport::Channel;
 
 use crate::cli::{Cli, FindArgs};
 use crate::output::{ExitStatus, Printer};
@@ -283,7 +282,7 @@ pub(super) struct Plan {
 
 /// Online context: the daemon, and GitHub when allowed.
 pub(super) struct Online {
-    pub daemon: CairnClient<Channel>,
+    pub daemon: CairnClient<cairn_client::connect::DaemonChannel>,
     pub github: Option<GithubClient>,
 }
 

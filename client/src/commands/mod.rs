@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cairn_client::api::ClientError;
+use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
 use cairn_fingerprint::Topology;
 use cairn_proto::v1::cairn_client::CairnClient;
-use tonic::transport::Channel;
 
 use crate::cli::{Cli, Command};
 use crate::output::{ExitStatus, Printer};
@@ -62,7 +62,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Connect, or fail with a hint how to start the daemon.
-async fn connect_daemon(addr: &DaemonAddr) -> anyhow::Result<CairnClient<Channel>> {
+async fn connect_daemon(addr: &DaemonAddr) -> anyhow::Result<CairnClient<DaemonChannel>> {
     connect::connect(addr)
         .await
         .map_err(|e| explain(ClientError::from(e), addr))

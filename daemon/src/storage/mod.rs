@@ -71,7 +71,7 @@ pub enum PutOutcome {
 }
 
 /// A storage failure, always naming the object (`location` is [`Storage::describe`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The object does not exist; final, never retried.
     #[error("object `{key}` not found in `{location}`")]
