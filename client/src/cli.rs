@@ -27,7 +27,7 @@ pub struct Cli {
     pub topology: PathBuf,
 
     /// Print nothing on stderr but errors and problems.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
     /// Print more detail on stderr (repeatable).
@@ -66,6 +66,11 @@ pub enum Command {
     Layout(LayoutArgs),
     /// Source fingerprints of artifacts at a git checkout (offline).
     Fingerprint(FingerprintArgs),
+    /// Which CI run holds artifacts for a commit (Cairn's records, then GitHub); `--fallback` walks
+    /// back to the newest baseline commit with everything needed.
+    Find(FindArgs),
+    /// Size changes per artifact and per file between two commits or runs.
+    Diff(DiffArgs),
     /// Fill a build dir with a stage's inbound artifacts, TheRock bootstrap style (`.prebuilt`
     /// markers), from whichever runs produced them.
     Bootstrap(BootstrapArgs),
@@ -79,6 +84,16 @@ pub enum Command {
     Status,
     /// Evict least-recently-used blobs from the daemon's store down to a quota.
     Gc(GcArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(CompletionsArgs),
+}
+
+/// `cairn completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Which artifacts to fetch and from which producers (shared by `bootstrap` and `fetch`).
@@ -173,7 +188,12 @@ pub struct PushArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// The repository the workflow ran in.
-    #[arg(long, value_name = "OWNER/REPO", default_value = "ROCm/TheRock")]
+    #[arg(
+        long,
+        visible_alias = "run-github-repo",
+        value_name = "OWNER/REPO",
+        default_value = "ROCm/TheRock"
+    )]
     pub repo: String,
     /// The pull request's head repository; differing from --repo means a fork (untrusted).
     #[arg(long, value_name = "OWNER/REPO")]
@@ -188,7 +208,12 @@ pub struct PushArgs {
     #[arg(long, value_name = "S", default_value = "success")]
     pub status: String,
     /// Archive compression.
-    #[arg(long, value_name = "zstd|xz", default_value = "zstd")]
+    #[arg(
+        long,
+        visible_alias = "compression-type",
+        value_name = "zstd|xz",
+        default_value = "zstd"
+    )]
     pub compression: String,
     /// The git checkout fingerprints are computed from [default: the current git repository].
     #[arg(long, value_name = "DIR")]
@@ -208,7 +233,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// The repository the workflow ran in [default: ROCm/TheRock].
-    #[arg(long, value_name = "OWNER/REPO")]
+    #[arg(long, visible_alias = "run-github-repo", value_name = "OWNER/REPO")]
     pub repo: Option<String>,
     /// Download and ingest every archive now instead of on first use.
     #[arg(long)]
@@ -262,7 +287,12 @@ pub struct LayoutArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// The repository the workflow ran in.
-    #[arg(long, value_name = "OWNER/REPO", default_value = "ROCm/TheRock")]
+    #[arg(
+        long,
+        visible_alias = "run-github-repo",
+        value_name = "OWNER/REPO",
+        default_value = "ROCm/TheRock"
+    )]
     pub repo: String,
     /// The pull request's head repository; differing from --repo means a fork.
     #[arg(long, value_name = "OWNER/REPO")]
@@ -338,6 +368,90 @@ pub struct ExplainArgs {
     /// The build variant.
     #[arg(long, value_name = "V", default_value = "release")]
     pub variant: String,
+}
+
+/// `cairn find`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["commit", "run_id"])))]
+pub struct FindArgs {
+    /// The commit (a full SHA, or any revision of the local checkout).
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// One workflow run instead of a commit.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// The repository [default: from the checkout's `origin` remote, else ROCm/TheRock].
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub repo: Option<String>,
+    /// The workflow file [default: multi_arch_ci.yml; therock-ci.yml for rocm-libraries/rocm-systems].
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<String>,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// GPU families (artifact groups) that must be present; without it any archive counts.
+    #[arg(long = "family", visible_alias = "artifact-group", value_name = "G", num_args = 1..)]
+    pub families: Vec<String>,
+    /// Only runs that completed successfully count.
+    #[arg(long)]
+    pub require_successful_run: bool,
+    /// Every family must come from one run (default: newest run per family).
+    #[arg(long)]
+    pub require_single_run: bool,
+    /// Also consider runs recorded in the untrusted area (forks, developer machines).
+    #[arg(long)]
+    pub allow_untrusted: bool,
+    /// Use Cairn's records only; never ask GitHub.
+    #[arg(long)]
+    pub offline: bool,
+    /// Walk back from the commit to the newest commit with complete artifacts.
+    #[arg(long, conflicts_with = "run_id")]
+    pub fallback: bool,
+    /// Commits examined at most by --fallback (including the commit itself).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_commits: usize,
+    /// The main branch local branches are compared with (merge-base).
+    #[arg(long, value_name = "BRANCH", default_value = "main")]
+    pub main_branch: String,
+    /// Require every inbound artifact of this stage (for the families given).
+    #[arg(long, value_name = "S")]
+    pub stage: Option<String>,
+    /// The git checkout for revisions and --fallback history [default: the current directory];
+    /// given explicitly with --stage, also the fingerprints of the stage's inbound artifacts.
+    #[arg(long, value_name = "DIR")]
+    pub checkout: Option<PathBuf>,
+    /// The build variant hashed into target-specific fingerprints.
+    #[arg(long, value_name = "V", default_value = "release")]
+    pub variant: String,
+}
+
+/// `cairn diff A B`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The "before" side: a commit SHA (its newest run) or a run id.
+    #[arg(value_name = "A")]
+    pub before: String,
+    /// The "after" side: a commit SHA (its newest run) or a run id.
+    #[arg(value_name = "B")]
+    pub after: String,
+    /// The repository [default: from the checkout's `origin` remote, else ROCm/TheRock].
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub repo: Option<String>,
+    /// The workflow file used to find runs of a commit on GitHub.
+    #[arg(long, value_name = "FILE")]
+    pub workflow: Option<String>,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// Only archives of these families (and `generic`).
+    #[arg(long = "family", visible_alias = "artifact-group", value_name = "G", num_args = 1..)]
+    pub families: Vec<String>,
+    /// Use Cairn's records only; never ask GitHub.
+    #[arg(long)]
+    pub offline: bool,
+    /// Per-file lines shown per artifact in human output (all with --json).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub files: usize,
 }
 
 #[cfg(test)]

@@ -48,23 +48,14 @@ impl std::fmt::Display for DaemonAddr {
     }
 }
 
-/// `$XDG_RUNTIME_DIR/cairn/cairnd.sock`, else `/tmp/cairn-$UID/cairnd.sock` (same rule as `cairnd`).
+/// The default socket both sides agree on (see [`cairn_proto::default_socket`]).
 pub fn default_socket() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("cairn").join("cairnd.sock"),
-        _ => {
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::getuid() };
-            std::env::temp_dir()
-                .join(format!("cairn-{uid}"))
-                .join("cairnd.sock")
-        }
-    }
+    cairn_proto::default_socket()
 }
 
 /// Why the daemon could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to cairnd at `{addr}`: {source}")]
+#[error("cannot connect to cairnd at `{addr}`")]
 pub struct ConnectError {
     /// Where we tried.
     pub addr: DaemonAddr,

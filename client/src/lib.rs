@@ -4,4 +4,6 @@
 pub mod api;
 pub mod connect;
 pub mod fetch;
+pub mod github;
+pub mod history;
 pub mod materialize;

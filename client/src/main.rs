@@ -3,16 +3,17 @@
 
 mod cli;
 mod commands;
+mod help;
 mod output;
 mod progress;
 
+use clap::FromArgMatches;
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches};
 
 use crate::output::{ExitStatus, Printer};
 
 fn main() -> std::process::ExitCode {
-    let matches = cli::Cli::command().get_matches();
+    let matches = help::command().get_matches();
     let mut cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.topology_explicit = matches.value_source("topology") == Some(ValueSource::CommandLine);
     if let Some(file) = &cli.token_file {

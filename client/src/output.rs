@@ -3,6 +3,10 @@
 //! Human output goes to stdout, one item per line; `--json` prints exactly one JSON document on
 //! stdout and nothing else there. Notes and summaries go to stderr and are silenced by `--quiet`.
 //! Errors print as `cairn: error: ...` followed by one `caused by: ...` line per source.
+//!
+//! Colour (only `error:` in red, and clap's help and usage errors) is used only when the stream is a
+//! terminal, `NO_COLOR` is unset or empty (no-color.org) and `TERM` is not `dumb`; clap applies the
+//! same rule to its own output.
 
 use std::io::{self, Write};
 
@@ -108,11 +112,27 @@ impl Printer {
 
 /// Print an error and its causes on stderr.
 pub fn print_error(err: &anyhow::Error) {
+    let (red, reset) = if color_stderr() {
+        ("\x1b[1;31m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
     let mut stderr = io::stderr().lock();
-    let _ = writeln!(stderr, "cairn: error: {err}");
+    let _ = writeln!(stderr, "cairn: {red}error:{reset} {err}");
     for cause in err.chain().skip(1) {
         let _ = writeln!(stderr, "  caused by: {cause}");
     }
+}
+
+/// Whether to colour what goes to stderr (see the module doc for the rule).
+pub fn color_stderr() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal() && color_allowed(|k| std::env::var_os(k))
+}
+
+/// The environment half of the colour rule: `NO_COLOR` unset or empty, `TERM` not `dumb`.
+fn color_allowed(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    get("NO_COLOR").is_none_or(|v| v.is_empty()) && get("TERM").is_none_or(|t| t != "dumb")
 }
 
 /// Whether an error is (caused by) writing to a closed pipe.
@@ -124,4 +144,31 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
                 .and_then(|e| e.io_error_kind())
                 .is_some_and(|k| k == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::color_allowed;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let pairs: Vec<(String, OsString)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn no_color_and_dumb_terminals_turn_colour_off() {
+        assert!(color_allowed(env(&[])));
+        assert!(color_allowed(env(&[("TERM", "xterm-256color")])));
+        assert!(
+            color_allowed(env(&[("NO_COLOR", "")])),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!color_allowed(env(&[("NO_COLOR", "1")])));
+        assert!(!color_allowed(env(&[("TERM", "dumb")])));
+    }
 }

@@ -214,7 +214,12 @@ pub fn read_archive(
     let (tree, uncompressed_bytes) = {
         let mut decoder: Box<dyn Read + '_> = match compression {
             Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::new(&mut tee).map_err(ArchiveError::Read)?)
+                let mut d =
+                    zstd::stream::read::Decoder::new(&mut tee).map_err(ArchiveError::Read)?;
+                // Accept archives written with `--long` (windows up to 2 GiB) as the zstd CLI does
+                // when told; the default limit (128 MiB) would refuse them.
+                d.window_log_max(31).map_err(ArchiveError::Read)?;
+                Box::new(d)
             }
             Compression::Xz => {
                 let stream = xz_decoder().map_err(|e| ArchiveError::Read(e.into()))?;
@@ -258,7 +263,11 @@ fn read_tar(
     sink: &mut FileSink<'_>,
 ) -> Result<(Tree, u64), ArchiveError> {
     let mut archive = tar::Archive::new(decoded);
-    let mut entries_iter = archive.entries().map_err(ArchiveError::Read)?;
+    // PAX global headers ('g') carry defaults, not members; `tar` yields them as entries.
+    let mut entries_iter = archive.entries().map_err(ArchiveError::Read)?.filter(|e| {
+        !e.as_ref()
+            .is_ok_and(|e| e.header().entry_type().is_pax_global_extensions())
+    });
 
     // The first member: the manifest.
     let mut first = match entries_iter.next() {
@@ -868,4 +877,45 @@ pub fn parse_sha256sum(text: &str) -> Option<Sha256> {
     text.split_whitespace()
         .next()
         .and_then(|t| t.to_ascii_lowercase().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecars_are_bare_digests_and_parse_leniently() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("blas_lib_generic.tar.zst");
+        let digest: Sha256 = "ab".repeat(32).parse().unwrap();
+        let path = write_sha256sum(&archive, &digest).unwrap();
+        assert_eq!(path, dir.path().join("blas_lib_generic.tar.zst.sha256sum"));
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{digest}\n"));
+        assert_eq!(parse_sha256sum(&format!("{digest}\n")), Some(digest));
+        assert_eq!(
+            parse_sha256sum(&format!("{digest}  blas_lib_generic.tar.zst\n")),
+            Some(digest)
+        );
+        assert_eq!(
+            parse_sha256sum(&digest.to_string().to_uppercase()),
+            Some(digest)
+        );
+        assert_eq!(parse_sha256sum("not-a-digest"), None);
+        assert_eq!(parse_sha256sum(""), None);
+    }
+
+    #[test]
+    fn manifest_lines_are_normalized_and_empty_lines_skipped() {
+        let m = parse_manifest(b"a/b/stage\n\n./c/stage/\r\n").unwrap();
+        let m: Vec<&str> = m.iter().map(|p| p.as_str()).collect();
+        assert_eq!(m, ["a/b/stage", "c/stage"]);
+        assert!(matches!(
+            parse_manifest(b"/abs\n"),
+            Err(ArchiveError::BadManifest { .. })
+        ));
+        assert!(matches!(
+            parse_manifest(b"\xff\n"),
+            Err(ArchiveError::BadManifest { .. })
+        ));
+    }
 }

@@ -20,10 +20,14 @@
 //! # Durability
 //!
 //! A blob is written to a temp file in `cas-v1/tmp/` (same file system as `blobs/`), hashed on the way,
-//! `fdatasync`ed, made read-only, then renamed to its final name without replacing an existing file.
+//! made read-only, `fdatasync`ed, then renamed to its final name without replacing an existing file.
 //! So a file under `blobs/` is always complete: a crash leaves either no file or the whole one. The
 //! rename itself becomes durable when its shard directory is fsynced ([`Cas::sync_shards`]); the ingest
 //! does that once per touched shard before the index transaction that names the blobs commits.
+//!
+//! The three steps are separate calls ([`Cas::stage_blob`], [`sync_staged`], [`Cas::publish`]) so an
+//! ingest can stream the archive while other threads fsync what it staged: one fsync per small file,
+//! done serially, would dominate the ingest of an archive of thousands of headers.
 //!
 //! Concurrent writers of the same content are safe: both hash, the first rename wins, the second finds
 //! the name taken and drops its temp file, so the blob is written once.
@@ -48,6 +52,44 @@ const COPY_BUF: usize = 256 * 1024;
 pub struct Cas {
     blobs: PathBuf,
     tmp: PathBuf,
+}
+
+/// A blob written to a closed temp file by [`Cas::stage_blob`]: not yet durable, not yet visible.
+/// Dropping it deletes the temp file.
+#[derive(Debug)]
+pub struct StagedBlob {
+    /// BLAKE3 of the content.
+    pub digest: Blake3,
+    /// Content length.
+    pub size: u64,
+    tmp: tempfile::TempPath,
+}
+
+impl StagedBlob {
+    /// The temp file's path.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+}
+
+/// What [`Cas::stage_blob`] found.
+#[derive(Debug)]
+pub enum Staged {
+    /// The store already holds this blob; nothing was written.
+    Present {
+        /// BLAKE3 of the content.
+        digest: Blake3,
+        /// Content length.
+        size: u64,
+    },
+    /// New content, staged.
+    New(StagedBlob),
+}
+
+/// Make a staged blob's content durable (`fdatasync` through a fresh read-only descriptor: the data
+/// belongs to the inode, not to the descriptor that wrote it).
+pub fn sync_staged(staged: &StagedBlob) -> io::Result<()> {
+    File::open(staged.path())?.sync_data()
 }
 
 /// What [`Cas::write_blob`] did.
@@ -113,16 +155,8 @@ impl Cas {
         fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
-    /// Store the `size` bytes read from `src` as a blob.
-    ///
-    /// `pin` is called with the digest as soon as it is known and before the store is checked for an
-    /// existing copy: the caller leases the blob there, so eviction cannot delete an existing copy
-    /// between "it exists, skip the write" and the index transaction that references it.
-    /// `touched` collects the shard of every blob this call renamed into place, for
-    /// [`Cas::sync_shards`].
-    ///
-    /// Returns an error of kind `UnexpectedEof` when `src` ends before `size` bytes; errors from `src`
-    /// are returned unchanged so the caller can tell read failures from write failures.
+    /// Store the `size` bytes read from `src` as a blob, durably: [`Cas::stage_blob`], then
+    /// [`sync_staged`], then [`Cas::publish`]. `pin` and `touched` are as there.
     pub fn write_blob(
         &self,
         src: &mut dyn Read,
@@ -130,6 +164,40 @@ impl Cas {
         pin: &mut dyn FnMut(&Blake3),
         touched: &mut BTreeSet<u8>,
     ) -> io::Result<WrittenBlob> {
+        match self.stage_blob(src, size, pin)? {
+            Staged::Present { digest, size } => Ok(WrittenBlob {
+                digest,
+                size,
+                created: false,
+            }),
+            Staged::New(staged) => {
+                sync_staged(&staged)?;
+                let (digest, size) = (staged.digest, staged.size);
+                let created = self.publish(staged, touched)?;
+                Ok(WrittenBlob {
+                    digest,
+                    size,
+                    created,
+                })
+            }
+        }
+    }
+
+    /// Read `size` bytes from `src`, hash them, and, unless the store already holds that blob, write
+    /// them to a closed temp file (not yet durable, not yet visible under `blobs/`).
+    ///
+    /// `pin` is called with the digest as soon as it is known and before the store is checked for an
+    /// existing copy: the caller leases the blob there, so eviction cannot delete an existing copy
+    /// between "it exists, skip the write" and the index transaction that references it.
+    ///
+    /// Returns an error of kind `UnexpectedEof` when `src` ends before `size` bytes; errors from `src`
+    /// are returned unchanged so the caller can tell read failures from write failures.
+    pub fn stage_blob(
+        &self,
+        src: &mut dyn Read,
+        size: u64,
+        pin: &mut dyn FnMut(&Blake3),
+    ) -> io::Result<Staged> {
         if size <= SMALL_BLOB {
             let mut buf = Vec::with_capacity(size as usize);
             src.take(size).read_to_end(&mut buf)?;
@@ -139,20 +207,11 @@ impl Cas {
             let digest = Blake3::of(&buf);
             pin(&digest);
             if self.contains(&digest, size) {
-                return Ok(WrittenBlob {
-                    digest,
-                    size,
-                    created: false,
-                });
+                return Ok(Staged::Present { digest, size });
             }
             let mut tmp = self.temp_file()?;
             tmp.as_file_mut().write_all(&buf)?;
-            let created = self.finish(tmp, &digest, size, touched)?;
-            return Ok(WrittenBlob {
-                digest,
-                size,
-                created,
-            });
+            return self.close_staged(tmp, digest, size);
         }
 
         let mut tmp = self.temp_file()?;
@@ -174,18 +233,9 @@ impl Cas {
         let digest: Blake3 = hasher.finalize().into();
         pin(&digest);
         if self.contains(&digest, size) {
-            return Ok(WrittenBlob {
-                digest,
-                size,
-                created: false,
-            });
+            return Ok(Staged::Present { digest, size });
         }
-        let created = self.finish(tmp, &digest, size, touched)?;
-        Ok(WrittenBlob {
-            digest,
-            size,
-            created,
-        })
+        self.close_staged(tmp, digest, size)
     }
 
     fn temp_file(&self) -> io::Result<tempfile::NamedTempFile> {
@@ -194,43 +244,66 @@ impl Cas {
             .tempfile_in(&self.tmp)
     }
 
-    /// fsync, make read-only, rename into place. Returns false when an identical blob won the race.
-    fn finish(
+    /// Make the temp file read-only and close it (an ingest may stage thousands; only paths are
+    /// kept, so open files stay few).
+    fn close_staged(
         &self,
         tmp: tempfile::NamedTempFile,
-        digest: &Blake3,
+        digest: Blake3,
         size: u64,
-        touched: &mut BTreeSet<u8>,
-    ) -> io::Result<bool> {
-        tmp.as_file().sync_data()?;
+    ) -> io::Result<Staged> {
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o444))?;
-        let dest = self.blob_path(digest);
+        Ok(Staged::New(StagedBlob {
+            digest,
+            size,
+            tmp: tmp.into_temp_path(),
+        }))
+    }
+
+    /// Rename a staged blob, which the caller has made durable with [`sync_staged`], to its final
+    /// name without replacing an existing file. Returns false when an identical blob won the race
+    /// (the staged copy is deleted). `touched` collects the shard of a blob renamed into place, for
+    /// [`Cas::sync_shards`].
+    pub fn publish(&self, staged: StagedBlob, touched: &mut BTreeSet<u8>) -> io::Result<bool> {
+        let StagedBlob { digest, size, tmp } = staged;
+        let dest = self.blob_path(&digest);
         match tmp.persist_noclobber(&dest) {
-            Ok(_) => {
-                touched.insert(self.shard_of(digest));
+            Ok(()) => {
+                touched.insert(self.shard_of(&digest));
                 Ok(true)
             }
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                if self.contains(digest, size) {
+                if self.contains(&digest, size) {
                     // Another writer of the same content finished first; ours is dropped.
                     return Ok(false);
                 }
                 // The file there has the wrong size (damaged since it was written): replace it.
-                e.file.persist(&dest).map_err(|e| e.error)?;
-                touched.insert(self.shard_of(digest));
+                e.path.persist(&dest).map_err(|e| e.error)?;
+                touched.insert(self.shard_of(&digest));
                 Ok(true)
             }
             Err(e) => Err(e.error),
         }
     }
 
-    /// fsync the shard directories renames went into, making those renames durable.
+    /// fsync the shard directories renames went into, making those renames durable. Several at once:
+    /// an ingest of thousands of files touches all 256 shards.
     pub fn sync_shards(&self, touched: &BTreeSet<u8>) -> io::Result<()> {
-        for shard in touched {
-            sync_dir(&self.blobs.join(hex::encode([*shard])))?;
-        }
-        Ok(())
+        let dirs: Vec<PathBuf> = touched
+            .iter()
+            .map(|s| self.blobs.join(hex::encode([*s])))
+            .collect();
+        let per_thread = dirs.len().div_ceil(16).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = dirs
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(|d| sync_dir(d))))
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
     }
 
     /// Delete a blob file. A missing file is not an error.

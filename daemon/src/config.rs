@@ -123,18 +123,9 @@ pub fn default_local_storage_root() -> PathBuf {
         .join("storage")
 }
 
-/// `$XDG_RUNTIME_DIR/cairn/cairnd.sock`, else `/tmp/cairn-$UID/cairnd.sock`. Clients use the same rule.
+/// The default socket both sides agree on (see [`cairn_proto::default_socket`]).
 pub fn default_socket() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("cairn").join("cairnd.sock"),
-        _ => {
-            // SAFETY: getuid has no preconditions and cannot fail.
-            let uid = unsafe { libc::getuid() };
-            std::env::temp_dir()
-                .join(format!("cairn-{uid}"))
-                .join("cairnd.sock")
-        }
-    }
+    cairn_proto::default_socket()
 }
 
 fn default_storage() -> Vec<StorageConfig> {

@@ -41,6 +41,14 @@ pub enum IndexError {
     /// redb reported an error (I/O, corruption, lock held by another process).
     #[error("index: {0}")]
     Db(#[from] redb::Error),
+    /// Creating the index file failed.
+    #[error("creating index `{path}`: {source}")]
+    Create {
+        /// The index file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A stored value could not be decoded.
     #[error("index entry {what} is malformed: {reason}")]
     Malformed {
@@ -119,7 +127,14 @@ impl Index {
     /// Open or create the index file, taking redb's exclusive file lock (a second process opening the
     /// same store fails here rather than corrupting it).
     pub fn open(path: &Path) -> Result<Index, IndexError> {
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = Database::create(path).db()?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Index, IndexError> {
         let tx = db.begin_write().db()?;
         tx.open_table(ARCHIVES).db()?;
         tx.open_table(KEYS).db()?;
@@ -130,7 +145,52 @@ impl Index {
         tx.commit().db()?;
         Ok(Index { db })
     }
+}
 
+/// Create a new, initialized index file at `path` without ever exposing a half-written one.
+///
+/// redb writes a new file's header in several steps; a process killed in between leaves a file redb
+/// refuses to open ("magic number mismatch") — the crash test found this. So the file is built under a
+/// temp name in the same directory, fsynced, and renamed into place; if another process won the race,
+/// its file is used.
+fn create_atomically(path: &Path) -> Result<(), IndexError> {
+    let io = |source: std::io::Error| IndexError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    // Debris of earlier killed creations. Only old files: a young one may be another process's
+    // creation in progress.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 60));
+            if old && e.file_name().to_string_lossy().starts_with(".index-new-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".index-new-")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let db = Database::create(tmp.path()).db()?;
+    drop(Index::init(db)?);
+    tmp.as_file().sync_all().map_err(io)?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {}
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e.error)),
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
+impl Index {
     /// Record an ingest: blobs (with `now` as last use), tree, archive → tree, key → archive.
     /// Returns the blobs that were not in the index before, with their sizes.
     pub fn commit_ingest(&self, c: &IngestCommit<'_>) -> Result<Vec<(Blake3, u64)>, IndexError> {

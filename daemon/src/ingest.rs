@@ -1,26 +1,30 @@
 //! Ingest: one archive stream in, its files as CAS blobs and its [`Tree`] in the index out.
 //!
 //! Order of events, which is what makes a crash harmless at any instant:
-//! 1. every regular file is hashed and written to the CAS as it streams by (temp, fsync, rename), its
-//!    digest leased before the CAS is checked for an existing copy;
+//! 1. every regular file is hashed and staged in the CAS temp directory as it streams by, its digest
+//!    leased before the CAS is checked for an existing copy; a pool of threads `fdatasync`s staged
+//!    files meanwhile (one fsync per small file, serially, would dominate the ingest);
 //! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
-//!    with the sidecar's; a mismatch or a refused member stops here, and blob files this ingest created
-//!    that nobody else holds are deleted again;
-//! 3. the shard directories that received renames are fsynced;
+//!    with the sidecar's; a mismatch or a refused member stops here, and the staged files are deleted;
+//! 3. staged (now durable) files are renamed to their blob names, and the shard directories that
+//!    received them are fsynced;
 //! 4. one index transaction adds the blobs, the tree, archive → tree and key → archive.
 //!
 //! A process killed before step 4 leaves at most complete, unreferenced blob files (garbage that
-//! `gc` removes); killed after it, everything the index names is durable.
+//! `gc` removes) and temp debris (removed at the next open); killed after it, everything the index
+//! names is durable.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::Read;
-use std::sync::Arc;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
 
 use cairn_fingerprint::tree::EntryKind;
 use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 
 use crate::archive::{self, Limits};
-use crate::cas::Cas;
+use crate::cas::{Cas, Staged, StagedBlob};
 use crate::error::{Result, StoreError};
 use crate::evict::{self, Lease, Leases};
 use crate::index::{Index, IngestCommit};
@@ -60,6 +64,10 @@ pub(crate) struct Ctx<'a> {
     pub tick: &'a dyn Fn() -> u64,
 }
 
+/// Threads that fsync staged blobs while the archive streams. fsync waits on the disk, not the CPU,
+/// and concurrent fsyncs share journal commits, so more threads than cores pay off.
+const SYNC_THREADS: usize = 16;
+
 /// Ingest the archive read from `src`. See the module docs for the order of events.
 pub(crate) fn ingest(
     ctx: &Ctx<'_>,
@@ -70,56 +78,88 @@ pub(crate) fn ingest(
 ) -> Result<Ingested> {
     let mut lease = ctx.leases.lease();
     let mut pinned: HashSet<Blake3> = HashSet::new();
-    let mut created: Vec<(Blake3, u64)> = Vec::new();
-    let mut touched: BTreeSet<u8> = BTreeSet::new();
+    let mut staged: Vec<StagedBlob> = Vec::new();
+    let sync_error: Mutex<Option<io::Error>> = Mutex::new(None);
+    let (tx, rx) = mpsc::channel::<PathBuf>();
+    let rx = Mutex::new(rx);
 
-    let summary = {
-        let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
-            let written = ctx.cas.write_blob(
-                content,
-                size,
-                &mut |d| {
-                    // Lease each digest once, so a failed ingest can tell its own hold from others'.
-                    if pinned.insert(*d) {
-                        lease.add(*d);
+    let summary = std::thread::scope(|scope| {
+        for _ in 0..SYNC_THREADS {
+            scope.spawn(|| {
+                loop {
+                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok(path) = next else { break };
+                    if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
+                        sync_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
                     }
-                },
-                &mut touched,
-            )?;
-            if written.created {
-                created.push((written.digest, written.size));
+                }
+            });
+        }
+        let tx = tx;
+        let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
+            let pin = &mut |d: &Blake3| {
+                // Lease each digest once, so a failed ingest can tell its own hold from others'.
+                if pinned.insert(*d) {
+                    lease.add(*d);
+                }
+            };
+            match ctx.cas.stage_blob(content, size, pin)? {
+                Staged::Present { digest, .. } => Ok(digest),
+                Staged::New(blob) => {
+                    let digest = blob.digest;
+                    // The workers outlive the sender, so this cannot fail.
+                    let _ = tx.send(blob.path().to_path_buf());
+                    staged.push(blob);
+                    Ok(digest)
+                }
             }
-            Ok(written.digest)
         };
-        archive::read_archive(src, compression, ctx.limits, &mut sink)
-    };
+        let summary = archive::read_archive(src, compression, ctx.limits, &mut sink);
+        drop(tx);
+        summary
+    });
+    // On every early return below, `staged` is dropped and its temp files deleted: nothing of a
+    // refused archive reaches `blobs/`.
+    let summary = summary.map_err(|source| StoreError::Archive {
+        key: key.to_string(),
+        source,
+    })?;
+    if let Some(e) = sync_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(StoreError::io(ctx.cas.blobs_dir(), e));
+    }
+    if let Some(expected) = expected
+        && expected != summary.sha256
+    {
+        return Err(StoreError::Sha256Mismatch {
+            key: key.to_string(),
+            expected,
+            actual: summary.sha256,
+        });
+    }
+
+    let mut touched: BTreeSet<u8> = BTreeSet::new();
+    let mut created: Vec<(Blake3, u64)> = Vec::new();
     let fail = |err: StoreError, created: &[(Blake3, u64)]| {
         let digests: Vec<Blake3> = created.iter().map(|(d, _)| *d).collect();
         // Best effort: a failure to clean up leaves garbage for gc, never a dangling index entry.
         let _ = evict::discard_unreferenced(ctx.index, ctx.cas, ctx.leases, &digests);
         err
     };
-    let summary = match summary {
-        Ok(s) => s,
-        Err(source) => {
-            return Err(fail(
-                StoreError::Archive {
-                    key: key.to_string(),
-                    source,
-                },
-                &created,
-            ));
+    for blob in staged {
+        let (digest, size) = (blob.digest, blob.size);
+        match ctx.cas.publish(blob, &mut touched) {
+            Ok(true) => created.push((digest, size)),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(fail(
+                    StoreError::io(ctx.cas.blob_path(&digest), e),
+                    &created,
+                ));
+            }
         }
-    };
-    if let Some(expected) = expected
-        && expected != summary.sha256
-    {
-        let err = StoreError::Sha256Mismatch {
-            key: key.to_string(),
-            expected,
-            actual: summary.sha256,
-        };
-        return Err(fail(err, &created));
     }
     if let Err(e) = ctx.cas.sync_shards(&touched) {
         return Err(fail(StoreError::io(ctx.cas.blobs_dir(), e), &created));

@@ -18,6 +18,7 @@
 //! - [`storage`]: the `Storage` trait, S3 and local-directory backends, ranged parallel downloads.
 //! - [`backends`]: which backend serves which bucket, and whether it is trusted.
 //! - [`records`]: job manifests, producer records and commit index entries written to storage.
+//! - [`history`]: the runs of a commit (commit index) and a run's trees, for `find` and `diff`.
 //! - [`resolve`]: the multi-base policy (pure); [`service`]: resolve/fetch/publish/import over the
 //!   store and the backends; [`server`]: the thin gRPC layer; [`serve`]: `cairnd serve`.
 //! - [`config`]: configuration file, environment and defaults; [`listen`]: socket binding;
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod evict;
 pub mod flight;
+pub mod history;
 pub mod index;
 pub mod ingest;
 pub mod listen;

@@ -1,6 +1,7 @@
 //! `cairnd serve`: load the configuration, open the store, connect the backends, bind the sockets and
 //! serve until SIGINT/SIGTERM. Shutdown is graceful: listeners close, in-flight requests finish, the
 //! store's index is closed by drop; an ingest interrupted anyway leaves no index entry (see `store.rs`).
+//! Under systemd socket activation the Unix socket comes from systemd (see `listen.rs`) instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tracing::info;
 
 use crate::backends::Backends;
 use crate::config::{Config, parse_bytes};
-use crate::listen::{bind_tcp, bind_unix};
+use crate::listen::{activated_unix, bind_tcp, bind_unix};
 use crate::server::{CairnService, Listener, run, run_authenticated};
 use crate::service::Service;
 use crate::store::{LocalStore, StoreConfig};
@@ -130,9 +131,29 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mode = if args.group_access { 0o660 } else { 0o600 };
-    let unix = bind_unix(&cfg.socket, mode).await?;
-    info!(socket = %cfg.socket.display(), store = %cfg.store_dir.display(), "cairnd listening");
-    eprintln!("cairnd: listening on unix:{}", cfg.socket.display());
+    // Socket-activated (systemd `cairnd.socket`): use the passed socket; systemd owns its file.
+    let activated = activated_unix()?;
+    let socket_activated = activated.is_some();
+    let unix = match activated {
+        Some(l) => l,
+        None => bind_unix(&cfg.socket, mode).await?,
+    };
+    // The path we really serve on (an activated socket need not be `cfg.socket`).
+    let socket_path = unix
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(PathBuf::from))
+        .unwrap_or_else(|| cfg.socket.clone());
+    info!(socket = %socket_path.display(), socket_activated, store = %cfg.store_dir.display(), "cairnd listening");
+    eprintln!(
+        "cairnd: listening on unix:{}{}",
+        socket_path.display(),
+        if socket_activated {
+            " (socket-activated)"
+        } else {
+            ""
+        }
+    );
     let mut tasks = Vec::new();
     {
         let mut rx = stop_tx.subscribe();
@@ -177,7 +198,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .context("server task panicked")?
             .context("gRPC server failed")?;
     }
-    let _ = std::fs::remove_file(&cfg.socket);
+    if !socket_activated {
+        let _ = std::fs::remove_file(&cfg.socket);
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use cairn_fingerprint::{Blake3, Compression, EntryKind, Tree};
 use cairn_proto::v1::cairn_server::{Cairn, CairnServer};
 use cairn_proto::v1::{self as pb, fetch_event::Event};
 
+use crate::history::{CommitRun, RunTrees};
 use crate::records::RunIdentity;
 use crate::resolve::{Policy, Resolution, Wanted};
 use crate::service::{PublishInput, ResolveInput, Service, ServiceError, require_absolute};
@@ -454,16 +455,28 @@ impl Cairn for CairnService {
 
     async fn find_runs(
         &self,
-        _req: Request<pb::FindRunsRequest>,
+        req: Request<pb::FindRunsRequest>,
     ) -> Result<Response<pb::FindRunsResponse>, Status> {
-        Err(Status::unimplemented("FindRuns is not implemented yet"))
+        let r = req.into_inner();
+        let runs = self
+            .inner
+            .find_runs(&r.commit, &r.repo, &r.platform, r.allow_untrusted)
+            .await?;
+        Ok(Response::new(pb::FindRunsResponse {
+            runs: runs.iter().map(commit_run_to_pb).collect(),
+        }))
     }
 
     async fn run_trees(
         &self,
-        _req: Request<pb::RunTreesRequest>,
+        req: Request<pb::RunTreesRequest>,
     ) -> Result<Response<pb::RunTreesResponse>, Status> {
-        Err(Status::unimplemented("RunTrees is not implemented yet"))
+        let r = req.into_inner();
+        let trees = self
+            .inner
+            .run_trees(&r.run_id, &r.platform, &r.repo)
+            .await?;
+        Ok(Response::new(run_trees_to_pb(&trees)))
     }
 }
 
@@ -712,5 +725,76 @@ pub async fn run_authenticated(
                 )
                 .await
         }
+    }
+}
+
+fn commit_run_to_pb(r: &CommitRun) -> pb::RunRef {
+    pb::RunRef {
+        repo: r.run.repo.clone(),
+        workflow: r.run.workflow.clone(),
+        run_id: r.run.run_id.clone(),
+        commit: r.run.commit.clone(),
+        platform: r.run.platform.clone(),
+        status: r.run.status.clone(),
+        bucket: r.bucket.clone(),
+        prefix: r.prefix.clone(),
+        archives: r.archives.clone(),
+        published_at: r.published_at.clone(),
+        trusted: r.trusted,
+        jobs: r
+            .jobs
+            .iter()
+            .map(|j| pb::RunJob {
+                stage: j.stage.clone(),
+                family: j.family.clone(),
+                archives: j.archives.clone(),
+                published_at: j.published_at.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn run_trees_to_pb(t: &RunTrees) -> pb::RunTreesResponse {
+    pb::RunTreesResponse {
+        archives: t
+            .archives
+            .iter()
+            .map(|a| {
+                let (tree_digest, entries) = match &a.tree {
+                    Some((digest, tree)) => (
+                        digest.to_hex(),
+                        tree_to_pb(&a.artifact, digest, tree, "", "").entries,
+                    ),
+                    None => (String::new(), Vec::new()),
+                };
+                pb::ArchiveInfo {
+                    artifact: a.artifact.clone(),
+                    key: a.key.clone(),
+                    compressed_size: a.compressed_size,
+                    tree_digest,
+                    entries,
+                    uncompressed_size: a.uncompressed_size,
+                    files: a.files,
+                    source: a.source.as_str().to_string(),
+                }
+            })
+            .collect(),
+        bucket: t.bucket.clone(),
+        prefix: t.prefix.clone(),
+        notes: t.notes.clone(),
+        run: t.run.as_ref().map(|run| pb::RunRef {
+            repo: run.repo.clone(),
+            workflow: run.workflow.clone(),
+            run_id: run.run_id.clone(),
+            commit: run.commit.clone(),
+            platform: run.platform.clone(),
+            status: run.status.clone(),
+            bucket: t.bucket.clone(),
+            prefix: t.prefix.clone(),
+            archives: Vec::new(),
+            published_at: String::new(),
+            trusted: false,
+            jobs: Vec::new(),
+        }),
     }
 }

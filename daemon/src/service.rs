@@ -193,6 +193,9 @@ pub struct Service {
     /// cause one download; the others wait and then find it in the index. std Mutex: held only to
     /// look up the entry, never across an await.
     downloads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per fingerprint and area, a lock held while storage is listed for its producer records, so
+    /// N concurrent cold resolves of one stage cause one LIST (and one GET per record), not N.
+    lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Counters for `Stats`.
     pub counters: Counters,
     /// Per-request metrics for `/metrics` and `/status`.
@@ -219,6 +222,7 @@ impl Service {
             negative_ttl,
             download: DownloadOptions::default(),
             downloads: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             metrics: crate::metrics::Metrics::default(),
         }
@@ -260,23 +264,18 @@ impl Service {
         }
         for (area, tag) in areas {
             let cache_key = format!("{tag}:{fp}");
-            let cached = self
-                .store
-                .index()
-                .meta(&cache_key)
-                .map_err(crate::error::StoreError::from)?
-                .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
-            if let Some(cached) = cached
-                && (!cached.records.is_empty()
-                    || now_secs().saturating_sub(cached.at) < self.negative_ttl.as_secs())
-            {
-                // Positive answers are kept forever (records are immutable); "none found" only
-                // for the negative TTL, so a new producer is seen soon.
-                for (json, trusted) in cached.records {
-                    if let Ok(record) = ProducerRecord::parse(json.as_bytes(), &cache_key, fp) {
-                        out.push(Candidate { record, trusted });
-                    }
-                }
+            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+                out.extend(cached);
+                continue;
+            }
+            let lock = {
+                let mut map = self.lookups.lock().expect("lookup map poisoned");
+                map.entry(cache_key.clone()).or_default().clone()
+            };
+            let _guard = lock.lock().await;
+            // Another request may have listed this fingerprint while we waited.
+            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+                out.extend(cached);
                 continue;
             }
             let mut found: Vec<(String, bool)> = Vec::new();
@@ -315,6 +314,37 @@ impl Service {
                 .map_err(crate::error::StoreError::from)?;
         }
         Ok(out)
+    }
+
+    /// The cached candidates of `cache_key`, if the cache still answers: positive answers are kept
+    /// forever (records are immutable), "none found" only for the negative TTL so a new producer is
+    /// seen soon.
+    fn cached_candidates(&self, cache_key: &str, fp: &Blake3) -> Result<Option<Vec<Candidate>>> {
+        let cached = self
+            .store
+            .index()
+            .meta(cache_key)
+            .map_err(crate::error::StoreError::from)?
+            .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
+        let Some(cached) = cached else {
+            return Ok(None);
+        };
+        if cached.records.is_empty()
+            && now_secs().saturating_sub(cached.at) >= self.negative_ttl.as_secs()
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            cached
+                .records
+                .into_iter()
+                .filter_map(|(json, trusted)| {
+                    ProducerRecord::parse(json.as_bytes(), cache_key, fp)
+                        .ok()
+                        .map(|record| Candidate { record, trusted })
+                })
+                .collect(),
+        ))
     }
 
     /// Resolve every wanted archive. Fingerprints are looked up concurrently, once each.
@@ -454,41 +484,17 @@ impl Service {
         let run_id = candidate.record.run.run_id.clone();
         let flight_key = format!("{}/{}", candidate.record.bucket, archive.key);
         // Fast path: the tree (by digest from the record, or by object key) is fully local.
-        if let Some(found) = self.local_tree(archive, &flight_key)? {
-            let lease = self.store.lease(&found.1)?;
-            // Re-check under the lease: eviction may have raced the first look.
-            if self.store.has_blobs(&found.1)? {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let local = LocalArchive {
-                    artifact: archive.artifact.clone(),
-                    tree: found.1,
-                    tree_digest: found.0,
-                    from_cas: true,
-                    downloaded_bytes: 0,
-                    run_id,
-                };
-                return Ok((local, lease));
-            }
+        if let Some(hit) = self.serve_from_cas(archive, &flight_key, &run_id)? {
+            return Ok(hit);
         }
         let lock = {
             let mut map = self.downloads.lock().expect("download map poisoned");
             map.entry(flight_key.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        if let Some(found) = self.local_tree(archive, &flight_key)? {
-            let lease = self.store.lease(&found.1)?;
-            if self.store.has_blobs(&found.1)? {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let local = LocalArchive {
-                    artifact: archive.artifact.clone(),
-                    tree: found.1,
-                    tree_digest: found.0,
-                    from_cas: true,
-                    downloaded_bytes: 0,
-                    run_id,
-                };
-                return Ok((local, lease));
-            }
+        // Another request may have downloaded it while we waited for the lock.
+        if let Some(hit) = self.serve_from_cas(archive, &flight_key, &run_id)? {
+            return Ok(hit);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -509,6 +515,33 @@ impl Service {
             },
             lease,
         ))
+    }
+
+    /// The archive served from the CAS, leased, if its tree and every blob are local.
+    fn serve_from_cas(
+        &self,
+        archive: &ArchiveRecord,
+        flight_key: &str,
+        run_id: &str,
+    ) -> Result<Option<(LocalArchive, Lease)>> {
+        let Some((tree_digest, tree)) = self.local_tree(archive, flight_key)? else {
+            return Ok(None);
+        };
+        let lease = self.store.lease(&tree)?;
+        // Re-check under the lease: eviction may have raced the first look.
+        if !self.store.has_blobs(&tree)? {
+            return Ok(None);
+        }
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        let local = LocalArchive {
+            artifact: archive.artifact.clone(),
+            tree,
+            tree_digest,
+            from_cas: true,
+            downloaded_bytes: 0,
+            run_id: run_id.to_string(),
+        };
+        Ok(Some((local, lease)))
     }
 
     fn local_tree(

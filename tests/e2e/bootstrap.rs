@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 use cairn_fingerprint::{Blake3, Compression, Platform, Topology};
 use cairn_testkit::checkout::{Checkout, git};
 use cairn_testkit::ci;
-use cairn_testkit::daemon::{Daemon, Options, Storage};
+use cairn_testkit::daemon::{Daemon, Options, Storage, scratch_dir};
+use cairn_testkit::s3server::{S3Server, unique_bucket_name};
 use cairn_testkit::storecheck::tar_extract;
 use serde_json::Value;
 
@@ -62,37 +63,20 @@ fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
     if kind == "local" {
         return Some(Storage::Local(tmp.join("storage")));
     }
-    let endpoint = match std::env::var("CAIRN_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => e.trim().trim_end_matches('/').to_string(),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("CAIRN_TEST_S3_ENDPOINT is not set under CI; run the suite through scripts/test")
-        }
-        _ => {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED S3 variant: CAIRN_TEST_S3_ENDPOINT is not set (scripts/test starts moto)\n"
-            );
-            return None;
-        }
-    };
-    let bucket = format!(
-        "cairn-e2e-bootstrap-{}-{}",
-        std::process::id(),
-        tmp.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_lowercase()
-            .replace(['.', '_'], "")
-    );
+    // Skips loudly when no S3 test server is configured; fails under CI.
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("bootstrap")
+        .to_string();
+    let server = S3Server::from_env(&test)?;
+    let bucket = unique_bucket_name("e2e-bootstrap");
+    let endpoint = server.endpoint().to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut config = cairn_daemon::storage::S3Config::new(&bucket);
-        config.endpoint = Some(endpoint.clone());
-        config.region = Some("us-east-1".into());
-        config.force_path_style = true;
-        let s3 = cairn_daemon::storage::S3Storage::connect(config).await;
+        let s3 = cairn_daemon::storage::S3Storage::connect(server.config(&bucket)).await;
         s3.client()
             .create_bucket()
             .bucket(&bucket)
@@ -106,7 +90,7 @@ fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
 impl World {
     /// Publish run 1 (everything) and run 2 (what a `rocm-systems` bump changed).
     fn publish_two_runs(kind: &str) -> Option<World> {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = scratch_dir("e2e-bootstrap-").unwrap();
         let storage = storage(kind, tmp.path())?;
         let checkout = Checkout::create(&tmp.path().join("src"), ci::TOPOLOGY).unwrap();
         let daemon = Daemon::start(storage.clone()).unwrap();
@@ -295,8 +279,11 @@ fn bootstrap_with(
     dest: &Path,
     extra: &[&str],
 ) -> (Output, Option<Value>) {
+    cmd.args(["--json", "bootstrap", "--stage", STAGE]);
+    if !extra.contains(&"--amdgpu-families") {
+        cmd.args(["--family", FAMILY]);
+    }
     let out = cmd
-        .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
         .arg("--build-dir")
         .arg(dest)
         .arg("--checkout")
@@ -782,7 +769,8 @@ fn remote_client_streams_blobs_into_the_same_tree() {
 }
 
 /// Plain `fetch` extracts each archive to `O/artifacts/{archive}/`, like `tar -x` into that dir;
-/// `--exclude-components dbg` leaves the debug archives out; `status` reports the daemon.
+/// `--exclude-components dbg` and `--exclude-artifacts sysdeps` leave those archives out; `status` reports the daemon; `import`
+/// lists a run's archives (exit 1 for a run that has none); `gc` evicts down to a quota.
 #[test]
 fn fetch_plain_layout_with_excluded_components_and_status() {
     let world = World::publish_two_runs("local").unwrap();
@@ -791,7 +779,12 @@ fn fetch_plain_layout_with_excluded_components_and_status() {
         .daemon
         .cairn()
         .args(["--json", "fetch", "--stage", STAGE, "--family", FAMILY])
-        .args(["--exclude-components", "dbg"])
+        .args([
+            "--exclude-components",
+            "dbg",
+            "--exclude-artifacts",
+            "sysdeps",
+        ])
         .arg("--output-dir")
         .arg(&out_dir)
         .arg("--checkout")
@@ -806,7 +799,7 @@ fn fetch_plain_layout_with_excluded_components_and_status() {
     let expected: BTreeMap<String, String> = world
         .expected(STAGE, &run2_has)
         .into_iter()
-        .filter(|(a, _)| !a.contains("_dbg_"))
+        .filter(|(a, _)| !a.contains("_dbg_") && !a.starts_with("sysdeps_"))
         .collect();
     assert_eq!(found_runs(&json), expected);
     for (artifact, run) in &expected {
@@ -830,6 +823,48 @@ fn fetch_plain_layout_with_excluded_components_and_status() {
     assert_eq!(status["daemon"], world.daemon.addr());
     assert!(status["blobs"].as_u64().unwrap() > 0);
     assert!(status["fetch_requests"].as_u64().unwrap() >= 1);
+
+    let out = run_ok(world.daemon.cairn().args([
+        "--json",
+        "import",
+        "--run-id",
+        RUN1,
+        "--platform",
+        "linux",
+    ]));
+    let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run1_archives = world.uploads[RUN1]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tar.zst")
+        })
+        .count();
+    assert_eq!(
+        imported["archives"].as_array().unwrap().len(),
+        run1_archives
+    );
+    let out = world
+        .daemon
+        .cairn()
+        .args(["import", "--run-id", "424242", "--platform", "linux"])
+        .output()
+        .unwrap();
+    expect_code(&out, 1);
+
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args(["--json", "gc", "--max-bytes", "1K"]),
+    );
+    let gc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(gc["evicted_blobs"].as_u64().unwrap() > 0, "{gc}");
+    assert!(gc["store_bytes"].as_u64().unwrap() <= 1024, "{gc}");
 }
 
 /// With no daemon, every online command fails with exit 2 and says how to start one.
@@ -865,6 +900,40 @@ fn find_file(dir: &Path, name: &str) -> PathBuf {
         None
     }
     walk(dir, name).unwrap_or_else(|| panic!("`{name}` not found under `{}`", dir.display()))
+}
+
+/// `--amdgpu-families "a;b"`: one request per family, each family's target-specific archives,
+/// shared `generic` archives once; counts are per materialized archive.
+#[test]
+fn several_families_in_one_bootstrap() {
+    let world = World::publish_two_runs("local").unwrap();
+    let daemon = Daemon::start(world.storage.clone()).unwrap();
+    let dest = world.tmp.path().join("both");
+    let (out, json) = bootstrap_with(
+        daemon.cairn(),
+        &world.checkout.root,
+        &dest,
+        &["--amdgpu-families", &format!("{FAMILY};{OTHER_FAMILY}")],
+    );
+    expect_code(&out, 0);
+    let json = json.unwrap();
+    let found = found_runs(&json);
+    let topology = world.topology();
+    let mut expected = BTreeSet::new();
+    for name in topology.inbound(STAGE).unwrap() {
+        for family in [FAMILY, OTHER_FAMILY] {
+            let fam = ci::archive_family(&topology, name, family).unwrap();
+            for c in ci::COMPONENTS {
+                expected.insert(format!("{name}_{c}_{fam}"));
+            }
+        }
+    }
+    assert_eq!(found.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    let summary = &json["summary"];
+    assert_eq!(summary["artifacts"], expected.len());
+    assert_eq!(summary["from_storage"], expected.len());
+    assert_eq!(summary["from_cas"], 0);
+    assert_eq!(json["families"], serde_json::json!([FAMILY, OTHER_FAMILY]));
 }
 
 /// SIGKILL of the client at random points of materialization (a warm bootstrap: the time goes into

@@ -394,3 +394,22 @@ fn limits_are_configurable() {
     }
     assert!(blob_files(store.root()).is_empty());
 }
+
+/// A PAX global header (`g`) carries defaults, not a member: one before the manifest is skipped, not
+/// mistaken for the first member.
+#[test]
+fn pax_global_header_before_the_manifest_is_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(tmp.path().join("store"), StoreConfig::default()).unwrap();
+    let record = b"21 comment=made by a\n";
+    let mut members = vec![member("pax_global_header", b'g', "", record, None)];
+    members.extend(prefix("pax"));
+    let path = tmp.path().join("pax.tar.zst");
+    std::fs::write(&path, archive(&members)).unwrap();
+    let out = store.ingest_file("pax", &path, None).unwrap();
+    let paths: Vec<&str> = out.tree.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["artifact_manifest.txt", "math-libs/evil/stage/ok.txt"]
+    );
+}

@@ -1,13 +1,16 @@
 //! End-to-end tests: one test binary, one module per topic.
 
+mod activation; // systemd socket activation: cairnd serves on the socket passed as fd 3
 mod bootstrap; // cairnd + cairn processes: bootstrap across two runs, warm, concurrency, missing, incremental, kill
 mod crash; // the local store survives SIGKILL at any point of an ingest
 mod crash_daemon; // SIGKILL of cairnd during publish, fetch and gc: verify clean, records complete
 mod faults; // the fault matrix: S3 faults through the proxy during publish, resolve and fetch
+mod find; // cairn find/diff: Cairn records, GitHub runs (mock), pagination, rate limits, baselines, size diffs
 mod full_disk; // the store on a small tmpfs: a clear no-space error, nothing partial, gc frees room
 mod fuzz_seeded; // the fuzz targets' properties over seeded mutations and the fuzzers' regressions
 mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
 mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, names
+mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` after real gRPC traffic
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
 mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify

@@ -460,3 +460,84 @@ fn blob_file_refuses_a_truncated_blob() {
     assert!(!path.exists());
     assert!(!store.has_blobs(&out.tree).unwrap());
 }
+
+/// What TheRock's `fileset_tool.py` writes — Python `tarfile`, PAX format, hard links as `LNKTYPE`,
+/// `os.walk` member order — is accepted: as `.tar.xz` straight from `tarfile` (preset 6), and as
+/// `.tar.zst` compressed by the zstd CLI with `--long=31` (a window larger than zstd's default
+/// decoder limit). Both match `tar -x` of the same archive.
+#[test]
+fn python_tarfile_archives_are_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let spec = ArtifactSpec::new("hipblaslt", "run", "gfx94X-dcgpu", 1 << 20, 51);
+    let dir = datagen::generate_artifact_dir(&tmp.path().join("artifacts"), &spec).unwrap();
+    let script = r#"
+import os, sys, tarfile
+src, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+with tarfile.open(out, mode) as tf:
+    tf.add(os.path.join(src, "artifact_manifest.txt"), arcname="artifact_manifest.txt")
+    for rel in open(os.path.join(src, "artifact_manifest.txt")).read().splitlines():
+        if not rel:
+            continue
+        for root, dirs, files in os.walk(os.path.join(src, rel)):
+            for name in dirs + files:
+                p = os.path.join(root, name)
+                tf.add(p, arcname=os.path.relpath(p, src), recursive=False)
+"#;
+    let xz = tmp.path().join(spec.archive_name(Compression::Xz));
+    let tar = tmp.path().join(format!("{}.tar", spec.dir_name()));
+    for (out, mode) in [(&xz, "w:xz"), (&tar, "w")] {
+        let status = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&dir)
+            .arg(out)
+            .arg(mode)
+            .status()
+            .unwrap();
+        assert!(status.success(), "python3 tarfile failed");
+    }
+    let zst = tmp.path().join(spec.archive_name(Compression::Zstd));
+    // Through a pipe, so zstd cannot shrink the window to the input size.
+    let status = Command::new("zstd")
+        .args(["-q", "-3", "--long=31", "-c"])
+        .stdin(std::fs::File::open(&tar).unwrap())
+        .stdout(std::fs::File::create(&zst).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "zstd failed");
+    let plain = Command::new("zstd")
+        .args(["-q", "-t"])
+        .arg(&zst)
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "the frame needs a window beyond zstd's default limit"
+    );
+
+    let mut trees = Vec::new();
+    for (path, compression) in [(&xz, Compression::Xz), (&zst, Compression::Zstd)] {
+        let key = path.file_name().unwrap().to_string_lossy().into_owned();
+        let out = store.ingest_file(&key, path, None).unwrap();
+        assert!(
+            out.tree
+                .entries
+                .iter()
+                .any(|e| e.kind == EntryKind::Hardlink),
+            "tarfile wrote LNKTYPE"
+        );
+        let x = tmp.path().join(format!("x-{compression}"));
+        tar_extract(path, compression, &x);
+        let problems = diff_tree_with_dir(&store, &out.tree, &x);
+        assert!(problems.is_empty(), "{key}: {problems:#?}");
+        trees.push(out.tree_digest);
+    }
+    // And the same content written by our own writer is the same tree.
+    let ours =
+        datagen::archive_artifact_dir(&dir, &tmp.path().join("ours"), Compression::Zstd).unwrap();
+    let out = store
+        .ingest_file("ours", &ours.path, Some(ours.sha256))
+        .unwrap();
+    assert_eq!(trees, [out.tree_digest, out.tree_digest]);
+}

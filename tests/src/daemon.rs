@@ -7,7 +7,7 @@
 //! assertion messages.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,44 @@ use cairn_client::api::{self, Stats};
 use cairn_client::connect::{DaemonAddr, connect};
 
 use crate::bin_path::bin_path;
+
+/// A temporary directory for end-to-end test data: under `$CAIRN_TEST_SCRATCH` when set, else on
+/// the tmpfs `/dev/shm` when it is writable with at least 1 GiB free (containers often have a 64 MiB
+/// one), else in the default temp dir. The
+/// daemon fsyncs every blob, object and directory it writes; on a disk that makes a small e2e test
+/// take seconds of I/O wait, on tmpfs milliseconds. Durability itself is tested by the crash tests.
+pub fn scratch_dir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    let base = match std::env::var_os("CAIRN_TEST_SCRATCH") {
+        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+        _ => {
+            let shm = Path::new("/dev/shm");
+            let writable = free_bytes(shm).is_some_and(|free| free >= 1 << 30)
+                && tempfile::Builder::new()
+                    .prefix(".cairn-probe-")
+                    .tempfile_in(shm)
+                    .is_ok();
+            writable.then(|| shm.to_path_buf())
+        }
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    match base {
+        Some(dir) => builder.tempdir_in(dir),
+        None => builder.tempdir(),
+    }
+}
+
+/// Free bytes of the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a properly sized out-parameter.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
 
 /// Where the daemon's storage lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +96,7 @@ impl Daemon {
 
     /// Start a daemon with a fresh store over `storage` and `opts`.
     pub fn start_with(storage: Storage, opts: Options) -> Result<Daemon> {
-        let dir = tempfile::Builder::new().prefix("cairnd-").tempdir()?;
+        let dir = scratch_dir("cairnd-")?;
         let tcp = if opts.tcp {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             Some(format!("127.0.0.1:{}", l.local_addr()?.port()))

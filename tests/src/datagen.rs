@@ -294,12 +294,18 @@ pub fn generate_artifact_dir(root: &Path, spec: &ArtifactSpec) -> io::Result<Pat
         }
         _ => {
             // run, test and anything else: executables, one of them hard-linked under a second name.
+            // Components of one artifact share its stage dir, so only `run` takes the plain names:
+            // TheRock's components never overlap, and neither may two generated ones.
+            let (tool, alias) = match spec.component.as_str() {
+                "run" => ("tool".to_string(), name.to_string()),
+                other => (other.to_string(), format!("{name}-{other}")),
+            };
             for (i, size) in large_sizes.iter().enumerate() {
-                w.binary(&format!("bin/{name}-tool{i}"), *size, 0o755)?;
+                w.binary(&format!("bin/{name}-{tool}{i}"), *size, 0o755)?;
             }
-            let first = w.stage.join(format!("bin/{name}-tool0"));
-            fs::hard_link(&first, w.stage.join(format!("bin/{name}")))?;
-            w.symlink(&format!("bin/{name}-latest"), &format!("{name}-tool0"))?;
+            let first = w.stage.join(format!("bin/{name}-{tool}0"));
+            fs::hard_link(&first, w.stage.join(format!("bin/{alias}")))?;
+            w.symlink(&format!("bin/{alias}-latest"), &format!("{name}-{tool}0"))?;
         }
     }
 
@@ -308,6 +314,7 @@ pub fn generate_artifact_dir(root: &Path, spec: &ArtifactSpec) -> io::Result<Pat
         "dev" => format!("include/{name}"),
         "doc" => format!("share/doc/{name}"),
         "test" => format!("share/{name}/test"),
+        "dbg" => format!("lib/debug/{name}"),
         "lib" => format!("lib/{name}/data"),
         _ => format!("share/{name}"),
     };

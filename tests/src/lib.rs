@@ -4,8 +4,10 @@
 //!   artifact directories and archives.
 //! - [`checkout`]: a TheRock-shaped git superproject with real submodules.
 //! - [`storecheck`]: store checks shared by tests (tree vs `tar -x`, index resolution).
+//! - [`scale`]: `small`/`medium`/`large` presets of a whole run over the real topology.
 //! - [`ci`]: a small TheRock-shaped topology and the build dirs its CI jobs would leave.
 //! - [`daemon`]: a real `cairnd serve` process (temp store, socket, local or S3 storage).
+//! - [`github_mock`]: a local HTTP server speaking the GitHub REST endpoints `cairn find` uses.
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
 //! - [`s3server`]: the S3-compatible test server (moto) from `CAIRN_TEST_S3_ENDPOINT`.
 //! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it.
@@ -16,5 +18,7 @@ pub mod ci;
 pub mod daemon;
 pub mod datagen;
 pub mod faultproxy;
+pub mod github_mock;
 pub mod s3server;
+pub mod scale;
 pub mod storecheck;

@@ -27,18 +27,20 @@ pub fn blob_files(store_root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Extract `archive` into `dest` with the system `tar` (GNU tar, compression named explicitly).
+/// Extract `archive` into `dest` with the system `tar` (GNU tar, decompressor named explicitly).
 ///
 /// # Panics
 /// When `tar` fails: the archive under test must be one `tar` accepts.
 pub fn tar_extract(archive: &Path, compression: Compression, dest: &Path) {
     fs::create_dir_all(dest).expect("create extraction dir");
-    let flag = match compression {
-        Compression::Zstd => "--zstd",
-        Compression::Xz => "--xz",
+    // zstd with `--long=31` so archives written with long-distance windows extract too.
+    let program = match compression {
+        Compression::Zstd => "zstd -d --long=31",
+        Compression::Xz => "xz -d",
     };
     let out = Command::new("tar")
-        .arg(flag)
+        .arg("--use-compress-program")
+        .arg(program)
         .arg("-xpf")
         .arg(archive)
         .arg("-C")

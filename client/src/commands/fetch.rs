@@ -401,8 +401,9 @@ fn summarize(outcome: Option<&FetchOutcome>, elapsed: std::time::Duration) -> Su
         bytes_written: o.report.bytes_written,
         files_unchanged: o.report.files_skipped_unchanged,
         files_removed: o.report.files_removed,
-        from_cas: o.daemon.from_cas,
-        from_storage: o.daemon.from_storage,
+        // Per materialized archive (an archive several family requests share counts once).
+        from_cas: o.trees.iter().filter(|t| t.source == "cas").count() as u64,
+        from_storage: o.trees.iter().filter(|t| t.source == "storage").count() as u64,
         storage_bytes: o.daemon.storage_bytes,
         received_bytes: o.received_bytes,
         runs: o.daemon.runs.clone(),

@@ -1,7 +1,10 @@
 //! Commands: each turns parsed arguments into work and output, returning an [`ExitStatus`].
 //! One module per top-level subcommand; the dispatcher below is the only `match` over [`Command`].
 
+mod completions;
+mod diff;
 mod fetch;
+mod find;
 mod fingerprint;
 mod gc;
 mod import;
@@ -28,12 +31,15 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Topology { command } => topology::run(&cli.topology, command, printer),
         Command::Layout(args) => layout::run(args, printer),
         Command::Fingerprint(args) => fingerprint::run(&cli.topology, args, printer),
+        Command::Find(args) => find::run(cli, args, printer),
+        Command::Diff(args) => diff::run(cli, args, printer),
         Command::Bootstrap(args) => fetch::bootstrap(cli, args, printer),
         Command::Fetch(args) => fetch::fetch(cli, args, printer),
         Command::Push(args) => push::run(cli, args, printer),
         Command::Import(args) => import::run(cli, args, printer),
         Command::Status => status::run(cli, printer),
         Command::Gc(args) => gc::run(cli, args, printer),
+        Command::Completions(args) => completions::run(args, printer),
     }
 }
 

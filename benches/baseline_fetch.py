@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Baseline for the cold-fetch benchmark: TheRock's way of fetching a stage's artifacts.
+
+It follows `build_tools/artifact_manager.py fetch --bootstrap` (FACTS §8): one paginated
+ListObjectsV2 over the run prefix (no delimiter), keep the wanted archive names (`.tar.zst` preferred
+over `.tar.xz`), download them with boto3 `download_file` on a thread pool of 10
+(`--download-concurrency 10`, client `max_pool_connections=100`) into `OUT/.download_cache/`, then
+extract on a `ThreadPoolExecutor()` (default workers `min(32, cpu + 4)`) with `tarfile` streaming over
+`pyzstd.ZstdFile` (xz: tarfile's own `r|xz`). Bootstrap semantics: each manifest relpath is removed
+once under a lock and gets an empty `{relpath}.prebuilt` marker; members are written with one
+`read()` per file and execute bits applied with `fchmod`, as TheRock's `ArtifactPopulator` does. The
+download cache is deleted afterwards.
+
+Subcommands:
+  upload  --endpoint URL --bucket B --prefix P DIR [--list FILE]   put archives + sidecars
+  fetch   --endpoint URL --bucket B --prefix P --names FILE --output-dir OUT
+Prints one JSON line with timings and byte counts.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path, PurePosixPath
+
+import boto3
+from botocore.config import Config
+
+ARCHIVE_SUFFIXES = (".tar.zst", ".tar.xz")
+
+
+def client(endpoint):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        config=Config(max_pool_connections=100, s3={"addressing_style": "path"}),
+    )
+
+
+def cmd_upload(args):
+    s3 = client(args.endpoint)
+    try:
+        s3.create_bucket(Bucket=args.bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    except s3.exceptions.BucketAlreadyExists:
+        pass
+    src = Path(args.dir)
+    if args.list:
+        names = [l.strip() for l in Path(args.list).read_text().splitlines() if l.strip()]
+    else:
+        names = sorted(p.name for p in src.iterdir() if p.name.endswith(ARCHIVE_SUFFIXES))
+    files = []
+    for n in names:
+        files.append(n)
+        if (src / (n + ".sha256sum")).exists():
+            files.append(n + ".sha256sum")
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
+        futs = [
+            pool.submit(s3.upload_file, str(src / f), args.bucket, f"{args.prefix}/{f}")
+            for f in files
+        ]
+        for f in futs:
+            f.result()
+    print(json.dumps({"uploaded": len(files), "seconds": time.monotonic() - start}))
+
+
+def list_archives(s3, bucket, prefix):
+    """TheRock's `S3Backend.list_artifacts`: Prefix without a slash, no delimiter, basenames."""
+    keys = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[-1]
+            if name.endswith(ARCHIVE_SUFFIXES):
+                keys[name] = (obj["Key"], obj["Size"])
+    return keys
+
+
+def open_archive(path):
+    if path.name.endswith(".tar.zst"):
+        import pyzstd
+
+        zf = pyzstd.ZstdFile(str(path))
+        return zf, tarfile.open(fileobj=zf, mode="r|")
+    return None, tarfile.open(str(path), mode="r|xz")
+
+
+class Bootstrap:
+    """Once-per-relpath clean + `.prebuilt` marker under a lock (PR #2288), then member writes."""
+
+    def __init__(self, out):
+        self.out = out
+        self.lock = threading.Lock()
+        self.cleaned = set()
+
+    def first_sight(self, relpath):
+        with self.lock:
+            if relpath in self.cleaned:
+                return
+            self.cleaned.add(relpath)
+            stage_dir = self.out / relpath
+            if stage_dir.exists():
+                shutil.rmtree(stage_dir)
+            marker = self.out / (relpath + ".prebuilt")
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+
+    def extract(self, path):
+        zf, tf = open_archive(path)
+        written = 0
+        try:
+            first = tf.next()
+            if first is None or first.name != "artifact_manifest.txt":
+                raise IOError(f"{path}: artifact_manifest.txt is not the first member")
+            relpaths = [l for l in tf.extractfile(first).read().decode().splitlines() if l]
+            for r in relpaths:
+                self.first_sight(r)
+            while (m := tf.next()) is not None:
+                for r in relpaths:
+                    if not m.name.startswith(r + "/"):
+                        continue
+                    dest = self.out / r / PurePosixPath(m.name[len(r) + 1 :])
+                    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+                        os.unlink(dest)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    if m.isfile():
+                        with tf.extractfile(m) as src, open(dest, "wb") as dst:
+                            data = src.read()
+                            dst.write(data)
+                            written += len(data)
+                            st = os.fstat(dst.fileno())
+                            os.fchmod(dst.fileno(), st.st_mode | (m.mode & 0o111))
+                    elif m.isdir():
+                        dest.mkdir(parents=True, exist_ok=True)
+                    elif m.issym():
+                        dest.symlink_to(m.linkname)
+                    elif m.islnk():
+                        os.link(self.out / PurePosixPath(m.linkname), dest)
+                    else:
+                        raise IOError(f"{path}: unhandled member {m.name}")
+                    break
+                else:
+                    raise IOError(f"{path}: member {m.name} is not under the manifest")
+        finally:
+            tf.close()
+            if zf is not None:
+                zf.close()
+        return written
+
+
+def cmd_fetch(args):
+    s3 = client(args.endpoint)
+    wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
+    out = Path(args.output_dir)
+    cache = out / ".download_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+
+    start = time.monotonic()
+    listed = list_archives(s3, args.bucket, args.prefix)
+    # Dedupe per artifact stem, preferring .tar.zst (as artifact_manager does).
+    chosen = {}
+    for name in wanted:
+        stem = name.split(".", 1)[0]
+        if name not in listed:
+            continue
+        if stem not in chosen or name.endswith(".tar.zst"):
+            chosen[stem] = name
+    missing = [n for n in wanted if n not in listed]
+    if missing:
+        print(f"error: {len(missing)} archives not in the bucket, e.g. {missing[0]}", file=sys.stderr)
+        return 1
+
+    def download(name):
+        key, size = listed[name]
+        s3.download_file(args.bucket, key, str(cache / name))
+        return size
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.download_concurrency) as pool:
+        downloaded = sum(pool.map(download, chosen.values()))
+    t_download = time.monotonic() - start
+
+    boot = Bootstrap(out)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.extract_concurrency) as pool:
+        written = sum(pool.map(lambda n: boot.extract(cache / n), chosen.values()))
+    shutil.rmtree(cache)
+    total = time.monotonic() - start
+    print(
+        json.dumps(
+            {
+                "archives": len(chosen),
+                "downloaded_bytes": downloaded,
+                "written_bytes": written,
+                "download_seconds": round(t_download, 3),
+                "seconds": round(total, 3),
+            }
+        )
+    )
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("upload", "fetch"):
+        s = sub.add_parser(name)
+        s.add_argument("--endpoint", required=True)
+        s.add_argument("--bucket", required=True)
+        s.add_argument("--prefix", required=True, help="run prefix, e.g. 123-linux")
+    up = sub.choices["upload"]
+    up.add_argument("dir")
+    up.add_argument("--list", help="file of archive names to upload (default: all in DIR)")
+    fe = sub.choices["fetch"]
+    fe.add_argument("--names", required=True, help="file of archive names, one per line")
+    fe.add_argument("--output-dir", required=True)
+    fe.add_argument("--download-concurrency", type=int, default=10)
+    fe.add_argument("--extract-concurrency", type=int, default=None)
+    args = p.parse_args()
+    return cmd_upload(args) if args.cmd == "upload" else cmd_fetch(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main() or 0)

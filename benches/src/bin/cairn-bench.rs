@@ -1,0 +1,233 @@
+//! `cairn-bench`: the Rust half of `benches/e2e.sh` — generate a TheRock-shaped run at a scale,
+//! prepare a store, and run the library-level warm bootstrap. Timing is done by the script, so every
+//! row of its table is measured the same way (wall clock around one process).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cairn_benches::{
+    GenOptions, generate_run, ingest_all, load_topology, materialize_keys, read_list,
+};
+use cairn_client::materialize::Layout;
+use cairn_testkit::scale::Scale;
+use clap::{Parser, Subcommand};
+
+/// Bench helper for `benches/e2e.sh`.
+#[derive(Debug, Parser)]
+#[command(name = "cairn-bench")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a whole run (see `cairn_benches::GenSummary` for the layout) and print its summary.
+    Gen {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// `small` (~200 MB), `medium` (~2 GB) or `large` (~8 GB) of file content.
+        #[arg(long, default_value = "small")]
+        scale: Scale,
+        /// Explicit total bytes (overrides `--scale`).
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// PRNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The topology.
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+        /// Stage whose inbound archives are benched.
+        #[arg(long, default_value = "math-libs")]
+        stage: String,
+        /// GPU family.
+        #[arg(long, default_value = "gfx94X-dcgpu")]
+        family: String,
+        /// Skip the `.tar.xz` copies of the stage's archives.
+        #[arg(long)]
+        no_xz: bool,
+    },
+    /// Regenerate the exploded artifact dirs of the listed archives under `BUILD/artifacts/` (what a
+    /// CI job leaves for `cairn push`); same options as `gen`.
+    Dirs {
+        /// Build directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// File listing archive names (or stems), one per line.
+        #[arg(long)]
+        list: PathBuf,
+        #[arg(long, default_value = "small")]
+        scale: Scale,
+        #[arg(long)]
+        bytes: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "gfx94X-dcgpu")]
+        family: String,
+    },
+    /// Create a TheRock-shaped git checkout (superproject + real submodules) for the topology under
+    /// `--out`; prints the superproject path.
+    Checkout {
+        /// Parent directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+    },
+    /// Time the `Resolve` RPC for a stage's inbound artifacts: prints one line per call with its
+    /// milliseconds (the first call on a fresh daemon is the cold one).
+    Resolve {
+        /// Daemon address (`unix:/path` or `http://host:port`).
+        #[arg(long)]
+        daemon: String,
+        #[arg(long)]
+        checkout: PathBuf,
+        #[arg(long, default_value = "BUILD_TOPOLOGY.toml")]
+        topology: PathBuf,
+        #[arg(long, default_value = "math-libs")]
+        stage: String,
+        #[arg(long, default_value = "gfx94X-dcgpu")]
+        family: String,
+        /// Calls.
+        #[arg(long, default_value_t = 5)]
+        calls: usize,
+    },
+    /// Ingest archives into a store (in parallel, keyed by file name); prints new blob bytes.
+    Ingest {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// Archive files.
+        archives: Vec<PathBuf>,
+    },
+    /// Materialize archives already in a store into `--dest` (bootstrap layout by default).
+    Materialize {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// File listing the archive keys (file names), one per line.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Destination build directory.
+        #[arg(long)]
+        dest: PathBuf,
+        /// Plain layout (`DEST/artifacts/{artifact}/`) instead of bootstrap.
+        #[arg(long)]
+        plain: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Gen {
+            out,
+            scale,
+            bytes,
+            seed,
+            topology,
+            stage,
+            family,
+            no_xz,
+        } => {
+            let topology = load_topology(&topology)?;
+            let opts = GenOptions {
+                scale,
+                bytes,
+                seed,
+                stage,
+                family,
+                xz: !no_xz,
+            };
+            let summary = generate_run(&out, &topology, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        }
+        Command::Dirs {
+            out,
+            list,
+            scale,
+            bytes,
+            seed,
+            topology,
+            family,
+        } => {
+            let topology = load_topology(&topology)?;
+            let opts = GenOptions {
+                scale,
+                bytes,
+                seed,
+                stage: String::new(),
+                family,
+                xz: false,
+            };
+            let n = cairn_benches::generate_build_dir(&out, &topology, &opts, &read_list(&list)?)?;
+            println!("dirs={n}");
+        }
+        Command::Checkout { out, topology } => {
+            let text = std::fs::read_to_string(&topology)
+                .with_context(|| format!("reading `{}`", topology.display()))?;
+            let c = cairn_testkit::checkout::Checkout::create(&out, &text)?;
+            println!("{}", c.root.display());
+        }
+        Command::Resolve {
+            daemon,
+            checkout,
+            topology,
+            stage,
+            family,
+            calls,
+        } => {
+            let topology = load_topology(&topology)?;
+            let times =
+                cairn_benches::time_resolve(&daemon, &checkout, &topology, &stage, &family, calls)?;
+            for (ms, archives) in times {
+                println!("{ms:.3} {archives}");
+            }
+        }
+        Command::Ingest { store, archives } => {
+            let store = cairn_benches::open_store(&store)?;
+            let bytes = ingest_all(&store, &archives)?;
+            println!("new_blob_bytes={bytes}");
+        }
+        Command::Materialize {
+            store,
+            keys,
+            dest,
+            plain,
+        } => {
+            let store = cairn_benches::open_store(&store)?;
+            let keys = read_list(&keys)?;
+            let layout = if plain {
+                Layout::Plain
+            } else {
+                Layout::Bootstrap
+            };
+            let r = materialize_keys(&store, &keys, &dest, layout)?;
+            println!(
+                "artifacts={} files={} bytes={} reflink={} copy_file_range={} read_write={} elapsed_ms={}",
+                r.artifacts,
+                r.files,
+                r.bytes,
+                r.copies.reflink,
+                r.copies.copy_file_range,
+                r.copies.read_write,
+                r.elapsed.as_millis()
+            );
+        }
+    }
+    Ok(())
+}
