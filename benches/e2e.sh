@@ -115,19 +115,24 @@ time_ms() {
 
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-# measure NAME PREPARE CMD...: run PREPARE (untimed) then CMD, REPEAT times; store the median ms.
-declare -A MS
-measure() {
+# sample NAME PREPARE CMD...: run PREPARE (untimed), then time CMD once and record the sample.
+# Rows compared with each other are sampled in alternation (one round = one sample of each), so a
+# change in machine load during the run hits both sides of a ratio alike.
+declare -A MS SAMPLES
+sample() {
   local name="$1" prep="$2"; shift 2
-  local i samples=()
-  for i in $(seq 1 "$REPEAT"); do
-    eval "$prep"
-    sync
-    samples+=("$(time_ms "$@")")
+  eval "$prep"
+  sync
+  local ms; ms="$(time_ms "$@")"
+  SAMPLES[$name]="${SAMPLES[$name]:-} $ms"
+  MS[$name]=$(printf '%s\n' ${SAMPLES[$name]} | median)
+  log "$name: $ms ms"
+}
+write_results() {
+  local name
+  for name in "${!SAMPLES[@]}"; do
+    printf '%s\t%s\t%s\n' "$name" "${MS[$name]}" "${SAMPLES[$name]# }" >>"$RESULTS"
   done
-  MS[$name]=$(printf '%s\n' "${samples[@]}" | median)
-  printf '%s\t%s\t%s\n' "$name" "${MS[$name]}" "${samples[*]}" >>"$RESULTS"
-  log "$name: median ${MS[$name]} ms (${samples[*]})"
 }
 
 fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else if (v < 10) printf "%.2f ms", v; else if (v < 1000) printf "%.0f ms", v; else printf "%.2f s", v/1000 }'; }
@@ -148,7 +153,7 @@ mkdir -p "$T"
 
 log "warm bootstrap of $STAGE ($(summary stage_archives) archives, $STAGE_BYTES bytes)"
 # Stage dirs are not archive members, so concurrent tars would race creating them: create them first
-# (TheRock's bootstrap creates them too).
+# (TheRock's bootstrap creates them too). Manifests are read, not extracted, by a bootstrap.
 RELPATHS="$T/relpaths.txt"
 sed "s|^|$DATA/run/|" "$STAGE_LIST" | while read -r a; do
   tar -I zstd --occurrence=1 -xOf "$a" artifact_manifest.txt
@@ -156,21 +161,22 @@ done | sort -u >"$RELPATHS"
 par_tar() { # par_tar LIST DIR DEST
   mkdir -p "$3"
   (cd "$3" && xargs mkdir -p <"$RELPATHS")
-  sed "s|^|$2/|" "$1" | xargs -P "$NCPU" -I{} tar -I zstd -xf {} -C "$3"
+  sed "s|^|$2/|" "$1" | xargs -P "$NCPU" -I{} tar -I zstd --exclude=artifact_manifest.txt -xf {} -C "$3"
 }
 par_tar_xz() {
   mkdir -p "$3"
   (cd "$3" && xargs mkdir -p <"$RELPATHS")
-  sed "s|^|$2/|" "$1" | xargs -P "$NCPU" -I{} tar -xJf {} -C "$3"
+  sed "s|^|$2/|" "$1" | xargs -P "$NCPU" -I{} tar --exclude=artifact_manifest.txt -xJf {} -C "$3"
 }
-measure tar_zst "rmtree $T/tar" par_tar "$STAGE_LIST" "$DATA/run" "$T/tar"
-# The tree tar left is the source of cp -a (same files, same disk).
-measure cp_a "rmtree $T/cp" cp -a "$T/tar" "$T/cp"
-rmtree "$T/cp"
-
 STORE="$T/store"
 "$BENCH" ingest --store "$STORE" $(sed "s|^|$DATA/run/|" "$STAGE_LIST") >/dev/null
-measure cairn_lib_warm "rmtree $T/lib" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/lib"
+for _ in $(seq 1 "$REPEAT"); do
+  sample tar_zst "rmtree $T/tar" par_tar "$STAGE_LIST" "$DATA/run" "$T/tar"
+  # The tree tar left is the source of cp -a (same files, same disk).
+  sample cp_a "rmtree $T/cp" cp -a "$T/tar" "$T/cp"
+  sample cairn_lib_warm "rmtree $T/lib" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/lib"
+done
+rmtree "$T/cp"
 # Same result as tar: every file of the tar tree is in the materialized one, byte for byte.
 if ! diff -r --no-dereference -x artifact_manifest.txt -x '*.prebuilt' -x .cairn-state.json "$T/tar" "$T/lib" >/dev/null; then
   die "the CAS materialization differs from tar's extraction"
@@ -260,13 +266,15 @@ if [ "$HAVE_CLI" = 1 ]; then
       ${EXCLUDED:+--exclude-artifacts "$EXCLUDED"} --build-dir "$@"
   }
 
-  # Cold: a new daemon store each time; warm: the same daemon again into a new build dir.
-  measure cairn_cold_zst "restart_cairnd dev $BUCKET-push; rmtree $T/cold" boot "$T/cold"
-  GETS_ONE=$(gets dev)
-  measure cairn_warm "rmtree $T/warm" boot "$T/warm"
-  rmtree "$T/cold" "$T/warm"
-  measure cairn_cold_xz "restart_cairnd dev $BUCKET-push-xz; rmtree $T/cold" boot "$T/cold"
-  rmtree "$T/cold"
+  cairn_round() {
+    # Cold: a new daemon store each time; warm: the same daemon again into a new build dir.
+    sample cairn_cold_zst "restart_cairnd dev $BUCKET-push; rmtree $T/cold" boot "$T/cold"
+    GETS_ONE=$(gets dev)
+    sample cairn_warm "rmtree $T/warm" boot "$T/warm"
+    rmtree "$T/cold" "$T/warm"
+    sample cairn_cold_xz "restart_cairnd dev $BUCKET-push-xz; rmtree $T/cold" boot "$T/cold"
+    rmtree "$T/cold"
+  }
 
   # 8 concurrent cold bootstraps of the stage against one daemon.
   eight() {
@@ -275,13 +283,11 @@ if [ "$HAVE_CLI" = 1 ]; then
     for i in "${pids[@]}"; do wait "$i" || rc=1; done
     return $rc
   }
-  measure cairn_cold8 "restart_cairnd dev $BUCKET-push; rmtree $T/c1 $T/c2 $T/c3 $T/c4 $T/c5 $T/c6 $T/c7 $T/c8" eight
+  for _ in $(seq 1 "$REPEAT"); do
+    sample cairn_cold8 "restart_cairnd dev $BUCKET-push; rmtree $T/c1 $T/c2 $T/c3 $T/c4 $T/c5 $T/c6 $T/c7 $T/c8" eight
+  done
   GETS_EIGHT=$(gets dev)
   rmtree "$T"/c[1-8]
-  read -r g8 b8 i8 <<<"$GETS_EIGHT"
-  read -r g1 b1 i1 <<<"$GETS_ONE"
-  GETS_PER_OBJECT=$(awk -v g8="$g8" -v b8="$b8" -v i8="$i8" -v g1="$g1" -v b1="$b1" -v i1="$i1" -v n="$(summary stage_archives)" \
-    'BEGIN { printf "%.2f archive downloads/archive (%d ingests for %d archives; %.1f MB downloaded vs %.1f MB by 1 bootstrap); GETs incl. ranges and metadata: %d vs %d", i8/n, i8, n, b8/1e6, b1/1e6, g8, g1 }')
 
   # Resolve: first call on a new daemon store is cold, the rest warm.
   for i in $(seq 1 "$REPEAT"); do
@@ -300,12 +306,21 @@ else
   log "\`cairn bootstrap\` is not available: daemon rows are n/a"
 fi
 
-measure py_cold_zst "rmtree $T/py" py_fetch "${PY_ZST[@]}" --names "$STAGE_LIST" --output-dir "$T/py"
-rmtree "$T/py"
-measure py_cold_xz "rmtree $T/py" py_fetch "${PY_XZ[@]}" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
-rmtree "$T/py"
-measure tar_xz "rmtree $T/tarxz" par_tar_xz "$STAGE_XZ_LIST" "$DATA/xz" "$T/tarxz"
-rmtree "$T/tarxz"
+for _ in $(seq 1 "$REPEAT"); do
+  [ "$HAVE_CLI" = 1 ] && cairn_round
+  sample py_cold_zst "rmtree $T/py" py_fetch "${PY_ZST[@]}" --names "$STAGE_LIST" --output-dir "$T/py"
+  sample py_cold_xz "rmtree $T/py" py_fetch "${PY_XZ[@]}" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
+  sample tar_xz "rmtree $T/tarxz" par_tar_xz "$STAGE_XZ_LIST" "$DATA/xz" "$T/tarxz"
+done
+[ "$HAVE_CLI" = 1 ] && stop_cairnd dev
+rmtree "$T/py" "$T/tarxz"
+write_results
+if [ "$HAVE_CLI" = 1 ]; then
+  read -r g8 b8 i8 <<<"$GETS_EIGHT"
+  read -r g1 b1 i1 <<<"$GETS_ONE"
+  GETS_PER_OBJECT=$(awk -v g8="$g8" -v b8="$b8" -v i8="$i8" -v g1="$g1" -v b1="$b1" -v i1="$i1" -v n="$(summary stage_archives)" \
+    'BEGIN { printf "%.2f archive downloads/archive (%d ingests for %d archives; %.1f MB downloaded vs %.1f MB by 1 bootstrap); GETs incl. ranges and metadata: %d vs %d", i8/n, i8, n, b8/1e6, b1/1e6, g8, g1 }')
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 6. Dedup: the stage's `_generic` outputs republished by 4 family jobs vs 1
