@@ -169,6 +169,11 @@ pub struct Limits {
     pub max_members: u64,
     /// Largest `artifact_manifest.txt` (default 1 MiB; real ones are a few hundred bytes).
     pub max_manifest_size: u64,
+    /// Largest zstd window, as a power of two (default 31: archives written with `--long`). The
+    /// decoder allocates up to this window per ingest whatever the archive's size, so a 174-byte
+    /// hostile frame can claim 2 GiB (found by the `tar_ingest` fuzzer); 27 (128 MiB, zstd's own
+    /// default) bounds that where long-window archives are not expected.
+    pub max_zstd_window_log: u32,
 }
 
 impl Default for Limits {
@@ -178,6 +183,7 @@ impl Default for Limits {
             max_total_size: 1 << 40,
             max_members: 4_000_000,
             max_manifest_size: 1 << 20,
+            max_zstd_window_log: 31,
         }
     }
 }
@@ -216,9 +222,10 @@ pub fn read_archive(
             Compression::Zstd => {
                 let mut d =
                     zstd::stream::read::Decoder::new(&mut tee).map_err(ArchiveError::Read)?;
-                // Accept archives written with `--long` (windows up to 2 GiB) as the zstd CLI does
-                // when told; the default limit (128 MiB) would refuse them.
-                d.window_log_max(31).map_err(ArchiveError::Read)?;
+                // Accept archives written with `--long` (windows up to 2 GiB by default) as the zstd
+                // CLI does when told; zstd's own default limit (128 MiB) would refuse them.
+                d.window_log_max(limits.max_zstd_window_log)
+                    .map_err(ArchiveError::Read)?;
                 Box::new(d)
             }
             Compression::Xz => {

@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         max_total_size: 4 << 20,
         max_members: 1000,
         max_manifest_size: 64 << 10,
+        // Bounded memory: zstd's own default window limit (128 MiB).
+        max_zstd_window_log: 27,
     };
     let mut sink = |_: &cairn_fingerprint::tree::RelPath, r: &mut dyn Read, size: u64| {
         let mut buf = Vec::new();

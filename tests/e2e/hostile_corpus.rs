@@ -1099,3 +1099,29 @@ async fn malformed_grpc_requests_are_refused_clearly() {
     tokio::task::block_in_place(|| daemon.stats()).unwrap();
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
 }
+
+/// Found by the `tar_ingest` fuzzer: a 174-byte zstd frame declaring a 2 GiB window made the decoder
+/// allocate 2 GiB. With the window limit at zstd's default (27), it is refused before any allocation.
+#[test]
+fn zstd_frame_claiming_a_huge_window_is_refused_under_the_window_limit() {
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/tar_ingest/oom-zstd-2gib-window"),
+    )
+    .unwrap();
+    // The fuzz input's first byte is the harness's mode (0: raw zstd).
+    assert_eq!(input[0], 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("window.tar.zst");
+    std::fs::write(&path, &input[1..]).unwrap();
+    let mut config = StoreConfig::default();
+    config.limits.max_zstd_window_log = 27;
+    let store = LocalStore::open(tmp.path().join("store"), config).unwrap();
+    let err = store.ingest_file("window", &path, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, StoreError::Archive { .. }) && msg.contains("memory"),
+        "{err:?}"
+    );
+    assert!(blob_files(store.root()).is_empty());
+}
