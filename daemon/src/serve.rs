@@ -154,19 +154,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             ""
         }
     );
+    // Bind every listener before serving on any: a client (or a readiness probe) that reaches the
+    // Unix socket can rely on the TCP and metrics listeners being there too.
+    let tcp = match tcp_auth {
+        Some((addr, auth)) => Some((bind_tcp(&addr).await?, auth)),
+        None => None,
+    };
+    let http = match &cfg.metrics {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
     let mut tasks = Vec::new();
-    {
-        let mut rx = stop_tx.subscribe();
-        let grpc = grpc.clone();
-        tasks.push(tokio::spawn(async move {
-            run(grpc, Listener::Unix(unix), async move {
-                let _ = rx.recv().await;
-            })
-            .await
-        }));
-    }
-    if let Some((addr, auth)) = tcp_auth {
-        let tcp = bind_tcp(&addr).await?;
+    if let Some((tcp, auth)) = tcp {
         let how = if auth.is_some() {
             "bearer token required"
         } else {
@@ -174,6 +173,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         };
         eprintln!("cairnd: listening on http://{} ({how})", tcp.local_addr()?);
         let mut rx = stop_tx.subscribe();
+        let grpc = grpc.clone();
         tasks.push(tokio::spawn(async move {
             run_authenticated(grpc, Listener::Tcp(tcp), auth, async move {
                 let _ = rx.recv().await;
@@ -181,13 +181,21 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
         }));
     }
-    if let Some(addr) = &cfg.metrics {
-        let http = bind_tcp(addr).await?;
+    if let Some(http) = http {
         eprintln!("cairnd: metrics on http://{}/metrics", http.local_addr()?);
         let mut rx = stop_tx.subscribe();
         let service = service.clone();
         tokio::spawn(crate::metrics::serve_http(http, service, async move {
             let _ = rx.recv().await;
+        }));
+    }
+    {
+        let mut rx = stop_tx.subscribe();
+        tasks.push(tokio::spawn(async move {
+            run(grpc, Listener::Unix(unix), async move {
+                let _ = rx.recv().await;
+            })
+            .await
         }));
     }
     shutdown_signal().await;
