@@ -68,7 +68,8 @@ impl Copier {
     }
 
     /// Create `tmp` (which must not exist) with the content of `blob`, checked to be `size` bytes,
-    /// and give it `mode`. `dest` names the destination in errors.
+    /// and give it `mode`. `dest` names the destination in errors. On failure, a file this call
+    /// created is removed; one it found already there is never touched.
     pub(crate) fn write(
         &self,
         blob: &Path,
@@ -118,14 +119,17 @@ impl Copier {
             }
         }
 
+        // When the umask leaves `mode` intact, the file is created with it and needs no `fchmod`.
+        let exact_at_create = mode & 0o7000 == 0 && mode & process_umask() == 0;
+        // `create_new` is O_EXCL: it never opens, truncates or follows anything already there.
         let mut dst = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(if exact_at_create { mode } else { 0o600 })
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(tmp)
             .map_err(io_err(tmp))?;
-        let method = self
+        let written = self
             .copy_content(&src, &mut dst, size, digest, dest)
             .map_err(|e| match e {
                 CopyError::Io(source) => MaterializeError::Io {
@@ -133,10 +137,20 @@ impl Copier {
                     source,
                 },
                 CopyError::Other(e) => e,
-            })?;
-        dst.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(io_err(tmp))?;
-        Ok(method)
+            })
+            .and_then(|method| {
+                if !exact_at_create {
+                    dst.set_permissions(std::fs::Permissions::from_mode(mode))
+                        .map_err(io_err(tmp))?;
+                }
+                Ok(method)
+            });
+        if written.is_err() {
+            // This call created the file, so it removes it: the caller may have no temp name to
+            // clean up (a file written straight to its final name).
+            let _ = std::fs::remove_file(tmp);
+        }
+        written
     }
 
     fn copy_content(
@@ -229,6 +243,23 @@ impl From<io::Error> for CopyError {
     fn from(e: io::Error) -> Self {
         CopyError::Io(e)
     }
+}
+
+/// The process's umask, read once from `/proc/self/status` (`umask(2)` can only read it by
+/// changing it, which would race with other threads creating files). Unknown counts as "strips
+/// everything", which makes every write take the explicit `fchmod`.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o777)
+    })
 }
 
 fn reflink(src: &File, dst: &File) -> io::Result<()> {

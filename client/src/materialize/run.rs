@@ -16,7 +16,9 @@ use super::copy::{Copier, Method};
 use super::fsops;
 use super::plan::{self, Node, Plan};
 use super::state::{self, Record, Stat, State};
-use super::{BlobSource, CopyMode, MaterializeError, MaterializeItem, Options, Report, Reporter};
+use super::{
+    BlobSource, CopyMode, MaterializeError, MaterializeItem, Options, Report, Reporter, STATE_FILE,
+};
 
 /// Take an exclusive `flock` on the destination directory for the whole run: two runs into one
 /// destination (two CI steps, a user and a script) are serialized instead of interleaving their
@@ -36,6 +38,19 @@ fn lock_dir(dest: &Path) -> Result<fs::File, MaterializeError> {
             });
         }
     }
+}
+
+/// `dest` holds nothing but this module's own files (the state file, its temp name, write temps),
+/// i.e. it is a fresh destination.
+fn only_own_files(dest: &Path) -> Result<bool, MaterializeError> {
+    for entry in fs::read_dir(dest).map_err(io_at(dest))? {
+        let name = entry.map_err(io_at(dest))?.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with(STATE_FILE) && !name.starts_with(fsops::TMP_PREFIX) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MaterializeError + '_ {
@@ -245,12 +260,24 @@ impl<'a> Run<'a> {
             .map(|(i, a)| (a.as_str(), i))
             .collect();
         self.remove_temp_files(self.dest, "")?;
+        // Directories this run created, so empty before their children: a child's `lstat` can
+        // only say "absent" and is skipped (on a fresh destination, that is every `lstat`).
+        let mut fresh: HashSet<&str> = HashSet::new();
+        let dest_fresh = self.old.entries.is_empty() && only_own_files(self.dest)?;
         let mut metas = Vec::with_capacity(self.plan.entries.len());
         let mut cleaned = 0;
         let mut removed = 0u64;
         for (path, planned) in &self.plan.entries {
             let full = self.full(path);
-            let mut meta = fsops::lstat(&full).map_err(io_at(&full))?;
+            let parent_fresh = match path.rsplit_once('/') {
+                Some((parent, _)) => fresh.contains(parent),
+                None => dest_fresh,
+            };
+            let mut meta = if parent_fresh {
+                None
+            } else {
+                fsops::lstat(&full).map_err(io_at(&full))?
+            };
             // We may replace what is here if it is inside an area or an earlier run wrote it.
             let ours =
                 planned.area.is_some() || self.old.entries.get(path).is_some_and(|r| !r.pending);
@@ -267,6 +294,7 @@ impl<'a> Run<'a> {
                                 // any file of this relpath is written.
                                 removed += fsops::remove_any(&full).map_err(io_at(&full))?;
                                 fs::create_dir(&full).map_err(io_at(&full))?;
+                                fresh.insert(path);
                                 cleaned += 1;
                                 self.mark_area(Some(a));
                             }
@@ -284,10 +312,12 @@ impl<'a> Run<'a> {
                         }
                         removed += fsops::remove_any(&full).map_err(io_at(&full))?;
                         fs::create_dir(&full).map_err(io_at(&full))?;
+                        fresh.insert(path);
                         self.mark_area(planned.area);
                     }
                     None => {
                         fs::create_dir(&full).map_err(io_at(&full))?;
+                        fresh.insert(path);
                     }
                 }
                 metas.push(None);
@@ -433,13 +463,17 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Write one file from its blob (temp file, then rename over the destination).
+    /// Write one file from its blob. A path that was absent in the prepare phase is created in
+    /// place (`O_EXCL`): nothing can be half-replaced there, and the state file already lists it as
+    /// pending, so a run killed midway leaves a file the next run rewrites. Anything else goes
+    /// through a temp file renamed over the destination, so it is replaced atomically.
     fn write_blob(
         &self,
         path: &str,
         blake3: &Blake3,
         size: u64,
         mode: u32,
+        absent: bool,
         copier: &Copier,
     ) -> Result<Method, MaterializeError> {
         let full = self.full(path);
@@ -450,6 +484,14 @@ impl<'a> Run<'a> {
                 digest: *blake3,
                 path: path.to_string(),
             })?;
+        if absent {
+            match copier.write(&blob, blake3, size, mode, &full, path) {
+                // Something appeared since the prepare phase: replace it the atomic way.
+                Err(MaterializeError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::AlreadyExists => {}
+                other => return other,
+            }
+        }
         let tmp = fsops::tmp_path(&full);
         let method = copier
             .write(&blob, blake3, size, mode, &tmp, path)
@@ -492,7 +534,14 @@ impl<'a> Run<'a> {
                             self.reporter.on_file_skipped(*size);
                             Outcome::default()
                         } else {
-                            let method = self.write_blob(path, blake3, *size, *mode, &copier)?;
+                            let method = self.write_blob(
+                                path,
+                                blake3,
+                                *size,
+                                *mode,
+                                meta.is_none(),
+                                &copier,
+                            )?;
                             self.mark_area(planned.area);
                             self.reporter.on_file_written(*size);
                             Outcome {
@@ -509,9 +558,18 @@ impl<'a> Run<'a> {
                         if same {
                             Outcome::default()
                         } else {
-                            let tmp = fsops::tmp_path(&full);
-                            std::os::unix::fs::symlink(target, &tmp).map_err(io_at(&tmp))?;
-                            Self::rename_into_place(&tmp, &full)?;
+                            // Created in place when absent (as files are), else replaced atomically.
+                            let direct = meta.is_none()
+                                && match std::os::unix::fs::symlink(target, &full) {
+                                    Ok(()) => true,
+                                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                                    Err(e) => return Err(io_at(&full)(e)),
+                                };
+                            if !direct {
+                                let tmp = fsops::tmp_path(&full);
+                                std::os::unix::fs::symlink(target, &tmp).map_err(io_at(&tmp))?;
+                                Self::rename_into_place(&tmp, &full)?;
+                            }
                             self.mark_area(planned.area);
                             Outcome {
                                 written: true,
@@ -589,7 +647,9 @@ impl<'a> Run<'a> {
                         self.reporter.on_file_skipped(*size);
                         Outcome::default()
                     } else {
-                        let method = self.write_blob(path, blake3, *size, *mode, &copier)?;
+                        let absent = metas[i].is_none();
+                        let method =
+                            self.write_blob(path, blake3, *size, *mode, absent, &copier)?;
                         self.mark_area(planned.area);
                         self.reporter.on_file_written(*size);
                         Outcome {

@@ -660,3 +660,52 @@ fn state_file_is_versioned_json_listing_every_path() {
     assert_eq!(v["entries"]["s/l"]["target"], "f");
     assert_eq!(v["entries"]["s.prebuilt"]["kind"], "marker");
 }
+
+#[test]
+fn fresh_destination_is_written_in_place_with_exact_modes_and_existing_paths_are_replaced() {
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["s"]);
+    t.file("s/bin/tool", b"tool", 0o755)
+        .file("s/lib/private", b"secret", 0o600)
+        .file("s/lib/readonly", b"ro", 0o444)
+        .file("s/include/a.h", b"a", 0o644)
+        .link(EntryKind::Symlink, "s/lib/alias", "private");
+    let dest = tempfile::tempdir().unwrap();
+    run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap();
+    let snap = snapshot(dest.path());
+    assert_eq!(snap["s/bin/tool"], "file 755 tool");
+    assert_eq!(snap["s/lib/private"], "file 600 secret");
+    assert_eq!(snap["s/lib/readonly"], "file 444 ro");
+    assert_eq!(snap["s/include/a.h"], "file 644 a");
+    assert_eq!(snap["s/lib/alias"], "link private");
+    assert!(
+        snap.keys().all(|k| !k.contains(fsops::TMP_PREFIX)),
+        "no temp names left: {snap:?}"
+    );
+
+    // A second run over a tree a user edited: the edited and the replaced paths are rewritten
+    // (through temp files, atomically), the rest is left alone.
+    fs::set_permissions(
+        dest.path().join("s/include/a.h"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    fs::write(dest.path().join("s/include/a.h"), b"edited").unwrap();
+    fs::remove_file(dest.path().join("s/lib/alias")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", dest.path().join("s/lib/alias")).unwrap();
+    let report = run(
+        &[t.item("s_lib_generic")],
+        &cas,
+        dest.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap();
+    assert_eq!(report.files_written, 1, "{report:?}");
+    assert_eq!(snapshot(dest.path()), snap);
+}
