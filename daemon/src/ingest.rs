@@ -2,8 +2,9 @@
 //!
 //! Order of events, which is what makes a crash harmless at any instant:
 //! 1. every regular file is hashed and staged in the CAS temp directory as it streams by, its digest
-//!    leased before the CAS is checked for an existing copy; a pool of threads `fdatasync`s staged
-//!    files meanwhile (one fsync per small file, serially, would dominate the ingest);
+//!    leased before the CAS is checked for an existing copy; the process's fsync pool
+//!    ([`crate::syncer`]) `fdatasync`s staged files meanwhile (one fsync per small file,
+//!    serially, would dominate the ingest);
 //! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
 //!    with the sidecar's; a mismatch or a refused member stops here, and the staged files are deleted;
 //! 3. staged (now durable) files are renamed to their blob names, and the shard directories that
@@ -15,10 +16,8 @@
 //! names is durable.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, mpsc};
+use std::io::Read;
+use std::sync::Arc;
 
 use cairn_fingerprint::tree::EntryKind;
 use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
@@ -28,6 +27,7 @@ use crate::cas::{Cas, Staged, StagedBlob};
 use crate::error::{Result, StoreError};
 use crate::evict::{self, Lease, Leases};
 use crate::index::{Index, IngestCommit};
+use crate::syncer;
 
 /// What one ingest produced (before single-flight sharing).
 #[derive(Debug)]
@@ -64,10 +64,6 @@ pub(crate) struct Ctx<'a> {
     pub tick: &'a dyn Fn() -> u64,
 }
 
-/// Threads that fsync staged blobs while the archive streams. fsync waits on the disk, not the CPU,
-/// and concurrent fsyncs share journal commits, so more threads than cores pay off.
-const SYNC_THREADS: usize = 16;
-
 /// Ingest the archive read from `src`. See the module docs for the order of events.
 pub(crate) fn ingest(
     ctx: &Ctx<'_>,
@@ -79,55 +75,35 @@ pub(crate) fn ingest(
     let mut lease = ctx.leases.lease();
     let mut pinned: HashSet<Blake3> = HashSet::new();
     let mut staged: Vec<StagedBlob> = Vec::new();
-    let sync_error: Mutex<Option<io::Error>> = Mutex::new(None);
-    let (tx, rx) = mpsc::channel::<PathBuf>();
-    let rx = Mutex::new(rx);
-
-    let summary = std::thread::scope(|scope| {
-        for _ in 0..SYNC_THREADS {
-            scope.spawn(|| {
-                loop {
-                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(path) = next else { break };
-                    if let Err(e) = File::open(&path).and_then(|f| f.sync_data()) {
-                        sync_error
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                    }
-                }
-            });
-        }
-        let tx = tx;
-        let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
-            let pin = &mut |d: &Blake3| {
-                // Lease each digest once, so a failed ingest can tell its own hold from others'.
-                if pinned.insert(*d) {
-                    lease.add(*d);
-                }
-            };
-            match ctx.cas.stage_blob(content, size, pin)? {
-                Staged::Present { digest, .. } => Ok(digest),
-                Staged::New(blob) => {
-                    let digest = blob.digest;
-                    // The workers outlive the sender, so this cannot fail.
-                    let _ = tx.send(blob.path().to_path_buf());
-                    staged.push(blob);
-                    Ok(digest)
-                }
+    let syncs = syncer::Batch::new();
+    let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
+        let pin = &mut |d: &Blake3| {
+            // Lease each digest once, so a failed ingest can tell its own hold from others'.
+            if pinned.insert(*d) {
+                lease.add(*d);
             }
         };
-        let summary = archive::read_archive(src, compression, ctx.limits, &mut sink);
-        drop(tx);
-        summary
-    });
+        match ctx.cas.stage_blob(content, size, pin)? {
+            Staged::Present { digest, .. } => Ok(digest),
+            Staged::New(blob) => {
+                let digest = blob.digest;
+                syncs.submit(blob.path().to_path_buf());
+                staged.push(blob);
+                Ok(digest)
+            }
+        }
+    };
+    let summary = archive::read_archive(src, compression, ctx.limits, &mut sink);
+    // Always wait, even for a refused archive: the staged files are deleted below, and a sync
+    // still running on one of them would report a spurious error to nobody.
+    let synced = syncs.wait();
     // On every early return below, `staged` is dropped and its temp files deleted: nothing of a
     // refused archive reaches `blobs/`.
     let summary = summary.map_err(|source| StoreError::Archive {
         key: key.to_string(),
         source,
     })?;
-    if let Some(e) = sync_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Err(e) = synced {
         return Err(StoreError::io(ctx.cas.blobs_dir(), e));
     }
     if let Some(expected) = expected

@@ -8,7 +8,8 @@
 //!   gc, verify.
 //! - [`archive`] reads and writes TheRock's `.tar.zst`/`.tar.xz` artifact archives.
 //! - [`cas`] keeps decompressed files as read-only blobs named by BLAKE3 (its docs show the layout).
-//! - [`ingest`] turns one archive stream into blobs plus a tree, in crash-safe order.
+//! - [`ingest`] turns one archive stream into blobs plus a tree, in crash-safe order; [`syncer`] is
+//!   the process-wide pool that makes staged blobs durable meanwhile.
 //! - [`index`] is the redb index (the only redb importer).
 //! - [`flight`] is single-flight; [`evict`] holds leases and the LRU byte quota.
 //! - [`error`] has [`StoreError`], the subsystem's error.
@@ -44,6 +45,7 @@ pub mod server;
 pub mod service;
 pub mod storage;
 pub mod store;
+pub mod syncer;
 
 pub use error::StoreError;
 pub use store::{IngestOutcome, KnownArchive, LocalStore, StoreConfig, StoreStats, VerifyReport};
