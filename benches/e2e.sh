@@ -139,13 +139,38 @@ fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else i
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "nan" || b == "nan" || a == 0) print "n/a"; else printf "%.2f×", b/a }'; }
 gbps() { awk -v bytes="$1" -v ms="$2" 'BEGIN { if (ms == "" || ms == "nan" || ms == 0) print "n/a"; else printf "%.2f GB/s", bytes/ms/1e6 }'; }
 
-rmtree() { for d in "$@"; do [ -e "$d" ] && { chmod -R u+w "$d" 2>/dev/null || true; rm -rf "$d"; }; done; return 0; }
+# Deleting thousands of files right before a timed run slows that run down several-fold on ext4:
+# for about a minute, the inode allocator skips recently freed inodes one by one
+# (`recently_deleted()` in fs/ext4/ialloc.c), so the next run's file creations pay for the last
+# run's deletions (seen here: the same `cp -a` at 0.10 s on a quiet disk, 1.5 s right after an
+# `rm -rf` of the previous copy). So trees are moved to a trash directory between samples (one
+# rename) and deleted only between sections, followed by a pause that outlasts that window.
+TRASH_BUDGET_KB=$(( $(df -Pk "$WORK" | awk 'NR==2 {print $4}') / 4 ))
+delete_now() { for d in "$@"; do [ -e "$d" ] && { chmod -R u+w "$d" 2>/dev/null || true; rm -rf "$d"; }; done; return 0; }
+rmtree() {
+  local d
+  mkdir -p "$TRASH"
+  for d in "$@"; do
+    [ -e "$d" ] && mv "$d" "$TRASH/$(date +%s%N)-$RANDOM"
+  done
+  return 0
+}
+# empty_trash [force]: delete the trash when forced or over budget, then wait out the window.
+empty_trash() {
+  [ -d "$TRASH" ] || return 0
+  if [ "${1:-}" != force ] && [ "$(du -sk "$TRASH" | cut -f1)" -lt "$TRASH_BUDGET_KB" ]; then return 0; fi
+  delete_now "$TRASH"
+  sync
+  if [ "$SMOKE" = 0 ]; then log "trash emptied: waiting 65 s for ext4's recently-deleted-inode window"; sleep 65; fi
+}
 
 STAGE_LIST="$DATA/stage-zst.txt"
 STAGE_XZ_LIST="$DATA/stage-xz.txt"
 STAGE_BYTES=$(summary stage_uncompressed)
 T="$WORK/t-$SCALE"
-rmtree "$T"
+TRASH="$WORK/trash"
+[ -e "$T" ] && rmtree "$T"
+empty_trash force
 mkdir -p "$T"
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +196,7 @@ par_tar_xz() {
 STORE="$T/store"
 "$BENCH" ingest --store "$STORE" $(sed "s|^|$DATA/run/|" "$STAGE_LIST") >/dev/null
 for _ in $(seq 1 "$REPEAT"); do
+  empty_trash
   sample tar_zst "rmtree $T/tar" par_tar "$STAGE_LIST" "$DATA/run" "$T/tar"
   # The tree tar left is the source of cp -a (same files, same disk).
   sample cp_a "rmtree $T/cp" cp -a "$T/tar" "$T/cp"
@@ -284,6 +310,7 @@ if [ "$HAVE_CLI" = 1 ]; then
     return $rc
   }
   for _ in $(seq 1 "$REPEAT"); do
+    empty_trash
     sample cairn_cold8 "restart_cairnd dev $BUCKET-push; rmtree $T/c1 $T/c2 $T/c3 $T/c4 $T/c5 $T/c6 $T/c7 $T/c8" eight
   done
   GETS_EIGHT=$(gets dev)
@@ -307,6 +334,7 @@ else
 fi
 
 for _ in $(seq 1 "$REPEAT"); do
+  empty_trash
   [ "$HAVE_CLI" = 1 ] && cairn_round
   sample py_cold_zst "rmtree $T/py" py_fetch "${PY_ZST[@]}" --names "$STAGE_LIST" --output-dir "$T/py"
   sample py_cold_xz "rmtree $T/py" py_fetch "${PY_XZ[@]}" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
@@ -380,4 +408,5 @@ cell_or_na() { if [ -n "$(v "$1")" ]; then fmt_ms "$(v "$1")"; else echo "$na_cl
   echo "Raw samples (ms): $RESULTS"
 } | tee "$WORK/table-$SCALE.md"
 
-if [ "$KEEP" = 0 ]; then rmtree "$T"; fi
+if [ "$KEEP" = 0 ]; then delete_now "$T"; fi
+SMOKE=1 empty_trash force
