@@ -201,13 +201,17 @@ for _ in $(seq 1 "$REPEAT"); do
   # The tree tar left is the source of cp -a (same files, same disk).
   sample cp_a "rmtree $T/cp" cp -a "$T/tar" "$T/cp"
   sample cairn_lib_warm "rmtree $T/lib" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/lib"
+  # How the copies were made (reflink on XFS/btrfs, copy_file_range on ext4).
+  COPY_METHODS="$(grep -o 'reflink=[0-9]* copy_file_range=[0-9]* read_write=[0-9]*' "$WORK/last.out" | tr ' ' ',')"
+  # Opt-in hard links to the read-only blobs (`cairn bootstrap --hardlink`).
+  sample cairn_lib_hardlink "rmtree $T/hl" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/hl" --hardlink
 done
 rmtree "$T/cp"
 # Same result as tar: every file of the tar tree is in the materialized one, byte for byte.
 if ! diff -r --no-dereference -x artifact_manifest.txt -x '*.prebuilt' -x .cairn-state.json "$T/tar" "$T/lib" >/dev/null; then
   die "the CAS materialization differs from tar's extraction"
 fi
-rmtree "$T/lib" "$T/tar"
+rmtree "$T/lib" "$T/tar" "$T/hl"
 
 # ---------------------------------------------------------------------------------------------
 # 2-5. Through S3 and the daemon: cold fetch+extract vs TheRock's Python approach (zst and xz),
@@ -387,12 +391,14 @@ cell_or_na() { if [ -n "$(v "$1")" ]; then fmt_ms "$(v "$1")"; else echo "$na_cl
   echo
   echo "Cairn benchmarks — scale \`$SCALE\`, median of $REPEAT, $PROFILE build, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "Machine: $NCPU cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $(df -T "$WORK" | awk 'NR==2 {print $2}') on $(df "$WORK" | awk 'NR==2 {print $1}')"
+  echo "Warm copies from the CAS: ${COPY_METHODS:-n/a}"
   echo "Run: $(summary run_archives) archives, $(mb "$(summary run_uncompressed)") content, $(mb "$(summary run_compressed)") .tar.zst; stage \`$STAGE\` ($FAMILY): $(summary stage_archives) archives, $(summary stage_files) files, $(mb "$STAGE_BYTES") content, $(mb "$(summary stage_zst)") zst, $(mb "$(summary stage_xz)") xz"
   echo
   echo "| Measurement | Cairn | Baseline | Ratio (baseline / Cairn) | Target |"
   echo "|---|---|---|---|---|"
   echo "| Warm bootstrap, library (CAS → build dir) vs \`cp -a\` | $(fmt_ms "$(v cairn_lib_warm)") ($(gbps "$STAGE_BYTES" "$(v cairn_lib_warm)")) | $(fmt_ms "$(v cp_a)") | $(ratio "$(v cairn_lib_warm)" "$(v cp_a)") | ≥ 0.67× (≤ 1.5× cp -a) |"
   echo "| Warm bootstrap, library vs parallel \`tar -I zstd -xf\` (-P $NCPU) | $(fmt_ms "$(v cairn_lib_warm)") | $(fmt_ms "$(v tar_zst)") | $(ratio "$(v cairn_lib_warm)" "$(v tar_zst)") | ≥ 3× |"
+  echo "| Warm bootstrap, library, \`--hardlink\` (opt-in) vs parallel tar | $(fmt_ms "$(v cairn_lib_hardlink)") | $(fmt_ms "$(v tar_zst)") | $(ratio "$(v cairn_lib_hardlink)" "$(v tar_zst)") | ≥ 3× |"
   echo "| Warm \`cairn bootstrap\` (daemon) vs \`cp -a\` | $(cell_or_na cairn_warm) | $(fmt_ms "$(v cp_a)") | $(ratio "$(v cairn_warm)" "$(v cp_a)") | ≥ 0.67× |"
   echo "| Warm \`cairn bootstrap\` (daemon) vs parallel tar | $(cell_or_na cairn_warm) | $(fmt_ms "$(v tar_zst)") | $(ratio "$(v cairn_warm)" "$(v tar_zst)") | ≥ 3× |"
   echo "| Cold fetch+extract \`.tar.zst\` from S3 vs Python (boto3, 10 downloads, tarfile pool) | $(cell_or_na cairn_cold_zst) | $(fmt_ms "$(v py_cold_zst)") | $(ratio "$(v cairn_cold_zst)" "$(v py_cold_zst)") | ≥ 2× |"

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cairn_benches::{materialize_keys, open_store};
-use cairn_client::materialize::Layout;
+use cairn_client::materialize::{CopyMode, Layout};
 use cairn_fingerprint::{Compression, FingerprintConfig, Fingerprinter, Platform, Topology};
 use cairn_testkit::checkout::Checkout;
 use cairn_testkit::datagen::{self, ArtifactSpec, Rng};
@@ -91,8 +91,14 @@ fn materialize(c: &mut Criterion) {
         b.iter_batched(
             || tempfile::tempdir_in(&f.root).expect("dest"),
             |dest| {
-                materialize_keys(&store, &keys, &dest.path().join("build"), Layout::Bootstrap)
-                    .expect("materialize");
+                materialize_keys(
+                    &store,
+                    &keys,
+                    &dest.path().join("build"),
+                    Layout::Bootstrap,
+                    CopyMode::Auto,
+                )
+                .expect("materialize");
                 dest
             },
             BatchSize::PerIteration,

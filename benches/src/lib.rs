@@ -312,12 +312,14 @@ pub fn ingest_all(store: &LocalStore, archives: &[PathBuf]) -> Result<u64> {
         .sum()
 }
 
-/// Materialize the archives recorded under `keys` from `store` into `dest` in `layout`.
+/// Materialize the archives recorded under `keys` from `store` into `dest` in `layout`, copying
+/// blobs (`copy_mode` `Auto`: reflink where the filesystem can) or hard-linking them.
 pub fn materialize_keys(
     store: &Arc<LocalStore>,
     keys: &[String],
     dest: &Path,
     layout: Layout,
+    copy_mode: materialize::CopyMode,
 ) -> Result<materialize::Report> {
     let items = keys
         .iter()
@@ -335,7 +337,10 @@ pub fn materialize_keys(
         &items,
         &StoreBlobs(store.clone()),
         dest,
-        &Options::new(layout),
+        &Options {
+            copy_mode,
+            ..Options::new(layout)
+        },
         &NoReporter,
     )?;
     Ok(report)

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use cairn_benches::{
     GenOptions, generate_run, ingest_all, load_topology, materialize_keys, read_list,
 };
-use cairn_client::materialize::Layout;
+use cairn_client::materialize::{CopyMode, Layout};
 use cairn_testkit::scale::Scale;
 use clap::{Parser, Subcommand};
 
@@ -119,6 +119,9 @@ enum Command {
         /// Plain layout (`DEST/artifacts/{artifact}/`) instead of bootstrap.
         #[arg(long)]
         plain: bool,
+        /// Hard-link blobs into the tree instead of copying (`cairn bootstrap --hardlink`).
+        #[arg(long)]
+        hardlink: bool,
     },
 }
 
@@ -208,6 +211,7 @@ fn run(args: Args) -> Result<()> {
             keys,
             dest,
             plain,
+            hardlink,
         } => {
             let store = cairn_benches::open_store(&store)?;
             let keys = read_list(&keys)?;
@@ -216,15 +220,21 @@ fn run(args: Args) -> Result<()> {
             } else {
                 Layout::Bootstrap
             };
-            let r = materialize_keys(&store, &keys, &dest, layout)?;
+            let mode = if hardlink {
+                CopyMode::Hardlink
+            } else {
+                CopyMode::Auto
+            };
+            let r = materialize_keys(&store, &keys, &dest, layout, mode)?;
             println!(
-                "artifacts={} files={} bytes={} reflink={} copy_file_range={} read_write={} elapsed_ms={}",
+                "artifacts={} files={} bytes={} reflink={} copy_file_range={} read_write={} hardlink={} elapsed_ms={}",
                 r.artifacts,
                 r.files,
                 r.bytes,
                 r.copies.reflink,
                 r.copies.copy_file_range,
                 r.copies.read_write,
+                r.copies.hardlink_blob,
                 r.elapsed.as_millis()
             );
         }
