@@ -33,9 +33,9 @@ const CHUNK: usize = 1 << 20;
 
 /// Archives one Fetch makes local at once. A stage is mostly many small archives, whose time goes
 /// to request round trips and per-file fsyncs rather than bandwidth or CPU, so more in flight than
-/// cores pays off (TheRock's own fetch keeps 10 downloads in flight). Read from
-/// `CAIRN_ARCHIVES_IN_FLIGHT` when set, for benchmarking.
-const ARCHIVES_IN_FLIGHT_DEFAULT: usize = 8;
+/// cores pays off (TheRock's own fetch keeps 10 downloads in flight; 4, 8 and 16 measured alike on
+/// a 2-core machine against a loopback server, see BENCHMARKS.md).
+const ARCHIVES_IN_FLIGHT: usize = 8;
 
 /// Longest message a `Status` carries: messages quote request fields, and a message over the peer's
 /// header-size limit turns a clear refusal into an HTTP/2 protocol error.
@@ -510,18 +510,13 @@ async fn fetch_stream(
         .flat_map(|(c, archives)| archives.iter().map(move |a| (c.clone(), a.clone())))
         .collect();
     let total = found.len() as u64;
-    let in_flight = std::env::var("CAIRN_ARCHIVES_IN_FLIGHT")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(ARCHIVES_IN_FLIGHT_DEFAULT);
     let mut leases = Vec::new();
     let mut locals = Vec::new();
     let mut results = futures::stream::iter(found.into_iter().map(|(c, a)| {
         let service = service.clone();
         async move { service.make_local(&c, &a).await }
     }))
-    .buffer_unordered(in_flight);
+    .buffer_unordered(ARCHIVES_IN_FLIGHT);
     let mut done = 0u64;
     while let Some(r) = results.next().await {
         match r {

@@ -34,27 +34,34 @@ struct Job {
     batch: Arc<Batch>,
 }
 
-fn pool() -> &'static Mutex<mpsc::Sender<Job>> {
-    static POOL: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+/// The pool's queue; `None` when not a single thread could be started (then callers sync inline).
+fn pool() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
+    static POOL: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
     POOL.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..THREADS {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("cairn-fsync-{i}"))
-                .spawn(move || {
-                    loop {
-                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(job) = next else { break };
-                        let result = File::open(&job.path).and_then(|f| f.sync_data());
-                        job.batch.finish(result);
-                    }
-                })
-                .expect("cannot start the fsync threads");
-        }
-        Mutex::new(tx)
+        let started = (0..THREADS)
+            .filter(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("cairn-fsync-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok(job) = next else { break };
+                            job.batch.finish(sync(&job.path));
+                        }
+                    })
+                    .is_ok()
+            })
+            .count();
+        (started > 0).then(|| Mutex::new(tx))
     })
+    .as_ref()
+}
+
+fn sync(path: &std::path::Path) -> io::Result<()> {
+    File::open(path).and_then(|f| f.sync_data())
 }
 
 impl Batch {
@@ -66,15 +73,19 @@ impl Batch {
     /// Queue `path` to be `fdatasync`ed as part of this batch.
     pub fn submit(self: &Arc<Batch>, path: PathBuf) {
         self.lock().pending += 1;
+        let Some(pool) = pool() else {
+            // No threads (the process is at its thread limit): slower, still durable.
+            self.finish(sync(&path));
+            return;
+        };
         let job = Job {
             path,
             batch: self.clone(),
         };
         // The pool's threads never exit while the process runs, so the queue stays open.
-        let sent = pool().lock().unwrap_or_else(|p| p.into_inner()).send(job);
+        let sent = pool.lock().unwrap_or_else(|p| p.into_inner()).send(job);
         if let Err(mpsc::SendError(job)) = sent {
-            job.batch
-                .finish(Err(io::Error::other("the fsync pool has stopped")));
+            job.batch.finish(sync(&job.path));
         }
     }
 
