@@ -3,6 +3,7 @@
 # data, the same disk and in the same run. Prints one Markdown table of medians with ratios.
 #
 #   benches/e2e.sh [--scale small|medium|large] [--repeat N] [--smoke] [--work DIR] [--keep]
+#                  [--only SECTIONS]
 #
 # --scale   size of the generated run: ~200 MB / ~2 GB / ~8 GB of file content (default small)
 # --repeat  runs per measurement; the table shows medians (default 3)
@@ -10,6 +11,9 @@
 #           the debug profile, which shares its build with scripts/test)
 # --work    working directory (default .cache/bench); generated data is cached there per scale
 # --keep    keep the extracted trees and stores after the run
+# --only    comma-separated sections to run: warm (CAS vs cp -a vs tar), daemon (cold zst/xz vs
+#           Python, warm CLI, 8 concurrent, resolve), dedup, rss (default: all); rows of the
+#           sections left out print n/a
 #
 # Needs: cargo, python3, tar, zstd, xz, /usr/bin/time. Installs moto + boto3 + pyzstd in .cache/venv.
 # Rows that need the `cairn` CLI's bootstrap/fetch/status commands print "n/a (needs cairn
@@ -21,6 +25,7 @@ REPEAT=3
 SMOKE=0
 KEEP=0
 WORK=""
+ONLY=warm,daemon,dedup,rss
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) SCALE="$2"; shift 2 ;;
@@ -28,12 +33,18 @@ while [ $# -gt 0 ]; do
     --smoke) SMOKE=1; shift ;;
     --work) WORK="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$SCALE" in small|medium|large) ;; *) echo "error: unknown scale \`$SCALE\`" >&2; exit 2 ;; esac
 [ "$SMOKE" = 1 ] && REPEAT=1
+for section in ${ONLY//,/ }; do
+  case "$section" in warm|daemon|dedup|rss) ;; *) echo "error: unknown section \`$section\` in --only (warm, daemon, dedup, rss)" >&2; exit 2 ;; esac
+done
+# wants SECTION: whether --only selected it.
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -193,205 +204,220 @@ par_tar_xz() {
   (cd "$3" && xargs mkdir -p <"$RELPATHS")
   sed "s|^|$2/|" "$1" | xargs -P "$NCPU" -I{} tar --exclude=artifact_manifest.txt -xJf {} -C "$3"
 }
-STORE="$T/store"
-"$BENCH" ingest --store "$STORE" $(sed "s|^|$DATA/run/|" "$STAGE_LIST") >/dev/null
-for _ in $(seq 1 "$REPEAT"); do
-  empty_trash
-  sample tar_zst "rmtree $T/tar" par_tar "$STAGE_LIST" "$DATA/run" "$T/tar"
-  # The tree tar left is the source of cp -a (same files, same disk).
-  sample cp_a "rmtree $T/cp" cp -a "$T/tar" "$T/cp"
-  sample cairn_lib_warm "rmtree $T/lib" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/lib"
-  # How the copies were made (reflink on XFS/btrfs, copy_file_range on ext4).
-  COPY_METHODS="$(grep -o 'reflink=[0-9]* copy_file_range=[0-9]* read_write=[0-9]*' "$WORK/last.out" | tr ' ' ',')"
-  # Opt-in hard links to the read-only blobs (`cairn bootstrap --hardlink`).
-  sample cairn_lib_hardlink "rmtree $T/hl" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/hl" --hardlink
-done
-rmtree "$T/cp"
-# Same result as tar: every file of the tar tree is in the materialized one, byte for byte.
-if ! diff -r --no-dereference -x artifact_manifest.txt -x '*.prebuilt' -x .cairn-state.json "$T/tar" "$T/lib" >/dev/null; then
-  die "the CAS materialization differs from tar's extraction"
-fi
-rmtree "$T/lib" "$T/tar" "$T/hl"
+section_warm() {
+  STORE="$T/store"
+  "$BENCH" ingest --store "$STORE" $(sed "s|^|$DATA/run/|" "$STAGE_LIST") >/dev/null
+  for _ in $(seq 1 "$REPEAT"); do
+    empty_trash
+    sample tar_zst "rmtree $T/tar" par_tar "$STAGE_LIST" "$DATA/run" "$T/tar"
+    # The tree tar left is the source of cp -a (same files, same disk).
+    sample cp_a "rmtree $T/cp" cp -a "$T/tar" "$T/cp"
+    sample cairn_lib_warm "rmtree $T/lib" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/lib"
+    # How the copies were made (reflink on XFS/btrfs, copy_file_range on ext4).
+    COPY_METHODS="$(grep -o 'reflink=[0-9]* copy_file_range=[0-9]* read_write=[0-9]*' "$WORK/last.out" | tr ' ' ',')"
+    # Opt-in hard links to the read-only blobs (`cairn bootstrap --hardlink`).
+    sample cairn_lib_hardlink "rmtree $T/hl" "$BENCH" materialize --store "$STORE" --keys "$STAGE_LIST" --dest "$T/hl" --hardlink
+  done
+  rmtree "$T/cp"
+  # Same result as tar: every file of the tar tree is in the materialized one, byte for byte.
+  if ! diff -r --no-dereference -x artifact_manifest.txt -x '*.prebuilt' -x .cairn-state.json "$T/tar" "$T/lib" >/dev/null; then
+    die "the CAS materialization differs from tar's extraction"
+  fi
+  rmtree "$T/lib" "$T/tar" "$T/hl"
+}
+if wants warm; then section_warm; fi
 
 # ---------------------------------------------------------------------------------------------
 # 2-5. Through S3 and the daemon: cold fetch+extract vs TheRock's Python approach (zst and xz),
 # warm bootstrap through cairnd, 8 concurrent bootstraps, resolve
 
-start_moto
-DPIDS=()
-cleanup() {
-  for pid in "${DPIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  stop_moto
-}
-trap cleanup EXIT
-ENDPOINT="$CAIRN_TEST_S3_ENDPOINT"
-upload() { "$PY" benches/baseline_fetch.py upload --endpoint "$ENDPOINT" "$@" >/dev/null; }
-py_fetch() { "$PY" benches/baseline_fetch.py fetch --endpoint "$ENDPOINT" "$@"; }
-log "uploading the generated run to $ENDPOINT"
-upload --bucket "$BUCKET" --prefix "$RUN_ZST-linux" "$DATA/run"
-upload --bucket "$BUCKET-xz" --prefix "$RUN_XZ-linux" "$DATA/xz"
-# Objects the baseline fetches: the generated archives, or (with the CLI) the ones `cairn push`
-# published, so both sides read exactly the same objects.
-PY_ZST=(--bucket "$BUCKET" --prefix "$RUN_ZST-linux")
-PY_XZ=(--bucket "$BUCKET-xz" --prefix "$RUN_XZ-linux")
+section_daemon() {
+  start_moto
+  DPIDS=()
+  cleanup() {
+    for pid in "${DPIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    stop_moto
+  }
+  trap cleanup EXIT
+  ENDPOINT="$CAIRN_TEST_S3_ENDPOINT"
+  upload() { "$PY" benches/baseline_fetch.py upload --endpoint "$ENDPOINT" "$@" >/dev/null; }
+  py_fetch() { "$PY" benches/baseline_fetch.py fetch --endpoint "$ENDPOINT" "$@"; }
+  log "uploading the generated run to $ENDPOINT"
+  upload --bucket "$BUCKET" --prefix "$RUN_ZST-linux" "$DATA/run"
+  upload --bucket "$BUCKET-xz" --prefix "$RUN_XZ-linux" "$DATA/xz"
+  # Objects the baseline fetches: the generated archives, or (with the CLI) the ones `cairn push`
+  # published, so both sides read exactly the same objects.
+  PY_ZST=(--bucket "$BUCKET" --prefix "$RUN_ZST-linux")
+  PY_XZ=(--bucket "$BUCKET-xz" --prefix "$RUN_XZ-linux")
 
-if [ "$HAVE_CLI" = 1 ]; then
-  # One cairnd per role, each with its own store, like separate machines sharing a bucket.
-  declare -A DPID
-  start_cairnd() { # name bucket
-    local name="$1" bucket="$2"
-    rmtree "$T/$name-store"
-    RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/$name.sock" \
-      --s3-endpoint "$ENDPOINT" --s3-bucket "$bucket" >"$T/$name.log" 2>&1 &
-    DPID[$name]=$!
-    DPIDS+=("$!")
-    for _ in $(seq 1 400); do
-      cn "$name" status >/dev/null 2>&1 && return 0
-      kill -0 "${DPID[$name]}" 2>/dev/null || break
-      sleep 0.05
+  if [ "$HAVE_CLI" = 1 ]; then
+    # One cairnd per role, each with its own store, like separate machines sharing a bucket.
+    declare -gA DPID
+    start_cairnd() { # name bucket
+      local name="$1" bucket="$2"
+      rmtree "$T/$name-store"
+      RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/$name.sock" \
+        --s3-endpoint "$ENDPOINT" --s3-bucket "$bucket" >"$T/$name.log" 2>&1 &
+      DPID[$name]=$!
+      DPIDS+=("$!")
+      for _ in $(seq 1 400); do
+        cn "$name" status >/dev/null 2>&1 && return 0
+        kill -0 "${DPID[$name]}" 2>/dev/null || break
+        sleep 0.05
+      done
+      cat "$T/$name.log" >&2
+      die "cairnd ($name) did not start"
+    }
+    stop_cairnd() { # name
+      local pid="${DPID[$1]:-}"
+      [ -n "$pid" ] || return 0
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      DPID[$1]=""
+    }
+    restart_cairnd() { stop_cairnd "$1"; start_cairnd "$1" "$2"; }
+    cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/$name.sock" --quiet "$@"; }
+    # "GETs bytes ingests" from the daemon's counters.
+    gets() { cn "$1" --json status | jq -r '"\(.storage_gets) \(.storage_bytes) \(.ingests)"'; }
+
+    log "daemon rows: checkout, build dir, cairn push of the producing stages (zst and xz runs)"
+    SRC="$("$BENCH" checkout --out "$T/src" --topology "$ROOT/BUILD_TOPOLOGY.toml")"
+    "$BENCH" dirs --out "$T/build" --list "$STAGE_LIST" --scale "$SCALE" --family "$FAMILY" \
+      --topology "$ROOT/BUILD_TOPOLOGY.toml" >/dev/null
+    upload --bucket "$BUCKET-push" --prefix none --list /dev/null "$DATA/run"
+    upload --bucket "$BUCKET-push-xz" --prefix none --list /dev/null "$DATA/run"
+    sed 's/_.*//' "$STAGE_LIST" | sort -u >"$T/stage-names.txt"
+    start_cairnd ci "$BUCKET-push"
+    start_cairnd cixz "$BUCKET-push-xz"
+    for st in $("$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology stages | awk '{print $1}'); do
+      if "$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology produced --stage "$st" | awk '{print $1}' \
+          | grep -qxF -f "$T/stage-names.txt"; then
+        cn ci push --stage "$st" --family generic --build-dir "$T/build" --run-id 7101 --checkout "$SRC" >/dev/null
+        cn cixz push --stage "$st" --family generic --build-dir "$T/build" --run-id 7102 --checkout "$SRC" \
+          --compression xz >/dev/null
+      fi
     done
-    cat "$T/$name.log" >&2
-    die "cairnd ($name) did not start"
-  }
-  stop_cairnd() { # name
-    local pid="${DPID[$1]:-}"
-    [ -n "$pid" ] || return 0
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    DPID[$1]=""
-  }
-  restart_cairnd() { stop_cairnd "$1"; start_cairnd "$1" "$2"; }
-  cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/$name.sock" --quiet "$@"; }
-  # "GETs bytes ingests" from the daemon's counters.
-  gets() { cn "$1" --json status | jq -r '"\(.storage_gets) \(.storage_bytes) \(.ingests)"'; }
+    stop_cairnd ci
+    stop_cairnd cixz
+    rmtree "$T/build" "$T/ci-store" "$T/cixz-store"
+    PY_ZST=(--bucket "$BUCKET-push" --prefix "7101-linux")
+    PY_XZ=(--bucket "$BUCKET-push-xz" --prefix "7102-linux")
+    # Inbound artifacts TheRock does not build on Linux (core-hipinfo) are left out, as TheRock's
+    # fetch silently does.
+    EXCLUDED="$("$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology inbound --stage "$STAGE" \
+      | awk '{print $1}' | grep -vxF -f "$T/stage-names.txt" | paste -sd, -)"
+    boot() {
+      cn dev bootstrap --stage "$STAGE" --family "$FAMILY" --checkout "$SRC" \
+        ${EXCLUDED:+--exclude-artifacts "$EXCLUDED"} --build-dir "$@"
+    }
 
-  log "daemon rows: checkout, build dir, cairn push of the producing stages (zst and xz runs)"
-  SRC="$("$BENCH" checkout --out "$T/src" --topology "$ROOT/BUILD_TOPOLOGY.toml")"
-  "$BENCH" dirs --out "$T/build" --list "$STAGE_LIST" --scale "$SCALE" --family "$FAMILY" \
-    --topology "$ROOT/BUILD_TOPOLOGY.toml" >/dev/null
-  upload --bucket "$BUCKET-push" --prefix none --list /dev/null "$DATA/run"
-  upload --bucket "$BUCKET-push-xz" --prefix none --list /dev/null "$DATA/run"
-  sed 's/_.*//' "$STAGE_LIST" | sort -u >"$T/stage-names.txt"
-  start_cairnd ci "$BUCKET-push"
-  start_cairnd cixz "$BUCKET-push-xz"
-  for st in $("$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology stages | awk '{print $1}'); do
-    if "$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology produced --stage "$st" | awk '{print $1}' \
-        | grep -qxF -f "$T/stage-names.txt"; then
-      cn ci push --stage "$st" --family generic --build-dir "$T/build" --run-id 7101 --checkout "$SRC" >/dev/null
-      cn cixz push --stage "$st" --family generic --build-dir "$T/build" --run-id 7102 --checkout "$SRC" \
-        --compression xz >/dev/null
-    fi
-  done
-  stop_cairnd ci
-  stop_cairnd cixz
-  rmtree "$T/build" "$T/ci-store" "$T/cixz-store"
-  PY_ZST=(--bucket "$BUCKET-push" --prefix "7101-linux")
-  PY_XZ=(--bucket "$BUCKET-push-xz" --prefix "7102-linux")
-  # Inbound artifacts TheRock does not build on Linux (core-hipinfo) are left out, as TheRock's
-  # fetch silently does.
-  EXCLUDED="$("$CAIRN" --topology "$ROOT/BUILD_TOPOLOGY.toml" topology inbound --stage "$STAGE" \
-    | awk '{print $1}' | grep -vxF -f "$T/stage-names.txt" | paste -sd, -)"
-  boot() {
-    cn dev bootstrap --stage "$STAGE" --family "$FAMILY" --checkout "$SRC" \
-      ${EXCLUDED:+--exclude-artifacts "$EXCLUDED"} --build-dir "$@"
-  }
+    cairn_round() {
+      # Cold: a new daemon store each time; warm: the same daemon again into a new build dir.
+      sample cairn_cold_zst "restart_cairnd dev $BUCKET-push; rmtree $T/cold" boot "$T/cold"
+      GETS_ONE=$(gets dev)
+      sample cairn_warm "rmtree $T/warm" boot "$T/warm"
+      # The CLI row's baselines, sampled next to it: the filesystem's state (free-inode layout,
+      # earlier deletions) drifts between sections, so baselines from the first section do not fit.
+      sample cp_a_d "rmtree $T/cpw" cp -a "$T/warm" "$T/cpw"
+      sample tar_zst_d "rmtree $T/tarw" par_tar "$STAGE_LIST" "$DATA/run" "$T/tarw"
+      rmtree "$T/cpw" "$T/tarw"
+      rmtree "$T/cold" "$T/warm"
+      sample cairn_cold_xz "restart_cairnd dev $BUCKET-push-xz; rmtree $T/cold" boot "$T/cold"
+      rmtree "$T/cold"
+    }
 
-  cairn_round() {
-    # Cold: a new daemon store each time; warm: the same daemon again into a new build dir.
-    sample cairn_cold_zst "restart_cairnd dev $BUCKET-push; rmtree $T/cold" boot "$T/cold"
-    GETS_ONE=$(gets dev)
-    sample cairn_warm "rmtree $T/warm" boot "$T/warm"
-    # The CLI row's baselines, sampled next to it: the filesystem's state (free-inode layout,
-    # earlier deletions) drifts between sections, so baselines from the first section do not fit.
-    sample cp_a_d "rmtree $T/cpw" cp -a "$T/warm" "$T/cpw"
-    sample tar_zst_d "rmtree $T/tarw" par_tar "$STAGE_LIST" "$DATA/run" "$T/tarw"
-    rmtree "$T/cpw" "$T/tarw"
-    rmtree "$T/cold" "$T/warm"
-    sample cairn_cold_xz "restart_cairnd dev $BUCKET-push-xz; rmtree $T/cold" boot "$T/cold"
-    rmtree "$T/cold"
-  }
+    # 8 concurrent cold bootstraps of the stage against one daemon.
+    eight() {
+      local pids=() i rc=0
+      for i in 1 2 3 4 5 6 7 8; do boot "$T/c$i" & pids+=("$!"); done
+      for i in "${pids[@]}"; do wait "$i" || rc=1; done
+      return $rc
+    }
+    for _ in $(seq 1 "$REPEAT"); do
+      empty_trash
+      sample cairn_cold8 "restart_cairnd dev $BUCKET-push; rmtree $T/c1 $T/c2 $T/c3 $T/c4 $T/c5 $T/c6 $T/c7 $T/c8" eight
+    done
+    GETS_EIGHT=$(gets dev)
+    rmtree "$T"/c[1-8]
 
-  # 8 concurrent cold bootstraps of the stage against one daemon.
-  eight() {
-    local pids=() i rc=0
-    for i in 1 2 3 4 5 6 7 8; do boot "$T/c$i" & pids+=("$!"); done
-    for i in "${pids[@]}"; do wait "$i" || rc=1; done
-    return $rc
-  }
+    # Resolve: first call on a new daemon store is cold, the rest warm.
+    for i in $(seq 1 "$REPEAT"); do
+      restart_cairnd dev "$BUCKET-push"
+      "$BENCH" resolve --daemon "unix:$T/dev.sock" --checkout "$SRC" --topology "$ROOT/BUILD_TOPOLOGY.toml" \
+        --stage "$STAGE" --family "$FAMILY" --calls 6 >"$T/resolve.out"
+      head -1 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-cold.txt"
+      tail -n +2 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-warm.txt"
+    done
+    MS[resolve_cold]=$(median <"$T/resolve-cold.txt")
+    MS[resolve_warm]=$(median <"$T/resolve-warm.txt")
+    RESOLVED_ARCHIVES=$(head -1 "$T/resolve.out" | cut -d' ' -f2)
+    log "resolve: cold ${MS[resolve_cold]} ms, warm ${MS[resolve_warm]} ms ($RESOLVED_ARCHIVES archives)"
+    stop_cairnd dev
+  else
+    log "\`cairn bootstrap\` is not available: daemon rows are n/a"
+  fi
+
   for _ in $(seq 1 "$REPEAT"); do
     empty_trash
-    sample cairn_cold8 "restart_cairnd dev $BUCKET-push; rmtree $T/c1 $T/c2 $T/c3 $T/c4 $T/c5 $T/c6 $T/c7 $T/c8" eight
+    [ "$HAVE_CLI" = 1 ] && cairn_round
+    sample py_cold_zst "rmtree $T/py" py_fetch "${PY_ZST[@]}" --names "$STAGE_LIST" --output-dir "$T/py"
+    sample py_cold_xz "rmtree $T/py" py_fetch "${PY_XZ[@]}" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
+    sample tar_xz "rmtree $T/tarxz" par_tar_xz "$STAGE_XZ_LIST" "$DATA/xz" "$T/tarxz"
   done
-  GETS_EIGHT=$(gets dev)
-  rmtree "$T"/c[1-8]
-
-  # Resolve: first call on a new daemon store is cold, the rest warm.
-  for i in $(seq 1 "$REPEAT"); do
-    restart_cairnd dev "$BUCKET-push"
-    "$BENCH" resolve --daemon "unix:$T/dev.sock" --checkout "$SRC" --topology "$ROOT/BUILD_TOPOLOGY.toml" \
-      --stage "$STAGE" --family "$FAMILY" --calls 6 >"$T/resolve.out"
-    head -1 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-cold.txt"
-    tail -n +2 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-warm.txt"
-  done
-  MS[resolve_cold]=$(median <"$T/resolve-cold.txt")
-  MS[resolve_warm]=$(median <"$T/resolve-warm.txt")
-  RESOLVED_ARCHIVES=$(head -1 "$T/resolve.out" | cut -d' ' -f2)
-  log "resolve: cold ${MS[resolve_cold]} ms, warm ${MS[resolve_warm]} ms ($RESOLVED_ARCHIVES archives)"
-  stop_cairnd dev
-else
-  log "\`cairn bootstrap\` is not available: daemon rows are n/a"
-fi
-
-for _ in $(seq 1 "$REPEAT"); do
-  empty_trash
-  [ "$HAVE_CLI" = 1 ] && cairn_round
-  sample py_cold_zst "rmtree $T/py" py_fetch "${PY_ZST[@]}" --names "$STAGE_LIST" --output-dir "$T/py"
-  sample py_cold_xz "rmtree $T/py" py_fetch "${PY_XZ[@]}" --names "$STAGE_XZ_LIST" --output-dir "$T/py"
-  sample tar_xz "rmtree $T/tarxz" par_tar_xz "$STAGE_XZ_LIST" "$DATA/xz" "$T/tarxz"
-done
-[ "$HAVE_CLI" = 1 ] && stop_cairnd dev
-rmtree "$T/py" "$T/tarxz"
-write_results
-if [ "$HAVE_CLI" = 1 ]; then
-  read -r g8 b8 i8 <<<"$GETS_EIGHT"
-  read -r g1 b1 i1 <<<"$GETS_ONE"
-  GETS_PER_OBJECT=$(awk -v g8="$g8" -v b8="$b8" -v i8="$i8" -v g1="$g1" -v b1="$b1" -v i1="$i1" -v n="$(summary stage_archives)" \
-    'BEGIN { printf "%.2f archive downloads/archive (%d ingests for %d archives; %.1f MB downloaded vs %.1f MB by 1 bootstrap); GETs incl. ranges and metadata: %d vs %d", i8/n, i8, n, b8/1e6, b1/1e6, g8, g1 }')
-fi
+  [ "$HAVE_CLI" = 1 ] && stop_cairnd dev
+  rmtree "$T/py" "$T/tarxz"
+  write_results
+  if [ "$HAVE_CLI" = 1 ]; then
+    read -r g8 b8 i8 <<<"$GETS_EIGHT"
+    read -r g1 b1 i1 <<<"$GETS_ONE"
+    GETS_PER_OBJECT=$(awk -v g8="$g8" -v b8="$b8" -v i8="$i8" -v g1="$g1" -v b1="$b1" -v i1="$i1" -v n="$(summary stage_archives)" \
+      'BEGIN { printf "%.2f archive downloads/archive (%d ingests for %d archives; %.1f MB downloaded vs %.1f MB by 1 bootstrap); GETs incl. ranges and metadata: %d vs %d", i8/n, i8, n, b8/1e6, b1/1e6, g8, g1 }')
+  fi
+}
+if wants daemon; then section_daemon; fi
 
 # ---------------------------------------------------------------------------------------------
 # 6. Dedup: the stage's `_generic` outputs republished by 4 family jobs vs 1
 
-log "dedup: $(summary republish_archives) _generic archives x 1 job vs x 4 jobs"
-one=$("$BENCH" ingest --store "$T/dedup1" $(sed "s|^|$DATA/republish/job1/|" "$DATA/republish.txt") | sed 's/.*=//')
-four=$(for j in 1 2 3 4; do sed "s|^|$DATA/republish/job$j/|" "$DATA/republish.txt"; done | xargs "$BENCH" ingest --store "$T/dedup4" | sed 's/.*=//')
-# Bytes of blob files (not `du` of the directories, whose own sizes vary with entry order).
-blob_bytes() { find "$1/cas-v1/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
-DEDUP_ONE=$(blob_bytes "$T/dedup1")
-DEDUP_FOUR=$(blob_bytes "$T/dedup4")
-log "dedup: new blob bytes 1 job $one, 4 jobs $four; blobs dir $DEDUP_ONE vs $DEDUP_FOUR"
-rmtree "$T/dedup1" "$T/dedup4"
+section_dedup() {
+  log "dedup: $(summary republish_archives) _generic archives x 1 job vs x 4 jobs"
+  one=$("$BENCH" ingest --store "$T/dedup1" $(sed "s|^|$DATA/republish/job1/|" "$DATA/republish.txt") | sed 's/.*=//')
+  four=$(for j in 1 2 3 4; do sed "s|^|$DATA/republish/job$j/|" "$DATA/republish.txt"; done | xargs "$BENCH" ingest --store "$T/dedup4" | sed 's/.*=//')
+  # Bytes of blob files (not `du` of the directories, whose own sizes vary with entry order).
+  blob_bytes() { find "$1/cas-v1/blobs" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+  DEDUP_ONE=$(blob_bytes "$T/dedup1")
+  DEDUP_FOUR=$(blob_bytes "$T/dedup4")
+  log "dedup: new blob bytes 1 job $one, 4 jobs $four; blobs dir $DEDUP_ONE vs $DEDUP_FOUR"
+  rmtree "$T/dedup1" "$T/dedup4"
+}
+if wants dedup; then section_dedup; fi
 
 # ---------------------------------------------------------------------------------------------
 # 7. Peak RSS of cairnd ingesting the largest archive (and one a tenth its size)
 
-rss_kb() { # rss_kb ARCHIVE
-  local s="$T/rss-store"
-  rmtree "$s"
-  /usr/bin/time -v "$CAIRND" ingest --store "$s" "$1" 2>"$T/time.out" >/dev/null || { cat "$T/time.out" >&2; die "cairnd ingest failed"; }
-  rmtree "$s"
-  awk -F': ' '/Maximum resident set size/ {print $2}' "$T/time.out"
+section_rss() {
+  rss_kb() { # rss_kb ARCHIVE
+    local s="$T/rss-store"
+    rmtree "$s"
+    /usr/bin/time -v "$CAIRND" ingest --store "$s" "$1" 2>"$T/time.out" >/dev/null || { cat "$T/time.out" >&2; die "cairnd ingest failed"; }
+    rmtree "$s"
+    awk -F': ' '/Maximum resident set size/ {print $2}' "$T/time.out"
+  }
+  members() { tar -I zstd -tf "$1" | wc -l; }
+  RSS_BIG_MEMBERS=$(members "$DATA/run/$(summary largest_archive)")
+  RSS_TENTH_MEMBERS=$(members "$DATA/run/$(summary tenth_archive)")
+  RSS_BIG=$(rss_kb "$DATA/run/$(summary largest_archive)")
+  RSS_TENTH=$(rss_kb "$DATA/run/$(summary tenth_archive)")
+  log "peak RSS: $RSS_BIG kB ($(summary largest_archive)), $RSS_TENTH kB ($(summary tenth_archive))"
 }
-RSS_BIG=$(rss_kb "$DATA/run/$(summary largest_archive)")
-RSS_TENTH=$(rss_kb "$DATA/run/$(summary tenth_archive)")
-log "peak RSS: $RSS_BIG kB ($(summary largest_archive)), $RSS_TENTH kB ($(summary tenth_archive))"
+if wants rss; then section_rss; fi
 
 # ---------------------------------------------------------------------------------------------
 # The table
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.0f MB", b/1e6 }'; }
 v() { echo "${MS[$1]:-}"; }
-na_cli="n/a (needs cairn bootstrap)"
+na_cli="n/a (not run)"; [ "$HAVE_CLI" = 1 ] || na_cli="n/a (needs cairn bootstrap)"
 cell_or_na() { if [ -n "$(v "$1")" ]; then fmt_ms "$(v "$1")"; else echo "$na_cli"; fi; }
 
 {
@@ -415,8 +441,12 @@ cell_or_na() { if [ -n "$(v "$1")" ]; then fmt_ms "$(v "$1")"; else echo "$na_cl
   echo "| Storage GETs per object, 8 concurrent bootstraps | ${GETS_PER_OBJECT:-$na_cli} | — | — | ≈ 1 download/object |"
   echo "| Resolve of the whole stage, warm | $(cell_or_na resolve_warm) | — | — | < 5 ms |"
   echo "| Resolve of the whole stage, cold | $(cell_or_na resolve_cold) | — | — | 1 LIST per unknown fingerprint |"
-  echo "| CAS bytes: \`_generic\` outputs republished by 4 jobs vs 1 | $(mb "$DEDUP_FOUR") | $(mb "$DEDUP_ONE") | +$((DEDUP_FOUR - DEDUP_ONE)) bytes | +0 bytes |"
-  echo "| Peak RSS of \`cairnd ingest\`, largest archive ($(mb "$(summary largest_uncompressed)")) vs one ~1/10 its size ($(mb "$(summary tenth_uncompressed)")) | $((RSS_BIG / 1024)) MB | $((RSS_TENTH / 1024)) MB | $(awk -v a="$RSS_BIG" -v b="$RSS_TENTH" 'BEGIN {printf "%.2f×", a/b}') | independent of size |"
+  if wants dedup; then
+    echo "| CAS bytes: \`_generic\` outputs republished by 4 jobs vs 1 | $(mb "$DEDUP_FOUR") | $(mb "$DEDUP_ONE") | +$((DEDUP_FOUR - DEDUP_ONE)) bytes | +0 bytes |"
+  fi
+  if wants rss; then
+    echo "| Peak RSS of \`cairnd ingest\`, largest archive ($(mb "$(summary largest_uncompressed)"), $RSS_BIG_MEMBERS members) vs one ~1/10 its size ($(mb "$(summary tenth_uncompressed)"), $RSS_TENTH_MEMBERS members) | $((RSS_BIG / 1024)) MB | $((RSS_TENTH / 1024)) MB | $(awk -v a="$RSS_BIG" -v b="$RSS_TENTH" 'BEGIN {printf "%.2f×", a/b}') | independent of size |"
+  fi
   echo
   echo "Raw samples (ms): $RESULTS"
 } | tee "$WORK/table-$SCALE.md"

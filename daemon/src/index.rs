@@ -23,7 +23,7 @@
 
 use std::path::Path;
 
-use cairn_fingerprint::{Blake3, Sha256};
+use cairn_fingerprint::{Blake3, Sha256, Tree};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -87,8 +87,8 @@ pub struct IngestCommit<'a> {
     pub key: Option<&'a str>,
     /// The tree's digest.
     pub tree_digest: Blake3,
-    /// The tree's JSON.
-    pub tree_json: &'a [u8],
+    /// The tree, stored as its JSON.
+    pub tree: &'a Tree,
     /// Every blob the tree references, with its size. All must be durable in the CAS.
     pub blobs: &'a [(Blake3, u64)],
     /// The logical time to record as their last use.
@@ -112,6 +112,10 @@ pub struct IndexCounts {
     pub max_last_use: u64,
 }
 
+/// Bytes of index pages redb keeps in its own cache. Its default (1 GiB) lets a long-running
+/// daemon's memory grow with the index; pages beyond this are re-read through the OS page cache.
+const INDEX_CACHE_BYTES: usize = 64 << 20;
+
 /// The open index. Cheap to share behind an `Arc`; redb serializes write transactions itself.
 pub struct Index {
     db: Database,
@@ -130,7 +134,10 @@ impl Index {
         if !path.exists() {
             create_atomically(path)?;
         }
-        let db = Database::create(path).db()?;
+        let db = Database::builder()
+            .set_cache_size(INDEX_CACHE_BYTES)
+            .create(path)
+            .db()?;
         Self::init(db)
     }
 
@@ -206,7 +213,16 @@ impl Index {
             }
             let mut trees = tx.open_table(TREES).db()?;
             if trees.get(c.tree_digest.0).db()?.is_none() {
-                trees.insert(c.tree_digest.0, c.tree_json).db()?;
+                // Serialized straight into the page redb reserves: no JSON copy in our memory.
+                let mut value = trees
+                    .insert_reserve(c.tree_digest.0, c.tree.json_len())
+                    .db()?;
+                c.tree
+                    .write_json(value.as_mut())
+                    .map_err(|e| IndexError::Malformed {
+                        what: format!("tree {}", c.tree_digest),
+                        reason: format!("JSON longer than counted: {e}"),
+                    })?;
             }
             tx.open_table(ARCHIVES)
                 .db()?

@@ -152,12 +152,11 @@ pub(crate) fn ingest(
     blobs.sort();
     blobs.dedup();
     let already_known = ctx.index.archive_tree(&summary.sha256)?.is_some();
-    let json = tree.to_json();
     let commit = IngestCommit {
         archive: summary.sha256,
         key: Some(key),
         tree_digest,
-        tree_json: &json,
+        tree: &tree,
         blobs: &blobs,
         now: (ctx.tick)(),
     };

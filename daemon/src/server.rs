@@ -504,11 +504,14 @@ async fn fetch_stream(
         return false;
     }
     // Make every found archive local, a few at a time (each is itself a parallel download).
-    let found: Vec<_> = resolutions
+    let mut found: Vec<_> = resolutions
         .iter()
         .filter_map(|r| r.chosen.as_ref())
         .flat_map(|(c, archives)| archives.iter().map(move |a| (c.clone(), a.clone())))
         .collect();
+    // Largest first: a stage's time is decode-bound, and one archive often holds a third of its
+    // bytes (amd-llvm's lib); started last, it would finish alone on one core while the others idle.
+    found.sort_by_key(|(_, a)| std::cmp::Reverse(a.uncompressed_size.max(a.compressed_size)));
     let total = found.len() as u64;
     let mut leases = Vec::new();
     let mut locals = Vec::new();

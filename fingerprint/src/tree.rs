@@ -237,7 +237,35 @@ impl Tree {
 
     /// Serialize as the JSON stored at `cairn/trees/{digest}`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a tree always serializes")
+        let mut out = Vec::with_capacity(self.json_len());
+        self.write_json(&mut out)
+            .expect("a tree always serializes into memory");
+        out
+    }
+
+    /// Length of [`Tree::to_json`]'s output, counted without building it: a large tree's JSON is
+    /// megabytes, and writing it straight into a buffer of the right size (an index value, a file)
+    /// keeps one copy instead of three.
+    pub fn json_len(&self) -> usize {
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        self.write_json(&mut count)
+            .expect("counting never fails");
+        count.0
+    }
+
+    /// Write [`Tree::to_json`]'s output to `w`; fails only when `w` does.
+    pub fn write_json(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(w, self).map_err(std::io::Error::from)
     }
 
     /// Parse the stored JSON and check it against the digest it was stored under: a tree read from
