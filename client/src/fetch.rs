@@ -161,6 +161,7 @@ pub async fn fetch(
         trees: Vec::new(),
         seen: HashSet::new(),
         pending: Vec::new(),
+        verifying: Vec::new(),
         paths: HashMap::new(),
         spool: None,
     };
@@ -199,9 +200,13 @@ pub async fn fetch(
                     reporter.on_archive_ready(&p.artifact, p.bytes_done, p.bytes_total, &p.message)
                 }
                 Some(Event::Tree(t)) => run.pending.push(t),
-                Some(Event::BlobPath(b)) => {
-                    let digest = parse_digest(&b.blake3)?;
-                    run.paths.insert(digest, PathBuf::from(b.path));
+                Some(Event::BlobPath(b)) => run.add_path(b)?,
+                Some(Event::BlobPaths(batch)) => {
+                    // Trees all come before blobs: verify them while the paths stream in.
+                    run.start_absorbing();
+                    for b in batch.paths {
+                        run.add_path(b)?;
+                    }
                 }
                 Some(Event::BlobChunk(chunk)) => {
                     if transfer != Transfer::Stream {
@@ -268,6 +273,9 @@ fn join_error(e: tokio::task::JoinError) -> ClientError {
     protocol(format!("a worker task failed: {e}"))
 }
 
+/// A wire tree checked against its digest, ready to materialize.
+type Verified = (MaterializeItem, FetchedTree);
+
 /// The state of one fetch across its streams.
 struct FetchRun {
     dest: PathBuf,
@@ -279,33 +287,53 @@ struct FetchRun {
     seen: HashSet<String>,
     /// Trees received but not yet verified.
     pending: Vec<pb::ArtifactTree>,
+    /// Verifications under way, in arrival order.
+    verifying: Vec<tokio::task::JoinHandle<Result<Vec<Verified>, ClientError>>>,
     /// CAS paths (same machine).
     paths: HashMap<Blake3, PathBuf>,
     spool: Option<Spool>,
 }
 
 impl FetchRun {
-    /// Verify the pending trees (hashing: off the runtime threads) and keep the new ones.
-    async fn absorb_trees(&mut self) -> Result<(), ClientError> {
+    /// Remember where a blob lives.
+    fn add_path(&mut self, b: pb::BlobPath) -> Result<(), ClientError> {
+        let digest = parse_digest(&b.blake3)?;
+        self.paths.insert(digest, PathBuf::from(b.path));
+        Ok(())
+    }
+
+    /// Start verifying the pending trees on a blocking thread (hashing: off the runtime threads);
+    /// [`FetchRun::absorb_trees`] collects the result.
+    fn start_absorbing(&mut self) {
         if self.pending.is_empty() {
-            return Ok(());
+            return;
         }
         let pending = std::mem::take(&mut self.pending);
-        let converted = tokio::task::spawn_blocking(move || {
+        self.verifying.push(tokio::task::spawn_blocking(move || {
             pending
                 .into_iter()
                 .map(tree_from_pb)
                 .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(join_error)??;
+        }));
+    }
+
+    /// Verify the pending trees and keep the new ones, in the order they arrived.
+    async fn absorb_trees(&mut self) -> Result<(), ClientError> {
+        self.start_absorbing();
+        for task in std::mem::take(&mut self.verifying) {
+            let converted = task.await.map_err(join_error)??;
+            self.keep(converted);
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, converted: Vec<Verified>) {
         for (item, info) in converted {
             if self.seen.insert(item.artifact.clone()) {
                 self.items.push(item);
                 self.trees.push(info);
             }
         }
-        Ok(())
     }
 
     /// The blobs the destination lacks for the trees known so far.
@@ -320,12 +348,12 @@ impl FetchRun {
         Ok(needed.into_iter().collect())
     }
 
-    async fn materialize(&self, spool: Option<PathBuf>) -> Result<Report, ClientError> {
+    async fn materialize(&mut self, spool: Option<PathBuf>) -> Result<Report, ClientError> {
         let items = self.items.clone();
         let dest = self.dest.clone();
         let opts = self.opts.clone();
         let reporter = self.reporter.clone();
-        let paths = self.paths.clone();
+        let paths = std::mem::take(&mut self.paths);
         let report = tokio::task::spawn_blocking(move || {
             let reporter: &dyn Reporter = &*reporter;
             match spool {

@@ -51,6 +51,10 @@ const COPY_BUF: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct Cas {
     blobs: PathBuf,
+    /// `blobs/` held open: presence checks `fstatat` `ab/{hex}` relative to it, two path
+    /// components instead of the whole store path (each component is a dentry-hash lookup, and
+    /// a warm fetch checks tens of thousands of blobs).
+    blobs_dir: std::sync::Arc<fs::File>,
     tmp: PathBuf,
 }
 
@@ -131,7 +135,12 @@ impl Cas {
             // Debris of a killed writer: never renamed, so nothing references it.
             let _ = fs::remove_file(entry.path());
         }
-        Ok(Cas { blobs, tmp })
+        let blobs_dir = std::sync::Arc::new(fs::File::open(&blobs)?);
+        Ok(Cas {
+            blobs,
+            blobs_dir,
+            tmp,
+        })
     }
 
     /// The `blobs/` directory.
@@ -152,7 +161,31 @@ impl Cas {
 
     /// True when the blob file exists with exactly `size` bytes (a cheap check, no re-hash).
     pub fn contains(&self, digest: &Blake3, size: u64) -> bool {
-        fs::symlink_metadata(self.blob_path(digest)).is_ok_and(|m| m.is_file() && m.len() == size)
+        use std::os::fd::AsRawFd;
+        // "ab/{64 hex}\0", relative to `blobs/`.
+        let mut rel = [0u8; 68];
+        let mut hex = [0u8; 64];
+        digest.hex_into(&mut hex);
+        rel[..2].copy_from_slice(&hex[..2]);
+        rel[2] = b'/';
+        rel[3..67].copy_from_slice(&hex);
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `rel` is NUL-terminated, `st` is a valid out-pointer, the fd is open for `self`'s
+        // lifetime.
+        let rc = unsafe {
+            libc::fstatat(
+                self.blobs_dir.as_raw_fd(),
+                rel.as_ptr().cast(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return false;
+        }
+        // SAFETY: fstatat succeeded, so it filled `st`.
+        let st = unsafe { st.assume_init() };
+        st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size as u64 == size
     }
 
     /// Store the `size` bytes read from `src` as a blob, durably: [`Cas::stage_blob`], then

@@ -281,6 +281,22 @@ impl Index {
         }))
     }
 
+    /// The records of several blobs, in one read transaction (a stage's worth of lookups would
+    /// otherwise open tens of thousands).
+    pub fn blob_records(&self, digests: &[Blake3]) -> Result<Vec<Option<BlobRecord>>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(BLOBS).db()?;
+        digests
+            .iter()
+            .map(|d| {
+                Ok(t.get(d.0).db()?.map(|v| {
+                    let (size, last_use) = v.value();
+                    BlobRecord { size, last_use }
+                }))
+            })
+            .collect()
+    }
+
     /// True when every digest has a blob entry.
     pub fn has_all(&self, digests: &mut dyn Iterator<Item = &Blake3>) -> Result<bool, IndexError> {
         let tx = self.db.begin_read().db()?;

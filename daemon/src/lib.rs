@@ -46,6 +46,7 @@ pub mod service;
 pub mod storage;
 pub mod store;
 pub mod syncer;
+pub mod tree_cache;
 
 pub use error::StoreError;
 pub use store::{IngestOutcome, KnownArchive, LocalStore, StoreConfig, StoreStats, VerifyReport};

@@ -30,6 +30,9 @@ use crate::service::{PublishInput, ResolveInput, Service, ServiceError, require_
 const LEASE_GRACE: Duration = Duration::from_secs(30 * 60);
 /// Bytes per `BlobChunk` message for remote clients.
 const CHUNK: usize = 1 << 20;
+/// Blob paths per `BlobPaths` message (~150 bytes each): a stage's 40k paths in ~40 messages
+/// rather than 40k, and one index transaction per message.
+const BLOB_PATHS_PER_MESSAGE: usize = 1024;
 
 /// Archives one Fetch makes local at once. A stage is mostly many small archives, whose time goes
 /// to request round trips and per-file fsyncs rather than bandwidth or CPU, so more in flight than
@@ -577,32 +580,21 @@ async fn fetch_stream(
     }
     // Each unique blob once per request.
     let mut seen = HashSet::new();
-    for l in &locals {
-        for e in l.tree.entries.iter().filter(|e| e.kind == EntryKind::File) {
-            let Some(d) = e.blake3 else { continue };
-            if !seen.insert(d) {
-                continue;
-            }
-            let path = match service.store().blob_file(&d) {
-                Ok(p) => p,
-                Err(err) => {
-                    let _ = tx.send(Err(Status::from(ServiceError::from(err)))).await;
-                    return false;
-                }
-            };
-            if local_paths {
-                let ev = Event::BlobPath(pb::BlobPath {
-                    blake3: d.to_hex(),
-                    path: path.to_string_lossy().into_owned(),
-                    size: e.size,
-                });
-                if tx.send(event(ev)).await.is_err() {
-                    return false;
-                }
-            } else if send_blob_bytes(&tx, &d, &path).await.is_err() {
-                return false;
-            }
-        }
+    let unique: Vec<(Blake3, u64)> = locals
+        .iter()
+        .flat_map(|l| l.tree.entries.iter())
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| e.blake3.map(|d| (d, e.size)))
+        .filter(|(d, _)| seen.insert(*d))
+        .collect();
+    drop(seen);
+    let sent = if local_paths {
+        send_blob_paths(service, unique, &tx).await
+    } else {
+        send_blob_contents(service, unique, &tx).await
+    };
+    if !sent {
+        return false;
     }
     let runs: std::collections::BTreeSet<String> =
         locals.iter().map(|l| l.run_id.clone()).collect();
@@ -622,6 +614,80 @@ async fn fetch_stream(
     // Keep the leases until the client has copied the blobs and closed the stream.
     let _ = tokio::time::timeout(LEASE_GRACE, tx.closed()).await;
     drop(leases);
+    true
+}
+
+/// Send where each blob lives, many per message. Looking them up (an index read and a `stat` each)
+/// runs on a blocking thread that feeds the stream directly, so it overlaps with the encoding and
+/// the client's decoding instead of alternating with them.
+async fn send_blob_paths(
+    service: &Arc<Service>,
+    unique: Vec<(Blake3, u64)>,
+    tx: &mpsc::Sender<Result<pb::FetchEvent, Status>>,
+) -> bool {
+    let svc = service.clone();
+    let tx = tx.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        for batch in unique.chunks(BLOB_PATHS_PER_MESSAGE) {
+            let digests: Vec<Blake3> = batch.iter().map(|(d, _)| *d).collect();
+            let paths = match svc.store().blob_files(&digests) {
+                Ok(p) => p,
+                Err(err) => {
+                    let _ = tx.blocking_send(Err(Status::from(ServiceError::from(err))));
+                    return false;
+                }
+            };
+            let paths = batch
+                .iter()
+                .zip(paths)
+                .map(|((d, size), path)| pb::BlobPath {
+                    blake3: d.to_hex(),
+                    path: path.to_string_lossy().into_owned(),
+                    size: *size,
+                })
+                .collect();
+            if tx
+                .blocking_send(event(Event::BlobPaths(pb::BlobPaths { paths })))
+                .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    });
+    producer.await.unwrap_or(false)
+}
+
+/// Send the blobs' bytes (remote clients), each unique blob once.
+async fn send_blob_contents(
+    service: &Arc<Service>,
+    unique: Vec<(Blake3, u64)>,
+    tx: &mpsc::Sender<Result<pb::FetchEvent, Status>>,
+) -> bool {
+    for batch in unique.chunks(BLOB_PATHS_PER_MESSAGE) {
+        let digests: Vec<Blake3> = batch.iter().map(|(d, _)| *d).collect();
+        // Index reads and a stat per blob: off the runtime threads.
+        let svc = service.clone();
+        let paths =
+            match tokio::task::spawn_blocking(move || svc.store().blob_files(&digests)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(err)) => {
+                    let _ = tx.send(Err(Status::from(ServiceError::from(err)))).await;
+                    return false;
+                }
+                Err(join) => {
+                    let _ = tx
+                        .send(Err(Status::internal(format!("blob lookup failed: {join}"))))
+                        .await;
+                    return false;
+                }
+            };
+        for ((d, _), path) in batch.iter().zip(&paths) {
+            if send_blob_bytes(tx, d, path).await.is_err() {
+                return false;
+            }
+        }
+    }
     true
 }
 

@@ -22,6 +22,7 @@ use crate::evict::{self, GcReport, Lease, Leases};
 use crate::flight::{Role, SingleFlight};
 use crate::index::{Index, IndexError};
 use crate::ingest::{self, Ctx};
+use crate::tree_cache::{self, TreeCache};
 
 /// Name of the index file under the store root.
 pub const INDEX_FILE: &str = "index-v1.redb";
@@ -173,6 +174,8 @@ pub struct LocalStore {
     /// does not scan the index.
     bytes: AtomicU64,
     counters: Counters,
+    /// Trees parsed from the index, kept for the next request.
+    trees: TreeCache,
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -207,6 +210,7 @@ impl LocalStore {
             clock: AtomicU64::new(counts.max_last_use),
             bytes: AtomicU64::new(counts.bytes),
             counters: Counters::default(),
+            trees: TreeCache::new(tree_cache::DEFAULT_MAX_ENTRIES),
         }))
     }
 
@@ -358,6 +362,9 @@ impl LocalStore {
 
     /// A tree by digest, checked against the digest.
     pub fn tree(&self, digest: &Blake3) -> Result<Option<Arc<Tree>>> {
+        if let Some(tree) = self.trees.get(digest) {
+            return Ok(Some(tree));
+        }
         let Some(json) = self.index.tree_json(digest)? else {
             return Ok(None);
         };
@@ -365,7 +372,9 @@ impl LocalStore {
             what: format!("tree {digest}"),
             reason: e.to_string(),
         })?;
-        Ok(Some(Arc::new(tree)))
+        let tree = Arc::new(tree);
+        self.trees.insert(*digest, tree.clone());
+        Ok(Some(tree))
     }
 
     /// The archive last ingested under `key`, with its tree.
@@ -425,19 +434,31 @@ impl LocalStore {
     /// The path of a present blob whose file has the size the index records. A blob that fails this
     /// cheap check is quarantined and dropped from the index, so it is never served.
     pub fn blob_file(&self, digest: &Blake3) -> Result<PathBuf> {
-        let path = self.cas.blob_path(digest);
-        let unavailable = || StoreError::BlobUnavailable {
-            digest: *digest,
-            path: path.clone(),
-        };
-        let Some(record) = self.index.blob(digest)? else {
-            return Err(unavailable());
-        };
-        if self.cas.contains(digest, record.size) {
-            return Ok(path);
+        let mut paths = self.blob_files(std::slice::from_ref(digest))?;
+        Ok(paths.pop().expect("one path per digest"))
+    }
+
+    /// [`LocalStore::blob_file`] for several blobs, with one index transaction; fails on the first
+    /// that is unavailable.
+    pub fn blob_files(&self, digests: &[Blake3]) -> Result<Vec<PathBuf>> {
+        let records = self.index.blob_records(digests)?;
+        let mut paths = Vec::with_capacity(digests.len());
+        for (digest, record) in digests.iter().zip(records) {
+            let path = self.cas.blob_path(digest);
+            match record {
+                Some(r) if self.cas.contains(digest, r.size) => paths.push(path),
+                found => {
+                    if found.is_some() {
+                        self.quarantine(digest)?;
+                    }
+                    return Err(StoreError::BlobUnavailable {
+                        digest: *digest,
+                        path,
+                    });
+                }
+            }
         }
-        self.quarantine(digest)?;
-        Err(unavailable())
+        Ok(paths)
     }
 
     /// Usage and counters.

@@ -258,8 +258,7 @@ impl Tree {
             }
         }
         let mut count = Count(0);
-        self.write_json(&mut count)
-            .expect("counting never fails");
+        self.write_json(&mut count).expect("counting never fails");
         count.0
     }
 

@@ -461,6 +461,52 @@ fn blob_file_refuses_a_truncated_blob() {
     assert!(!store.has_blobs(&out.tree).unwrap());
 }
 
+/// The batched lookup a Fetch uses gives every path of a healthy batch, in order, and refuses a batch
+/// holding a missing or truncated blob, naming it and quarantining only that one.
+#[test]
+fn blob_files_answers_a_batch_and_quarantines_only_the_bad_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let spec = ArtifactSpec::new("rccl", "lib", "generic", 256 << 10, 43);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+    let out = store.ingest_file("k", &a.path, None).unwrap();
+    let mut digests: Vec<_> = out
+        .tree
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && e.size > 10)
+        .filter_map(|e| e.blake3)
+        .collect();
+    digests.sort();
+    digests.dedup();
+    assert!(
+        digests.len() >= 3,
+        "the generated artifact has several files"
+    );
+    let paths = store.blob_files(&digests).unwrap();
+    let expected: Vec<_> = digests.iter().map(|d| store.blob_path(d)).collect();
+    assert_eq!(paths, expected);
+
+    let victim = digests[1];
+    let path = store.blob_path(&victim);
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"short").unwrap();
+    match store.blob_files(&digests).unwrap_err() {
+        StoreError::BlobUnavailable { digest, .. } => assert_eq!(digest, victim),
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(!path.exists(), "the truncated blob is quarantined");
+    // The others are untouched and still served.
+    let others: Vec<_> = digests.iter().copied().filter(|d| *d != victim).collect();
+    assert_eq!(store.blob_files(&others).unwrap().len(), others.len());
+    // A blob the index never knew is refused without touching anything.
+    let unknown = cairn_fingerprint::Blake3::of(b"never stored");
+    assert!(matches!(
+        store.blob_files(&[unknown]),
+        Err(StoreError::BlobUnavailable { .. })
+    ));
+}
+
 /// What TheRock's `fileset_tool.py` writes — Python `tarfile`, PAX format, hard links as `LNKTYPE`,
 /// `os.walk` member order — is accepted: as `.tar.xz` straight from `tarfile` (preset 6), and as
 /// `.tar.zst` compressed by the zstd CLI with `--long=31` (a window larger than zstd's default
