@@ -431,40 +431,19 @@ impl Service {
         );
         let root = RunOutputRoot::from_run(&spec)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let listing = self.run_listing(&root).await?;
-        for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
-            let mut picked = Vec::new();
-            let mut candidate = None;
-            for a in &listing.archives {
-                let name = ArtifactName::parse(&a.artifact)
-                    .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-                let wanted = if r.artifact.contains('_') {
-                    a.artifact == r.artifact
-                } else {
-                    name.name == r.artifact
-                        && !filter
-                            .exclude_components
-                            .iter()
-                            .any(|c| c == name.component.as_str())
-                        && (filter.family.is_empty()
-                            || cairn_fingerprint::names::family_matches(
-                                &name.family,
-                                &filter.family,
-                            ))
-                };
-                if wanted {
-                    let (c, archive) = listed_candidate(&spec, &listing, a, &name, root.trusted());
-                    candidate.get_or_insert(c);
-                    picked.push(archive);
-                }
-            }
-            if let Some(c) = candidate {
-                r.explanation.insert(
-                    0,
-                    format!("explicit run {run_id}: {} archive(s) taken from the run listing by name; fingerprints not verified", picked.len()),
-                );
-                r.chosen = Some((c, picked));
-            }
+        let cached = self.cached_run_listing(&root)?;
+        let from_cache = cached.is_some();
+        let listing = match cached {
+            Some(listing) => listing,
+            None => self.list_run(&root).await?,
+        };
+        pick_from_listing(out, &listing, &spec, &root, filter, run_id)?;
+        if from_cache && out.iter().any(|r| r.chosen.is_none()) {
+            // A run still in progress gains archives after it was first listed (the next stage's
+            // jobs fetch what the previous stage just uploaded): list it again before calling
+            // anything missing.
+            let fresh = self.list_run(&root).await?;
+            pick_from_listing(out, &fresh, &spec, &root, filter, run_id)?;
         }
         Ok(())
     }
@@ -861,19 +840,29 @@ impl Service {
 
     // ----- import -----
 
-    /// The archives of a run, listed once (`Prefix="{prefix}/"`, `Delimiter="/"`) and remembered.
+    /// The archives of a run, listed once (`Prefix="{prefix}/"`, `Delimiter="/"`) and remembered;
+    /// callers that miss an archive in a remembered listing ask [`Service::list_run`] again.
     pub async fn run_listing(&self, root: &RunOutputRoot) -> Result<RunListing> {
-        let prefix = root.prefix();
-        let cache_key = format!("run:{}/{prefix}", root.bucket());
-        if let Some(bytes) = self
+        match self.cached_run_listing(root)? {
+            Some(listing) => Ok(listing),
+            None => self.list_run(root).await,
+        }
+    }
+
+    /// The remembered listing of a run, if any.
+    fn cached_run_listing(&self, root: &RunOutputRoot) -> Result<Option<RunListing>> {
+        let bytes = self
             .store
             .index()
-            .meta(&cache_key)
-            .map_err(crate::error::StoreError::from)?
-            && let Ok(listing) = serde_json::from_slice::<RunListing>(&bytes)
-        {
-            return Ok(listing);
-        }
+            .meta(&run_listing_key(root))
+            .map_err(crate::error::StoreError::from)?;
+        Ok(bytes.and_then(|b| serde_json::from_slice::<RunListing>(&b).ok()))
+    }
+
+    /// List the run now (one LIST) and remember the result for [`Service::run_listing`].
+    pub async fn list_run(&self, root: &RunOutputRoot) -> Result<RunListing> {
+        let prefix = root.prefix();
+        let cache_key = run_listing_key(root);
         let backend = self.backend(root.bucket())?;
         let listing = backend
             .storage
@@ -976,6 +965,54 @@ fn storage_first(e: crate::error::StoreError) -> ServiceError {
         Some(storage) => ServiceError::Storage(storage.clone()),
         None => e.into(),
     }
+}
+
+/// Where a run's listing is remembered in the index.
+fn run_listing_key(root: &RunOutputRoot) -> String {
+    format!("run:{}/{}", root.bucket(), root.prefix())
+}
+
+/// Take the archives `out`'s unresolved artifacts name from `listing` (explicit-run fallback).
+fn pick_from_listing(
+    out: &mut [Resolution],
+    listing: &RunListing,
+    spec: &RunSpec,
+    root: &RunOutputRoot,
+    filter: &ArchiveFilter,
+    run_id: &str,
+) -> Result<()> {
+    for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
+        let mut picked = Vec::new();
+        let mut candidate = None;
+        for a in &listing.archives {
+            let name = ArtifactName::parse(&a.artifact)
+                .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            let wanted = if r.artifact.contains('_') {
+                a.artifact == r.artifact
+            } else {
+                name.name == r.artifact
+                    && !filter
+                        .exclude_components
+                        .iter()
+                        .any(|c| c == name.component.as_str())
+                    && (filter.family.is_empty()
+                        || cairn_fingerprint::names::family_matches(&name.family, &filter.family))
+            };
+            if wanted {
+                let (c, archive) = listed_candidate(spec, listing, a, &name, root.trusted());
+                candidate.get_or_insert(c);
+                picked.push(archive);
+            }
+        }
+        if let Some(c) = candidate {
+            r.explanation.insert(
+                0,
+                format!("explicit run {run_id}: {} archive(s) taken from the run listing by name; fingerprints not verified", picked.len()),
+            );
+            r.chosen = Some((c, picked));
+        }
+    }
+    Ok(())
 }
 
 fn listed_candidate(

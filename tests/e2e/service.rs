@@ -300,6 +300,78 @@ async fn explicit_run_fallback_imports_a_plain_therock_run() {
     }
 }
 
+/// A run still in progress: the daemon lists it while only the first stage's archives are there,
+/// then the next stage uploads more. An artifact missing from the remembered listing makes the
+/// daemon list the run again instead of calling it missing; one found there costs no LIST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+    let run_dir = tmp.path().join("bucket/556-linux");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let specs = standard_set(4, 1 << 20);
+    let upload = |spec: &ArtifactSpec| {
+        let built = build_dir(&tmp.path().join("plain"), std::slice::from_ref(spec));
+        cairn_testkit::datagen::archive_artifact_dir(
+            &built.join("artifacts").join(spec.dir_name()),
+            &run_dir,
+            Compression::Zstd,
+        )
+        .unwrap();
+    };
+    let policy = || Policy {
+        run_id: Some("556".into()),
+        ..Policy::default()
+    };
+    let lists = || svc.backends().transfer_totals().list_requests;
+    // First stage: rand's two archives.
+    upload(&specs[5]);
+    upload(&specs[6]);
+    let res = svc
+        .resolve(&input(wanted(&[("rand", 7)]), policy()))
+        .await
+        .unwrap();
+    assert_eq!(
+        res[0].chosen.as_ref().expect("rand from the run").1.len(),
+        2
+    );
+    // Answered from the remembered listing: no LIST.
+    let before = lists();
+    let res = svc
+        .resolve(&input(wanted(&[("rand", 7)]), policy()))
+        .await
+        .unwrap();
+    assert!(res[0].chosen.is_some());
+    assert_eq!(
+        lists(),
+        before,
+        "a hit in the remembered listing lists nothing"
+    );
+    // Next stage uploads blas' generic dev archive; the remembered listing does not have it.
+    upload(&specs[9]);
+    let res = svc
+        .resolve(&input(wanted(&[("blas", 7)]), policy()))
+        .await
+        .unwrap();
+    let (c, archives) = res[0]
+        .chosen
+        .as_ref()
+        .expect("blas found after listing again");
+    assert_eq!(c.record.run.run_id, "556");
+    assert_eq!(archives.len(), 1);
+    assert!(archives[0].key.ends_with("blas_dev_generic.tar.zst"));
+    assert!(
+        lists() > before,
+        "the miss was answered by listing the run again"
+    );
+    // Still absent after listing again: reported missing, never substituted.
+    let res = svc
+        .resolve(&input(wanted(&[("fft", 7)]), policy()))
+        .await
+        .unwrap();
+    assert!(res[0].chosen.is_none());
+}
+
 /// Publish `specs` as `run_id` with one fingerprint for `name`.
 async fn publish_one(
     svc: &Service,
