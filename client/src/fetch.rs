@@ -173,6 +173,7 @@ pub async fn fetch(
         let req = pb::FetchRequest {
             resolve: Some(request.to_pb()),
             local_paths: transfer == Transfer::LocalPaths,
+            blob_path_batches: true,
         };
         let mut stream = client
             .fetch(req)
@@ -327,6 +328,7 @@ impl FetchRun {
         Ok(())
     }
 
+    /// Keep the trees of archives not taken yet: a `generic` archive comes once per family request.
     fn keep(&mut self, converted: Vec<Verified>) {
         for (item, info) in converted {
             if self.seen.insert(item.artifact.clone()) {

@@ -266,7 +266,11 @@ impl Cairn for CairnService {
         req: Request<pb::FetchRequest>,
     ) -> Result<Response<Self::FetchStream>, Status> {
         let req = req.into_inner();
-        let local_paths = req.local_paths;
+        let delivery = match (req.local_paths, req.blob_path_batches) {
+            (false, _) => Delivery::Bytes,
+            (true, false) => Delivery::Paths,
+            (true, true) => Delivery::PathBatches,
+        };
         let Some(resolve) = req.resolve else {
             return Err(Status::invalid_argument(
                 "fetch request has no `resolve`: nothing says what to fetch",
@@ -296,7 +300,7 @@ impl Cairn for CairnService {
         let (tx, rx) = mpsc::channel(64);
         let (stage, family) = (input.stage.clone(), input.family.clone());
         tokio::spawn(async move {
-            let ok = fetch_stream(&service, resolutions, local_paths, &stage, &family, tx).await;
+            let ok = fetch_stream(&service, resolutions, delivery, &stage, &family, tx).await;
             service
                 .metrics
                 .observe("Fetch", &stage, &family, ok, request_started.elapsed());
@@ -489,11 +493,22 @@ impl Cairn for CairnService {
     }
 }
 
+/// How a Fetch hands the blobs to its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Their bytes, in chunks (any machine).
+    Bytes,
+    /// Their paths in the store, one `blob_path` event each (same machine, older clients).
+    Paths,
+    /// Their paths in the store, many per `blob_paths` event.
+    PathBatches,
+}
+
 /// Produce one Fetch response stream; returns whether it completed without error.
 async fn fetch_stream(
     service: &Arc<Service>,
     resolutions: Vec<Resolution>,
-    local_paths: bool,
+    delivery: Delivery,
     stage: &str,
     family: &str,
     tx: mpsc::Sender<Result<pb::FetchEvent, Status>>,
@@ -588,10 +603,10 @@ async fn fetch_stream(
         .filter(|(d, _)| seen.insert(*d))
         .collect();
     drop(seen);
-    let sent = if local_paths {
-        send_blob_paths(service, unique, &tx).await
-    } else {
-        send_blob_contents(service, unique, &tx).await
+    let sent = match delivery {
+        Delivery::Bytes => send_blob_contents(service, unique, &tx).await,
+        Delivery::Paths => send_blob_paths(service, unique, &tx, false).await,
+        Delivery::PathBatches => send_blob_paths(service, unique, &tx, true).await,
     };
     if !sent {
         return false;
@@ -617,13 +632,15 @@ async fn fetch_stream(
     true
 }
 
-/// Send where each blob lives, many per message. Looking them up (an index read and a `stat` each)
-/// runs on a blocking thread that feeds the stream directly, so it overlaps with the encoding and
-/// the client's decoding instead of alternating with them.
+/// Send where each blob lives: many per message when `batched`, else one per message. Looking them
+/// up (an index read and a `stat` each, one read transaction per batch) runs on a blocking thread
+/// that feeds the stream directly, so it overlaps with the encoding and the client's decoding
+/// instead of alternating with them.
 async fn send_blob_paths(
     service: &Arc<Service>,
     unique: Vec<(Blake3, u64)>,
     tx: &mpsc::Sender<Result<pb::FetchEvent, Status>>,
+    batched: bool,
 ) -> bool {
     let svc = service.clone();
     let tx = tx.clone();
@@ -644,12 +661,17 @@ async fn send_blob_paths(
                     blake3: d.to_hex(),
                     path: path.to_string_lossy().into_owned(),
                     size: *size,
-                })
-                .collect();
-            if tx
-                .blocking_send(event(Event::BlobPaths(pb::BlobPaths { paths })))
-                .is_err()
-            {
+                });
+            let sent = if batched {
+                let paths = paths.collect();
+                tx.blocking_send(event(Event::BlobPaths(pb::BlobPaths { paths })))
+                    .is_ok()
+            } else {
+                paths
+                    .into_iter()
+                    .all(|p| tx.blocking_send(event(Event::BlobPath(p))).is_ok())
+            };
+            if !sent {
                 return false;
             }
         }

@@ -83,6 +83,7 @@ fn fetch_request() -> pb::FetchRequest {
             ..Default::default()
         }),
         local_paths: true,
+        blob_path_batches: true,
     }
 }
 

@@ -897,6 +897,7 @@ async fn malformed_grpc_requests_are_refused_clearly() {
         fetch_stream(pb::FetchRequest {
             resolve: Some(resolve("blas", "zz")),
             local_paths: true,
+            ..Default::default()
         })
         .await,
     );

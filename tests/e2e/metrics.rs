@@ -194,6 +194,7 @@ async fn grpc_traffic_shows_in_metrics_and_status() {
         .fetch(FetchRequest {
             resolve: Some(resolve_request(&wanted)),
             local_paths: true,
+            blob_path_batches: true,
         })
         .await
         .unwrap()
@@ -281,4 +282,56 @@ async fn grpc_traffic_shows_in_metrics_and_status() {
 
     assert_eq!(daemon.get("/healthz"), (200, "ok\n".to_string()));
     assert_eq!(daemon.get("/nope").0, 404);
+
+    // Blob paths: one `blob_path` event per blob for a client that did not ask for batches (the
+    // Python example, older clients), `blob_paths` batches for one that did; the same blobs,
+    // each once, with files of the announced sizes.
+    let mut deliveries = Vec::new();
+    for batches in [false, true] {
+        let mut stream = client
+            .fetch(FetchRequest {
+                resolve: Some(resolve_request(&wanted)),
+                local_paths: true,
+                blob_path_batches: batches,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut singles, mut batch_events, mut paths) = (0, 0, Vec::new());
+        loop {
+            match stream.message().await.unwrap().and_then(|e| e.event) {
+                Some(Event::BlobPath(p)) => {
+                    singles += 1;
+                    paths.push(p);
+                }
+                Some(Event::BlobPaths(b)) => {
+                    batch_events += 1;
+                    paths.extend(b.paths);
+                }
+                Some(Event::Summary(_)) => break,
+                Some(_) => {}
+                None => panic!("fetch stream ended without a summary"),
+            }
+        }
+        for p in &paths {
+            assert_eq!(std::fs::metadata(&p.path).unwrap().len(), p.size, "{p:?}");
+        }
+        let mut digests: Vec<String> = paths.iter().map(|p| p.blake3.clone()).collect();
+        digests.sort();
+        let unique = digests.len();
+        digests.dedup();
+        assert_eq!(digests.len(), unique, "each blob once");
+        if batches {
+            assert_eq!(
+                (singles, batch_events),
+                (0, 1),
+                "{unique} paths fit one batch"
+            );
+        } else {
+            assert_eq!((singles, batch_events), (unique, 0));
+        }
+        deliveries.push(digests);
+    }
+    assert_eq!(deliveries[0], deliveries[1]);
+    assert!(!deliveries[0].is_empty());
 }

@@ -265,17 +265,9 @@ async fn explicit_run_fallback_imports_a_plain_therock_run() {
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
     // A run published without Cairn: archives + sidecars only, laid out like the bucket.
-    let run_dir = tmp.path().join("bucket/555-linux");
-    std::fs::create_dir_all(&run_dir).unwrap();
     let specs = standard_set(3, 1 << 20);
     for s in &specs[5..7] {
-        let built = build_dir(&tmp.path().join("plain"), std::slice::from_ref(s));
-        cairn_testkit::datagen::archive_artifact_dir(
-            &built.join("artifacts").join(s.dir_name()),
-            &run_dir,
-            Compression::Zstd,
-        )
-        .unwrap();
+        upload_plain(tmp.path(), "555-linux", s);
     }
     let (listing, ingested) = svc.import("555", "linux", "", true).await.unwrap();
     assert_eq!(listing.archives.len(), 2);
@@ -307,18 +299,8 @@ async fn explicit_run_fallback_imports_a_plain_therock_run() {
 async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
     let tmp = tempfile::tempdir().unwrap();
     let svc = service(tmp.path());
-    let run_dir = tmp.path().join("bucket/556-linux");
-    std::fs::create_dir_all(&run_dir).unwrap();
     let specs = standard_set(4, 1 << 20);
-    let upload = |spec: &ArtifactSpec| {
-        let built = build_dir(&tmp.path().join("plain"), std::slice::from_ref(spec));
-        cairn_testkit::datagen::archive_artifact_dir(
-            &built.join("artifacts").join(spec.dir_name()),
-            &run_dir,
-            Compression::Zstd,
-        )
-        .unwrap();
-    };
+    let upload = |spec: &ArtifactSpec| upload_plain(tmp.path(), "556-linux", spec);
     let policy = || Policy {
         run_id: Some("556".into()),
         ..Policy::default()
@@ -370,6 +352,19 @@ async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
         .await
         .unwrap();
     assert!(res[0].chosen.is_none());
+}
+
+/// Put `spec`'s archive and sidecar under `{root}/bucket/{prefix}/`, as a run published without Cairn.
+fn upload_plain(root: &Path, prefix: &str, spec: &ArtifactSpec) {
+    let run_dir = root.join("bucket").join(prefix);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let built = build_dir(&root.join("plain"), std::slice::from_ref(spec));
+    cairn_testkit::datagen::archive_artifact_dir(
+        &built.join("artifacts").join(spec.dir_name()),
+        &run_dir,
+        Compression::Zstd,
+    )
+    .unwrap();
 }
 
 /// Publish `specs` as `run_id` with one fingerprint for `name`.

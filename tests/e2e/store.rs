@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 
 use cairn_daemon::archive::CreateOptions;
 use cairn_daemon::error::StoreError;
-use cairn_daemon::store::{LocalStore, StoreConfig};
+use cairn_daemon::store::{IngestOutcome, LocalStore, StoreConfig};
 use cairn_fingerprint::tree::EntryKind;
 use cairn_fingerprint::{Compression, Sha256};
 use cairn_testkit::bin_path::bin_path;
@@ -436,15 +436,21 @@ fn verify_quarantines_corrupt_blobs() {
     assert!(blob_files(&store_dir).is_empty());
 }
 
+/// A store under `dir` holding one ingested 256 KiB archive generated from `seed`.
+fn store_with_one_archive(dir: &Path, seed: u64) -> (Arc<LocalStore>, IngestOutcome) {
+    let store = open(&dir.join("store"));
+    let spec = ArtifactSpec::new("rccl", "lib", "generic", 256 << 10, seed);
+    let a = datagen::write_archive(&spec, &dir.join("out"), Compression::Zstd).unwrap();
+    let out = store.ingest_file("k", &a.path, None).unwrap();
+    (store, out)
+}
+
 /// A blob whose size no longer matches the index is caught by the cheap check when its path is handed
 /// out, quarantined, and not served.
 #[test]
 fn blob_file_refuses_a_truncated_blob() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = open(&tmp.path().join("store"));
-    let spec = ArtifactSpec::new("rccl", "lib", "generic", 256 << 10, 41);
-    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
-    let out = store.ingest_file("k", &a.path, None).unwrap();
+    let (store, out) = store_with_one_archive(tmp.path(), 41);
     let e = out
         .tree
         .entries
@@ -466,10 +472,7 @@ fn blob_file_refuses_a_truncated_blob() {
 #[test]
 fn blob_files_answers_a_batch_and_quarantines_only_the_bad_blob() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = open(&tmp.path().join("store"));
-    let spec = ArtifactSpec::new("rccl", "lib", "generic", 256 << 10, 43);
-    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
-    let out = store.ingest_file("k", &a.path, None).unwrap();
+    let (store, out) = store_with_one_archive(tmp.path(), 43);
     let mut digests: Vec<_> = out
         .tree
         .entries
