@@ -76,6 +76,8 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Extract artifacts to `O/artifacts/{name}_{component}_{family}/` (or merged with --flatten).
     Fetch(FetchArgs),
+    /// Which run each inbound artifact of a stage would come from, and why (downloads nothing).
+    Resolve(ResolveArgs),
     /// Publish the artifacts a stage produced in a build dir as (part of) a CI run.
     Push(PushArgs),
     /// Import a run published without Cairn (list its archives once; --ingest downloads them).
@@ -96,7 +98,7 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// Which artifacts to fetch and from which producers (shared by `bootstrap` and `fetch`).
+/// Which artifacts to fetch and from which producers (shared by `bootstrap`, `fetch` and `resolve`).
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// The GPU family (e.g. gfx94X-dcgpu); `generic` archives always come along.
@@ -129,6 +131,11 @@ pub struct SelectArgs {
     /// Accept producers from runs that did not succeed.
     #[arg(long)]
     pub allow_failed: bool,
+}
+
+/// How `bootstrap` and `fetch` write the destination.
+#[derive(Debug, Args)]
+pub struct WriteArgs {
     /// Hard-link files to the daemon's CAS instead of copying (faster; a build that edits files in
     /// place would corrupt the cache, so only for read-only use).
     #[arg(long)]
@@ -150,6 +157,20 @@ pub struct BootstrapArgs {
     /// Artifacts and producers.
     #[command(flatten)]
     pub select: SelectArgs,
+    /// How the build dir is written.
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+/// `cairn resolve`.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// The stage whose inbound artifacts are resolved.
+    #[arg(long, value_name = "S")]
+    pub stage: String,
+    /// Artifacts and producers.
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 /// `cairn fetch`.
@@ -167,6 +188,9 @@ pub struct FetchArgs {
     /// Artifacts and producers.
     #[command(flatten)]
     pub select: SelectArgs,
+    /// How the output dir is written.
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// `cairn push`.

@@ -99,6 +99,18 @@ Examples:
   Everything of the topology, merged into one tree, libraries only:
     cairn fetch --family gfx1151 --output-dir dist --flatten --exclude-components dbg,dev,doc,test"
         }
+        "resolve" => {
+            "\
+Examples:
+  Which run each inbound artifact of math-libs would come from, and why (nothing downloaded):
+    cairn resolve --stage math-libs --family gfx94X-dcgpu
+
+  Every explanation line, or the whole answer as JSON:
+    cairn -v resolve --stage math-libs --family gfx94X-dcgpu
+    cairn resolve --stage math-libs --family gfx94X-dcgpu --json | jq '.missing[].artifact'
+
+Exit 1 when an artifact has no acceptable producer (bootstrap would report it missing)."
+        }
         "push" => {
             "\
 Examples:

@@ -295,6 +295,27 @@ fn bootstrap_with(
     (out, json)
 }
 
+/// `cairn resolve` of the stage at `checkout`: plain output unless `json`.
+fn resolve_with(mut cmd: Command, checkout: &Path, json: bool) -> (Output, Option<Value>) {
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd
+        .args([
+            "resolve",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--checkout",
+        ])
+        .arg(checkout)
+        .output()
+        .expect("cairn runs");
+    let doc = serde_json::from_slice(&out.stdout).ok();
+    (out, doc)
+}
+
 #[track_caller]
 fn expect_code(out: &Output, code: i32) {
     assert_eq!(
@@ -442,6 +463,26 @@ fn two_runs_resolve_materialize_and_warm(kind: &str) {
         .into();
     let expected = world.expected(STAGE, &run2_has);
 
+    // `cairn resolve` gives the same choice and downloads nothing (the cold bootstrap below still
+    // takes every archive from storage).
+    let (out, json) = resolve_with(daemon.cairn(), &world.checkout.root, true);
+    expect_code(&out, 0);
+    let json = json.expect("resolve --json prints one document");
+    assert_eq!(json["command"], "resolve");
+    assert_eq!(found_runs(&json), expected);
+    assert!(json["missing"].as_array().unwrap().is_empty());
+    assert_eq!(json["runs"], serde_json::json!([RUN1, RUN2]));
+    let (out, _) = resolve_with(daemon.cairn(), &world.checkout.root, false);
+    expect_code(&out, 0);
+    let lines = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(lines.lines().count(), expected.len(), "{lines}");
+    for (archive, run) in &expected {
+        assert!(
+            lines.contains(&format!("FOUND\t{archive}\trun {run}\t")),
+            "{archive} from run {run}: {lines}"
+        );
+    }
+
     let cold = world.tmp.path().join("cold");
     let (out, json) = world.bootstrap(&daemon, &cold, &[]);
     expect_code(&out, 0);
@@ -583,6 +624,26 @@ fn missing_fingerprint_is_reported_never_substituted() {
     assert!(
         missing.contains("amd-llvm") && missing.len() < fps.len(),
         "{missing:?}"
+    );
+
+    // `cairn resolve` already tells: exit 1, the same artifacts missing, with explanations.
+    let (out, json) = resolve_with(world.daemon.cairn(), &world.checkout.root, true);
+    expect_code(&out, 1);
+    let resolved_missing: BTreeSet<String> = json.expect("resolve --json")["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(resolved_missing, missing);
+    let (out, _) = resolve_with(world.daemon.cairn(), &world.checkout.root, false);
+    expect_code(&out, 1);
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("MISSING\tamd-llvm\t")),
+        "plain output lists amd-llvm missing"
     );
 
     let dest = world.tmp.path().join("partial");

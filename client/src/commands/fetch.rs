@@ -22,7 +22,7 @@ use cairn_client::materialize::{CopyMode, Layout, Options};
 use cairn_fingerprint::{Blake3, Component, FingerprintConfig, Fingerprinter, Platform};
 use serde::Serialize;
 
-use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs};
+use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs, WriteArgs};
 use crate::output::{ExitStatus, Printer};
 use crate::progress::Progress;
 
@@ -119,7 +119,7 @@ pub fn bootstrap(
         "bootstrap",
         Some(&args.stage),
         &args.build_dir,
-        Layout::Bootstrap,
+        options(Layout::Bootstrap, &args.write),
         &args.select,
         printer,
     )
@@ -137,10 +137,23 @@ pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Resu
         "fetch",
         args.stage.as_deref(),
         &args.output_dir,
-        layout,
+        options(layout, &args.write),
         &args.select,
         printer,
     )
+}
+
+/// How to materialize: `layout`, copies or hard links, incremental unless `--full`.
+fn options(layout: Layout, write: &WriteArgs) -> Options {
+    Options {
+        copy_mode: if write.hardlink {
+            CopyMode::Hardlink
+        } else {
+            CopyMode::Auto
+        },
+        incremental: !write.full,
+        ..Options::new(layout)
+    }
 }
 
 fn layout_name(layout: Layout) -> &'static str {
@@ -152,15 +165,16 @@ fn layout_name(layout: Layout) -> &'static str {
 }
 
 /// The requests of one command: per family, the artifacts and their fingerprints.
-struct Plan {
-    families: Vec<String>,
-    platform: Platform,
-    head: String,
-    fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
-    requests: Vec<Request>,
+pub(super) struct Plan {
+    pub(super) families: Vec<String>,
+    pub(super) platform: Platform,
+    pub(super) head: String,
+    pub(super) fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
+    pub(super) requests: Vec<Request>,
 }
 
-fn plan(
+/// Fingerprint the selected artifacts at the checkout: one request per family.
+pub(super) fn plan(
     cli: &Cli,
     stage: Option<&str>,
     select: &SelectArgs,
@@ -243,24 +257,16 @@ fn run(
     command: &'static str,
     stage: Option<&str>,
     dest: &Path,
-    layout: Layout,
+    opts: Options,
     select: &SelectArgs,
     printer: &mut Printer,
 ) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
+    let layout = opts.layout;
     let plan = plan(cli, stage, select, printer)?;
     std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
     let dest = std::path::absolute(dest).with_context(|| format!("`{}`", dest.display()))?;
     let addr = super::daemon_addr(cli);
-    let opts = Options {
-        copy_mode: if select.hardlink {
-            CopyMode::Hardlink
-        } else {
-            CopyMode::Auto
-        },
-        incremental: !select.full,
-        ..Options::new(layout)
-    };
     let asked = plan
         .requests
         .iter()

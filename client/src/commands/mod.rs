@@ -10,6 +10,7 @@ mod gc;
 mod import;
 mod layout;
 mod push;
+mod resolve;
 mod status;
 mod topology;
 
@@ -35,6 +36,7 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Diff(args) => diff::run(cli, args, printer),
         Command::Bootstrap(args) => fetch::bootstrap(cli, args, printer),
         Command::Fetch(args) => fetch::fetch(cli, args, printer),
+        Command::Resolve(args) => resolve::run(cli, args, printer),
         Command::Push(args) => push::run(cli, args, printer),
         Command::Import(args) => import::run(cli, args, printer),
         Command::Status => status::run(cli, printer),
