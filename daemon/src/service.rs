@@ -924,7 +924,8 @@ impl Service {
         }
         let root = RunOutputRoot::from_run(&spec)
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let listing = self.run_listing(&root).await?;
+        // Asked for explicitly: list now, so importing a run again picks up what it gained since.
+        let listing = self.list_run(&root).await?;
         if listing.archives.is_empty() {
             return Err(ServiceError::NotFound(format!(
                 "run `{run_id}` has no archives under `{}`",

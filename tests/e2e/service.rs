@@ -346,6 +346,10 @@ async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
         lists() > before,
         "the miss was answered by listing the run again"
     );
+    // An explicit import lists the run again: it sees what the run gained.
+    upload(&specs[10]);
+    let (listing, _) = svc.import("556", "linux", "", false).await.unwrap();
+    assert_eq!(listing.archives.len(), 4, "{listing:?}");
     // Still absent after listing again: reported missing, never substituted.
     let res = svc
         .resolve(&input(wanted(&[("fft", 7)]), policy()))
