@@ -39,7 +39,7 @@ impl StoreArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the cache over gRPC on a Unix socket (and optionally TCP) until SIGINT/SIGTERM.
-    Serve(cairn_daemon::serve::ServeArgs),
+    Serve(cairn_daemon::server::lifecycle::ServeArgs),
     /// Re-hash every blob; quarantine corrupt ones. Exits 1 when corruption was found.
     Verify {
         #[command(flatten)]
@@ -100,7 +100,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            runtime.block_on(cairn_daemon::serve::serve(serve))?;
+            runtime.block_on(cairn_daemon::server::lifecycle::serve(serve))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { store } => {

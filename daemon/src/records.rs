@@ -9,12 +9,86 @@
 
 use serde::{Deserialize, Serialize};
 
-use cairn_fingerprint::{Blake3, Sha256};
+use std::fmt;
+
+use cairn_fingerprint::{Blake3, Platform, Sha256};
 
 /// Format tag of job manifests.
 pub const JOB_MANIFEST_VERSION: &str = "cairn-job-v1";
 /// Format tag of producer records.
 pub const PRODUCER_RECORD_VERSION: &str = "cairn-producer-v1";
+
+/// A run's status as CI reports it. GitHub's conclusions and statuses have names of their own;
+/// any other spelling is kept as written ([`RunStatus::Other`]) so a record round-trips unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum RunStatus {
+    /// `success`: the only status whose archives are used without `allow_failed`.
+    #[default]
+    Success,
+    /// `failure`.
+    Failure,
+    /// `in_progress` (a run whose later jobs have not published yet).
+    InProgress,
+    /// `cancelled`.
+    Cancelled,
+    /// `unknown`: a run known only from its listing.
+    Unknown,
+    /// Any other status, as written.
+    Other(String),
+}
+
+impl RunStatus {
+    /// Whether the run completed successfully.
+    pub fn is_success(&self) -> bool {
+        *self == RunStatus::Success
+    }
+
+    /// The spelling used in records and on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::Failure => "failure",
+            RunStatus::InProgress => "in_progress",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Unknown => "unknown",
+            RunStatus::Other(s) => s,
+        }
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<RunStatus, Self::Err> {
+        Ok(match s {
+            "success" => RunStatus::Success,
+            "failure" => RunStatus::Failure,
+            "in_progress" => RunStatus::InProgress,
+            "cancelled" => RunStatus::Cancelled,
+            "unknown" => RunStatus::Unknown,
+            other => RunStatus::Other(other.to_string()),
+        })
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for RunStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(s.parse().unwrap_or_else(|never| match never {}))
+    }
+}
 
 /// Who produced a set of archives: one CI run (or one developer publish).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,10 +101,10 @@ pub struct RunIdentity {
     pub run_id: String,
     /// Commit SHA the run built.
     pub commit: String,
-    /// `linux` or `windows`.
-    pub platform: String,
-    /// `success`, `failure`, `in_progress`, ...
-    pub status: String,
+    /// The platform the run built for.
+    pub platform: Platform,
+    /// How the run ended (or that it has not).
+    pub status: RunStatus,
     /// Head repository when the run came from a fork (empty = same as `repo`).
     #[serde(default)]
     pub head_repo: String,

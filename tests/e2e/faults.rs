@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_daemon::backends::{Backend, Backends};
-use cairn_daemon::error::StoreError;
+use cairn_daemon::storage::backends::{Backend, Backends};
+use cairn_daemon::store::error::StoreError;
 use cairn_daemon::records::{ProducerRecord, RunIdentity};
-use cairn_daemon::resolve::{Policy, Wanted};
+use cairn_daemon::service::policy::{Policy, Wanted};
 use cairn_daemon::service::{PublishInput, ResolveInput, Service, ServiceError};
 use cairn_daemon::storage::{
     DownloadOptions, PutBody, RetryPolicy, S3Storage, Storage, StorageError,

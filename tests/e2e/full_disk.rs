@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_daemon::error::StoreError;
+use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::Compression;
 use cairn_testkit::datagen::{ArtifactSpec, write_archive};

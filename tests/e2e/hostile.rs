@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use cairn_daemon::archive::ArchiveError;
-use cairn_daemon::error::StoreError;
+use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::Compression;
 use cairn_fingerprint::tree::RelPathError;

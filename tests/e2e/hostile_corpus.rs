@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_daemon::error::StoreError;
+use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::names::ArtifactName;
 use cairn_fingerprint::topology::{Problem, Topology, TopologyError};

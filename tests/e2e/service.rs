@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_daemon::backends::{Backend, Backends};
+use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::records::RunIdentity;
-use cairn_daemon::resolve::{Policy, Wanted};
+use cairn_daemon::service::policy::{Policy, Wanted};
 use cairn_daemon::service::{PublishInput, ResolveInput, Service};
 use cairn_daemon::storage::local::LocalStorage;
 use cairn_daemon::store::{LocalStore, StoreConfig};

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use cairn_daemon::archive::CreateOptions;
-use cairn_daemon::error::StoreError;
+use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{IngestOutcome, LocalStore, StoreConfig};
 use cairn_fingerprint::tree::EntryKind;
 use cairn_fingerprint::{Compression, Sha256};

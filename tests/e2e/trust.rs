@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_client::connect::{DaemonAddr, connect};
-use cairn_daemon::backends::{Backend, Backends};
+use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::records::RunIdentity;
-use cairn_daemon::resolve::{Policy, Wanted};
+use cairn_daemon::service::policy::{Policy, Wanted};
 use cairn_daemon::service::{PublishInput, ResolveInput, Service};
 use cairn_daemon::storage::{LocalStorage, Storage as _};
 use cairn_daemon::store::{LocalStore, StoreConfig};

@@ -9,6 +9,8 @@
 //! Errors say which object failed and whether retrying can help: [`StorageError::NotFound`] is final
 //! and never retried, [`StorageError::Transient`] may be retried, everything else is permanent.
 
+pub mod backends;
+
 pub mod local;
 pub mod retry;
 pub mod s3;

@@ -3,7 +3,7 @@
 //! Order of events, which is what makes a crash harmless at any instant:
 //! 1. every regular file is hashed and staged in the CAS temp directory as it streams by, its digest
 //!    leased before the CAS is checked for an existing copy; the process's fsync pool
-//!    ([`crate::syncer`]) `fdatasync`s staged files meanwhile (one fsync per small file,
+//!    ([`crate::store::syncer`]) `fdatasync`s staged files meanwhile (one fsync per small file,
 //!    serially, would dominate the ingest);
 //! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
 //!    with the sidecar's; a mismatch or a refused member stops here, and the staged files are deleted;
@@ -23,11 +23,11 @@ use cairn_fingerprint::tree::EntryKind;
 use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 
 use crate::archive::{self, Limits};
-use crate::cas::{Cas, Staged, StagedBlob};
-use crate::error::{Result, StoreError};
-use crate::evict::{self, Lease, Leases};
-use crate::index::{Index, IngestCommit};
-use crate::syncer;
+use crate::store::cas::{Cas, Staged, StagedBlob};
+use crate::store::error::{Result, StoreError};
+use crate::store::evict::{self, Lease, Leases};
+use crate::store::index::{Index, IngestCommit};
+use crate::store::syncer;
 
 /// What one ingest produced (before single-flight sharing).
 #[derive(Debug)]

@@ -1,8 +1,9 @@
 //! The multi-base resolution policy (DESIGN §6): map every requested archive to one producing run.
 //!
-//! Input: per requested archive, its fingerprint and the producer records found for that fingerprint.
-//! Output: per archive, the chosen record (or MISSING) and an explanation naming every candidate seen
-//! and why it was or was not chosen. This module is pure: no storage, no index — `service.rs` feeds it.
+//! Input: per requested archive, its fingerprint and the candidates found for that fingerprint.
+//! Output: per archive, the chosen candidate (or MISSING) and an explanation naming every candidate
+//! seen and why it was or was not chosen. This module is pure: no storage, no index —
+//! `service/resolve.rs` feeds it.
 //!
 //! The policy, in order: candidates failing a hard filter are rejected (untrusted location unless
 //! allowed, unsuccessful run unless allowed, not the explicitly requested run, no archive for this
@@ -10,10 +11,18 @@
 //! not); within each archive's best tier, runs are picked greedily so that **fewer distinct runs** cover
 //! the request (a run covering more still-unresolved archives wins, ties go to the newest). A missing
 //! fingerprint is reported as missing, never substituted by another fingerprint's archive.
+//!
+//! With an explicit run id, what the records did not resolve is taken from that run's listing by name
+//! ([`pick_from_listing`]), through the same [`ArchiveFilter`] as records.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use crate::records::{ArchiveRecord, ProducerRecord};
+use cairn_fingerprint::names::{ArtifactName, Component, NameError, family_matches};
+use cairn_fingerprint::{Blake3, Sha256};
+
+use crate::records::{ArchiveRecord, ProducerRecord, RunIdentity};
+use crate::service::import::{ListedArchive, RunListing};
 
 /// What the caller accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,34 +31,171 @@ pub struct Policy {
     pub allow_untrusted: bool,
     /// Accept records of runs whose status is not `success`.
     pub allow_failed: bool,
-    /// Only this run id may be used.
+    /// Only this run id may be used (never empty).
     pub run_id: Option<String>,
 }
 
-/// A producer record as found in storage, with the trust the *reader* assigned to where it was found
-/// (never the record's own claim).
+/// What one wanted entry names: a topology artifact (every archive of it that the
+/// [`ArchiveFilter`] passes) or one archive.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ArchiveSelector {
+    /// A bare topology artifact name, e.g. `amd-llvm`.
+    Artifact(String),
+    /// One archive, `{name}_{component}_{family}`.
+    Archive(ArtifactName),
+}
+
+impl ArchiveSelector {
+    /// Parse `amd-llvm` (an artifact) or `amd-llvm_lib_generic` (an archive); both are checked as
+    /// names are everywhere else.
+    pub fn parse(s: &str) -> Result<ArchiveSelector, NameError> {
+        if s.contains('_') {
+            ArtifactName::parse(s).map(ArchiveSelector::Archive)
+        } else {
+            // A bare artifact name is valid when it is valid as the name field of an archive name.
+            ArtifactName::new(s, Component::Lib, "generic")?;
+            Ok(ArchiveSelector::Artifact(s.to_string()))
+        }
+    }
+
+    /// The topology artifact it belongs to.
+    pub fn artifact_name(&self) -> &str {
+        match self {
+            ArchiveSelector::Artifact(name) => name,
+            ArchiveSelector::Archive(a) => &a.name,
+        }
+    }
+}
+
+impl fmt::Display for ArchiveSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArchiveSelector::Artifact(name) => f.write_str(name),
+            ArchiveSelector::Archive(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// One artifact or archive to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// What is asked for.
+    pub selector: ArchiveSelector,
+    /// The artifact's fingerprint.
+    pub fingerprint: Blake3,
+}
+
+/// One archive a candidate offers. What a producer record says is complete; an archive taken from
+/// a run listing knows only its key and size, so its digests are `None` (and then nothing is
+/// checked against them — the sidecar is, see `service/fetch.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedArchive {
+    /// `{name}_{component}_{family}`.
+    pub artifact: ArtifactName,
+    /// Object key within the candidate's bucket.
+    pub key: String,
+    /// SHA-256 of the archive, from a producer record.
+    pub sha256: Option<Sha256>,
+    /// Digest of its tree manifest, from a producer record.
+    pub tree_digest: Option<Blake3>,
+    /// The fingerprint it was published under, from a producer record.
+    pub fingerprint: Option<Blake3>,
+    /// Archive size in bytes (the listing's object size for listed archives).
+    pub compressed_size: u64,
+    /// Sum of file sizes, when a record says.
+    pub uncompressed_size: Option<u64>,
+    /// Whether the run built it (`false`: reused from `reused_from_run_id`).
+    pub built_here: bool,
+    /// The run it was reused from.
+    pub reused_from_run_id: Option<String>,
+}
+
+impl OfferedArchive {
+    /// The archive a producer record describes (`None` when its artifact name does not parse: such
+    /// an entry can never be selected).
+    pub fn from_record(a: &ArchiveRecord) -> Option<OfferedArchive> {
+        Some(OfferedArchive {
+            artifact: ArtifactName::parse(&a.artifact).ok()?,
+            key: a.key.clone(),
+            sha256: Some(a.sha256),
+            tree_digest: Some(a.tree_digest),
+            fingerprint: Some(a.fingerprint),
+            compressed_size: a.compressed_size,
+            uncompressed_size: Some(a.uncompressed_size),
+            built_here: a.built_here,
+            reused_from_run_id: (!a.reused_from_run_id.is_empty())
+                .then(|| a.reused_from_run_id.clone()),
+        })
+    }
+
+    /// An archive known only from a run listing: key and size, no digests.
+    pub fn listed(a: &ListedArchive) -> OfferedArchive {
+        OfferedArchive {
+            artifact: a.artifact.clone(),
+            key: a.key.clone(),
+            sha256: None,
+            tree_digest: None,
+            fingerprint: None,
+            compressed_size: a.size,
+            uncompressed_size: None,
+            built_here: true,
+            reused_from_run_id: None,
+        }
+    }
+
+    /// The larger of its two sizes (what "largest first" orders by).
+    pub fn weight(&self) -> u64 {
+        self.uncompressed_size
+            .unwrap_or(0)
+            .max(self.compressed_size)
+    }
+}
+
+/// A run that can provide a fingerprint's archives, with the trust the *reader* assigned to where
+/// it was found (never the record's own claim).
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    /// The record.
-    pub record: ProducerRecord,
+    /// The run.
+    pub run: RunIdentity,
+    /// Bucket of the run.
+    pub bucket: String,
+    /// Run prefix within the bucket.
+    pub prefix: String,
+    /// RFC 3339 publish time (empty for listed runs: they sort oldest).
+    pub published_at: String,
     /// Whether the location it was read from is trusted by this daemon's configuration.
     pub trusted: bool,
+    /// Its archives.
+    pub archives: Vec<OfferedArchive>,
 }
 
 impl Candidate {
+    /// A producer record read from a place `trusted` or not.
+    pub fn from_record(record: &ProducerRecord, trusted: bool) -> Candidate {
+        Candidate {
+            run: record.run.clone(),
+            bucket: record.bucket.clone(),
+            prefix: record.prefix.clone(),
+            published_at: record.published_at.clone(),
+            trusted,
+            archives: record
+                .archives
+                .iter()
+                .filter_map(OfferedArchive::from_record)
+                .collect(),
+        }
+    }
+
     fn run_label(&self) -> String {
-        format!(
-            "{}/{} ({})",
-            self.record.bucket, self.record.prefix, self.record.run.repo
-        )
+        format!("{}/{} ({})", self.bucket, self.prefix, self.run.repo)
     }
 
     fn run_key(&self) -> (String, String) {
-        (self.record.bucket.clone(), self.record.prefix.clone())
+        (self.bucket.clone(), self.prefix.clone())
     }
 
     fn successful(&self) -> bool {
-        self.record.run.status == "success"
+        self.run.status.is_success()
     }
 
     /// Tier: lower is better.
@@ -58,41 +204,35 @@ impl Candidate {
     }
 }
 
-/// One artifact or archive to resolve.
-#[derive(Debug, Clone)]
-pub struct Wanted {
-    /// An archive name `{name}_{component}_{family}`, or a bare artifact name (`amd-llvm`) meaning every
-    /// archive of the chosen producer that passes the [`ArchiveFilter`].
-    pub artifact: String,
-    /// The artifact's fingerprint (hex).
-    pub fingerprint: String,
-}
-
 /// Which archives of a producer a bare artifact name stands for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ArchiveFilter {
     /// The requested GPU family; `generic` archives always pass, others by base architecture.
     pub family: String,
     /// Components to leave out (`dbg`, `test`, ...).
-    pub exclude_components: Vec<String>,
+    pub exclude_components: Vec<Component>,
 }
 
 impl ArchiveFilter {
-    /// The archives of `record` that `wanted` asks for (one for an archive name, any number for a bare
-    /// artifact name).
-    pub fn select(&self, record: &ProducerRecord, wanted: &str) -> Vec<ArchiveRecord> {
-        if wanted.contains('_') {
-            return record.archive(wanted).cloned().into_iter().collect();
+    /// Whether `archive` is one that `wanted` asks for.
+    pub fn wants(&self, wanted: &ArchiveSelector, archive: &ArtifactName) -> bool {
+        match wanted {
+            ArchiveSelector::Archive(a) => a == archive,
+            ArchiveSelector::Artifact(name) => {
+                &archive.name == name
+                    && !self.exclude_components.contains(&archive.component)
+                    && (self.family.is_empty() || family_matches(&archive.family, &self.family))
+            }
         }
-        record
+    }
+
+    /// The archives of `candidate` that `wanted` asks for (one for an archive name, any number for
+    /// a bare artifact name).
+    pub fn select(&self, candidate: &Candidate, wanted: &ArchiveSelector) -> Vec<OfferedArchive> {
+        candidate
             .archives
             .iter()
-            .filter(|a| a.name == wanted)
-            .filter(|a| !self.exclude_components.iter().any(|c| c == &a.component))
-            .filter(|a| {
-                self.family.is_empty()
-                    || cairn_fingerprint::names::family_matches(&a.family, &self.family)
-            })
+            .filter(|a| self.wants(wanted, &a.artifact))
             .cloned()
             .collect()
     }
@@ -101,25 +241,57 @@ impl ArchiveFilter {
 /// The outcome for one wanted artifact or archive.
 #[derive(Debug, Clone)]
 pub struct Resolution {
-    /// The artifact or archive asked for.
-    pub artifact: String,
+    /// What was asked for.
+    pub selector: ArchiveSelector,
     /// Its fingerprint.
-    pub fingerprint: String,
+    pub fingerprint: Blake3,
     /// The chosen candidate and the archives it provides, or `None` if missing.
-    pub chosen: Option<(Candidate, Vec<ArchiveRecord>)>,
+    pub chosen: Option<(Candidate, Vec<OfferedArchive>)>,
     /// Every candidate seen and why it was (not) chosen.
     pub explanation: Vec<String>,
+}
+
+/// Explicit-run fallback: give every unresolved entry of `out` the archives `filter` selects from
+/// `listing` (a run published without Cairn records, or whose records do not cover it), marked as
+/// taken by name with unverified fingerprints. `candidate` describes the listed run.
+pub fn pick_from_listing(
+    out: &mut [Resolution],
+    listing: &RunListing,
+    candidate: &Candidate,
+    filter: &ArchiveFilter,
+) {
+    for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
+        let picked: Vec<OfferedArchive> = listing
+            .archives
+            .iter()
+            .filter(|a| filter.wants(&r.selector, &a.artifact))
+            .map(OfferedArchive::listed)
+            .collect();
+        if !picked.is_empty() {
+            r.explanation.insert(
+                0,
+                format!(
+                    "explicit run {}: {} archive(s) taken from the run listing by name; fingerprints not verified",
+                    candidate.run.run_id,
+                    picked.len()
+                ),
+            );
+            let mut c = candidate.clone();
+            c.archives = picked.clone();
+            r.chosen = Some((c, picked));
+        }
+    }
 }
 
 /// Resolve `wanted` archives given the candidates found per fingerprint.
 pub fn resolve(
     wanted: &[Wanted],
-    candidates: &BTreeMap<String, Vec<Candidate>>,
+    candidates: &BTreeMap<Blake3, Vec<Candidate>>,
     policy: &Policy,
     filter: &ArchiveFilter,
 ) -> Vec<Resolution> {
     // Per archive: eligible candidates (in their best tier only) and the explanation so far.
-    let mut eligible: Vec<Vec<(Candidate, Vec<ArchiveRecord>)>> = Vec::with_capacity(wanted.len());
+    let mut eligible: Vec<Vec<(Candidate, Vec<OfferedArchive>)>> = Vec::with_capacity(wanted.len());
     let mut explanations: Vec<Vec<String>> = Vec::with_capacity(wanted.len());
     for w in wanted {
         let mut expl = Vec::new();
@@ -144,28 +316,28 @@ pub fn resolve(
             } else if !c.successful() && !policy.allow_failed {
                 Some(format!(
                     "run status is `{}`, not `success`",
-                    c.record.run.status
+                    c.run.status
                 ))
             } else if policy
                 .run_id
                 .as_ref()
-                .is_some_and(|r| r != &c.record.run.run_id)
+                .is_some_and(|r| r != &c.run.run_id)
             {
                 Some(format!(
                     "not the requested run `{}`",
                     policy.run_id.as_deref().unwrap_or_default()
                 ))
-            } else if filter.select(&c.record, &w.artifact).is_empty() {
+            } else if filter.select(c, &w.selector).is_empty() {
                 Some(format!(
                     "run published no `{}` archive for this fingerprint and family",
-                    w.artifact
+                    w.selector
                 ))
             } else {
                 None
             };
             match reject {
                 Some(why) => expl.push(format!("rejected {label}: {why}")),
-                None => ok.push((c.clone(), filter.select(&c.record, &w.artifact))),
+                None => ok.push((c.clone(), filter.select(c, &w.selector))),
             }
         }
         if let Some(best) = ok.iter().map(|(c, _)| c.tier()).min() {
@@ -192,7 +364,7 @@ pub fn resolve(
             }
             let runs: BTreeSet<_> = opts
                 .iter()
-                .map(|(c, _)| (c.run_key(), c.record.published_at.clone()))
+                .map(|(c, _)| (c.run_key(), c.published_at.clone()))
                 .collect();
             for (run, published) in runs {
                 let e = coverage.entry(run).or_insert((0, published.clone()));
@@ -230,8 +402,8 @@ pub fn resolve(
                         format!(
                             "chose {} (run {}, commit {}, {}{}) among {} eligible candidate(s){}",
                             c.run_label(),
-                            c.record.run.run_id,
-                            short(&c.record.run.commit),
+                            c.run.run_id,
+                            short(&c.run.commit),
                             if c.trusted { "trusted" } else { "untrusted" },
                             if c.successful() {
                                 ", success"
@@ -265,8 +437,8 @@ pub fn resolve(
                 ),
             }
             Resolution {
-                artifact: w.artifact.clone(),
-                fingerprint: w.fingerprint.clone(),
+                selector: w.selector.clone(),
+                fingerprint: w.fingerprint,
                 chosen,
                 explanation,
             }
@@ -282,8 +454,7 @@ fn short(commit: &str) -> &str {
 mod tests {
     use super::*;
     use crate::records::{PRODUCER_RECORD_VERSION, RunIdentity};
-    use cairn_fingerprint::{Blake3, Sha256};
-
+    
     fn fp(n: u8) -> Blake3 {
         Blake3([n; 32])
     }
@@ -304,8 +475,8 @@ mod tests {
                 workflow: "multi_arch_ci.yml".into(),
                 run_id: run.into(),
                 commit: format!("{run}abc"),
-                platform: "linux".into(),
-                status: status.into(),
+                platform: cairn_fingerprint::Platform::Linux,
+                status: status.parse().unwrap(),
                 head_repo: String::new(),
             },
             stage: "s".into(),
@@ -334,25 +505,25 @@ mod tests {
     }
 
     fn cand(r: ProducerRecord, trusted: bool) -> Candidate {
-        Candidate { record: r, trusted }
+        Candidate::from_record(&r, trusted)
     }
 
     fn want(a: &str, n: u8) -> Wanted {
         Wanted {
-            artifact: a.into(),
-            fingerprint: fp(n).to_hex(),
+            selector: ArchiveSelector::parse(a).unwrap(),
+            fingerprint: fp(n),
         }
     }
 
     fn run_of(r: &Resolution) -> Option<&str> {
-        r.chosen.as_ref().map(|(c, _)| c.record.run.run_id.as_str())
+        r.chosen.as_ref().map(|(c, _)| c.run.run_id.as_str())
     }
 
     #[test]
     fn missing_fingerprint_is_never_substituted() {
         let mut c = BTreeMap::new();
         c.insert(
-            fp(1).to_hex(),
+            fp(1),
             vec![cand(
                 record(
                     1,
@@ -380,7 +551,7 @@ mod tests {
         let mut c = BTreeMap::new();
         // Fingerprint 1 exists in runs 10 (old) and 20 (new); fingerprint 2 only in run 10.
         c.insert(
-            fp(1).to_hex(),
+            fp(1),
             vec![
                 cand(
                     record(
@@ -425,7 +596,7 @@ mod tests {
             ],
         );
         c.insert(
-            fp(2).to_hex(),
+            fp(2),
             vec![cand(
                 record(
                     2,
@@ -493,7 +664,7 @@ mod tests {
         // Only untrusted candidates and not allowed: missing.
         let mut only = BTreeMap::new();
         only.insert(
-            fp(1).to_hex(),
+            fp(1),
             vec![cand(
                 record(
                     1,
@@ -537,10 +708,10 @@ mod tests {
             a.component = n.component.to_string();
             a.family = n.family.clone();
         }
-        c.insert(fp(1).to_hex(), vec![cand(r, true)]);
+        c.insert(fp(1), vec![cand(r, true)]);
         let filter = ArchiveFilter {
             family: "gfx94X-dcgpu".into(),
-            exclude_components: vec!["dbg".into()],
+            exclude_components: vec![Component::Dbg],
         };
         let out = resolve(&[want("x", 1)], &c, &Policy::default(), &filter);
         let got: Vec<_> = out[0]
@@ -549,7 +720,7 @@ mod tests {
             .unwrap()
             .1
             .iter()
-            .map(|a| a.artifact.as_str())
+            .map(|a| a.artifact.to_string())
             .collect();
         assert_eq!(got, ["x_lib_generic", "x_lib_gfx94X-dcgpu"]);
     }
@@ -558,7 +729,7 @@ mod tests {
     fn a_run_without_the_component_is_rejected_for_it() {
         let mut c = BTreeMap::new();
         c.insert(
-            fp(1).to_hex(),
+            fp(1),
             vec![cand(
                 record(
                     1,

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cairn_fingerprint::Blake3;
 
-use crate::cas::Cas;
-use crate::error::{Result, StoreError};
-use crate::index::Index;
+use crate::store::cas::Cas;
+use crate::store::error::{Result, StoreError};
+use crate::store::index::Index;
 
 /// Lease counts per blob, shared by every [`Lease`] of a store.
 #[derive(Debug, Default)]

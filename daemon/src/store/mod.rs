@@ -5,6 +5,15 @@
 //! single-flight (`flight.rs`). Every method is blocking except [`LocalStore::ingest_async`]; async
 //! callers use that or wrap the others in `spawn_blocking`.
 
+pub mod cas;
+pub mod error;
+pub mod evict;
+pub mod flight;
+pub mod index;
+pub mod ingest;
+pub mod syncer;
+pub mod tree_cache;
+
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -16,13 +25,13 @@ use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 use rayon::prelude::*;
 
 use crate::archive::Limits;
-use crate::cas::{self, Cas};
-use crate::error::{Result, StoreError};
-use crate::evict::{self, GcReport, Lease, Leases};
-use crate::flight::{Role, SingleFlight};
-use crate::index::{Index, IndexError};
-use crate::ingest::{self, Ctx};
-use crate::tree_cache::{self, TreeCache};
+use cas::Cas;
+use crate::store::error::{Result, StoreError};
+use evict::{GcReport, Lease, Leases};
+use crate::store::flight::{Role, SingleFlight};
+use crate::store::index::{Index, IndexError};
+use ingest::Ctx;
+use tree_cache::TreeCache;
 
 /// Name of the index file under the store root.
 pub const INDEX_FILE: &str = "index-v1.redb";

@@ -18,15 +18,14 @@ use std::sync::Arc;
 use tracing::{instrument, warn};
 
 use cairn_fingerprint::layout::{
-    CI_EXTERNAL_BUCKET, LEGACY_EXTERNAL_BUCKET, RunOutputRoot, RunSpec, commit_index_prefix,
+    RunOutputRoot, RunSpec, commit_index_prefix,
     tree_manifest_key,
 };
 use cairn_fingerprint::{Blake3, Tree};
 
 use crate::records::{CommitRecord, JOB_MANIFEST_VERSION, JobManifest, RunIdentity};
-use crate::service::{Service, ServiceError, UNTRUSTED_AREA};
+use crate::service::{Result, Service, ServiceError, UNTRUSTED_AREA, invalid};
 
-type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 /// One job's commit index entry, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +115,17 @@ pub struct RunTrees {
     pub notes: Vec<String>,
 }
 
-fn invalid(e: impl std::fmt::Display) -> ServiceError {
-    ServiceError::InvalidArgument(e.to_string())
+/// A FindRuns request in domain terms.
+#[derive(Debug, Clone)]
+pub struct FindRunsRequest {
+    /// The commit (hex).
+    pub commit: String,
+    /// Only runs of this repository (`OWNER/REPO`, any case).
+    pub repo: Option<String>,
+    /// Only runs for this platform.
+    pub platform: Option<cairn_fingerprint::Platform>,
+    /// Also read the untrusted area.
+    pub allow_untrusted: bool,
 }
 
 impl Service {
@@ -125,23 +133,12 @@ impl Service {
     /// `cairn/commits/{commit}/` per backend (and of `untrusted/cairn/commits/{commit}/` with
     /// `allow_untrusted`), then one GET per entry. `repo` and `platform` filter when non-empty.
     /// Unreadable entries are skipped with a warning: one bad entry must not hide the other runs.
-    #[instrument(skip_all, fields(commit = %commit))]
-    pub async fn find_runs(
-        &self,
-        commit: &str,
-        repo: &str,
-        platform: &str,
-        allow_untrusted: bool,
-    ) -> Result<Vec<CommitRun>> {
-        let commit = commit.to_ascii_lowercase();
+    #[instrument(skip_all, fields(commit = %request.commit))]
+    pub async fn find_runs(&self, request: &FindRunsRequest) -> Result<Vec<CommitRun>> {
+        let commit = request.commit.to_ascii_lowercase();
         let prefix = commit_index_prefix(&commit).map_err(invalid)?;
-        if !platform.is_empty() {
-            platform
-                .parse::<cairn_fingerprint::Platform>()
-                .map_err(invalid)?;
-        }
         let mut areas = vec![""];
-        if allow_untrusted {
+        if request.allow_untrusted {
             areas.push(UNTRUSTED_AREA);
         }
         // (trusted, bucket, prefix) → the run; the same run seen through two backends is one run.
@@ -172,16 +169,15 @@ impl Service {
                         warn!(key = %obj.key, names = %entry.run.commit, "ignoring commit index entry filed under another commit");
                         continue;
                     }
-                    if !repo.is_empty() && !entry.run.repo.eq_ignore_ascii_case(repo) {
+                    if let Some(repo) = &request.repo
+                        && !entry.run.repo.eq_ignore_ascii_case(repo)
+                    {
                         continue;
                     }
-                    if !platform.is_empty() && entry.run.platform != platform {
+                    if request.platform.is_some_and(|p| entry.run.platform != p) {
                         continue;
                     }
-                    let trusted = area.is_empty()
-                        && backend.trusted
-                        && entry.bucket != CI_EXTERNAL_BUCKET
-                        && entry.bucket != LEGACY_EXTERNAL_BUCKET;
+                    let trusted = backend.trusts(!area.is_empty(), &entry.bucket);
                     let job = CommitJob {
                         stage: entry.stage.clone(),
                         family: entry.family.clone(),
@@ -245,18 +241,9 @@ impl Service {
     /// A run's archives with their sizes: the job manifests under `{prefix}/cairn/` and the tree
     /// manifests they name (verified against their digests), then the run listing for archives no
     /// job manifest describes (compressed size only, with a note).
-    #[instrument(skip_all, fields(run = %run_id, platform = %platform))]
-    pub async fn run_trees(&self, run_id: &str, platform: &str, repo: &str) -> Result<RunTrees> {
-        let platform = if platform.is_empty() {
-            cairn_fingerprint::Platform::Linux
-        } else {
-            platform.parse().map_err(invalid)?
-        };
-        let mut spec = RunSpec::new(run_id, platform);
-        if !repo.is_empty() {
-            spec.repo = repo.parse().map_err(invalid)?;
-        }
-        let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
+    #[instrument(skip_all, fields(run = %spec.run_id, platform = %spec.platform))]
+    pub async fn run_trees(&self, spec: &RunSpec) -> Result<RunTrees> {
+        let root = RunOutputRoot::from_run(spec).map_err(invalid)?;
         let backend = self
             .backends()
             .for_bucket(root.bucket())
@@ -350,14 +337,15 @@ impl Service {
         let listed = self.run_listing(&root).await?;
         let mut from_listing = 0usize;
         for a in &listed.archives {
-            if archives.contains_key(&a.artifact) {
+            let artifact = a.artifact.to_string();
+            if archives.contains_key(&artifact) {
                 continue;
             }
             from_listing += 1;
             archives.insert(
-                a.artifact.clone(),
+                artifact.clone(),
                 RunArchive {
-                    artifact: a.artifact.clone(),
+                    artifact,
                     key: a.key.clone(),
                     compressed_size: a.size,
                     uncompressed_size: 0,
@@ -374,7 +362,7 @@ impl Service {
         }
         if archives.is_empty() {
             return Err(ServiceError::NotFound(format!(
-                "run `{run_id}` has no archives under `{}`",
+                "run `{}` has no archives under `{}`", spec.run_id,
                 root.s3_uri()
             )));
         }
@@ -391,7 +379,7 @@ impl Service {
     /// `backend` (verified, then remembered). `Ok(None)` when storage does not have it.
     async fn tree_manifest(
         &self,
-        backend: &crate::backends::Backend,
+        backend: &crate::storage::backends::Backend,
         digest: &Blake3,
     ) -> Result<Option<(Blake3, Arc<Tree>)>> {
         if let Some(tree) = self.store().tree(digest)? {

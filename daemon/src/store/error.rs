@@ -12,7 +12,7 @@ use std::sync::Arc;
 use cairn_fingerprint::{Blake3, Sha256};
 
 pub use crate::archive::ArchiveError;
-pub use crate::index::IndexError;
+pub use crate::store::index::IndexError;
 
 /// Everything that can go wrong in the local store.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,8 @@ use anyhow::{Context, Result, bail};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
+use crate::service::ServiceError;
+
 /// Shortest accepted token: a guessable token is no access control.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -69,13 +71,17 @@ impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         match request.metadata().get("authorization") {
             Some(v) if self.accepts(v.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated(
-                "the bearer token is wrong; hint: set CAIRN_TOKEN or --token-file to the daemon's TCP token",
-            )),
-            None => Err(Status::unauthenticated(
+            Some(_) => Err(ServiceError::Unauthenticated(
+                "the bearer token is wrong; hint: set CAIRN_TOKEN or --token-file to the daemon's TCP token"
+                    .into(),
+            )
+            .into()),
+            None => Err(ServiceError::Unauthenticated(
                 "this TCP listener requires `authorization: Bearer <token>`; hint: set CAIRN_TOKEN or \
-                 --token-file to the daemon's TCP token",
-            )),
+                 --token-file to the daemon's TCP token"
+                    .into(),
+            )
+            .into()),
         }
     }
 }

@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tracing::info;
 
-use crate::backends::Backends;
+use crate::storage::backends::Backends;
 use crate::config::{Config, parse_bytes};
-use crate::listen::{activated_unix, bind_tcp, bind_unix};
+use crate::server::listen::{activated_unix, bind_tcp, bind_unix};
 use crate::server::{CairnService, Listener, run, run_authenticated};
 use crate::service::Service;
 use crate::store::{LocalStore, StoreConfig};
@@ -92,6 +92,10 @@ impl ServeArgs {
 
 /// Run the daemon until a shutdown signal.
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    // Signal handlers first: from the moment a listener exists (and certainly from the moment
+    // readiness is announced) a SIGTERM must mean "shut down gracefully", never the default action
+    // of dying with the socket file left behind.
+    let shutdown = ShutdownSignals::install().context("installing SIGINT/SIGTERM handlers")?;
     let cfg = args.config()?;
     if let Some(q) = &args.max_bytes {
         parse_bytes(q).with_context(|| format!("--max-bytes `{q}` is not a byte count"))?;
@@ -118,13 +122,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // Decided before binding anything: a daemon that would serve TCP unauthenticated does not start.
     let tcp_auth = match &cfg.tcp {
         Some(addr) => {
-            let token = crate::auth::load_token(
+            let token = crate::server::auth::load_token(
                 std::env::var("CAIRN_TCP_TOKEN").ok(),
                 cfg.tcp_token_file.as_deref(),
             )?;
             Some((
                 addr.clone(),
-                crate::auth::tcp_policy(addr, token, args.tcp_insecure).await?,
+                crate::server::auth::tcp_policy(addr, token, args.tcp_insecure).await?,
             ))
         }
         None => None,
@@ -185,7 +189,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         eprintln!("cairnd: metrics on http://{}/metrics", http.local_addr()?);
         let mut rx = stop_tx.subscribe();
         let service = service.clone();
-        tokio::spawn(crate::metrics::serve_http(http, service, async move {
+        tokio::spawn(crate::server::http::serve_http(http, service, async move {
             let _ = rx.recv().await;
         }));
     }
@@ -198,7 +202,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
         }));
     }
-    shutdown_signal().await;
+    shutdown.recv().await;
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(());
     for t in tasks {
@@ -212,11 +216,25 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment [`ShutdownSignals::install`] returns.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

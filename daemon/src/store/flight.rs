@@ -156,6 +156,81 @@ impl<K: Eq + Hash, V, E, A: FnOnce() -> E> Drop for LeaderGuard<'_, K, V, E, A> 
     }
 }
 
+/// Async single-flight by key for work whose result is cached elsewhere (the index): the first caller
+/// of a key holds its turn, later callers wait for it and then look in the cache again. A key's entry
+/// exists only while someone holds or awaits its turn (a claim count, kept under the map's lock; the
+/// last [`Turn`] to drop removes it), so the map holds the keys in flight now, never every key seen.
+///
+/// Used for downloads (key: bucket/object) and producer-record lookups (key: area and fingerprint).
+#[derive(Debug)]
+pub struct KeyedFlight<K> {
+    inflight: Arc<Mutex<HashMap<K, (Arc<tokio::sync::Mutex<()>>, usize)>>>,
+}
+
+impl<K> Default for KeyedFlight<K> {
+    fn default() -> Self {
+        KeyedFlight {
+            inflight: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// A caller's claim on one key of a [`KeyedFlight`]: its turn once [`KeyedFlight::turn`] returns.
+/// Dropping it (also while still waiting) lets the next waiter in and removes the key's entry when no
+/// one else claims it.
+pub struct Turn<K: Eq + Hash + Clone> {
+    key: K,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inflight: Arc<Mutex<HashMap<K, (Arc<tokio::sync::Mutex<()>>, usize)>>>,
+}
+
+impl<K: Eq + Hash + Clone> Drop for Turn<K> {
+    fn drop(&mut self) {
+        let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.guard.take());
+        if let Some((_, claims)) = map.get_mut(&self.key) {
+            *claims -= 1;
+            if *claims == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> KeyedFlight<K> {
+    /// A new, empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wait for `key`'s turn. Cancel-safe: a caller dropped while waiting gives up its claim.
+    pub async fn turn(&self, key: K) -> Turn<K> {
+        let slot = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = map.entry(key.clone()).or_default();
+            entry.1 += 1;
+            entry.0.clone()
+        };
+        let mut turn = Turn {
+            key,
+            guard: None,
+            inflight: self.inflight.clone(),
+        };
+        turn.guard = Some(slot.lock_owned().await);
+        turn
+    }
+
+    /// Keys in flight now (held or awaited).
+    pub fn len(&self) -> usize {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no key is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +302,40 @@ mod tests {
             Role::Follower => assert_eq!(r.unwrap_err().as_str(), "abandoned"),
             Role::Leader => assert_eq!(r.unwrap(), 7),
         }
+        assert!(flight.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keyed_flight_serialises_one_key_and_forgets_finished_keys() {
+        let flight = Arc::new(KeyedFlight::<u32>::new());
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for i in 0..4000u32 {
+            let flight = flight.clone();
+            let running = running.clone();
+            tasks.push(tokio::spawn(async move {
+                // 4000 callers over 1000 keys: four share each key.
+                let _turn = flight.turn(i % 1000).await;
+                let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert!(now < 1000, "more turns at once than keys");
+                tokio::task::yield_now().await;
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(flight.is_empty(), "{} keys left in the map", flight.len());
+    }
+
+    #[tokio::test]
+    async fn keyed_flight_waiter_dropped_while_waiting_leaves_no_entry() {
+        let flight = KeyedFlight::<&str>::new();
+        let held = flight.turn("k").await;
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), flight.turn("k")).await;
+        assert!(waiting.is_err(), "the key is held, the second turn must wait");
+        assert_eq!(flight.len(), 1);
+        drop(held);
         assert!(flight.is_empty());
     }
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use cairn_fingerprint::layout::{CI_EXTERNAL_BUCKET, LEGACY_EXTERNAL_BUCKET};
+
 use crate::config::{StorageConfig, StorageKind};
 use crate::storage::local::LocalStorage;
 use crate::storage::s3::{S3Config, S3Storage};
@@ -17,6 +19,19 @@ pub struct Backend {
     pub storage: Arc<dyn Storage>,
     /// Whether producer records in its trusted area are trusted.
     pub trusted: bool,
+}
+
+impl Backend {
+    /// The trust rule, the only place it is written: a record is trusted when it was read from the
+    /// trusted area (not `untrusted/`) of a backend configured as trusted, and the bucket it names
+    /// is not one of the external buckets that fork and outside-contributor runs publish to. Never
+    /// from anything the record says about itself.
+    pub fn trusts(&self, read_from_untrusted_area: bool, record_bucket: &str) -> bool {
+        !read_from_untrusted_area
+            && self.trusted
+            && record_bucket != CI_EXTERNAL_BUCKET
+            && record_bucket != LEGACY_EXTERNAL_BUCKET
+    }
 }
 
 /// All backends; lookups by bucket name fall back to the `*` entry.

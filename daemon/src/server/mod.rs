@@ -1,0 +1,326 @@
+//! The edge of `cairnd`: thin `cairn.v1` handlers over [`Service`], plus `grpc.health.v1` and server
+//! reflection. Wire types stop here — every handler converts its request once ([`convert`]), calls
+//! the service, and converts back; gRPC codes are chosen only in [`status`]; every RPC is timed and
+//! counted once, by [`CairnService::observed`].
+//!
+//! - [`convert`] — wire ⇄ domain, and the defaults an empty field stands for;
+//! - [`status`] — `From<ServiceError> for Status`;
+//! - [`auth`] — the TCP listener's bearer token;
+//! - [`listen`] — binding sockets (modes, systemd socket activation);
+//! - [`lifecycle`] — `cairnd serve`: configuration, signals, listeners, graceful shutdown;
+//! - [`http`] — the optional metrics listener (`/metrics`, `/status`, `/healthz`).
+//!
+//! May import: `service` (and through its types, `store`, `storage`, `records`); nothing imports
+//! `server` but `main.rs`.
+//!
+//! [`run`] takes a bound listener and a shutdown future (mini-redis style): the binary passes a
+//! signal, tests pass a oneshot.
+
+pub mod auth;
+pub mod convert;
+pub mod http;
+pub mod lifecycle;
+pub mod listen;
+pub mod status;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use cairn_proto::v1::cairn_server::{Cairn, CairnServer};
+use cairn_proto::v1::{self as pb};
+
+use crate::service::{Service, ServiceError};
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct CairnService {
+    inner: Arc<Service>,
+    max_bytes: u64,
+}
+
+impl CairnService {
+    /// Wrap a service; `max_bytes` is the configured quota used by `Gc` with no explicit quota.
+    pub fn new(inner: Arc<Service>, max_bytes: u64) -> CairnService {
+        CairnService { inner, max_bytes }
+    }
+
+    /// Run one RPC's work and record it (count, outcome, latency) under `method`, `stage` and
+    /// `family`: the only place per-RPC metrics are recorded.
+    async fn observed<T>(
+        &self,
+        method: &str,
+        stage: &str,
+        family: &str,
+        work: impl Future<Output = Result<T, ServiceError>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = work.await;
+        self.inner
+            .metrics
+            .observe(method, stage, family, result.is_ok(), started.elapsed());
+        Ok(Response::new(result?))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::FetchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Cairn for CairnService {
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
+        let req = req.into_inner();
+        let (stage, family) = (req.stage.clone(), req.family.clone());
+        self.observed("Resolve", &stage, &family, async {
+            let input = convert::resolve_request(req)?;
+            Ok(convert::resolved_to_pb(&self.inner.resolve(&input).await?))
+        })
+        .await
+    }
+
+    type FetchStream = EventStream;
+
+    async fn fetch(
+        &self,
+        req: Request<pb::FetchRequest>,
+    ) -> Result<Response<Self::FetchStream>, Status> {
+        let started = Instant::now();
+        let req = req.into_inner();
+        let labels = req
+            .resolve
+            .as_ref()
+            .map(|r| (r.stage.clone(), r.family.clone()))
+            .unwrap_or_default();
+        let service = self.inner.clone();
+        service
+            .counters
+            .fetch_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let prepared = async {
+            let request = convert::fetch_request(req)?;
+            let resolutions = service.resolve(&request.resolve).await?;
+            Ok::<_, ServiceError>((request, resolutions))
+        }
+        .await;
+        let (request, resolutions) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let (stage, family) = &labels;
+                service
+                    .metrics
+                    .observe("Fetch", stage, family, false, started.elapsed());
+                return Err(e.into());
+            }
+        };
+        // The stream's end (the client closing it) ends the request: it is recorded then.
+        let (tx, rx) = mpsc::channel(64);
+        let delivery = request.delivery;
+        tokio::spawn(async move {
+            let ok = service.fetch(resolutions, &request, tx).await;
+            let (stage, family) = &labels;
+            service
+                .metrics
+                .observe("Fetch", stage, family, ok, started.elapsed());
+        });
+        let stream = ReceiverStream::new(rx).flat_map(move |event| {
+            let messages: Vec<Result<pb::FetchEvent, Status>> = match event {
+                Ok(e) => convert::fetch_event_to_pb(e, delivery)
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                Err(e) => vec![Err(Status::from(e))],
+            };
+            futures::stream::iter(messages)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let req = req.into_inner();
+        let (stage, family) = (req.stage.clone(), req.family.clone());
+        self.observed("Publish", &stage, &family, async {
+            let input = convert::publish_request(req)?;
+            let out = self.inner.publish(input).await?;
+            info!(archives = out.archives.len(), prefix = %out.prefix, "published");
+            Ok(convert::publish_outcome_to_pb(out))
+        })
+        .await
+    }
+
+    async fn import(
+        &self,
+        req: Request<pb::ImportRequest>,
+    ) -> Result<Response<pb::ImportResponse>, Status> {
+        let req = req.into_inner();
+        self.observed("Import", "", "", async {
+            let input = convert::import_request(req)?;
+            let (listing, ingested) = self.inner.import(&input).await?;
+            Ok(pb::ImportResponse {
+                prefix: listing.prefix,
+                archives: listing.archives.into_iter().map(|a| a.key).collect(),
+                ingested,
+            })
+        })
+        .await
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.observed("Stats", "", "", async {
+            let store = self.inner.store().stats()?;
+            let t = self.inner.backends().transfer_totals();
+            let c = &self.inner.counters;
+            Ok(pb::StatsResponse {
+                store_bytes: store.bytes,
+                blobs: store.blobs,
+                max_bytes: store.max_bytes.unwrap_or(0),
+                trees: store.trees,
+                hits: c.hits.load(Ordering::Relaxed),
+                misses: c.misses.load(Ordering::Relaxed),
+                storage_gets: t.get_requests,
+                storage_bytes: t.get_bytes,
+                in_flight: c.in_flight.load(Ordering::Relaxed),
+                ingests: store.ingests,
+                evicted_blobs: store.evicted_blobs,
+                evicted_bytes: store.evicted_bytes,
+                resolve_requests: c.resolve_requests.load(Ordering::Relaxed),
+                fetch_requests: c.fetch_requests.load(Ordering::Relaxed),
+            })
+        })
+        .await
+    }
+
+    async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
+        let requested = req.into_inner().max_bytes;
+        self.observed("Gc", "", "", async {
+            let quota = match requested {
+                0 => self.max_bytes,
+                n => n,
+            };
+            if quota == 0 {
+                return Err(ServiceError::InvalidArgument(
+                    "no quota: pass max_bytes or configure `max_bytes` for cairnd".into(),
+                ));
+            }
+            let store = self.inner.store().clone();
+            let report = tokio::task::spawn_blocking(move || store.gc(quota))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
+            let stats = self.inner.store().stats()?;
+            Ok(pb::GcResponse {
+                evicted_blobs: report.evicted_blobs,
+                evicted_bytes: report.evicted_bytes,
+                store_bytes: stats.bytes,
+            })
+        })
+        .await
+    }
+
+    async fn find_runs(
+        &self,
+        req: Request<pb::FindRunsRequest>,
+    ) -> Result<Response<pb::FindRunsResponse>, Status> {
+        let req = req.into_inner();
+        self.observed("FindRuns", "", "", async {
+            let input = convert::find_runs_request(req)?;
+            let runs = self.inner.find_runs(&input).await?;
+            Ok(pb::FindRunsResponse {
+                runs: runs.iter().map(convert::commit_run_to_pb).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn run_trees(
+        &self,
+        req: Request<pb::RunTreesRequest>,
+    ) -> Result<Response<pb::RunTreesResponse>, Status> {
+        let req = req.into_inner();
+        self.observed("RunTrees", "", "", async {
+            let spec = convert::run_trees_request(req)?;
+            Ok(convert::run_trees_to_pb(&self.inner.run_trees(&spec).await?))
+        })
+        .await
+    }
+}
+
+/// Where `run` listens.
+pub enum Listener {
+    /// A bound Unix socket.
+    Unix(tokio::net::UnixListener),
+    /// A bound TCP listener.
+    Tcp(tokio::net::TcpListener),
+}
+
+/// Serve `cairn.v1`, health and reflection on `listener` until `shutdown` resolves; in-flight requests
+/// finish (tonic's graceful shutdown) before this returns.
+pub async fn run(
+    service: CairnService,
+    listener: Listener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    run_authenticated(service, listener, None, shutdown).await
+}
+
+/// [`run`], refusing every request (health and reflection included) that lacks the bearer token of
+/// `auth` when it is given.
+pub async fn run_authenticated(
+    service: CairnService,
+    listener: Listener,
+    auth: Option<auth::BearerAuth>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CairnServer<CairnService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("descriptor sets are valid");
+    let cairn = CairnServer::new(service)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(
+            auth::Access::new(auth),
+        ))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(cairn);
+    match listener {
+        Listener::Unix(l) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
+        Listener::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
+    }
+}
+

@@ -1,0 +1,138 @@
+//! The Import RPC and run listings: what storage holds under a run prefix (runs published without
+//! Cairn records), remembered in the index and listed again on a miss.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use cairn_fingerprint::Compression;
+use cairn_fingerprint::layout::{RunOutputRoot, RunSpec};
+use cairn_fingerprint::names::{ArchiveName, ArtifactName};
+
+use super::error::{Result, ServiceError, internal};
+use super::policy::OfferedArchive;
+use super::resolve::listed_candidate;
+use super::{Service, invalid};
+use crate::store::error::StoreError;
+
+/// One archive of a run listing (imported runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedArchive {
+    /// `{name}_{component}_{family}`.
+    pub artifact: ArtifactName,
+    /// Object key.
+    pub key: String,
+    /// Object size.
+    pub size: u64,
+}
+
+/// What storage holds for one run (remembered; listed again when a lookup misses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunListing {
+    /// Bucket.
+    pub bucket: String,
+    /// Run prefix.
+    pub prefix: String,
+    /// Archives, one per artifact, in [`Compression`]'s preference order when both exist.
+    pub archives: Vec<ListedArchive>,
+}
+
+/// An import request in domain terms.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// The run (id, platform, repository).
+    pub run: RunSpec,
+    /// Make every archive local now, not only list the run.
+    pub ingest: bool,
+}
+
+impl Service {
+    /// The archives of a run, listed once (`Prefix="{prefix}/"`, `Delimiter="/"`) and remembered;
+    /// callers that miss an archive in a remembered listing ask [`Service::list_run`] again.
+    pub async fn run_listing(&self, root: &RunOutputRoot) -> Result<RunListing> {
+        match self.cached_run_listing(root)? {
+            Some(listing) => Ok(listing),
+            None => self.list_run(root).await,
+        }
+    }
+
+    /// The remembered listing of a run, if any.
+    pub(crate) fn cached_run_listing(&self, root: &RunOutputRoot) -> Result<Option<RunListing>> {
+        let bytes = self
+            .store
+            .index()
+            .meta(&run_listing_key(root))
+            .map_err(StoreError::from)?;
+        Ok(bytes.and_then(|b| serde_json::from_slice::<RunListing>(&b).ok()))
+    }
+
+    /// List the run now (one LIST) and remember the result for [`Service::run_listing`].
+    pub async fn list_run(&self, root: &RunOutputRoot) -> Result<RunListing> {
+        let prefix = root.prefix();
+        let backend = self.backend(root.bucket())?;
+        let listing = backend
+            .storage
+            .list(&format!("{prefix}/"), Some("/"))
+            .await?;
+        let mut best: BTreeMap<ArtifactName, (Compression, ListedArchive)> = BTreeMap::new();
+        for obj in listing.objects {
+            let file_name = obj.key.rsplit('/').next().unwrap_or(&obj.key);
+            let Ok(archive) = ArchiveName::parse(file_name) else {
+                continue;
+            };
+            let entry = ListedArchive {
+                artifact: archive.artifact.clone(),
+                key: obj.key.clone(),
+                size: obj.size,
+            };
+            match best.get(&archive.artifact) {
+                Some((kept, _)) if kept.preferred_over(archive.compression) => {}
+                _ => {
+                    best.insert(archive.artifact, (archive.compression, entry));
+                }
+            }
+        }
+        let run = RunListing {
+            bucket: root.bucket().to_string(),
+            prefix,
+            archives: best.into_values().map(|(_, a)| a).collect(),
+        };
+        if !run.archives.is_empty() {
+            let json = serde_json::to_vec(&run).map_err(internal)?;
+            self.store
+                .index()
+                .put_meta(&run_listing_key(root), &json)
+                .map_err(StoreError::from)?;
+        }
+        Ok(run)
+    }
+
+    /// Import a run published without Cairn; with `ingest`, make every archive local now.
+    pub async fn import(&self, request: &ImportRequest) -> Result<(RunListing, u32)> {
+        let root = RunOutputRoot::from_run(&request.run).map_err(invalid)?;
+        // Asked for explicitly: list now, so importing a run again picks up what it gained since.
+        let listing = self.list_run(&root).await?;
+        if listing.archives.is_empty() {
+            return Err(ServiceError::NotFound(format!(
+                "run `{}` has no archives under `{}`",
+                request.run.run_id,
+                root.s3_uri()
+            )));
+        }
+        let mut ingested = 0;
+        if request.ingest {
+            let candidate = listed_candidate(&request.run, &root, self);
+            for a in &listing.archives {
+                let offered = OfferedArchive::listed(a);
+                let _ = self.make_local(&candidate, &offered).await?;
+                ingested += 1;
+            }
+        }
+        Ok((listing, ingested))
+    }
+}
+
+/// Where a run's listing is remembered in the index.
+fn run_listing_key(root: &RunOutputRoot) -> String {
+    format!("run:{}/{}", root.bucket(), root.prefix())
+}

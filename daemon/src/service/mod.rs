@@ -1,0 +1,142 @@
+//! The domain layer: one module per RPC over a small core ([`Service`]: the store, the backends,
+//! the in-flight maps, the counters). Nothing here knows about protobuf: `server/` converts the wire
+//! into the request types declared here and turns results and [`fetch::FetchEvent`]s back into
+//! messages.
+//!
+//! - [`resolve`] — producer records per fingerprint (storage, the index as cache), then [`policy`];
+//! - [`policy`] — the multi-base policy and the explicit-run fallback, pure;
+//! - [`fetch`] — make resolved archives local (single-flight downloads into ingest), leased, and the
+//!   Fetch orchestration (largest first, de-duplicated blobs, summary) as domain events;
+//! - [`publish`] — a build directory into archives, sidecars, manifests and records;
+//! - [`import`] — run listings for runs published without Cairn;
+//! - [`history`] — the commit index and a run's trees, for `find` and `diff`;
+//! - [`metrics`] — request counters and histograms (data only; `server/http.rs` renders them);
+//! - [`error`] — [`ServiceError`].
+//!
+//! May import: `store`, `storage`, `records`, `archive`, `config` — never `server`.
+//!
+//! Trust: which records are trusted is decided by [`Backends::trusts`] alone, from where a record
+//! was read and the daemon's configuration, never from the record itself.
+
+pub mod error;
+pub mod fetch;
+pub mod history;
+pub mod import;
+pub mod metrics;
+pub mod policy;
+pub mod publish;
+pub mod resolve;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::storage::backends::{Backend, Backends};
+use crate::storage::transfer::DownloadOptions;
+use crate::store::LocalStore;
+use crate::store::flight::KeyedFlight;
+
+pub use error::{Result, ServiceError};
+pub use fetch::{Delivery, FetchEvent, FetchRequest, FetchSummary, LocalArchive};
+pub use import::{ImportRequest, ListedArchive, RunListing};
+pub use publish::{PublishOutcome, PublishRequest};
+pub use resolve::ResolveRequest;
+
+/// Longest artifact name, stage, family or run id a request may carry.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Key prefix under which untrusted runs file their records.
+pub const UNTRUSTED_AREA: &str = "untrusted/";
+
+/// A request field that does not parse, as [`ServiceError::InvalidArgument`].
+pub(crate) fn invalid(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::InvalidArgument(e.to_string())
+}
+
+/// Counters reported by `Stats` (relaxed atomics: statistics only).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Archives served from the CAS without a download.
+    pub hits: AtomicU64,
+    /// Archives that had to be downloaded.
+    pub misses: AtomicU64,
+    /// Downloads+ingests running now.
+    pub in_flight: AtomicU64,
+    /// Resolve requests (including the resolve step of fetches).
+    pub resolve_requests: AtomicU64,
+    /// Fetch requests.
+    pub fetch_requests: AtomicU64,
+}
+
+/// The service: shared by every request.
+#[derive(Debug)]
+pub struct Service {
+    store: Arc<LocalStore>,
+    backends: Backends,
+    negative_ttl: Duration,
+    download: DownloadOptions,
+    /// Per storage object, a turn held while it is downloaded and ingested, so N concurrent requests
+    /// cause one download; the others wait and then find it in the index.
+    downloads: KeyedFlight<String>,
+    /// Per fingerprint and area, a turn held while storage is listed for its producer records, so
+    /// N concurrent cold resolves of one stage cause one LIST (and one GET per record), not N.
+    lookups: KeyedFlight<String>,
+    /// Counters for `Stats`.
+    pub counters: Counters,
+    /// Per-request metrics for `/metrics` and `/status`.
+    pub metrics: metrics::Metrics,
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Service {
+    /// A service over an open store and its backends.
+    pub fn new(store: Arc<LocalStore>, backends: Backends, negative_ttl: Duration) -> Service {
+        Service {
+            store,
+            backends,
+            negative_ttl,
+            download: DownloadOptions::default(),
+            downloads: KeyedFlight::new(),
+            lookups: KeyedFlight::new(),
+            counters: Counters::default(),
+            metrics: metrics::Metrics::default(),
+        }
+    }
+
+    /// The same service downloading with `options` (chunking, concurrency, resume budget) instead of
+    /// the defaults; tests use it for quick retries.
+    pub fn with_download_options(mut self, options: DownloadOptions) -> Service {
+        self.download = options;
+        self
+    }
+
+    /// The local store.
+    pub fn store(&self) -> &Arc<LocalStore> {
+        &self.store
+    }
+
+    /// The backends.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Objects being downloaded and fingerprints being looked up right now (both drop to 0 when
+    /// the daemon is idle: the maps never keep finished work).
+    pub fn in_flight_keys(&self) -> (usize, usize) {
+        (self.downloads.len(), self.lookups.len())
+    }
+
+    fn backend(&self, bucket: &str) -> Result<&Backend> {
+        self.backends.for_bucket(bucket).ok_or_else(|| {
+            ServiceError::NotFound(format!(
+                "no storage backend configured for bucket `{bucket}` (add a [[storage]] entry or `bucket = \"*\"`)"
+            ))
+        })
+    }
+}

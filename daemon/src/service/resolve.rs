@@ -1,0 +1,220 @@
+//! The Resolve RPC: find the producer records of every wanted fingerprint (storage LISTs, with the
+//! index as a cache of what storage said), then let the pure [`policy`](super::policy) choose; with
+//! an explicit run id, what records do not cover comes from the run's listing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use tracing::{instrument, warn};
+
+use cairn_fingerprint::layout::{RunOutputRoot, RunSpec, producer_records_prefix};
+use cairn_fingerprint::{Blake3, Platform};
+
+use super::error::{Result, internal};
+use super::policy::{self, ArchiveFilter, Candidate, Policy, Resolution, Wanted};
+use super::{Service, UNTRUSTED_AREA, now_secs};
+use crate::records::{ProducerRecord, RunIdentity, RunStatus};
+use crate::store::error::StoreError;
+
+/// A resolve request in domain terms (validated at the edge: names parse, fingerprints are digests).
+#[derive(Debug, Clone)]
+pub struct ResolveRequest {
+    /// Build stage (informational; the client chose the artifacts).
+    pub stage: String,
+    /// GPU family (`generic` archives always pass the filter).
+    pub family: String,
+    /// The platform of the runs to use.
+    pub platform: Platform,
+    /// Archives and their fingerprints.
+    pub wanted: Vec<Wanted>,
+    /// What the caller accepts.
+    pub policy: Policy,
+    /// Components left out when expanding artifact names.
+    pub exclude_components: Vec<cairn_fingerprint::names::Component>,
+}
+
+impl ResolveRequest {
+    /// The filter bare artifact names expand through.
+    pub fn filter(&self) -> ArchiveFilter {
+        ArchiveFilter {
+            family: self.family.clone(),
+            exclude_components: self.exclude_components.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedCandidates {
+    /// Unix seconds when cached; only consulted for negative entries.
+    at: u64,
+    records: Vec<(String, bool)>,
+}
+
+impl Service {
+    /// Candidates for one fingerprint, from the index cache or one LIST per backend and area.
+    async fn candidates(&self, fp: &Blake3, allow_untrusted: bool) -> Result<Vec<Candidate>> {
+        let mut out = Vec::new();
+        let mut areas = vec![("", "fp")];
+        if allow_untrusted {
+            areas.push((UNTRUSTED_AREA, "fpu"));
+        }
+        for (area, tag) in areas {
+            let cache_key = format!("{tag}:{fp}");
+            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+                out.extend(cached);
+                continue;
+            }
+            let _turn = self.lookups.turn(cache_key.clone()).await;
+            // Another request may have listed this fingerprint while we waited.
+            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+                out.extend(cached);
+                continue;
+            }
+            let mut found: Vec<(String, bool)> = Vec::new();
+            for backend in self.backends.all() {
+                let prefix = format!("{area}{}", producer_records_prefix(fp));
+                let listing = backend.storage.list(&prefix, None).await?;
+                for obj in listing.objects {
+                    let bytes = match backend.storage.get_bytes(&obj.key).await {
+                        Ok(b) => b,
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match ProducerRecord::parse(&bytes, &obj.key, fp) {
+                        Ok(record) => {
+                            let trusted = backend.trusts(!area.is_empty(), &record.bucket);
+                            found.push((String::from_utf8_lossy(&bytes).into_owned(), trusted));
+                            out.push(Candidate::from_record(&record, trusted));
+                        }
+                        Err(e) => {
+                            warn!(key = %obj.key, error = %e, "ignoring invalid producer record")
+                        }
+                    }
+                }
+            }
+            let cached = CachedCandidates {
+                at: now_secs(),
+                records: found,
+            };
+            let json = serde_json::to_vec(&cached).map_err(internal)?;
+            self.store
+                .index()
+                .put_meta(&cache_key, &json)
+                .map_err(StoreError::from)?;
+        }
+        Ok(out)
+    }
+
+    /// The cached candidates of `cache_key`, if the cache still answers: positive answers are kept
+    /// forever (records are immutable), "none found" only for the negative TTL so a new producer is
+    /// seen soon.
+    fn cached_candidates(&self, cache_key: &str, fp: &Blake3) -> Result<Option<Vec<Candidate>>> {
+        let cached = self
+            .store
+            .index()
+            .meta(cache_key)
+            .map_err(StoreError::from)?
+            .and_then(|bytes| serde_json::from_slice::<CachedCandidates>(&bytes).ok());
+        let Some(cached) = cached else {
+            return Ok(None);
+        };
+        if cached.records.is_empty()
+            && now_secs().saturating_sub(cached.at) >= self.negative_ttl.as_secs()
+        {
+            return Ok(None);
+        }
+        Ok(Some(
+            cached
+                .records
+                .into_iter()
+                .filter_map(|(json, trusted)| {
+                    ProducerRecord::parse(json.as_bytes(), cache_key, fp)
+                        .ok()
+                        .map(|record| Candidate::from_record(&record, trusted))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Resolve every wanted archive. Fingerprints are looked up concurrently, once each.
+    #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, n = input.wanted.len()))]
+    pub async fn resolve(&self, input: &ResolveRequest) -> Result<Vec<Resolution>> {
+        self.counters
+            .resolve_requests
+            .fetch_add(1, Ordering::Relaxed);
+        let fps: BTreeSet<Blake3> = input.wanted.iter().map(|w| w.fingerprint).collect();
+        let lookups = fps.iter().map(|fp| async move {
+            (*fp, self.candidates(fp, input.policy.allow_untrusted).await)
+        });
+        let mut candidates = BTreeMap::new();
+        for (fp, result) in futures::future::join_all(lookups).await {
+            candidates.insert(fp, result?);
+        }
+        let filter = input.filter();
+        let mut out = policy::resolve(&input.wanted, &candidates, &input.policy, &filter);
+        if let Some(run_id) = &input.policy.run_id {
+            self.explicit_run_fallback(&mut out, run_id, input.platform, &filter)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// With an explicit run id, archives without a matching producer record are taken from that run's
+    /// listing by name (the user asked for that run; the explanation says the fingerprint is unverified).
+    async fn explicit_run_fallback(
+        &self,
+        out: &mut [Resolution],
+        run_id: &str,
+        platform: Platform,
+        filter: &ArchiveFilter,
+    ) -> Result<()> {
+        if out.iter().all(|r| r.chosen.is_some()) {
+            return Ok(());
+        }
+        let spec = RunSpec::new(run_id, platform);
+        let root = RunOutputRoot::from_run(&spec).map_err(super::invalid)?;
+        let cached = self.cached_run_listing(&root)?;
+        let from_cache = cached.is_some();
+        let listing = match cached {
+            Some(listing) => listing,
+            None => self.list_run(&root).await?,
+        };
+        let candidate = listed_candidate(&spec, &root, self);
+        policy::pick_from_listing(out, &listing, &candidate, filter);
+        if from_cache && out.iter().any(|r| r.chosen.is_none()) {
+            // A run still in progress gains archives after it was first listed (the next stage's
+            // jobs fetch what the previous stage just uploaded): list it again before calling
+            // anything missing.
+            let fresh = self.list_run(&root).await?;
+            policy::pick_from_listing(out, &fresh, &candidate, filter);
+        }
+        Ok(())
+    }
+}
+
+/// The run of `spec` as a candidate known only from its listing: status unknown, no commit, trusted
+/// as its layout and backend say.
+pub(crate) fn listed_candidate(spec: &RunSpec, root: &RunOutputRoot, service: &Service) -> Candidate {
+    let trusted = root.trusted()
+        && service
+            .backends
+            .for_bucket(root.bucket())
+            .is_some_and(|b| b.trusts(false, root.bucket()));
+    Candidate {
+        run: RunIdentity {
+            repo: spec.repo.to_string(),
+            workflow: String::new(),
+            run_id: spec.run_id.clone(),
+            commit: String::new(),
+            platform: spec.platform,
+            status: RunStatus::Unknown,
+            head_repo: String::new(),
+        },
+        bucket: root.bucket().to_string(),
+        prefix: root.prefix(),
+        published_at: String::new(),
+        trusted,
+        archives: Vec::new(),
+    }
+}
