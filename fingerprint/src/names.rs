@@ -6,7 +6,10 @@
 
 use std::fmt;
 
-/// How an archive is compressed, as its file extension says.
+/// How an archive is compressed: every rule about compressions lives here — the name (`zstd`, `xz`,
+/// as `--compression-type` spells it: [`Display`](fmt::Display), [`FromStr`](std::str::FromStr) and,
+/// with the `clap` feature, `clap::ValueEnum`), the file extension, TheRock's default level, and which
+/// one a reader prefers when a run has both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Compression {
     /// `.tar.zst` (TheRock's default since 2025-12).
@@ -16,6 +19,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every compression, most preferred first: when a run holds an artifact both as `.tar.zst` and
+    /// `.tar.xz`, readers take `.tar.zst` (as TheRock's `artifact_manager.py` does).
+    pub const PREFERENCE: [Compression; 2] = [Compression::Zstd, Compression::Xz];
+
+    /// The name: `zstd` or `xz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+        }
+    }
+
     /// The file extension including the leading dot: `.tar.zst` or `.tar.xz`.
     pub fn extension(self) -> &'static str {
         match self {
@@ -24,24 +39,32 @@ impl Compression {
         }
     }
 
+    /// TheRock's default level: zstd level 3, xz preset 6.
+    pub fn default_level(self) -> u32 {
+        match self {
+            Compression::Zstd => 3,
+            Compression::Xz => 6,
+        }
+    }
+
+    /// Whether a reader takes an archive compressed with `self` over the same artifact compressed
+    /// with `other` (earlier in [`Compression::PREFERENCE`]). False for the same compression.
+    pub fn preferred_over(self, other: Compression) -> bool {
+        let rank = |c: Compression| Compression::PREFERENCE.iter().position(|p| *p == c);
+        rank(self) < rank(other)
+    }
+
     /// The compression a file name's extension names, if any.
     pub fn from_file_name(file_name: &str) -> Option<Compression> {
-        if file_name.ends_with(".tar.zst") {
-            Some(Compression::Zstd)
-        } else if file_name.ends_with(".tar.xz") {
-            Some(Compression::Xz)
-        } else {
-            None
-        }
+        Compression::PREFERENCE
+            .into_iter()
+            .find(|c| file_name.ends_with(c.extension()))
     }
 }
 
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::Zstd => "zstd",
-            Compression::Xz => "xz",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -50,11 +73,27 @@ impl std::str::FromStr for Compression {
 
     /// `zstd` or `xz` (as `--compression-type` spells them).
     fn from_str(s: &str) -> Result<Self, NameError> {
-        match s {
-            "zstd" => Ok(Compression::Zstd),
-            "xz" => Ok(Compression::Xz),
-            _ => Err(NameError::Compression(s.to_string())),
-        }
+        Compression::PREFERENCE
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| NameError::Compression(s.to_string()))
+    }
+}
+
+/// `--compression zstd|xz` as a clap flag type, spelled exactly as [`Display`](fmt::Display) and
+/// [`FromStr`](std::str::FromStr) spell it.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for Compression {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Compression::PREFERENCE
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            Compression::Zstd => "`.tar.zst`, level 3 (TheRock's default)",
+            Compression::Xz => "`.tar.xz`, preset 6 (legacy)",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }
 }
 
@@ -531,6 +570,84 @@ mod tests {
         );
         assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd);
         assert!("gz".parse::<Compression>().is_err());
+    }
+
+    #[test]
+    fn compression_names_extensions_and_levels() {
+        let table = [
+            (Compression::Zstd, "zstd", ".tar.zst", 3),
+            (Compression::Xz, "xz", ".tar.xz", 6),
+        ];
+        for (c, name, ext, level) in table {
+            assert_eq!(c.as_str(), name);
+            assert_eq!(c.to_string(), name);
+            assert_eq!(name.parse::<Compression>().unwrap(), c);
+            assert_eq!(c.extension(), ext);
+            assert_eq!(c.default_level(), level);
+            assert_eq!(
+                Compression::from_file_name(&format!("blas_lib_generic{ext}")),
+                Some(c)
+            );
+        }
+        assert_eq!(Compression::PREFERENCE.len(), table.len());
+        for bad in ["", "gz", "ZSTD", "zst", " xz", "tar.xz"] {
+            assert_eq!(
+                bad.parse::<Compression>(),
+                Err(NameError::Compression(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        for name in [
+            "blas_lib_generic.tar.gz",
+            "x.zst",
+            "x.xz",
+            "x.tar.zst.sha256sum",
+        ] {
+            assert_eq!(Compression::from_file_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn zstd_is_preferred_over_xz() {
+        assert_eq!(
+            Compression::PREFERENCE,
+            [Compression::Zstd, Compression::Xz]
+        );
+        assert!(Compression::Zstd.preferred_over(Compression::Xz));
+        assert!(!Compression::Xz.preferred_over(Compression::Zstd));
+        for c in Compression::PREFERENCE {
+            assert!(!c.preferred_over(c), "{c} is not preferred over itself");
+        }
+    }
+
+    #[cfg(feature = "clap")]
+    #[test]
+    fn compression_is_a_clap_value_with_the_same_spelling() {
+        use clap::{Parser, ValueEnum};
+
+        #[derive(Parser)]
+        struct Args {
+            #[arg(long, default_value_t = Compression::Zstd)]
+            compression: Compression,
+        }
+        let names: Vec<String> = Compression::value_variants()
+            .iter()
+            .map(|c| c.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, ["zstd", "xz"]);
+        for c in Compression::PREFERENCE {
+            let args = Args::try_parse_from(["x", "--compression", c.as_str()]).unwrap();
+            assert_eq!(args.compression, c);
+        }
+        assert_eq!(
+            Args::try_parse_from(["x"]).unwrap().compression,
+            Compression::Zstd
+        );
+        let err = Args::try_parse_from(["x", "--compression", "gz"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("zstd") && err.contains("xz"), "{err}");
     }
 
     #[test]
