@@ -116,8 +116,10 @@ pub enum NameError {
     /// Not `zstd` or `xz`.
     #[error("`{0}` is not a compression (expected zstd or xz)")]
     Compression(String),
-    /// A `.sha256sum` sidecar whose first token is not a SHA-256 hex digest.
-    #[error("sha256sum file does not start with a sha256 digest: `{0}`")]
+    /// A `.sha256sum` sidecar that names no SHA-256 digest in any accepted form.
+    #[error(
+        "sha256sum file does not start with a sha256 digest: `{0}` (expected `HEXDIGEST`, `HEXDIGEST  FILE` or `SHA256 (FILE) = HEXDIGEST`)"
+    )]
     Sha256Sum(String),
     /// A GPU family that is neither a known family bundle nor a single `gfx` target.
     #[error(
@@ -343,15 +345,29 @@ pub const SHA256SUM_SUFFIX: &str = ".sha256sum";
 /// The family of target-neutral content.
 pub const GENERIC: &str = "generic";
 
-/// Parse a `.sha256sum` sidecar: TheRock writes `hexdigest\n`, `sha256sum` writes
-/// `hexdigest  filename\n`; like `artifact_manager.py`, take the first whitespace-separated token.
-/// Uppercase hex is accepted and normalized.
+/// Parse a `.sha256sum` sidecar's text into the digest it names: the one rule for every reader.
+///
+/// Accepted (hex in either case, normalized to lowercase; surrounding whitespace, so a trailing `\n`
+/// or `\r\n`, ignored):
+/// - `HEXDIGEST` — what TheRock's `write_hash` and Cairn write;
+/// - `HEXDIGEST  FILE` / `HEXDIGEST *FILE` — GNU `sha256sum` in text / binary mode; like
+///   `artifact_manager.py`, the first whitespace-separated token is the digest, the rest is ignored;
+/// - `\HEXDIGEST  FILE` — GNU `sha256sum`'s escaped line, for a file name holding `\` or a newline;
+/// - `SHA256 (FILE) = HEXDIGEST` — BSD style (`sha256sum --tag`, `shasum -a 256 --tag`).
+///
+/// Only the first line counts (a multi-file listing names the first file's digest, as the first
+/// token would). Anything else, an empty file included, is a [`NameError::Sha256Sum`].
 pub fn parse_sha256sum(text: &str) -> Result<crate::Sha256, NameError> {
-    let token = text.split_whitespace().next().unwrap_or("");
-    token
-        .to_ascii_lowercase()
-        .parse()
-        .map_err(|_| NameError::Sha256Sum(text.chars().take(80).collect()))
+    let err = || NameError::Sha256Sum(text.trim().chars().take(80).collect());
+    let line = text.trim_start().lines().next().unwrap_or("").trim_end();
+    let token = match line.strip_prefix("SHA256 (") {
+        Some(rest) => rest.rsplit_once(") = ").ok_or_else(err)?.1,
+        None => {
+            let first = line.split_whitespace().next().unwrap_or("");
+            first.strip_prefix('\\').unwrap_or(first)
+        }
+    };
+    token.to_ascii_lowercase().parse().map_err(|_| err())
 }
 
 /// The base architecture of a family or target: everything before the first `:` (`gfx942:xnack+` →
@@ -653,21 +669,57 @@ mod tests {
     #[test]
     fn sha256sum_sidecars() {
         let d = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let upper = d.to_uppercase();
         for text in [
+            // TheRock's and Cairn's own: bare digest, with or without a newline.
             format!("{d}\n"),
             d.to_string(),
+            format!("{d}\r\n"),
+            format!("\n{d}\n\n"),
+            // GNU sha256sum, text and binary mode, and whitespace variations.
             format!("{d}  amd-llvm_dev_generic.tar.zst\n"),
+            format!("{d} *amd-llvm_dev_generic.tar.zst\n"),
             format!("  {d}\tx\n"),
-            format!("{}\n", d.to_uppercase()),
+            // GNU sha256sum's escaped line (a `\\` or newline in the file name).
+            format!("\\{d}  odd\\\\name.tar.zst\n"),
+            // Uppercase hex is normalized.
+            format!("{upper}\n"),
+            format!("{upper}  blas_lib_generic.tar.zst\n"),
+            // BSD style (`sha256sum --tag`); a name holding `) = ` is fine, the last one counts.
+            format!("SHA256 (blas_lib_generic.tar.zst) = {d}\n"),
+            format!("SHA256 (a) = b.tar.zst) = {upper}"),
+            // Only the first line counts.
+            format!("{d}  a.tar.zst\n{}  b.tar.zst\n", "0".repeat(64)),
         ] {
             assert_eq!(parse_sha256sum(&text).unwrap().to_string(), d, "{text:?}");
         }
-        for text in ["", "\n", "abc\n", &d[1..], &format!("{d}0")] {
+        for text in [
+            String::new(),
+            "\n".into(),
+            "   \n\t".into(),
+            "abc\n".into(),
+            d[1..].to_string(),
+            format!("{d}0"),
+            format!("{}g", &d[1..]),
+            format!("sha256:{d}"),
+            format!("{d}-x"),
+            format!("x  {d}\n"),
+            format!("SHA256 (x) {d}"),
+            format!("SHA256 (x) = {}", &d[1..]),
+            format!("MD5 (x) = {d}"),
+            format!("\\\\{d}"),
+            format!("garbage\n{d}\n"),
+        ] {
             assert!(
-                matches!(parse_sha256sum(text), Err(NameError::Sha256Sum(_))),
+                matches!(parse_sha256sum(&text), Err(NameError::Sha256Sum(_))),
                 "{text:?}"
             );
         }
+        let long = "x".repeat(500);
+        let Err(NameError::Sha256Sum(shown)) = parse_sha256sum(&long) else {
+            panic!("not a digest");
+        };
+        assert_eq!(shown.len(), 80, "the error quotes at most 80 characters");
     }
 
     #[test]
