@@ -14,10 +14,13 @@
 //! - producer record `cairn/fp/{fingerprint}/{run_id}-{platform}` (bucket level: one LIST on
 //!   `cairn/fp/{fingerprint}/` finds every producer);
 //! - tree manifest `cairn/trees/{tree_digest}`;
-//! - commit index `cairn/commits/{commit}/{run_id}-{platform}`.
+//! - commit index entry `cairn/commits/{commit}/{run_id}-{platform}/{stage}-{family}.json`.
 //!
 //! Untrusted runs (forks, external repositories) land in TheRock's external bucket, so Cairn's
-//! bucket-level records of untrusted producers never share a bucket with trusted ones.
+//! bucket-level records of untrusted producers never share a bucket with trusted ones. A backend
+//! may still serve both, so the producer records and commit index entries of an untrusted run are
+//! filed under the [`Area::Untrusted`] prefix `untrusted/` ([`in_area`], [`RunOutputRoot::area`]),
+//! which a reader lists only when it allows untrusted producers ([`Area::readable`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -506,7 +509,8 @@ impl RunOutputRoot {
         format!("{}{}", producer_records_prefix(fingerprint), self.run_key())
     }
 
-    /// Cairn's commit index entry of this run: `cairn/commits/{commit}/{run_id}-{platform}`.
+    /// The directory of this run's commit index entries: `cairn/commits/{commit}/{run_id}-{platform}`
+    /// (each job files one [`RunOutputRoot::commit_entry_key`] below it).
     pub fn commit_index_key(&self, commit: &str) -> Result<String, LayoutError> {
         Ok(format!(
             "{}{}",
@@ -514,6 +518,96 @@ impl RunOutputRoot {
             self.run_key()
         ))
     }
+
+    /// Cairn's commit index entry of one job of this run:
+    /// `cairn/commits/{commit}/{run_id}-{platform}/{stage}-{family}.json` (in the trusted area;
+    /// file it with [`in_area`]`(self.area(), ..)`).
+    pub fn commit_entry_key(
+        &self,
+        commit: &str,
+        stage: &str,
+        family: &str,
+    ) -> Result<String, LayoutError> {
+        check_key_part(stage)?;
+        check_key_part(family)?;
+        Ok(format!(
+            "{}/{stage}-{family}.json",
+            self.commit_index_key(commit)?
+        ))
+    }
+
+    /// The area this run's producer records and commit index entries are filed in:
+    /// [`Area::Trusted`] when [`RunOutputRoot::trusted`], else [`Area::Untrusted`].
+    pub fn area(&self) -> Area {
+        if self.trusted {
+            Area::Trusted
+        } else {
+            Area::Untrusted
+        }
+    }
+}
+
+/// The key prefix of the untrusted area: `untrusted/`.
+pub const UNTRUSTED_AREA: &str = "untrusted/";
+
+/// Where in a backend Cairn's bucket-level records (producer records, commit index entries) of a
+/// run are filed: trusted runs' at the keys this module names, untrusted runs' under `untrusted/`.
+/// Run outputs (archives, job manifests) and tree manifests are never moved into an area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Area {
+    /// Records of trusted runs: the keys as named (`cairn/fp/...`, `cairn/commits/...`).
+    Trusted,
+    /// Records of untrusted runs (forks, external repositories, local output): `untrusted/{key}`.
+    Untrusted,
+}
+
+impl Area {
+    /// Both areas, trusted first.
+    pub const ALL: [Area; 2] = [Area::Trusted, Area::Untrusted];
+
+    /// The key prefix: `""` or [`UNTRUSTED_AREA`].
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Area::Trusted => "",
+            Area::Untrusted => UNTRUSTED_AREA,
+        }
+    }
+
+    /// The areas a reader lists: the trusted one, plus the untrusted one when it allows untrusted
+    /// producers. Trusted first, so a trusted producer is seen first.
+    pub fn readable(allow_untrusted: bool) -> &'static [Area] {
+        if allow_untrusted {
+            &[Area::Trusted, Area::Untrusted]
+        } else {
+            &[Area::Trusted]
+        }
+    }
+
+    /// Split a stored key into its area and the key within the area (`untrusted/cairn/fp/x` →
+    /// `(Untrusted, "cairn/fp/x")`).
+    pub fn split_key(key: &str) -> (Area, &str) {
+        match key.strip_prefix(UNTRUSTED_AREA) {
+            Some(rest) => (Area::Untrusted, rest),
+            None => (Area::Trusted, key),
+        }
+    }
+
+    /// `{area}cairn/fp/{fingerprint}/`: LIST this to find the producers of a fingerprint filed in
+    /// this area.
+    pub fn producer_records_prefix(self, fingerprint: &Blake3) -> String {
+        in_area(self, &producer_records_prefix(fingerprint))
+    }
+
+    /// `{area}cairn/commits/{commit}/`: LIST this to find the runs of a commit filed in this area.
+    pub fn commit_index_prefix(self, commit: &str) -> Result<String, LayoutError> {
+        Ok(in_area(self, &commit_index_prefix(commit)?))
+    }
+}
+
+/// `key` filed in `area`: `{area prefix}{key}` (`cairn/fp/x/1-linux` → `untrusted/cairn/fp/x/1-linux`
+/// in the untrusted area, unchanged in the trusted one).
+pub fn in_area(area: Area, key: &str) -> String {
+    format!("{}{key}", area.prefix())
 }
 
 /// `cairn/fp/{fingerprint}/`: LIST this prefix to find every run that produced a fingerprint.
@@ -955,6 +1049,144 @@ mod tests {
             (local.bucket(), local.prefix().as_str(), local.trusted()),
             ("local", "local-linux", false)
         );
+    }
+
+    #[test]
+    fn commit_entry_keys() {
+        let root = RunOutputRoot::from_run(&RunSpec::new("98765", Platform::Windows)).unwrap();
+        let commit = "89553ce3746eda74ade42557470d25e37c91b6f0";
+        assert_eq!(
+            root.commit_entry_key(commit, "math-libs", "gfx94X-dcgpu")
+                .unwrap(),
+            format!("cairn/commits/{commit}/98765-windows/math-libs-gfx94X-dcgpu.json")
+        );
+        // The entry sits below the run's commit index key, which sits below the commit's prefix.
+        let entry = root.commit_entry_key(commit, "s", "generic").unwrap();
+        assert!(entry.starts_with(&format!("{}/", root.commit_index_key(commit).unwrap())));
+        assert!(entry.starts_with(&commit_index_prefix(commit).unwrap()));
+        let sha256_commit = "ab".repeat(32);
+        assert!(root.commit_entry_key(&sha256_commit, "s", "f").is_ok());
+        for (commit, stage, family) in [
+            ("HEAD", "s", "f"),
+            (&commit.to_uppercase()[..], "s", "f"),
+            (&commit[1..], "s", "f"),
+        ] {
+            assert!(
+                matches!(
+                    root.commit_entry_key(commit, stage, family),
+                    Err(LayoutError::Commit(_))
+                ),
+                "{commit}"
+            );
+        }
+        for (stage, family) in [
+            ("", "f"),
+            ("a/b", "f"),
+            ("s", "x y"),
+            ("s", ""),
+            ("s", "a\n"),
+        ] {
+            assert!(
+                matches!(
+                    root.commit_entry_key(commit, stage, family),
+                    Err(LayoutError::KeyPart(_))
+                ),
+                "{stage:?} {family:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn areas_file_untrusted_records_under_their_prefix() {
+        assert_eq!(Area::Trusted.prefix(), "");
+        assert_eq!(Area::Untrusted.prefix(), "untrusted/");
+        assert_eq!(Area::Untrusted.prefix(), UNTRUSTED_AREA);
+        assert_eq!(Area::readable(false), [Area::Trusted]);
+        assert_eq!(Area::readable(true), [Area::Trusted, Area::Untrusted]);
+
+        let fp = Blake3::of(b"fp");
+        let commit = "89553ce3746eda74ade42557470d25e37c91b6f0";
+        let trusted = RunOutputRoot::from_run(&RunSpec::new("98765", Platform::Linux)).unwrap();
+        let mut fork = RunSpec::new("12345", Platform::Linux);
+        fork.head_repo = Some(repo("fork/TheRock"));
+        let fork = RunOutputRoot::from_run(&fork).unwrap();
+        let local = RunOutputRoot::for_local("7", Platform::Linux).unwrap();
+        assert_eq!(trusted.area(), Area::Trusted);
+        assert_eq!(fork.area(), Area::Untrusted);
+        assert_eq!(local.area(), Area::Untrusted);
+
+        let table = [
+            (
+                in_area(trusted.area(), &trusted.producer_record_key(&fp)),
+                format!("cairn/fp/{fp}/98765-linux"),
+            ),
+            (
+                in_area(fork.area(), &fork.producer_record_key(&fp)),
+                format!("untrusted/cairn/fp/{fp}/12345-linux"),
+            ),
+            (
+                in_area(
+                    fork.area(),
+                    &fork
+                        .commit_entry_key(commit, "math-libs", "gfx1151")
+                        .unwrap(),
+                ),
+                format!("untrusted/cairn/commits/{commit}/12345-linux/math-libs-gfx1151.json"),
+            ),
+            (
+                in_area(
+                    trusted.area(),
+                    &trusted
+                        .commit_entry_key(commit, "compiler", "generic")
+                        .unwrap(),
+                ),
+                format!("cairn/commits/{commit}/98765-linux/compiler-generic.json"),
+            ),
+            (
+                Area::Trusted.producer_records_prefix(&fp),
+                format!("cairn/fp/{fp}/"),
+            ),
+            (
+                Area::Untrusted.producer_records_prefix(&fp),
+                format!("untrusted/cairn/fp/{fp}/"),
+            ),
+            (
+                Area::Trusted.commit_index_prefix(commit).unwrap(),
+                format!("cairn/commits/{commit}/"),
+            ),
+            (
+                Area::Untrusted.commit_index_prefix(commit).unwrap(),
+                format!("untrusted/cairn/commits/{commit}/"),
+            ),
+        ];
+        for (got, want) in table {
+            assert_eq!(got, want);
+        }
+        // A record filed in an area is found by LISTing that area's prefix, and only that one.
+        for area in Area::ALL {
+            let key = in_area(area, &trusted.producer_record_key(&fp));
+            for other in Area::ALL {
+                assert_eq!(
+                    key.starts_with(&other.producer_records_prefix(&fp)),
+                    area == other,
+                    "{key} vs {other:?}"
+                );
+            }
+            let entry = in_area(area, &trusted.commit_entry_key(commit, "s", "f").unwrap());
+            for other in Area::ALL {
+                assert_eq!(
+                    entry.starts_with(&other.commit_index_prefix(commit).unwrap()),
+                    area == other,
+                    "{entry} vs {other:?}"
+                );
+            }
+            assert_eq!(
+                Area::split_key(&key),
+                (area, trusted.producer_record_key(&fp).as_str())
+            );
+        }
+        assert!(Area::Trusted.commit_index_prefix("HEAD").is_err());
+        assert_eq!(Area::split_key("untrusted"), (Area::Trusted, "untrusted"));
     }
 
     #[test]

@@ -12,11 +12,16 @@
 //!   its `.tar.zst`/`.tar.xz` file names, `.sha256sum` sidecars, GPU families and their targets.
 //! - [`RunOutputRoot`] (`layout`): bucket, prefix and keys of one CI run (TheRock's
 //!   `WorkflowOutputRoot`), plus Cairn's job manifests, producer records, tree manifests and
-//!   commit index keys.
+//!   commit index keys, and the [`Area`] (trusted, or `untrusted/`) records are filed in.
 //! - [`Fingerprinter`] (`fingerprint`): `cairn-fp-v1` source fingerprints of artifacts from a git
 //!   checkout ([`GitSnapshot`]), and an [`Explanation`] of every input.
 //! - [`Tree`] (`tree`): the content of one archive, with a canonical digest.
 //! - [`Blake3`], [`Sha256`] (`digest`): digests as validated newtypes.
+//! - [`ByteSize`] (`units`): the one grammar of byte-count flags and settings (`50G`, `1.5GiB`).
+//!
+//! # Features
+//! - `clap`: [`Compression`] implements `clap::ValueEnum`, so a binary takes it as a flag type
+//!   (`--compression zstd|xz`). [`ByteSize`] needs no feature: clap parses it through `FromStr`.
 //!
 //! # Example
 //! ```
@@ -57,11 +62,13 @@ pub mod layout;
 pub mod names;
 pub mod topology;
 pub mod tree;
+pub mod units;
 
 pub use digest::{Blake3, Sha256};
 pub use fingerprint::{Explanation, FingerprintConfig, FingerprintError, Fingerprinter};
 pub use git::{GitError, GitSnapshot};
-pub use layout::{Platform, RunOutputRoot, RunSpec};
+pub use layout::{Area, Platform, RunOutputRoot, RunSpec};
 pub use names::{ArchiveName, ArtifactName, Component, Compression};
 pub use topology::{Problem, Topology, TopologyError};
 pub use tree::{EntryKind, RelPath, Tree, TreeEntry};
+pub use units::ByteSize;

@@ -6,7 +6,10 @@
 
 use std::fmt;
 
-/// How an archive is compressed, as its file extension says.
+/// How an archive is compressed: every rule about compressions lives here — the name (`zstd`, `xz`,
+/// as `--compression-type` spells it: [`Display`](fmt::Display), [`FromStr`](std::str::FromStr) and,
+/// with the `clap` feature, `clap::ValueEnum`), the file extension, TheRock's default level, and which
+/// one a reader prefers when a run has both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Compression {
     /// `.tar.zst` (TheRock's default since 2025-12).
@@ -16,6 +19,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every compression, most preferred first: when a run holds an artifact both as `.tar.zst` and
+    /// `.tar.xz`, readers take `.tar.zst` (as TheRock's `artifact_manager.py` does).
+    pub const PREFERENCE: [Compression; 2] = [Compression::Zstd, Compression::Xz];
+
+    /// The name: `zstd` or `xz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+        }
+    }
+
     /// The file extension including the leading dot: `.tar.zst` or `.tar.xz`.
     pub fn extension(self) -> &'static str {
         match self {
@@ -24,24 +39,32 @@ impl Compression {
         }
     }
 
+    /// TheRock's default level: zstd level 3, xz preset 6.
+    pub fn default_level(self) -> u32 {
+        match self {
+            Compression::Zstd => 3,
+            Compression::Xz => 6,
+        }
+    }
+
+    /// Whether a reader takes an archive compressed with `self` over the same artifact compressed
+    /// with `other` (earlier in [`Compression::PREFERENCE`]). False for the same compression.
+    pub fn preferred_over(self, other: Compression) -> bool {
+        let rank = |c: Compression| Compression::PREFERENCE.iter().position(|p| *p == c);
+        rank(self) < rank(other)
+    }
+
     /// The compression a file name's extension names, if any.
     pub fn from_file_name(file_name: &str) -> Option<Compression> {
-        if file_name.ends_with(".tar.zst") {
-            Some(Compression::Zstd)
-        } else if file_name.ends_with(".tar.xz") {
-            Some(Compression::Xz)
-        } else {
-            None
-        }
+        Compression::PREFERENCE
+            .into_iter()
+            .find(|c| file_name.ends_with(c.extension()))
     }
 }
 
 impl fmt::Display for Compression {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Compression::Zstd => "zstd",
-            Compression::Xz => "xz",
-        })
+        f.write_str(self.as_str())
     }
 }
 
@@ -50,11 +73,27 @@ impl std::str::FromStr for Compression {
 
     /// `zstd` or `xz` (as `--compression-type` spells them).
     fn from_str(s: &str) -> Result<Self, NameError> {
-        match s {
-            "zstd" => Ok(Compression::Zstd),
-            "xz" => Ok(Compression::Xz),
-            _ => Err(NameError::Compression(s.to_string())),
-        }
+        Compression::PREFERENCE
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| NameError::Compression(s.to_string()))
+    }
+}
+
+/// `--compression zstd|xz` as a clap flag type, spelled exactly as [`Display`](fmt::Display) and
+/// [`FromStr`](std::str::FromStr) spell it.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for Compression {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Compression::PREFERENCE
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let help = match self {
+            Compression::Zstd => "`.tar.zst`, level 3 (TheRock's default)",
+            Compression::Xz => "`.tar.xz`, preset 6 (legacy)",
+        };
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
     }
 }
 
@@ -77,8 +116,10 @@ pub enum NameError {
     /// Not `zstd` or `xz`.
     #[error("`{0}` is not a compression (expected zstd or xz)")]
     Compression(String),
-    /// A `.sha256sum` sidecar whose first token is not a SHA-256 hex digest.
-    #[error("sha256sum file does not start with a sha256 digest: `{0}`")]
+    /// A `.sha256sum` sidecar that names no SHA-256 digest in any accepted form.
+    #[error(
+        "sha256sum file does not start with a sha256 digest: `{0}` (expected `HEXDIGEST`, `HEXDIGEST  FILE` or `SHA256 (FILE) = HEXDIGEST`)"
+    )]
     Sha256Sum(String),
     /// A GPU family that is neither a known family bundle nor a single `gfx` target.
     #[error(
@@ -304,15 +345,29 @@ pub const SHA256SUM_SUFFIX: &str = ".sha256sum";
 /// The family of target-neutral content.
 pub const GENERIC: &str = "generic";
 
-/// Parse a `.sha256sum` sidecar: TheRock writes `hexdigest\n`, `sha256sum` writes
-/// `hexdigest  filename\n`; like `artifact_manager.py`, take the first whitespace-separated token.
-/// Uppercase hex is accepted and normalized.
+/// Parse a `.sha256sum` sidecar's text into the digest it names: the one rule for every reader.
+///
+/// Accepted (hex in either case, normalized to lowercase; surrounding whitespace, so a trailing `\n`
+/// or `\r\n`, ignored):
+/// - `HEXDIGEST` — what TheRock's `write_hash` and Cairn write;
+/// - `HEXDIGEST  FILE` / `HEXDIGEST *FILE` — GNU `sha256sum` in text / binary mode; like
+///   `artifact_manager.py`, the first whitespace-separated token is the digest, the rest is ignored;
+/// - `\HEXDIGEST  FILE` — GNU `sha256sum`'s escaped line, for a file name holding `\` or a newline;
+/// - `SHA256 (FILE) = HEXDIGEST` — BSD style (`sha256sum --tag`, `shasum -a 256 --tag`).
+///
+/// Only the first line counts (a multi-file listing names the first file's digest, as the first
+/// token would). Anything else, an empty file included, is a [`NameError::Sha256Sum`].
 pub fn parse_sha256sum(text: &str) -> Result<crate::Sha256, NameError> {
-    let token = text.split_whitespace().next().unwrap_or("");
-    token
-        .to_ascii_lowercase()
-        .parse()
-        .map_err(|_| NameError::Sha256Sum(text.chars().take(80).collect()))
+    let err = || NameError::Sha256Sum(text.trim().chars().take(80).collect());
+    let line = text.trim_start().lines().next().unwrap_or("").trim_end();
+    let token = match line.strip_prefix("SHA256 (") {
+        Some(rest) => rest.rsplit_once(") = ").ok_or_else(err)?.1,
+        None => {
+            let first = line.split_whitespace().next().unwrap_or("");
+            first.strip_prefix('\\').unwrap_or(first)
+        }
+    };
+    token.to_ascii_lowercase().parse().map_err(|_| err())
 }
 
 /// The base architecture of a family or target: everything before the first `:` (`gfx942:xnack+` →
@@ -534,23 +589,137 @@ mod tests {
     }
 
     #[test]
+    fn compression_names_extensions_and_levels() {
+        let table = [
+            (Compression::Zstd, "zstd", ".tar.zst", 3),
+            (Compression::Xz, "xz", ".tar.xz", 6),
+        ];
+        for (c, name, ext, level) in table {
+            assert_eq!(c.as_str(), name);
+            assert_eq!(c.to_string(), name);
+            assert_eq!(name.parse::<Compression>().unwrap(), c);
+            assert_eq!(c.extension(), ext);
+            assert_eq!(c.default_level(), level);
+            assert_eq!(
+                Compression::from_file_name(&format!("blas_lib_generic{ext}")),
+                Some(c)
+            );
+        }
+        assert_eq!(Compression::PREFERENCE.len(), table.len());
+        for bad in ["", "gz", "ZSTD", "zst", " xz", "tar.xz"] {
+            assert_eq!(
+                bad.parse::<Compression>(),
+                Err(NameError::Compression(bad.to_string())),
+                "{bad:?}"
+            );
+        }
+        for name in [
+            "blas_lib_generic.tar.gz",
+            "x.zst",
+            "x.xz",
+            "x.tar.zst.sha256sum",
+        ] {
+            assert_eq!(Compression::from_file_name(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn zstd_is_preferred_over_xz() {
+        assert_eq!(
+            Compression::PREFERENCE,
+            [Compression::Zstd, Compression::Xz]
+        );
+        assert!(Compression::Zstd.preferred_over(Compression::Xz));
+        assert!(!Compression::Xz.preferred_over(Compression::Zstd));
+        for c in Compression::PREFERENCE {
+            assert!(!c.preferred_over(c), "{c} is not preferred over itself");
+        }
+    }
+
+    #[cfg(feature = "clap")]
+    #[test]
+    fn compression_is_a_clap_value_with_the_same_spelling() {
+        use clap::{Parser, ValueEnum};
+
+        #[derive(Parser)]
+        struct Args {
+            #[arg(long, default_value_t = Compression::Zstd)]
+            compression: Compression,
+        }
+        let names: Vec<String> = Compression::value_variants()
+            .iter()
+            .map(|c| c.to_possible_value().unwrap().get_name().to_string())
+            .collect();
+        assert_eq!(names, ["zstd", "xz"]);
+        for c in Compression::PREFERENCE {
+            let args = Args::try_parse_from(["x", "--compression", c.as_str()]).unwrap();
+            assert_eq!(args.compression, c);
+        }
+        assert_eq!(
+            Args::try_parse_from(["x"]).unwrap().compression,
+            Compression::Zstd
+        );
+        let err = Args::try_parse_from(["x", "--compression", "gz"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("zstd") && err.contains("xz"), "{err}");
+    }
+
+    #[test]
     fn sha256sum_sidecars() {
         let d = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let upper = d.to_uppercase();
         for text in [
+            // TheRock's and Cairn's own: bare digest, with or without a newline.
             format!("{d}\n"),
             d.to_string(),
+            format!("{d}\r\n"),
+            format!("\n{d}\n\n"),
+            // GNU sha256sum, text and binary mode, and whitespace variations.
             format!("{d}  amd-llvm_dev_generic.tar.zst\n"),
+            format!("{d} *amd-llvm_dev_generic.tar.zst\n"),
             format!("  {d}\tx\n"),
-            format!("{}\n", d.to_uppercase()),
+            // GNU sha256sum's escaped line (a `\\` or newline in the file name).
+            format!("\\{d}  odd\\\\name.tar.zst\n"),
+            // Uppercase hex is normalized.
+            format!("{upper}\n"),
+            format!("{upper}  blas_lib_generic.tar.zst\n"),
+            // BSD style (`sha256sum --tag`); a name holding `) = ` is fine, the last one counts.
+            format!("SHA256 (blas_lib_generic.tar.zst) = {d}\n"),
+            format!("SHA256 (a) = b.tar.zst) = {upper}"),
+            // Only the first line counts.
+            format!("{d}  a.tar.zst\n{}  b.tar.zst\n", "0".repeat(64)),
         ] {
             assert_eq!(parse_sha256sum(&text).unwrap().to_string(), d, "{text:?}");
         }
-        for text in ["", "\n", "abc\n", &d[1..], &format!("{d}0")] {
+        for text in [
+            String::new(),
+            "\n".into(),
+            "   \n\t".into(),
+            "abc\n".into(),
+            d[1..].to_string(),
+            format!("{d}0"),
+            format!("{}g", &d[1..]),
+            format!("sha256:{d}"),
+            format!("{d}-x"),
+            format!("x  {d}\n"),
+            format!("SHA256 (x) {d}"),
+            format!("SHA256 (x) = {}", &d[1..]),
+            format!("MD5 (x) = {d}"),
+            format!("\\\\{d}"),
+            format!("garbage\n{d}\n"),
+        ] {
             assert!(
-                matches!(parse_sha256sum(text), Err(NameError::Sha256Sum(_))),
+                matches!(parse_sha256sum(&text), Err(NameError::Sha256Sum(_))),
                 "{text:?}"
             );
         }
+        let long = "x".repeat(500);
+        let Err(NameError::Sha256Sum(shown)) = parse_sha256sum(&long) else {
+            panic!("not a digest");
+        };
+        assert_eq!(shown.len(), 80, "the error quotes at most 80 characters");
     }
 
     #[test]
