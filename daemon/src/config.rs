@@ -24,6 +24,7 @@
 //! root = "/srv/cairn-staging"
 //! ```
 
+use cairn_fingerprint::units::ByteSize;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -217,9 +218,9 @@ impl Config {
             self.store_dir = v.into();
         }
         if let Some(v) = get("CAIRN_MAX_BYTES") {
-            self.max_bytes = parse_bytes(&v).ok_or_else(|| {
-                ConfigError::Invalid(format!("CAIRN_MAX_BYTES `{v}` is not a byte count"))
-            })?;
+            self.max_bytes = ByteSize::parse(&v)
+                .map_err(|e| ConfigError::Invalid(format!("CAIRN_MAX_BYTES: {e}")))?
+                .as_u64();
         }
         if let Some(v) = get("CAIRN_SOCKET") {
             self.socket = v.into();
@@ -282,35 +283,12 @@ impl Config {
     }
 }
 
-/// Parse `123`, `10K`, `5MiB`, `2G`, `1.5GB` (binary multiples) into bytes.
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    (num >= 0.0).then_some((num * mult as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bytes_and_env_overrides() {
-        assert_eq!(parse_bytes("10K"), Some(10240));
-        assert_eq!(parse_bytes("1.5GiB"), Some(1610612736));
-        assert_eq!(parse_bytes("12"), Some(12));
-        assert_eq!(parse_bytes("x"), None);
         let mut c = Config::default();
         c.apply_env(|k| match k {
             "CAIRN_MAX_BYTES" => Some("1M".into()),

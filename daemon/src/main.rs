@@ -50,8 +50,8 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         /// The quota in bytes (default 0: evict everything not leased).
-        #[arg(long, default_value_t = 0)]
-        max_bytes: u64,
+        #[arg(long, default_value = "0", value_name = "SIZE")]
+        max_bytes: cairn_fingerprint::units::ByteSize,
     },
     /// Ingest one archive file into the store (operations and tests).
     #[command(hide = true)]
@@ -144,7 +144,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Gc { store, max_bytes } => {
             let store = open(&store)?;
-            let r = store.gc(max_bytes)?;
+            let r = store.gc(max_bytes.as_u64())?;
             println!(
                 "evicted {} blobs ({} bytes), removed {} unreferenced files ({} bytes); {} -> {} bytes{}",
                 r.evicted_blobs,

@@ -12,14 +12,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_daemon::storage::backends::{Backend, Backends};
-use cairn_daemon::store::error::StoreError;
 use cairn_daemon::records::{ProducerRecord, RunIdentity};
-use cairn_daemon::service::policy::{Policy, Wanted};
-use cairn_daemon::service::{PublishInput, ResolveInput, Service, ServiceError};
+use cairn_daemon::service::policy::{ArchiveSelector, Policy, Wanted};
+use cairn_daemon::service::{ImportRequest, PublishRequest, ResolveRequest, Service, ServiceError};
+use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::storage::{
     DownloadOptions, PutBody, RetryPolicy, S3Storage, Storage, StorageError,
 };
+use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::{Blake3, Compression};
 use cairn_testkit::datagen::{ArtifactSpec, generate_artifact_dir};
@@ -56,8 +56,8 @@ fn run(run_id: &str) -> RunIdentity {
         workflow: "multi_arch_ci.yml".into(),
         run_id: run_id.into(),
         commit: format!("{run_id:0>40}"),
-        platform: "linux".into(),
-        status: "success".into(),
+        platform: cairn_fingerprint::Platform::Linux,
+        status: cairn_daemon::records::RunStatus::Success,
         head_repo: String::new(),
     }
 }
@@ -120,8 +120,8 @@ impl Rig {
         root
     }
 
-    fn publish_input(&self, run_id: &str) -> PublishInput {
-        PublishInput {
+    fn publish_input(&self, run_id: &str) -> PublishRequest {
+        PublishRequest {
             build_dir: self.build_dir(&format!("build-{run_id}")),
             stage: "math-libs".into(),
             family: "generic".into(),
@@ -144,16 +144,16 @@ impl Rig {
     }
 }
 
-fn resolve_input() -> ResolveInput {
-    ResolveInput {
+fn resolve_input() -> ResolveRequest {
+    ResolveRequest {
         stage: "math-libs".into(),
         family: "gfx94X-dcgpu".into(),
-        platform: "linux".into(),
+        platform: cairn_fingerprint::Platform::Linux,
         wanted: ["blas", "rand"]
             .iter()
             .map(|n| Wanted {
-                artifact: n.to_string(),
-                fingerprint: fp(n).to_hex(),
+                selector: ArchiveSelector::parse(&n.to_string()).unwrap(),
+                fingerprint: fp(n),
             })
             .collect(),
         policy: Policy::default(),
@@ -169,10 +169,10 @@ async fn fetch_all(svc: &Service) -> Result<Vec<Blake3>, ServiceError> {
         let (candidate, archives) = r
             .chosen
             .as_ref()
-            .unwrap_or_else(|| panic!("`{}` not resolved: {:?}", r.artifact, r.explanation));
+            .unwrap_or_else(|| panic!("`{}` not resolved: {:?}", r.selector, r.explanation));
         for a in archives {
             let (local, _lease) = svc.make_local(candidate, a).await?;
-            assert_eq!(local.tree_digest, a.tree_digest);
+            assert_eq!(Some(local.tree_digest), a.tree_digest);
             trees.push(local.tree_digest);
         }
     }
@@ -459,7 +459,7 @@ async fn tampered_archive_is_refused_against_the_sidecar() {
         .unwrap();
 
     let svc = rig.service("store");
-    let err = svc.import("7004", "linux", "", true).await.unwrap_err();
+    let err = svc.import(&import_request("7004", true)).await.unwrap_err();
     assert!(refused_as_corrupt(&err, &keys[0]), "{err:?}");
     assert!(err.to_string().contains(&keys[0]), "{err}");
     assert_store_sound(svc.store(), "tampered vs sidecar");
@@ -476,7 +476,7 @@ async fn tampered_archive_is_refused_against_the_sidecar() {
         .put(&sidecar, PutBody::Bytes("not a digest\n".into()))
         .await
         .unwrap();
-    let err = svc.import("7004", "linux", "", true).await.unwrap_err();
+    let err = svc.import(&import_request("7004", true)).await.unwrap_err();
     assert!(
         matches!(&err, ServiceError::DataLoss(m) if m.contains(&sidecar)),
         "{err:?}"
@@ -488,7 +488,7 @@ async fn tampered_archive_is_refused_against_the_sidecar() {
         .put(&sidecar, PutBody::Bytes(good_sidecar))
         .await
         .unwrap();
-    let (_, ingested) = svc.import("7004", "linux", "", true).await.unwrap();
+    let (_, ingested) = svc.import(&import_request("7004", true)).await.unwrap();
     assert_eq!(ingested, 3);
     assert_store_sound(svc.store(), "restored");
 }
@@ -613,4 +613,12 @@ async fn archive_missing_under_a_record_is_not_found() {
     assert!(err.to_string().contains(key), "{err}");
     assert_store_sound(svc.store(), "missing");
     eprintln!("fault matrix | download | object deleted under its record | error: {err} | -");
+}
+
+/// An import of run `run_id` of TheRock on Linux.
+fn import_request(run_id: &str, ingest: bool) -> ImportRequest {
+    ImportRequest {
+        run: cairn_fingerprint::layout::RunSpec::new(run_id, cairn_fingerprint::Platform::Linux),
+        ingest,
+    }
 }

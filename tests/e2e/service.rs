@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::records::RunIdentity;
-use cairn_daemon::service::policy::{Policy, Wanted};
-use cairn_daemon::service::{PublishInput, ResolveInput, Service};
+use cairn_daemon::service::policy::{ArchiveSelector, Policy, Wanted};
+use cairn_daemon::service::{ImportRequest, PublishRequest, ResolveRequest, Service};
+use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::storage::local::LocalStorage;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::{Blake3, Compression};
@@ -36,8 +36,8 @@ fn run(run_id: &str, head_repo: &str) -> RunIdentity {
         workflow: "multi_arch_ci.yml".into(),
         run_id: run_id.into(),
         commit: format!("{:0>40}", run_id),
-        platform: "linux".into(),
-        status: "success".into(),
+        platform: cairn_fingerprint::Platform::Linux,
+        status: cairn_daemon::records::RunStatus::Success,
         head_repo: head_repo.into(),
     }
 }
@@ -55,17 +55,17 @@ fn wanted(names: &[(&str, u8)]) -> Vec<Wanted> {
     names
         .iter()
         .map(|(n, v)| Wanted {
-            artifact: n.to_string(),
-            fingerprint: fp(n, *v).to_hex(),
+            selector: ArchiveSelector::parse(&n.to_string()).unwrap(),
+            fingerprint: fp(n, *v),
         })
         .collect()
 }
 
-fn input(wanted: Vec<Wanted>, policy: Policy) -> ResolveInput {
-    ResolveInput {
+fn input(wanted: Vec<Wanted>, policy: Policy) -> ResolveRequest {
+    ResolveRequest {
         stage: "math-libs".into(),
         family: "gfx94X-dcgpu".into(),
-        platform: "linux".into(),
+        platform: cairn_fingerprint::Platform::Linux,
         wanted,
         policy,
         exclude_components: vec![],
@@ -85,7 +85,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         .map(|n| (n.to_string(), fp(n, 1)))
         .collect();
     let out1 = svc
-        .publish(PublishInput {
+        .publish(PublishRequest {
             build_dir: b1,
             stage: "math-libs".into(),
             family: "gfx94X-dcgpu".into(),
@@ -110,7 +110,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         })
         .collect();
     let b2 = build_dir(&tmp.path().join("b2"), &blas2);
-    svc.publish(PublishInput {
+    svc.publish(PublishRequest {
         build_dir: b2,
         stage: "math-libs".into(),
         family: "gfx94X-dcgpu".into(),
@@ -125,7 +125,7 @@ async fn multi_base_resolution_fetch_and_trust() {
     // A fork publishes amd-llvm with the fingerprint a user will ask for: it must not be used by default.
     let b3 = build_dir(&tmp.path().join("b3"), &specs[..1]);
     let out3 = svc
-        .publish(PublishInput {
+        .publish(PublishRequest {
             build_dir: b3,
             stage: "compiler-runtime".into(),
             family: "generic".into(),
@@ -146,12 +146,12 @@ async fn multi_base_resolution_fetch_and_trust() {
         ))
         .await
         .unwrap();
-    let by_name: BTreeMap<_, _> = res.iter().map(|r| (r.artifact.clone(), r)).collect();
+    let by_name: BTreeMap<_, _> = res.iter().map(|r| (r.selector.to_string(), r)).collect();
     let run_of = |n: &str| {
         by_name[n]
             .chosen
             .as_ref()
-            .map(|(c, _)| c.record.run.run_id.clone())
+            .map(|(c, _)| c.run.run_id.clone())
     };
     assert_eq!(run_of("amd-llvm").as_deref(), Some("100"));
     assert_eq!(run_of("rand").as_deref(), Some("100"));
@@ -168,7 +168,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         .unwrap()
         .1
         .iter()
-        .map(|a| a.artifact.clone())
+        .map(|a| a.artifact.to_string())
         .collect();
     blas.sort();
     assert_eq!(
@@ -196,7 +196,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         .unwrap();
     let (c, _) = fork[0].chosen.as_ref().expect("allowed untrusted producer");
     assert!(!c.trusted);
-    assert_eq!(c.record.run.run_id, "300");
+    assert_eq!(c.run.run_id, "300");
 
     // Make everything local: the publishing store already holds the content, so no download.
     let gets_before = svc.backends().transfer_totals().get_requests;
@@ -205,7 +205,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             for a in archives {
                 let (local, _lease) = svc.make_local(c, a).await.unwrap();
                 assert!(local.from_cas, "{} should come from the CAS", a.artifact);
-                assert_eq!(local.tree_digest, a.tree_digest);
+                assert_eq!(Some(local.tree_digest), a.tree_digest);
             }
         }
     }
@@ -269,7 +269,7 @@ async fn explicit_run_fallback_imports_a_plain_therock_run() {
     for s in &specs[5..7] {
         upload_plain(tmp.path(), "555-linux", s);
     }
-    let (listing, ingested) = svc.import("555", "linux", "", true).await.unwrap();
+    let (listing, ingested) = svc.import(&import_request("555", true)).await.unwrap();
     assert_eq!(listing.archives.len(), 2);
     assert_eq!(ingested, 2);
     let res = svc
@@ -283,7 +283,7 @@ async fn explicit_run_fallback_imports_a_plain_therock_run() {
         .await
         .unwrap();
     let (c, archives) = res[0].chosen.as_ref().expect("explicit run fallback");
-    assert_eq!(c.record.run.run_id, "555");
+    assert_eq!(c.run.run_id, "555");
     assert_eq!(archives.len(), 2);
     assert!(res[0].explanation[0].contains("not verified"));
     for a in archives {
@@ -339,7 +339,7 @@ async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
         .chosen
         .as_ref()
         .expect("blas found after listing again");
-    assert_eq!(c.record.run.run_id, "556");
+    assert_eq!(c.run.run_id, "556");
     assert_eq!(archives.len(), 1);
     assert!(archives[0].key.ends_with("blas_dev_generic.tar.zst"));
     assert!(
@@ -348,7 +348,7 @@ async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
     );
     // An explicit import lists the run again: it sees what the run gained.
     upload(&specs[10]);
-    let (listing, _) = svc.import("556", "linux", "", false).await.unwrap();
+    let (listing, _) = svc.import(&import_request("556", false)).await.unwrap();
     assert_eq!(listing.archives.len(), 4, "{listing:?}");
     // Still absent after listing again: reported missing, never substituted.
     let res = svc
@@ -379,7 +379,7 @@ async fn publish_one(
     specs: &[ArtifactSpec],
     name: &str,
 ) -> cairn_daemon::service::PublishOutcome {
-    svc.publish(PublishInput {
+    svc.publish(PublishRequest {
         build_dir: build_dir(root, specs),
         stage: "math-libs".into(),
         family: "gfx94X-dcgpu".into(),
@@ -498,4 +498,12 @@ async fn publish_round_trip_s3() {
     }]);
     let svc = Arc::new(Service::new(store, backends, Duration::from_secs(60)));
     publish_round_trip(svc, storage, tmp.path()).await;
+}
+
+/// An import of run `run_id` of TheRock on Linux.
+fn import_request(run_id: &str, ingest: bool) -> ImportRequest {
+    ImportRequest {
+        run: cairn_fingerprint::layout::RunSpec::new(run_id, cairn_fingerprint::Platform::Linux),
+        ingest,
+    }
 }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_client::connect::{DaemonAddr, connect};
-use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::records::RunIdentity;
-use cairn_daemon::service::policy::{Policy, Wanted};
-use cairn_daemon::service::{PublishInput, ResolveInput, Service};
+use cairn_daemon::service::policy::{ArchiveSelector, Policy, Wanted};
+use cairn_daemon::service::{PublishRequest, ResolveRequest, Service};
+use cairn_daemon::storage::backends::{Backend, Backends};
 use cairn_daemon::storage::{LocalStorage, Storage as _};
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::{Blake3, Compression};
@@ -346,8 +346,8 @@ fn run(run_id: &str, repo: &str, head_repo: &str) -> RunIdentity {
         workflow: "ci.yml".into(),
         run_id: run_id.into(),
         commit: format!("{run_id:0>40}"),
-        platform: "linux".into(),
-        status: "success".into(),
+        platform: cairn_fingerprint::Platform::Linux,
+        status: cairn_daemon::records::RunStatus::Success,
         head_repo: head_repo.into(),
     }
 }
@@ -378,7 +378,7 @@ async fn untrusted_writes_never_reach_the_trusted_area() {
     )
     .unwrap();
     let fp = Blake3::of(b"only-untrusted-runs-built-this");
-    let input = |r: RunIdentity| PublishInput {
+    let input = |r: RunIdentity| PublishRequest {
         build_dir: build.clone(),
         stage: "math-libs".into(),
         family: "generic".into(),
@@ -420,13 +420,13 @@ async fn untrusted_writes_never_reach_the_trusted_area() {
     assert_eq!(records.len(), 2, "{keys:?}");
 
     let wanted = vec![Wanted {
-        artifact: "blas".into(),
-        fingerprint: fp.to_hex(),
+        selector: ArchiveSelector::parse("blas").unwrap(),
+        fingerprint: fp,
     }];
-    let request = |policy: Policy| ResolveInput {
+    let request = |policy: Policy| ResolveRequest {
         stage: "math-libs".into(),
         family: "gfx94X-dcgpu".into(),
-        platform: "linux".into(),
+        platform: cairn_fingerprint::Platform::Linux,
         wanted: wanted.clone(),
         policy,
         exclude_components: vec![],

@@ -11,7 +11,7 @@ use cairn_fingerprint::names::Component;
 use cairn_fingerprint::{Blake3, Compression, EntryKind, Platform, Tree};
 use cairn_proto::v1::{self as pb, fetch_event::Event};
 
-use crate::records::{RunIdentity, RunStatus};
+use crate::records::RunIdentity;
 use crate::service::fetch::{Delivery, FetchEvent, FetchRequest};
 use crate::service::history::{CommitRun, FindRunsRequest, RunTrees};
 use crate::service::import::ImportRequest;
@@ -155,9 +155,9 @@ pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
     }
     let compression = match r.compression.as_str() {
         "" => defaults::COMPRESSION,
-        other => other.parse::<Compression>().map_err(|_| {
-            invalid(format!("compression `{other}` is neither `zstd` nor `xz`"))
-        })?,
+        other => other
+            .parse::<Compression>()
+            .map_err(|_| invalid(format!("compression `{other}` is neither `zstd` nor `xz`")))?,
     };
     let mut fingerprints = BTreeMap::new();
     for (name, fp) in r.fingerprints {
@@ -352,7 +352,7 @@ pub fn fetch_event_to_pb(e: FetchEvent, delivery: Delivery) -> Vec<pb::FetchEven
             )))]
         }
         FetchEvent::BlobPaths(locations) => {
-            let mut paths = locations.into_iter().map(|l| pb::BlobPath {
+            let paths = locations.into_iter().map(|l| pb::BlobPath {
                 blake3: l.digest.to_hex(),
                 path: l.path.to_string_lossy().into_owned(),
                 size: l.size,

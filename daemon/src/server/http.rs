@@ -258,11 +258,7 @@ pub async fn serve_http(
 
 fn respond(req: &Request<hyper::body::Incoming>, service: &Service) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            render(service),
-        ),
+        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", render(service)),
         ("GET", "/status") => (
             StatusCode::OK,
             "application/json",

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cairn_fingerprint::units::ByteSize;
 use clap::Args;
 use tracing::info;
 
-use crate::storage::backends::Backends;
-use crate::config::{Config, parse_bytes};
+use crate::config::Config;
 use crate::server::listen::{activated_unix, bind_tcp, bind_unix};
 use crate::server::{CairnService, Listener, run, run_authenticated};
 use crate::service::Service;
+use crate::storage::backends::Backends;
 use crate::store::{LocalStore, StoreConfig};
 
 /// Flags of `cairnd serve`; each overrides the config file and the `CAIRN_*` environment.
@@ -44,8 +45,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
     /// CAS byte quota, e.g. 50G (0 = none).
-    #[arg(long, value_name = "N")]
-    pub max_bytes: Option<String>,
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<ByteSize>,
     /// Use one local-directory storage backend at DIR for every bucket.
     #[arg(long, value_name = "DIR")]
     pub local_storage: Option<PathBuf>,
@@ -74,7 +75,7 @@ impl ServeArgs {
                     .as_ref()
                     .map(|p| p.display().to_string()),
                 "CAIRN_METRICS" => self.metrics.clone(),
-                "CAIRN_MAX_BYTES" => self.max_bytes.clone(),
+                "CAIRN_MAX_BYTES" => self.max_bytes.map(|b| b.as_u64().to_string()),
                 "CAIRN_LOCAL_STORAGE" => {
                     self.local_storage.as_ref().map(|p| p.display().to_string())
                 }
@@ -97,9 +98,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     // of dying with the socket file left behind.
     let shutdown = ShutdownSignals::install().context("installing SIGINT/SIGTERM handlers")?;
     let cfg = args.config()?;
-    if let Some(q) = &args.max_bytes {
-        parse_bytes(q).with_context(|| format!("--max-bytes `{q}` is not a byte count"))?;
-    }
     let store_cfg = StoreConfig {
         max_bytes: (cfg.max_bytes > 0).then_some(cfg.max_bytes),
         ..StoreConfig::default()

@@ -253,7 +253,9 @@ impl Cairn for CairnService {
         let req = req.into_inner();
         self.observed("RunTrees", "", "", async {
             let spec = convert::run_trees_request(req)?;
-            Ok(convert::run_trees_to_pb(&self.inner.run_trees(&spec).await?))
+            Ok(convert::run_trees_to_pb(
+                &self.inner.run_trees(&spec).await?,
+            ))
         })
         .await
     }
@@ -298,9 +300,9 @@ pub async fn run_authenticated(
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20);
     let router = tonic::transport::Server::builder()
-        .layer(tonic::service::InterceptorLayer::new(
-            auth::Access::new(auth),
-        ))
+        .layer(tonic::service::InterceptorLayer::new(auth::Access::new(
+            auth,
+        )))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(cairn);
@@ -323,4 +325,3 @@ pub async fn run_authenticated(
         }
     }
 }
-

@@ -61,12 +61,21 @@ mod tests {
     #[test]
     fn codes_follow_the_error_kind() {
         let code = |e| Status::from(e).code();
-        assert_eq!(code(ServiceError::NotFound("x".into())), tonic::Code::NotFound);
-        assert_eq!(code(ServiceError::DataLoss("x".into())), tonic::Code::DataLoss);
+        assert_eq!(
+            code(ServiceError::NotFound("x".into())),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            code(ServiceError::DataLoss("x".into())),
+            tonic::Code::DataLoss
+        );
         assert_eq!(
             code(ServiceError::Unauthenticated("x".into())),
             tonic::Code::Unauthenticated
         );
-        assert_eq!(code(ServiceError::Internal("x".into())), tonic::Code::Internal);
+        assert_eq!(
+            code(ServiceError::Internal("x".into())),
+            tonic::Code::Internal
+        );
     }
 }

@@ -37,7 +37,6 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
-
 /// An ingest that failed because its download failed (the download reader surfaces storage errors as
 /// I/O errors) is a storage failure, not a refused archive: report it as one, so clients see
 /// `Unavailable` or `NotFound` and may retry, instead of `DataLoss`.

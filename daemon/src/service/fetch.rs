@@ -169,7 +169,11 @@ impl Service {
             .filter_map(|r| r.chosen.as_ref())
             .flat_map(|(c, archives)| archives.iter().map(move |a| (c.clone(), a.clone())))
             .collect();
-        if tx.send(Ok(FetchEvent::Resolved(resolutions))).await.is_err() {
+        if tx
+            .send(Ok(FetchEvent::Resolved(resolutions)))
+            .await
+            .is_err()
+        {
             return false;
         }
         // Largest first: a stage's time is decode-bound, and one archive often holds a third of its
@@ -287,22 +291,20 @@ impl Service {
                         return false;
                     }
                 };
-                let mut locations = batch
-                    .iter()
-                    .zip(paths)
-                    .map(|((digest, size), path)| BlobLocation {
-                        digest: *digest,
-                        path,
-                        size: *size,
-                    });
+                let mut locations =
+                    batch
+                        .iter()
+                        .zip(paths)
+                        .map(|((digest, size), path)| BlobLocation {
+                            digest: *digest,
+                            path,
+                            size: *size,
+                        });
                 let sent = if batched {
                     tx.blocking_send(Ok(FetchEvent::BlobPaths(locations.collect())))
                         .is_ok()
                 } else {
-                    locations.all(|l| {
-                        tx.blocking_send(Ok(FetchEvent::BlobPaths(vec![l])))
-                            .is_ok()
-                    })
+                    locations.all(|l| tx.blocking_send(Ok(FetchEvent::BlobPaths(vec![l]))).is_ok())
                 };
                 if !sent {
                     return false;
@@ -314,28 +316,31 @@ impl Service {
     }
 
     /// Send the blobs' bytes (remote clients), each unique blob once.
-    async fn send_blob_contents(self: &Arc<Self>, unique: Vec<(Blake3, u64)>, tx: &FetchSender) -> bool {
+    async fn send_blob_contents(
+        self: &Arc<Self>,
+        unique: Vec<(Blake3, u64)>,
+        tx: &FetchSender,
+    ) -> bool {
         for batch in unique.chunks(BLOB_PATHS_PER_BATCH) {
             let digests: Vec<Blake3> = batch.iter().map(|(d, _)| *d).collect();
             // Index reads and a stat per blob: off the runtime threads.
             let svc = self.clone();
-            let paths = match tokio::task::spawn_blocking(move || svc.store().blob_files(&digests))
-                .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(err)) => {
-                    let _ = tx.send(Err(err.into())).await;
-                    return false;
-                }
-                Err(join) => {
-                    let _ = tx
-                        .send(Err(ServiceError::Internal(format!(
-                            "blob lookup failed: {join}"
-                        ))))
-                        .await;
-                    return false;
-                }
-            };
+            let paths =
+                match tokio::task::spawn_blocking(move || svc.store().blob_files(&digests)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(err)) => {
+                        let _ = tx.send(Err(err.into())).await;
+                        return false;
+                    }
+                    Err(join) => {
+                        let _ = tx
+                            .send(Err(ServiceError::Internal(format!(
+                                "blob lookup failed: {join}"
+                            ))))
+                            .await;
+                        return false;
+                    }
+                };
             for ((d, _), path) in batch.iter().zip(&paths) {
                 if send_blob_bytes(tx, d, path).await.is_err() {
                     return false;
@@ -507,14 +512,21 @@ impl Service {
     }
 }
 
-async fn send_blob_bytes(tx: &FetchSender, digest: &Blake3, path: &std::path::Path) -> Result<(), ()> {
+async fn send_blob_bytes(
+    tx: &FetchSender,
+    digest: &Blake3,
+    path: &std::path::Path,
+) -> Result<(), ()> {
     use tokio::io::AsyncReadExt;
     let fail = |msg: String| ServiceError::Internal(msg);
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) => {
             let _ = tx
-                .send(Err(fail(format!("blob {digest} at `{}`: {e}", path.display()))))
+                .send(Err(fail(format!(
+                    "blob {digest} at `{}`: {e}",
+                    path.display()
+                ))))
                 .await;
             return Err(());
         }

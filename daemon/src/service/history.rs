@@ -18,14 +18,12 @@ use std::sync::Arc;
 use tracing::{instrument, warn};
 
 use cairn_fingerprint::layout::{
-    RunOutputRoot, RunSpec, commit_index_prefix,
-    tree_manifest_key,
+    Area, RunOutputRoot, RunSpec, commit_index_prefix, tree_manifest_key,
 };
 use cairn_fingerprint::{Blake3, Tree};
 
 use crate::records::{CommitRecord, JOB_MANIFEST_VERSION, JobManifest, RunIdentity};
-use crate::service::{Result, Service, ServiceError, UNTRUSTED_AREA, invalid};
-
+use crate::service::{Result, Service, ServiceError, invalid};
 
 /// One job's commit index entry, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,19 +134,13 @@ impl Service {
     #[instrument(skip_all, fields(commit = %request.commit))]
     pub async fn find_runs(&self, request: &FindRunsRequest) -> Result<Vec<CommitRun>> {
         let commit = request.commit.to_ascii_lowercase();
-        let prefix = commit_index_prefix(&commit).map_err(invalid)?;
-        let mut areas = vec![""];
-        if request.allow_untrusted {
-            areas.push(UNTRUSTED_AREA);
-        }
+        commit_index_prefix(&commit).map_err(invalid)?;
         // (trusted, bucket, prefix) → the run; the same run seen through two backends is one run.
         let mut runs: BTreeMap<(String, String), CommitRun> = BTreeMap::new();
         for backend in self.backends().all() {
-            for area in &areas {
-                let listing = backend
-                    .storage
-                    .list(&format!("{area}{prefix}"), None)
-                    .await?;
+            for &area in Area::readable(request.allow_untrusted) {
+                let prefix = area.commit_index_prefix(&commit).map_err(invalid)?;
+                let listing = backend.storage.list(&prefix, None).await?;
                 for obj in listing.objects {
                     if !obj.key.ends_with(".json") {
                         continue;
@@ -177,7 +169,7 @@ impl Service {
                     if request.platform.is_some_and(|p| entry.run.platform != p) {
                         continue;
                     }
-                    let trusted = backend.trusts(!area.is_empty(), &entry.bucket);
+                    let trusted = backend.trusts(area, &entry.bucket);
                     let job = CommitJob {
                         stage: entry.stage.clone(),
                         family: entry.family.clone(),
@@ -362,7 +354,8 @@ impl Service {
         }
         if archives.is_empty() {
             return Err(ServiceError::NotFound(format!(
-                "run `{}` has no archives under `{}`", spec.run_id,
+                "run `{}` has no archives under `{}`",
+                spec.run_id,
                 root.s3_uri()
             )));
         }

@@ -45,9 +45,6 @@ pub use resolve::ResolveRequest;
 /// Longest artifact name, stage, family or run id a request may carry.
 pub const MAX_NAME_LEN: usize = 256;
 
-/// Key prefix under which untrusted runs file their records.
-pub const UNTRUSTED_AREA: &str = "untrusted/";
-
 /// A request field that does not parse, as [`ServiceError::InvalidArgument`].
 pub(crate) fn invalid(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::InvalidArgument(e.to_string())

@@ -314,15 +314,8 @@ pub fn resolve(
                         .to_string(),
                 )
             } else if !c.successful() && !policy.allow_failed {
-                Some(format!(
-                    "run status is `{}`, not `success`",
-                    c.run.status
-                ))
-            } else if policy
-                .run_id
-                .as_ref()
-                .is_some_and(|r| r != &c.run.run_id)
-            {
+                Some(format!("run status is `{}`, not `success`", c.run.status))
+            } else if policy.run_id.as_ref().is_some_and(|r| r != &c.run.run_id) {
                 Some(format!(
                     "not the requested run `{}`",
                     policy.run_id.as_deref().unwrap_or_default()
@@ -454,7 +447,7 @@ fn short(commit: &str) -> &str {
 mod tests {
     use super::*;
     use crate::records::{PRODUCER_RECORD_VERSION, RunIdentity};
-    
+
     fn fp(n: u8) -> Blake3 {
         Blake3([n; 32])
     }

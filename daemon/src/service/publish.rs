@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use tracing::{info, instrument};
 
-use cairn_fingerprint::layout::{RunOutputRoot, RunSpec, tree_manifest_key};
+use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec, in_area, tree_manifest_key};
 use cairn_fingerprint::names::ArtifactName;
 use cairn_fingerprint::{Blake3, Compression};
 
 use super::error::{Result, ServiceError, internal};
-use super::{Service, UNTRUSTED_AREA, invalid};
+use super::resolve::candidates_cache_key;
+use super::{Service, invalid};
 use crate::archive;
 use crate::records::{
     ArchiveRecord, CommitRecord, JOB_MANIFEST_VERSION, JobManifest, PRODUCER_RECORD_VERSION,
@@ -55,14 +56,12 @@ pub struct PublishOutcome {
 }
 
 impl Service {
-
     /// Publish a build directory: archives and sidecars first, then tree manifests, the job manifest,
     /// producer records and the commit index entry — records last, so none points at a missing object.
     #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, run = %input.run.run_id))]
     pub async fn publish(&self, input: PublishRequest) -> Result<PublishOutcome> {
         let spec = run_spec(&input.run)?;
-        let root = RunOutputRoot::from_run(&spec)
-            .map_err(invalid)?;
+        let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
         let backend = self.backend(root.bucket())?.clone();
         let artifacts_dir = input.build_dir.join("artifacts");
         let mut dirs = Vec::new();
@@ -201,7 +200,7 @@ impl Service {
             )
             .await?;
 
-        let area = if root.trusted() { "" } else { UNTRUSTED_AREA };
+        let area = root.area();
         let mut by_name: BTreeMap<String, Vec<ArchiveRecord>> = BTreeMap::new();
         for a in &archives {
             by_name.entry(a.name.clone()).or_default().push(a.clone());
@@ -219,7 +218,7 @@ impl Service {
                 published_at: published_at.clone(),
                 archives: group,
             };
-            let key = format!("{area}{}", root.producer_record_key(&fp));
+            let key = in_area(area, &root.producer_record_key(&fp));
             let body = Bytes::from(serde_json::to_vec_pretty(&record).map_err(internal)?);
             match backend.storage.put_if_absent(&key, body).await? {
                 PutOutcome::Created => {}
@@ -228,11 +227,17 @@ impl Service {
                 }
             }
             // A fingerprint that now has a producer must not stay negatively cached here.
-            let _ = self.store.index().remove_meta(&format!("fp:{fp}"));
-            let _ = self.store.index().remove_meta(&format!("fpu:{fp}"));
+            for area in Area::ALL {
+                let _ = self
+                    .store
+                    .index()
+                    .remove_meta(&candidates_cache_key(area, &fp));
+            }
         }
 
-        if let Ok(commit_key) = root.commit_index_key(&input.run.commit) {
+        if let Ok(commit_entry_key) =
+            root.commit_entry_key(&input.run.commit, &input.stage, &input.family)
+        {
             let entry = CommitRecord {
                 run: input.run.clone(),
                 bucket: root.bucket().to_string(),
@@ -245,7 +250,7 @@ impl Service {
                     .collect(),
                 published_at,
             };
-            let key = format!("{area}{commit_key}/{}-{}.json", input.stage, input.family);
+            let key = in_area(area, &commit_entry_key);
             backend
                 .storage
                 .put(

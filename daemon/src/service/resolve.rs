@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 use tracing::{instrument, warn};
 
-use cairn_fingerprint::layout::{RunOutputRoot, RunSpec, producer_records_prefix};
+use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec};
 use cairn_fingerprint::{Blake3, Platform};
 
 use super::error::{Result, internal};
 use super::policy::{self, ArchiveFilter, Candidate, Policy, Resolution, Wanted};
-use super::{Service, UNTRUSTED_AREA, now_secs};
+use super::{Service, now_secs};
 use crate::records::{ProducerRecord, RunIdentity, RunStatus};
 use crate::store::error::StoreError;
 
@@ -44,6 +44,15 @@ impl ResolveRequest {
     }
 }
 
+/// Where the producer records of `fp` in `area` are remembered in the index. A publish forgets
+/// both so a new producer is seen at once.
+pub(crate) fn candidates_cache_key(area: Area, fp: &Blake3) -> String {
+    match area {
+        Area::Trusted => format!("fp:{fp}"),
+        Area::Untrusted => format!("fpu:{fp}"),
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct CachedCandidates {
     /// Unix seconds when cached; only consulted for negative entries.
@@ -55,12 +64,8 @@ impl Service {
     /// Candidates for one fingerprint, from the index cache or one LIST per backend and area.
     async fn candidates(&self, fp: &Blake3, allow_untrusted: bool) -> Result<Vec<Candidate>> {
         let mut out = Vec::new();
-        let mut areas = vec![("", "fp")];
-        if allow_untrusted {
-            areas.push((UNTRUSTED_AREA, "fpu"));
-        }
-        for (area, tag) in areas {
-            let cache_key = format!("{tag}:{fp}");
+        for &area in Area::readable(allow_untrusted) {
+            let cache_key = candidates_cache_key(area, fp);
             if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
                 out.extend(cached);
                 continue;
@@ -73,7 +78,7 @@ impl Service {
             }
             let mut found: Vec<(String, bool)> = Vec::new();
             for backend in self.backends.all() {
-                let prefix = format!("{area}{}", producer_records_prefix(fp));
+                let prefix = area.producer_records_prefix(fp);
                 let listing = backend.storage.list(&prefix, None).await?;
                 for obj in listing.objects {
                     let bytes = match backend.storage.get_bytes(&obj.key).await {
@@ -83,7 +88,7 @@ impl Service {
                     };
                     match ProducerRecord::parse(&bytes, &obj.key, fp) {
                         Ok(record) => {
-                            let trusted = backend.trusts(!area.is_empty(), &record.bucket);
+                            let trusted = backend.trusts(area, &record.bucket);
                             found.push((String::from_utf8_lossy(&bytes).into_owned(), trusted));
                             out.push(Candidate::from_record(&record, trusted));
                         }
@@ -195,12 +200,16 @@ impl Service {
 
 /// The run of `spec` as a candidate known only from its listing: status unknown, no commit, trusted
 /// as its layout and backend say.
-pub(crate) fn listed_candidate(spec: &RunSpec, root: &RunOutputRoot, service: &Service) -> Candidate {
+pub(crate) fn listed_candidate(
+    spec: &RunSpec,
+    root: &RunOutputRoot,
+    service: &Service,
+) -> Candidate {
     let trusted = root.trusted()
         && service
             .backends
             .for_bucket(root.bucket())
-            .is_some_and(|b| b.trusts(false, root.bucket()));
+            .is_some_and(|b| b.trusts(Area::Trusted, root.bucket()));
     Candidate {
         run: RunIdentity {
             repo: spec.repo.to_string(),

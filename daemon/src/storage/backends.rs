@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cairn_fingerprint::layout::{CI_EXTERNAL_BUCKET, LEGACY_EXTERNAL_BUCKET};
+use cairn_fingerprint::layout::{Area, CI_EXTERNAL_BUCKET, LEGACY_EXTERNAL_BUCKET};
 
 use crate::config::{StorageConfig, StorageKind};
 use crate::storage::local::LocalStorage;
@@ -26,8 +26,8 @@ impl Backend {
     /// trusted area (not `untrusted/`) of a backend configured as trusted, and the bucket it names
     /// is not one of the external buckets that fork and outside-contributor runs publish to. Never
     /// from anything the record says about itself.
-    pub fn trusts(&self, read_from_untrusted_area: bool, record_bucket: &str) -> bool {
-        !read_from_untrusted_area
+    pub fn trusts(&self, read_from: Area, record_bucket: &str) -> bool {
+        read_from == Area::Trusted
             && self.trusted
             && record_bucket != CI_EXTERNAL_BUCKET
             && record_bucket != LEGACY_EXTERNAL_BUCKET

@@ -222,7 +222,10 @@ impl<K: Eq + Hash + Clone> KeyedFlight<K> {
 
     /// Keys in flight now (held or awaited).
     pub fn len(&self) -> usize {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Whether no key is in flight.
@@ -332,8 +335,12 @@ mod tests {
     async fn keyed_flight_waiter_dropped_while_waiting_leaves_no_entry() {
         let flight = KeyedFlight::<&str>::new();
         let held = flight.turn("k").await;
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), flight.turn("k")).await;
-        assert!(waiting.is_err(), "the key is held, the second turn must wait");
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), flight.turn("k")).await;
+        assert!(
+            waiting.is_err(),
+            "the key is held, the second turn must wait"
+        );
         assert_eq!(flight.len(), 1);
         drop(held);
         assert!(flight.is_empty());

@@ -9,7 +9,6 @@
 //! | `keys`      | archive key (storage key)    | (archive SHA-256, tree digest)          |
 //! | `trees`     | tree digest                  | tree manifest JSON (`Tree::to_json`)    |
 //! | `blobs`     | blob BLAKE3                  | (size, last use as a logical clock)     |
-//! | `producers` | (fingerprint, record key)    | producer record JSON                    |
 //! | `meta`      | string                       | JSON (run listings, commit index, ...)  |
 //!
 //! `archives`, `keys` and `trees` record facts (what an archive contains) and stay true forever;
@@ -32,7 +31,6 @@ const ARCHIVES: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("arch
 const KEYS: TableDefinition<&str, ([u8; 32], [u8; 32])> = TableDefinition::new("keys");
 const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
 const BLOBS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("blobs");
-const PRODUCERS: TableDefinition<([u8; 32], &str), &[u8]> = TableDefinition::new("producers");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Why the index could not be read or written.
@@ -147,7 +145,6 @@ impl Index {
         tx.open_table(KEYS).db()?;
         tx.open_table(TREES).db()?;
         tx.open_table(BLOBS).db()?;
-        tx.open_table(PRODUCERS).db()?;
         tx.open_table(META).db()?;
         tx.commit().db()?;
         Ok(Index { db })
@@ -415,38 +412,6 @@ impl Index {
         Ok(c)
     }
 
-    /// Record a producer record for a fingerprint (overwrites the same record key).
-    pub fn put_producer(
-        &self,
-        fingerprint: &Blake3,
-        record_key: &str,
-        json: &[u8],
-    ) -> Result<(), IndexError> {
-        let tx = self.db.begin_write().db()?;
-        tx.open_table(PRODUCERS)
-            .db()?
-            .insert((fingerprint.0, record_key), json)
-            .db()?;
-        tx.commit().db()?;
-        Ok(())
-    }
-
-    /// Every producer record of a fingerprint, ordered by record key.
-    pub fn producers(&self, fingerprint: &Blake3) -> Result<Vec<(String, Vec<u8>)>, IndexError> {
-        let tx = self.db.begin_read().db()?;
-        let t = tx.open_table(PRODUCERS).db()?;
-        let mut out = Vec::new();
-        for row in t.range((fingerprint.0, "")..).db()? {
-            let (k, v) = row.db()?;
-            let (fp, record_key) = k.value();
-            if fp != fingerprint.0 {
-                break;
-            }
-            out.push((record_key.to_string(), v.value().to_vec()));
-        }
-        Ok(out)
-    }
-
     /// Set a `meta` entry.
     pub fn put_meta(&self, key: &str, json: &[u8]) -> Result<(), IndexError> {
         let tx = self.db.begin_write().db()?;
@@ -492,19 +457,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn producers_and_meta_ranges_stay_within_their_prefix() {
+    fn meta_ranges_stay_within_their_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.redb")).unwrap();
-        let a = Blake3::of(b"a");
-        let b = Blake3::of(b"b");
-        index.put_producer(&a, "run-2", b"{\"r\":2}").unwrap();
-        index.put_producer(&a, "run-1", b"{\"r\":1}").unwrap();
-        index.put_producer(&b, "run-9", b"{}").unwrap();
-        let got = index.producers(&a).unwrap();
-        assert_eq!(
-            got.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            ["run-1", "run-2"]
-        );
         index.put_meta("runs/1", b"1").unwrap();
         index.put_meta("runs/2", b"2").unwrap();
         index.put_meta("runt", b"x").unwrap();

@@ -25,11 +25,11 @@ use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 use rayon::prelude::*;
 
 use crate::archive::Limits;
-use cas::Cas;
 use crate::store::error::{Result, StoreError};
-use evict::{GcReport, Lease, Leases};
 use crate::store::flight::{Role, SingleFlight};
 use crate::store::index::{Index, IndexError};
+use cas::Cas;
+use evict::{GcReport, Lease, Leases};
 use ingest::Ctx;
 use tree_cache::TreeCache;
 
