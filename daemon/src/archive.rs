@@ -600,17 +600,9 @@ impl CreateOptions {
     pub fn new(compression: Compression) -> CreateOptions {
         CreateOptions {
             compression,
-            level: default_level(compression),
+            level: compression.default_level(),
             reverse_order: false,
         }
-    }
-}
-
-/// TheRock's default level for a compression: zstd 3, xz 6.
-pub fn default_level(compression: Compression) -> u32 {
-    match compression {
-        Compression::Zstd => 3,
-        Compression::Xz => 6,
     }
 }
 

@@ -507,3 +507,50 @@ fn import_request(run_id: &str, ingest: bool) -> ImportRequest {
         ingest,
     }
 }
+
+/// The in-flight maps (one download per object, one LIST per fingerprint) hold only work in flight:
+/// after thousands of distinct resolves and fetches they are empty again, so a daemon's memory does
+/// not grow with every object and fingerprint it has ever seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_maps_are_empty_after_thousands_of_distinct_resolves_and_fetches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = service(tmp.path());
+
+    // 2000 distinct fingerprints nobody produced, looked up concurrently in one request.
+    let wanted: Vec<Wanted> = (0..2000u32)
+        .map(|i| Wanted {
+            selector: ArchiveSelector::parse("blas").unwrap(),
+            fingerprint: Blake3::of(format!("fp-{i}").as_bytes()),
+        })
+        .collect();
+    let res = svc
+        .resolve(&input(wanted, Policy::default()))
+        .await
+        .unwrap();
+    assert_eq!(res.len(), 2000);
+    assert!(res.iter().all(|r| r.chosen.is_none()));
+    assert_eq!(
+        svc.in_flight_keys(),
+        (0, 0),
+        "(downloads, lookups) after the resolves"
+    );
+
+    // 1000 distinct objects: a run listing with one tiny archive each, every one made local.
+    let prefix = tmp.path().join("bucket").join("4242-linux");
+    std::fs::create_dir_all(&prefix).unwrap();
+    for i in 0..1000u32 {
+        let dir = tmp.path().join("src").join(format!("a{i}"));
+        std::fs::create_dir_all(dir.join("stage")).unwrap();
+        std::fs::write(dir.join("stage/f"), format!("content {i}")).unwrap();
+        std::fs::write(dir.join("artifact_manifest.txt"), "stage\n").unwrap();
+        let archive = prefix.join(format!("art{i}_lib_generic.tar.zst"));
+        cairn_daemon::archive::create_archive(&dir, &archive, Compression::Zstd, 1).unwrap();
+    }
+    let (listing, ingested) = svc.import(&import_request("4242", true)).await.unwrap();
+    assert_eq!((listing.archives.len(), ingested), (1000, 1000));
+    assert_eq!(
+        svc.in_flight_keys(),
+        (0, 0),
+        "(downloads, lookups) after the fetches"
+    );
+}

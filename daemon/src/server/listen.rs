@@ -7,33 +7,46 @@
 //! systemd then owns the socket file, its mode and its group.
 
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 /// Bind `path` as a Unix socket with `mode` (0o600 or 0o660). A stale socket left by a killed daemon is
-/// replaced; a socket some live daemon still answers on is an error naming it.
+/// replaced; a socket some live daemon still answers on is an error naming it; anything at `path`
+/// that is not a socket is never removed. The socket's directory is created (0700, 0750 with group
+/// access) or must pass [`check_socket_dir`].
 pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating socket directory `{}`", dir.display()))?;
-        // A group-accessible socket is useless in a directory the group cannot traverse.
-        let dir_mode = if mode & 0o070 != 0 { 0o750 } else { 0o700 };
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
-            .with_context(|| format!("restricting `{}`", dir.display()))?;
-    }
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            bail!(
-                "another cairnd is already listening on `{}`",
-                path.display()
-            );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(dir).is_err() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating socket directory `{}`", dir.display()))?;
+            // A group-accessible socket is useless in a directory the group cannot traverse.
+            let dir_mode = if mode & 0o070 != 0 { 0o750 } else { 0o700 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
+                .with_context(|| format!("restricting `{}`", dir.display()))?;
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket `{}`", path.display()))?;
+        check_socket_dir(dir)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if tokio::net::UnixStream::connect(path).await.is_ok() {
+                bail!(
+                    "another cairnd is already listening on `{}`",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket `{}`", path.display()))?;
+        }
+        Ok(meta) => bail!(
+            "`{}` exists and is not a socket ({}); refusing to remove it: pass another --socket or \
+             move the file away",
+            path.display(),
+            file_kind(&meta)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("inspecting `{}`", path.display())),
     }
     // Bind under a restrictive umask so there is no window in which the socket is world-accessible.
     // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
@@ -45,6 +58,57 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("setting permissions of `{}`", path.display()))?;
     Ok(listener)
+}
+
+/// The socket directory must be a real directory (checked with `lstat`: not a symlink) owned by the
+/// daemon's uid and writable by no one else — otherwise another local user could move the socket
+/// away or put one of their own in its place. (Readable or traversable by others is allowed: the
+/// socket's own mode decides who may connect.)
+pub fn check_socket_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("inspecting socket directory `{}`", dir.display()))?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if !meta.file_type().is_dir() {
+        bail!(
+            "socket directory `{}` is a {}, not a directory; refusing to serve there",
+            dir.display(),
+            file_kind(&meta)
+        );
+    }
+    if meta.uid() != euid {
+        bail!(
+            "socket directory `{}` belongs to uid {}, not to cairnd's uid {euid}; another user could \
+             replace the socket: use a directory of your own (e.g. --socket $XDG_RUNTIME_DIR/cairn/cairnd.sock)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "socket directory `{}` has mode {:o}, writable by group or others who could replace the \
+             socket; hint: chmod go-w `{}`",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "symlink"
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_file() {
+        "regular file"
+    } else if t.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
 }
 
 /// Bind a TCP listener (loopback recommended: the daemon has no authentication of its own on TCP).
@@ -136,6 +200,53 @@ fn is_unix_stream_listener(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_regular_file_at_the_socket_path_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairnd.sock");
+        std::fs::write(&path, b"precious").unwrap();
+        let err = bind_unix(&path, 0o600).await.unwrap_err();
+        assert!(format!("{err:#}").contains("is not a socket"), "{err:#}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cairnd.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let live = bind_unix(&path, 0o600)
+            .await
+            .expect("a stale socket is replaced");
+        let err = bind_unix(&path, 0o600).await.unwrap_err();
+        assert!(format!("{err:#}").contains("already listening"), "{err:#}");
+        drop(live);
+    }
+
+    #[tokio::test]
+    async fn a_socket_dir_others_can_write_or_a_symlinked_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind_unix(&open.join("s.sock"), 0o600).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("writable by group or others"),
+            "{err:#}"
+        );
+        assert!(!open.join("s.sock").exists());
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let err = bind_unix(&link.join("s.sock"), 0o600).await.unwrap_err();
+        assert!(format!("{err:#}").contains("not a directory"), "{err:#}");
+
+        let created = dir.path().join("new/deeper");
+        bind_unix(&created.join("s.sock"), 0o600).await.unwrap();
+        let mode = std::fs::metadata(&created).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
 
     #[test]
     fn activation_variables_for_another_process_are_ignored() {
