@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use cairn_client::api::{Policy, Request, Resolved, Status};
+use cairn_client::checkout::checkout_dir;
 use cairn_client::fetch::{self, FetchOutcome, FetchedTree, Transfer};
 use cairn_client::materialize::{CopyMode, Layout, Options};
 use cairn_fingerprint::{Blake3, Component, FingerprintConfig, Fingerprinter, Platform};
@@ -180,7 +181,7 @@ pub(super) fn plan(
     select: &SelectArgs,
     printer: &mut Printer,
 ) -> anyhow::Result<Plan> {
-    let checkout = super::checkout_dir(select.checkout.as_deref())?;
+    let checkout = checkout_dir(select.checkout.as_deref())?;
     let topology = super::checkout_topology(cli, &checkout, printer)?;
     let mut names: Vec<&str> = match stage {
         Some(stage) => topology.inbound(stage)?.into_iter().collect(),

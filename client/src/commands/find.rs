@@ -12,14 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use cairn_client::checkout;
 use cairn_client::github::{self, GithubClient, WorkflowRun};
 use cairn_client::history::{self, RecordedRun};
 use cairn_fingerprint::layout::{GithubRepo, RunOutputRoot, RunSpec};
 use cairn_fingerprint::names::{ArchiveName, Compression, GENERIC, family_matches};
-use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform, Topology};
+use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform, Topology, git};
 use cairn_proto::v1::cairn_client::CairnClient;
 use serde::{Deserialize, Serialize};
 
@@ -286,11 +286,10 @@ pub(super) struct Online {
     pub github: Option<GithubClient>,
 }
 
-/// The checkout directory: `--checkout`, else the current directory.
+/// The checkout directory: [`checkout::checkout_dir`], else the current directory (a full SHA or a
+/// run id needs no checkout; see that function's doc).
 pub(super) fn checkout_dir(explicit: Option<&Path>) -> PathBuf {
-    explicit
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    checkout::checkout_dir(explicit).unwrap_or_else(|_| PathBuf::from("."))
 }
 
 /// `--repo`, else the checkout's `origin`, else `ROCm/TheRock`.
@@ -321,29 +320,13 @@ pub(super) fn resolve_commit(rev: &str, dir: &Path) -> Result<String> {
     if hex(rev) {
         return Ok(rev.to_ascii_lowercase());
     }
-    match git(
-        dir,
-        &["rev-parse", "--verify", &format!("{rev}^{{commit}}")],
-    ) {
-        Some(sha) if hex(&sha) => Ok(sha),
+    match git::rev_parse_commit(dir, rev) {
+        Ok(Some(sha)) if hex(&sha) => Ok(sha),
         _ => bail!(
             "`{rev}` is neither a full commit SHA nor a revision of the checkout at `{}`",
             dir.display()
         ),
     }
-}
-
-/// Run git in `dir`; its trimmed stdout on success.
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Every run that holds archives for `commit`: Cairn's records first; GitHub's runs for the rest
@@ -910,43 +893,30 @@ async fn candidate_commits(
     dir: &Path,
 ) -> Result<(Vec<String>, Option<String>)> {
     let max = args.max_commits.max(1);
-    if git(dir, &["cat-file", "-e", &format!("{start}^{{commit}}")]).is_some() {
+    if matches!(git::rev_parse_commit(dir, start), Ok(Some(_))) {
         let main_ref = [
             format!("origin/{}", args.main_branch),
             args.main_branch.clone(),
         ]
         .into_iter()
-        .find(|r| {
-            git(
-                dir,
-                &["rev-parse", "--verify", "-q", &format!("{r}^{{commit}}")],
-            )
-            .is_some()
-        });
+        .find(|r| matches!(git::rev_parse_commit(dir, r), Ok(Some(_))));
         let mut from = start.to_string();
         let mut merge_base = None;
         if let Some(main_ref) = &main_ref
-            && git(dir, &["merge-base", "--is-ancestor", start, main_ref]).is_none()
-            && let Some(mb) = git(dir, &["merge-base", start, main_ref])
+            && !matches!(git::is_ancestor(dir, start, main_ref), Ok(true))
+            && let Ok(Some(mb)) = git::merge_base(dir, start, main_ref)
         {
             merge_base = Some(mb.clone());
             from = mb;
         }
-        let listed = git(
-            dir,
-            &[
-                "rev-list",
-                "--first-parent",
-                &format!("--max-count={max}"),
-                &from,
-            ],
-        )
-        .context("listing the checkout's history")?;
+        let listed = git::first_parent_log(dir, &from, max)
+            .ok()
+            .context("listing the checkout's history")?;
         let mut out = Vec::new();
         if merge_base.is_some() {
             out.push(start.to_string());
         }
-        out.extend(listed.lines().map(str::to_string));
+        out.extend(listed);
         out.truncate(max);
         return Ok((out, merge_base));
     }

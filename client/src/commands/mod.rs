@@ -14,7 +14,7 @@ mod resolve;
 mod status;
 mod topology;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use cairn_client::api::ClientError;
@@ -83,24 +83,6 @@ fn explain(err: ClientError, addr: &DaemonAddr) -> anyhow::Error {
         )),
         _ => anyhow::Error::new(err),
     }
-}
-
-/// The checkout: `--checkout`, else the top level of the git work tree around the current dir.
-fn checkout_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = arg {
-        return Ok(dir.to_path_buf());
-    }
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
-        .context("running `git rev-parse --show-toplevel` (is git installed?)")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "the current directory is not inside a git checkout; pass --checkout DIR (the TheRock \
-             superproject fingerprints are computed from)"
-        );
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 /// The topology of an online command: `--topology` when given, else the checkout's own
