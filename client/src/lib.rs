@@ -8,3 +8,4 @@ pub mod fetch;
 pub mod github;
 pub mod history;
 pub mod materialize;
+pub mod plan;

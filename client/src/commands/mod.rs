@@ -17,13 +17,15 @@ mod topology;
 use std::path::Path;
 
 use anyhow::Context;
-use cairn_client::api::ClientError;
+use cairn_client::api::{ClientError, Policy};
+use cairn_client::checkout::checkout_dir;
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
-use cairn_fingerprint::Topology;
+use cairn_client::plan::{self, FetchPlan, PlanSpec};
+use cairn_fingerprint::{Platform, Topology};
 use cairn_proto::v1::cairn_client::CairnClient;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SelectArgs};
 use crate::output::{ExitStatus, Printer};
 
 /// Run the command `cli` names.
@@ -98,6 +100,46 @@ fn checkout_topology(
         checkout.join("BUILD_TOPOLOGY.toml")
     };
     load_topology(&path, printer)
+}
+
+/// The plan of `bootstrap`, `fetch` and `resolve`: the checkout, its topology, then
+/// [`plan::plan`] over the selection options (`--family` first, then `--amdgpu-families`).
+fn fetch_plan(
+    cli: &Cli,
+    stage: Option<&str>,
+    select: &SelectArgs,
+    printer: &mut Printer,
+) -> anyhow::Result<FetchPlan> {
+    let checkout = checkout_dir(select.checkout.as_deref())?;
+    let topology = checkout_topology(cli, &checkout, printer)?;
+    let mut families: Vec<String> = select.family.iter().cloned().collect();
+    for f in split_list(select.amdgpu_families.as_deref()) {
+        if !families.contains(&f) {
+            families.push(f);
+        }
+    }
+    let spec = PlanSpec {
+        stage: stage.map(str::to_string),
+        exclude_artifacts: split_list(select.exclude_artifacts.as_deref()),
+        exclude_components: split_list(select.exclude_components.as_deref()),
+        families,
+        platform: select.platform.unwrap_or_else(Platform::host),
+        variant: select.variant.clone(),
+        policy: Policy {
+            allow_untrusted: select.allow_untrusted,
+            allow_failed: select.allow_failed,
+            run_id: select.run_id.clone(),
+        },
+    };
+    let plan = plan::plan(&topology, &checkout, &spec)?;
+    printer.detail(&format!(
+        "{} artifact(s) x {} family(ies) fingerprinted at {} in {:.1?}",
+        plan.artifacts,
+        plan.families.len(),
+        plan.head,
+        plan.elapsed
+    ));
+    Ok(plan)
 }
 
 /// `12.3 MiB`.
