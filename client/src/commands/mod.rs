@@ -14,14 +14,17 @@ mod resolve;
 mod status;
 mod topology;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cairn_client::api::{ClientError, Policy};
 use cairn_client::checkout::checkout_dir;
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
+use cairn_client::github::{self, GithubClient};
+use cairn_client::history::Sources;
 use cairn_client::plan::{self, FetchPlan, PlanSpec};
+use cairn_fingerprint::layout::GithubRepo;
 use cairn_fingerprint::{Platform, Topology};
 use cairn_proto::v1::cairn_client::CairnClient;
 
@@ -85,6 +88,34 @@ fn explain(err: ClientError, addr: &DaemonAddr) -> anyhow::Error {
         )),
         _ => anyhow::Error::new(err),
     }
+}
+
+/// The checkout of `find` and `diff`: [`checkout_dir`], else the current directory (a full SHA or a
+/// run id needs no checkout; the decision is written down at [`checkout_dir`]).
+fn checkout_or_cwd(explicit: Option<&Path>) -> PathBuf {
+    checkout_dir(explicit).unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// `--repo`, else the checkout's `origin`, else `ROCm/TheRock`.
+fn repo_arg(explicit: Option<&str>, dir: &Path) -> anyhow::Result<GithubRepo> {
+    match explicit {
+        Some(r) => r
+            .parse()
+            .with_context(|| format!("invalid --repo `{r}` (expected OWNER/REPO)")),
+        None => Ok(github::detect_repo(dir).unwrap_or_else(GithubRepo::the_rock)),
+    }
+}
+
+/// The history sources of `find` and `diff`: the daemon (`--daemon`, `$CAIRN_SOCKET`, else the
+/// default socket) and GitHub unless offline.
+async fn history_sources(cli: &Cli, offline: bool) -> anyhow::Result<Sources> {
+    let daemon = connect_daemon(&daemon_addr(cli)).await?;
+    let github = if offline {
+        None
+    } else {
+        Some(GithubClient::from_env()?)
+    };
+    Ok(Sources { daemon, github })
 }
 
 /// The topology of an online command: `--topology` when given, else the checkout's own
