@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cairn_client::api::{Resolved, Status};
-use cairn_client::fetch::{self, FetchOutcome, FetchedTree, Transfer};
+use cairn_client::fetch::{self, FetchedTree, Summary, Transfer};
 use cairn_client::materialize::{CopyMode, Layout, Options};
 use cairn_fingerprint::Blake3;
 use serde::Serialize;
@@ -72,39 +72,6 @@ pub struct FetchJson {
     pub trees: Vec<FetchedTree>,
     /// Totals.
     pub summary: Summary,
-}
-
-/// Totals of one `bootstrap`/`fetch` (also printed on stderr).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// Archives materialized.
-    pub artifacts: usize,
-    /// Artifacts missing.
-    pub missing: usize,
-    /// Regular files in the destination's trees.
-    pub files: u64,
-    /// Bytes of those files.
-    pub bytes: u64,
-    /// Files written by this run.
-    pub files_written: u64,
-    /// Bytes written by this run.
-    pub bytes_written: u64,
-    /// Files left untouched because an earlier run wrote them and they are unchanged.
-    pub files_unchanged: u64,
-    /// Stale files removed.
-    pub files_removed: u64,
-    /// Archives the daemon served from its cache.
-    pub from_cas: u64,
-    /// Archives the daemon downloaded from storage.
-    pub from_storage: u64,
-    /// Compressed bytes the daemon downloaded.
-    pub storage_bytes: u64,
-    /// Blob bytes received over the network (remote daemons only).
-    pub received_bytes: u64,
-    /// Runs the archives came from.
-    pub runs: Vec<String>,
-    /// Wall time of the command, fingerprints included.
-    pub elapsed_ms: u64,
 }
 
 /// `cairn bootstrap`.
@@ -205,7 +172,7 @@ fn run(
         Some(result?)
     };
     let elapsed = started.elapsed();
-    let summary = summarize(outcome.as_ref(), elapsed);
+    let summary = Summary::of(outcome.as_ref(), elapsed);
     let missing: Vec<Resolved> = outcome
         .as_ref()
         .map(|o| o.missing().cloned().collect())
@@ -300,30 +267,4 @@ fn run(
     } else {
         ExitStatus::Success
     })
-}
-
-fn summarize(outcome: Option<&FetchOutcome>, elapsed: std::time::Duration) -> Summary {
-    let Some(o) = outcome else {
-        return Summary {
-            elapsed_ms: elapsed.as_millis() as u64,
-            ..Summary::default()
-        };
-    };
-    Summary {
-        artifacts: o.trees.len(),
-        missing: o.missing().count(),
-        files: o.report.files,
-        bytes: o.report.bytes,
-        files_written: o.report.files_written,
-        bytes_written: o.report.bytes_written,
-        files_unchanged: o.report.files_skipped_unchanged,
-        files_removed: o.report.files_removed,
-        // Per materialized archive (an archive several family requests share counts once).
-        from_cas: o.trees.iter().filter(|t| t.source == "cas").count() as u64,
-        from_storage: o.trees.iter().filter(|t| t.source == "storage").count() as u64,
-        storage_bytes: o.daemon.storage_bytes,
-        received_bytes: o.received_bytes,
-        runs: o.daemon.runs.clone(),
-        elapsed_ms: elapsed.as_millis() as u64,
-    }
 }
