@@ -143,6 +143,68 @@ impl FetchOutcome {
     }
 }
 
+/// Totals of one `bootstrap`/`fetch` (also printed on stderr).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Archives materialized.
+    pub artifacts: usize,
+    /// Artifacts missing.
+    pub missing: usize,
+    /// Regular files in the destination's trees.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Files written by this run.
+    pub files_written: u64,
+    /// Bytes written by this run.
+    pub bytes_written: u64,
+    /// Files left untouched because an earlier run wrote them and they are unchanged.
+    pub files_unchanged: u64,
+    /// Stale files removed.
+    pub files_removed: u64,
+    /// Archives the daemon served from its cache.
+    pub from_cas: u64,
+    /// Archives the daemon downloaded from storage.
+    pub from_storage: u64,
+    /// Compressed bytes the daemon downloaded.
+    pub storage_bytes: u64,
+    /// Blob bytes received over the network (remote daemons only).
+    pub received_bytes: u64,
+    /// Runs the archives came from.
+    pub runs: Vec<String>,
+    /// Wall time of the command, fingerprints included.
+    pub elapsed_ms: u64,
+}
+
+impl Summary {
+    /// The totals of `outcome` (`None`: nothing was asked for), with the command's wall time.
+    pub fn of(outcome: Option<&FetchOutcome>, elapsed: std::time::Duration) -> Summary {
+        let Some(o) = outcome else {
+            return Summary {
+                elapsed_ms: elapsed.as_millis() as u64,
+                ..Summary::default()
+            };
+        };
+        Summary {
+            artifacts: o.trees.len(),
+            missing: o.missing().count(),
+            files: o.report.files,
+            bytes: o.report.bytes,
+            files_written: o.report.files_written,
+            bytes_written: o.report.bytes_written,
+            files_unchanged: o.report.files_skipped_unchanged,
+            files_removed: o.report.files_removed,
+            // Per materialized archive (an archive several family requests share counts once).
+            from_cas: o.trees.iter().filter(|t| t.source == "cas").count() as u64,
+            from_storage: o.trees.iter().filter(|t| t.source == "storage").count() as u64,
+            storage_bytes: o.daemon.storage_bytes,
+            received_bytes: o.received_bytes,
+            runs: o.daemon.runs.clone(),
+            elapsed_ms: elapsed.as_millis() as u64,
+        }
+    }
+}
+
 /// Fetch `requests` and materialize everything found into `dest` under `opts`. Missing artifacts
 /// are reported in the outcome, not as an error: what was found is materialized anyway.
 pub async fn fetch(
@@ -757,5 +819,55 @@ mod tests {
         spool.chunk(chunk(&a, 4, b"ef", true), &needed).await.ok();
         let err = spool.finish().await.unwrap_err();
         assert!(err.to_string().contains("offset 4"), "{err}");
+    }
+
+    #[test]
+    fn summary_counts_archives_by_source_and_keeps_the_wall_time() {
+        let elapsed = std::time::Duration::from_millis(1500);
+        let none = Summary::of(None, elapsed);
+        assert_eq!((none.artifacts, none.elapsed_ms), (0, 1500));
+        let tree = |artifact: &str, source: &str| FetchedTree {
+            artifact: artifact.into(),
+            tree_digest: String::new(),
+            source: source.into(),
+            run_id: "7".into(),
+            files: 1,
+            bytes: 1,
+        };
+        let missing = Resolved {
+            artifact: "gone".into(),
+            name: "gone".into(),
+            component: String::new(),
+            family: String::new(),
+            fingerprint: String::new(),
+            status: Status::Missing,
+            producer: None,
+            tree_digest: String::new(),
+            explanation: Vec::new(),
+        };
+        let outcome = FetchOutcome {
+            resolved: vec![missing],
+            trees: vec![
+                tree("a_lib_generic", "cas"),
+                tree("b_lib_generic", "storage"),
+                tree("c_lib_generic", "cas"),
+            ],
+            daemon: DaemonTotals {
+                storage_bytes: 42,
+                runs: vec!["7".into()],
+                ..DaemonTotals::default()
+            },
+            received_bytes: 9,
+            received_blobs: 1,
+            report: Report {
+                files_written: 3,
+                ..Report::default()
+            },
+        };
+        let s = Summary::of(Some(&outcome), elapsed);
+        assert_eq!((s.artifacts, s.missing), (3, 1));
+        assert_eq!((s.from_cas, s.from_storage, s.storage_bytes), (2, 1, 42));
+        assert_eq!((s.files_written, s.received_bytes), (3, 9));
+        assert_eq!(s.runs, ["7"]);
     }
 }

@@ -484,16 +484,7 @@ pub fn parse_remote_url(url: &str) -> Option<GithubRepo> {
 /// The repository of the checkout at `dir`, from its `origin` remote; `None` when `dir` is not a
 /// git work tree or `origin` is not a GitHub URL.
 pub fn detect_repo(dir: &Path) -> Option<GithubRepo> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["remote", "get-url", "origin"])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse_remote_url(&String::from_utf8_lossy(&out.stdout))
+    parse_remote_url(&cairn_fingerprint::git::remote_url(dir, "origin").ok()?)
 }
 
 #[cfg(test)]

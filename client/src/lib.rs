@@ -2,8 +2,10 @@
 //! build directories. The CLI in `main.rs` is glue.
 
 pub mod api;
+pub mod checkout;
 pub mod connect;
 pub mod fetch;
 pub mod github;
 pub mod history;
 pub mod materialize;
+pub mod plan;

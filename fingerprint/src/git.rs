@@ -1,5 +1,9 @@
 //! Reading a git checkout: the only module that runs git.
 //!
+//! Besides the snapshot, a few small questions other crates ask about a checkout live here so that
+//! no other module spawns git: [`toplevel`], [`rev_parse_commit`], [`is_ancestor`], [`merge_base`],
+//! [`first_parent_log`] and [`remote_url`].
+//!
 //! A [`GitSnapshot`] is everything fingerprints need from a checkout, read once: the superproject's
 //! `HEAD` tree (every blob and gitlink with its mode and object id), the submodules (`.gitmodules`
 //! name → path, and the commit actually checked out in each, moved nested ones included), and the
@@ -159,13 +163,7 @@ impl GitSnapshot {
         if !checkout.is_dir() {
             return Err(GitError::NotADirectory(checkout.to_path_buf()));
         }
-        let top = match git(checkout, &["rev-parse", "--show-toplevel"]) {
-            Ok(out) => PathBuf::from(String::from_utf8_lossy(&out).trim_end_matches('\n')),
-            Err(GitError::Command { stderr, .. }) if stderr.contains("not a git repository") => {
-                return Err(GitError::NotARepository(checkout.to_path_buf()));
-            }
-            Err(e) => return Err(e),
-        };
+        let top = toplevel(checkout)?;
         let same = match (top.canonicalize(), checkout.canonicalize()) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
@@ -210,10 +208,77 @@ pub(crate) fn is_under(path: &str, dir: &str) -> bool {
     path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
-/// Run git in `dir` and return its stdout. The environment variables that would redirect git to
-/// another repository are removed, and optional locks are off so reading never writes the index.
-fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
-    let out = Command::new("git")
+/// The top of the git work tree that contains `dir` (`git rev-parse --show-toplevel`).
+/// [`GitError::NotARepository`] when `dir` is not inside one.
+pub fn toplevel(dir: &Path) -> Result<PathBuf, GitError> {
+    match git(dir, &["rev-parse", "--show-toplevel"]) {
+        Ok(out) => Ok(PathBuf::from(
+            String::from_utf8_lossy(&out).trim_end_matches('\n'),
+        )),
+        Err(GitError::Command { stderr, .. }) if stderr.contains("not a git repository") => {
+            Err(GitError::NotARepository(dir.to_path_buf()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The full SHA of the commit `rev` names in the repository around `dir` (`git rev-parse --verify
+/// -q REV^{commit}`); `None` when `rev` names no commit there.
+pub fn rev_parse_commit(dir: &Path, rev: &str) -> Result<Option<String>, GitError> {
+    let out = git_answer(
+        dir,
+        &["rev-parse", "--verify", "-q", &format!("{rev}^{{commit}}")],
+    )?;
+    Ok(out.map(|o| String::from_utf8_lossy(&o).trim().to_string()))
+}
+
+/// Whether `ancestor` is an ancestor of `descendant` or the same commit (`git merge-base
+/// --is-ancestor`).
+pub fn is_ancestor(dir: &Path, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+    Ok(git_answer(dir, &["merge-base", "--is-ancestor", ancestor, descendant])?.is_some())
+}
+
+/// The best common ancestor of `a` and `b` (`git merge-base`); `None` when their histories are
+/// unrelated.
+pub fn merge_base(dir: &Path, a: &str, b: &str) -> Result<Option<String>, GitError> {
+    let out = git_answer(dir, &["merge-base", a, b])?;
+    Ok(out.map(|o| String::from_utf8_lossy(&o).trim().to_string()))
+}
+
+/// Up to `max` commits of the first-parent history of `from`, newest first, `from` included (`git
+/// rev-list --first-parent --max-count=MAX FROM`).
+pub fn first_parent_log(dir: &Path, from: &str, max: usize) -> Result<Vec<String>, GitError> {
+    let out = git(
+        dir,
+        &[
+            "rev-list",
+            "--first-parent",
+            &format!("--max-count={max}"),
+            from,
+        ],
+    )?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// The URL of the remote `name` of the repository around `dir` (`git remote get-url NAME`); an
+/// error when there is no such remote or no repository.
+pub fn remote_url(dir: &Path, name: &str) -> Result<String, GitError> {
+    let out = git(dir, &["remote", "get-url", name])?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+/// Run git in `dir`. The environment variables that would redirect git to another repository are
+/// removed, and optional locks are off so reading never writes the index.
+fn spawn(dir: &Path, args: &[&str]) -> Result<std::process::Output, GitError> {
+    if !dir.is_dir() {
+        return Err(GitError::NotADirectory(dir.to_path_buf()));
+    }
+    Command::new("git")
         .current_dir(dir)
         .args(args)
         .env_remove("GIT_DIR")
@@ -224,17 +289,38 @@ fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
         .env("GIT_OPTIONAL_LOCKS", "0")
         .env("LC_ALL", "C")
         .output()
-        .map_err(GitError::Spawn)?;
+        .map_err(GitError::Spawn)
+}
+
+fn command_error(dir: &Path, args: &[&str], out: &std::process::Output) -> GitError {
+    GitError::Command {
+        args: args.join(" "),
+        dir: dir.to_path_buf(),
+        stderr: String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .replace('\n', "; "),
+    }
+}
+
+/// Run git in `dir` and return its stdout; any failure is an error.
+fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    let out = spawn(dir, args)?;
     if !out.status.success() {
-        return Err(GitError::Command {
-            args: args.join(" "),
-            dir: dir.to_path_buf(),
-            stderr: String::from_utf8_lossy(&out.stderr)
-                .trim()
-                .replace('\n', "; "),
-        });
+        return Err(command_error(dir, args, &out));
     }
     Ok(out.stdout)
+}
+
+/// Run git in `dir` for an answer that may be "no": its stdout when it exits 0, `None` when it
+/// exits 1 (git's "no" for `rev-parse --verify -q` and `merge-base`); any other failure (not a
+/// repository, an unknown object) is an error.
+fn git_answer(dir: &Path, args: &[&str]) -> Result<Option<Vec<u8>>, GitError> {
+    let out = spawn(dir, args)?;
+    match out.status.code() {
+        Some(0) => Ok(Some(out.stdout)),
+        Some(1) => Ok(None),
+        _ => Err(command_error(dir, args, &out)),
+    }
 }
 
 fn parse_error(args: &str, record: &[u8]) -> GitError {
@@ -476,4 +562,109 @@ fn is_executable(meta: &std::fs::Metadata) -> bool {
 #[cfg(not(unix))]
 fn is_executable(_meta: &std::fs::Metadata) -> bool {
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run git for a fixture, with a fixed identity and no user configuration.
+    fn setup(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "init.defaultBranch=main"])
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Cairn Test")
+            .env("GIT_AUTHOR_EMAIL", "cairn@example.invalid")
+            .env("GIT_COMMITTER_NAME", "Cairn Test")
+            .env("GIT_COMMITTER_EMAIL", "cairn@example.invalid")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// main: c0 - c1 - c2; branch `side` off c1 with one commit s1. Returns (dir, [c0, c1, c2], s1).
+    fn history() -> (tempfile::TempDir, Vec<String>, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        std::fs::create_dir_all(root.join("sub/dir")).unwrap();
+        setup(&root, &["init", "-q"]);
+        let mut main = Vec::new();
+        for i in 0..3 {
+            std::fs::write(root.join("f"), format!("{i}\n")).unwrap();
+            setup(&root, &["add", "-A"]);
+            setup(&root, &["commit", "-q", "-m", &format!("c{i}")]);
+            main.push(setup(&root, &["rev-parse", "HEAD"]));
+        }
+        setup(&root, &["checkout", "-q", "-b", "side", &main[1]]);
+        std::fs::write(root.join("s"), "side\n").unwrap();
+        setup(&root, &["add", "-A"]);
+        setup(&root, &["commit", "-q", "-m", "s1"]);
+        let side = setup(&root, &["rev-parse", "HEAD"]);
+        setup(&root, &["checkout", "-q", "main"]);
+        (tmp, main, side)
+    }
+
+    #[test]
+    fn toplevel_from_a_subdirectory_and_outside_any_repository() {
+        let (tmp, _, _) = history();
+        let root = tmp.path().join("repo");
+        let top = toplevel(&root.join("sub/dir")).unwrap();
+        assert_eq!(top.canonicalize().unwrap(), root.canonicalize().unwrap());
+        let outside = tmp.path().join("plain");
+        std::fs::create_dir(&outside).unwrap();
+        assert!(matches!(
+            toplevel(&outside),
+            Err(GitError::NotARepository(_))
+        ));
+        assert!(matches!(
+            toplevel(&tmp.path().join("missing")),
+            Err(GitError::NotADirectory(_))
+        ));
+    }
+
+    #[test]
+    fn revisions_ancestry_and_first_parent_history() {
+        let (tmp, main, side) = history();
+        let root = tmp.path().join("repo");
+        assert_eq!(
+            rev_parse_commit(&root, "main").unwrap().as_ref(),
+            Some(&main[2])
+        );
+        assert_eq!(
+            rev_parse_commit(&root, "side~1").unwrap().as_ref(),
+            Some(&main[1])
+        );
+        assert_eq!(rev_parse_commit(&root, "no-such-branch").unwrap(), None);
+        assert!(is_ancestor(&root, &main[0], "main").unwrap());
+        assert!(!is_ancestor(&root, &side, "main").unwrap());
+        assert_eq!(
+            merge_base(&root, &side, "main").unwrap().as_ref(),
+            Some(&main[1])
+        );
+        let log = first_parent_log(&root, "main", 2).unwrap();
+        assert_eq!(log, [main[2].clone(), main[1].clone()]);
+        assert_eq!(first_parent_log(&root, "side", 10).unwrap().len(), 3);
+        assert!(remote_url(&root, "origin").is_err());
+        setup(
+            &root,
+            &["remote", "add", "origin", "git@github.com:ROCm/TheRock.git"],
+        );
+        assert_eq!(
+            remote_url(&root, "origin").unwrap(),
+            "git@github.com:ROCm/TheRock.git"
+        );
+        // Outside a repository every question is an error, not a "no".
+        let outside = tmp.path().join("plain");
+        std::fs::create_dir(&outside).unwrap();
+        assert!(rev_parse_commit(&outside, "HEAD").is_err());
+        assert!(is_ancestor(&outside, "a", "b").is_err());
+    }
 }

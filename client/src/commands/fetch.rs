@@ -11,15 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
-use cairn_client::api::{Policy, Request, Resolved, Status};
-use cairn_client::fetch::{self, FetchOutcome, FetchedTree, Transfer};
+use anyhow::Context;
+use cairn_client::api::{Resolved, Status};
+use cairn_client::fetch::{self, FetchedTree, Summary, Transfer};
 use cairn_client::materialize::{CopyMode, Layout, Options};
-use cairn_fingerprint::{Blake3, Component, FingerprintConfig, Fingerprinter, Platform};
+use cairn_fingerprint::Blake3;
 use serde::Serialize;
 
 use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs, WriteArgs};
@@ -73,39 +72,6 @@ pub struct FetchJson {
     pub trees: Vec<FetchedTree>,
     /// Totals.
     pub summary: Summary,
-}
-
-/// Totals of one `bootstrap`/`fetch` (also printed on stderr).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// Archives materialized.
-    pub artifacts: usize,
-    /// Artifacts missing.
-    pub missing: usize,
-    /// Regular files in the destination's trees.
-    pub files: u64,
-    /// Bytes of those files.
-    pub bytes: u64,
-    /// Files written by this run.
-    pub files_written: u64,
-    /// Bytes written by this run.
-    pub bytes_written: u64,
-    /// Files left untouched because an earlier run wrote them and they are unchanged.
-    pub files_unchanged: u64,
-    /// Stale files removed.
-    pub files_removed: u64,
-    /// Archives the daemon served from its cache.
-    pub from_cas: u64,
-    /// Archives the daemon downloaded from storage.
-    pub from_storage: u64,
-    /// Compressed bytes the daemon downloaded.
-    pub storage_bytes: u64,
-    /// Blob bytes received over the network (remote daemons only).
-    pub received_bytes: u64,
-    /// Runs the archives came from.
-    pub runs: Vec<String>,
-    /// Wall time of the command, fingerprints included.
-    pub elapsed_ms: u64,
 }
 
 /// `cairn bootstrap`.
@@ -164,94 +130,6 @@ fn layout_name(layout: Layout) -> &'static str {
     }
 }
 
-/// The requests of one command: per family, the artifacts and their fingerprints.
-pub(super) struct Plan {
-    pub(super) families: Vec<String>,
-    pub(super) platform: Platform,
-    pub(super) head: String,
-    pub(super) fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
-    pub(super) requests: Vec<Request>,
-}
-
-/// Fingerprint the selected artifacts at the checkout: one request per family.
-pub(super) fn plan(
-    cli: &Cli,
-    stage: Option<&str>,
-    select: &SelectArgs,
-    printer: &mut Printer,
-) -> anyhow::Result<Plan> {
-    let checkout = super::checkout_dir(select.checkout.as_deref())?;
-    let topology = super::checkout_topology(cli, &checkout, printer)?;
-    let mut names: Vec<&str> = match stage {
-        Some(stage) => topology.inbound(stage)?.into_iter().collect(),
-        None => topology
-            .artifacts()
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect(),
-    };
-    let exclude_artifacts = super::split_list(select.exclude_artifacts.as_deref());
-    for a in &exclude_artifacts {
-        topology
-            .artifact(a)
-            .with_context(|| format!("--exclude-artifacts names `{a}`"))?;
-    }
-    names.retain(|n| !exclude_artifacts.iter().any(|a| a == n));
-    let exclude_components = super::split_list(select.exclude_components.as_deref());
-    for c in &exclude_components {
-        Component::from_str(c).with_context(|| format!("--exclude-components names `{c}`"))?;
-    }
-    let mut families: Vec<String> = select.family.iter().cloned().collect();
-    for f in super::split_list(select.amdgpu_families.as_deref()) {
-        if !families.contains(&f) {
-            families.push(f);
-        }
-    }
-    if families.is_empty() {
-        bail!("no GPU family: pass --family or --amdgpu-families");
-    }
-    let platform = select.platform.unwrap_or_else(Platform::host);
-    let config = FingerprintConfig {
-        variant: select.variant.clone(),
-        ..FingerprintConfig::default()
-    };
-    let started = Instant::now();
-    let fingerprinter = Fingerprinter::new(&topology, &checkout, config)
-        .with_context(|| format!("reading the checkout `{}`", checkout.display()))?;
-    let mut fingerprints = BTreeMap::new();
-    let mut requests = Vec::new();
-    for family in &families {
-        let fps = fingerprinter.compute_some(&names, family, platform)?;
-        requests.push(Request {
-            stage: stage.unwrap_or("all").to_string(),
-            family: family.clone(),
-            platform: platform.to_string(),
-            artifacts: fps.iter().map(|(n, fp)| (n.clone(), *fp)).collect(),
-            exclude_components: exclude_components.clone(),
-            policy: Policy {
-                allow_untrusted: select.allow_untrusted,
-                allow_failed: select.allow_failed,
-                run_id: select.run_id.clone(),
-            },
-        });
-        fingerprints.insert(family.clone(), fps);
-    }
-    printer.detail(&format!(
-        "{} artifact(s) x {} family(ies) fingerprinted at {} in {:.1?}",
-        names.len(),
-        families.len(),
-        fingerprinter.snapshot().head,
-        started.elapsed()
-    ));
-    Ok(Plan {
-        families,
-        platform,
-        head: fingerprinter.snapshot().head.clone(),
-        fingerprints,
-        requests,
-    })
-}
-
 fn run(
     cli: &Cli,
     command: &'static str,
@@ -263,7 +141,7 @@ fn run(
 ) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
     let layout = opts.layout;
-    let plan = plan(cli, stage, select, printer)?;
+    let plan = super::fetch_plan(cli, stage, select, printer)?;
     std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
     let dest = std::path::absolute(dest).with_context(|| format!("`{}`", dest.display()))?;
     let addr = super::daemon_addr(cli);
@@ -294,7 +172,7 @@ fn run(
         Some(result?)
     };
     let elapsed = started.elapsed();
-    let summary = summarize(outcome.as_ref(), elapsed);
+    let summary = Summary::of(outcome.as_ref(), elapsed);
     let missing: Vec<Resolved> = outcome
         .as_ref()
         .map(|o| o.missing().cloned().collect())
@@ -389,30 +267,4 @@ fn run(
     } else {
         ExitStatus::Success
     })
-}
-
-fn summarize(outcome: Option<&FetchOutcome>, elapsed: std::time::Duration) -> Summary {
-    let Some(o) = outcome else {
-        return Summary {
-            elapsed_ms: elapsed.as_millis() as u64,
-            ..Summary::default()
-        };
-    };
-    Summary {
-        artifacts: o.trees.len(),
-        missing: o.missing().count(),
-        files: o.report.files,
-        bytes: o.report.bytes,
-        files_written: o.report.files_written,
-        bytes_written: o.report.bytes_written,
-        files_unchanged: o.report.files_skipped_unchanged,
-        files_removed: o.report.files_removed,
-        // Per materialized archive (an archive several family requests share counts once).
-        from_cas: o.trees.iter().filter(|t| t.source == "cas").count() as u64,
-        from_storage: o.trees.iter().filter(|t| t.source == "storage").count() as u64,
-        storage_bytes: o.daemon.storage_bytes,
-        received_bytes: o.received_bytes,
-        runs: o.daemon.runs.clone(),
-        elapsed_ms: elapsed.as_millis() as u64,
-    }
 }

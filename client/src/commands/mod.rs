@@ -17,13 +17,18 @@ mod topology;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use cairn_client::api::ClientError;
+use cairn_client::api::{ClientError, Policy};
+use cairn_client::checkout::checkout_dir;
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
-use cairn_fingerprint::Topology;
+use cairn_client::github::{self, GithubClient};
+use cairn_client::history::Sources;
+use cairn_client::plan::{self, FetchPlan, PlanSpec};
+use cairn_fingerprint::layout::GithubRepo;
+use cairn_fingerprint::{Platform, Topology};
 use cairn_proto::v1::cairn_client::CairnClient;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SelectArgs};
 use crate::output::{ExitStatus, Printer};
 
 /// Run the command `cli` names.
@@ -85,22 +90,32 @@ fn explain(err: ClientError, addr: &DaemonAddr) -> anyhow::Error {
     }
 }
 
-/// The checkout: `--checkout`, else the top level of the git work tree around the current dir.
-fn checkout_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = arg {
-        return Ok(dir.to_path_buf());
+/// The checkout of `find` and `diff`: [`checkout_dir`], else the current directory (a full SHA or a
+/// run id needs no checkout; the decision is written down at [`checkout_dir`]).
+fn checkout_or_cwd(explicit: Option<&Path>) -> PathBuf {
+    checkout_dir(explicit).unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// `--repo`, else the checkout's `origin`, else `ROCm/TheRock`.
+fn repo_arg(explicit: Option<&str>, dir: &Path) -> anyhow::Result<GithubRepo> {
+    match explicit {
+        Some(r) => r
+            .parse()
+            .with_context(|| format!("invalid --repo `{r}` (expected OWNER/REPO)")),
+        None => Ok(github::detect_repo(dir).unwrap_or_else(GithubRepo::the_rock)),
     }
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
-        .context("running `git rev-parse --show-toplevel` (is git installed?)")?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "the current directory is not inside a git checkout; pass --checkout DIR (the TheRock \
-             superproject fingerprints are computed from)"
-        );
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// The history sources of `find` and `diff`: the daemon (`--daemon`, `$CAIRN_SOCKET`, else the
+/// default socket) and GitHub unless offline.
+async fn history_sources(cli: &Cli, offline: bool) -> anyhow::Result<Sources> {
+    let daemon = connect_daemon(&daemon_addr(cli)).await?;
+    let github = if offline {
+        None
+    } else {
+        Some(GithubClient::from_env()?)
+    };
+    Ok(Sources { daemon, github })
 }
 
 /// The topology of an online command: `--topology` when given, else the checkout's own
@@ -116,6 +131,46 @@ fn checkout_topology(
         checkout.join("BUILD_TOPOLOGY.toml")
     };
     load_topology(&path, printer)
+}
+
+/// The plan of `bootstrap`, `fetch` and `resolve`: the checkout, its topology, then
+/// [`plan::plan`] over the selection options (`--family` first, then `--amdgpu-families`).
+fn fetch_plan(
+    cli: &Cli,
+    stage: Option<&str>,
+    select: &SelectArgs,
+    printer: &mut Printer,
+) -> anyhow::Result<FetchPlan> {
+    let checkout = checkout_dir(select.checkout.as_deref())?;
+    let topology = checkout_topology(cli, &checkout, printer)?;
+    let mut families: Vec<String> = select.family.iter().cloned().collect();
+    for f in split_list(select.amdgpu_families.as_deref()) {
+        if !families.contains(&f) {
+            families.push(f);
+        }
+    }
+    let spec = PlanSpec {
+        stage: stage.map(str::to_string),
+        exclude_artifacts: split_list(select.exclude_artifacts.as_deref()),
+        exclude_components: split_list(select.exclude_components.as_deref()),
+        families,
+        platform: select.platform.unwrap_or_else(Platform::host),
+        variant: select.variant.clone(),
+        policy: Policy {
+            allow_untrusted: select.allow_untrusted,
+            allow_failed: select.allow_failed,
+            run_id: select.run_id.clone(),
+        },
+    };
+    let plan = plan::plan(&topology, &checkout, &spec)?;
+    printer.detail(&format!(
+        "{} artifact(s) x {} family(ies) fingerprinted at {} in {:.1?}",
+        plan.artifacts,
+        plan.families.len(),
+        plan.head,
+        plan.elapsed
+    ));
+    Ok(plan)
 }
 
 /// `12.3 MiB`.

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use cairn_client::api::{self, PublishSpec};
+use cairn_client::checkout::checkout_dir;
 use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
 
 use crate::cli::{Cli, PushArgs};
@@ -25,7 +26,7 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
             args.compression
         );
     }
-    let checkout = super::checkout_dir(args.checkout.as_deref())?;
+    let checkout = checkout_dir(args.checkout.as_deref())?;
     let topology = super::checkout_topology(cli, &checkout, printer)?;
     let names: Vec<&str> = topology.produced(&args.stage)?.into_iter().collect();
     let platform = args.platform.unwrap_or_else(Platform::host);

@@ -62,7 +62,7 @@ pub struct ResolveJson {
 /// `cairn resolve`.
 pub fn run(cli: &Cli, args: &ResolveArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
-    let plan = super::fetch::plan(cli, Some(&args.stage), &args.select, printer)?;
+    let plan = super::fetch_plan(cli, Some(&args.stage), &args.select, printer)?;
     let addr = super::daemon_addr(cli);
     let rt = super::runtime()?;
     let (resolved, runs) = rt.block_on(async {
