@@ -235,10 +235,10 @@ pub struct PushArgs {
     #[arg(
         long,
         visible_alias = "compression-type",
-        value_name = "zstd|xz",
-        default_value = "zstd"
+        value_enum,
+        default_value_t = cairn_fingerprint::Compression::Zstd
     )]
-    pub compression: String,
+    pub compression: cairn_fingerprint::Compression,
     /// The git checkout fingerprints are computed from [default: the current git repository].
     #[arg(long, value_name = "DIR")]
     pub checkout: Option<PathBuf>,
@@ -268,8 +268,8 @@ pub struct ImportArgs {
 #[derive(Debug, Args)]
 pub struct GcArgs {
     /// The quota to evict down to, in bytes or with a K/M/G/T suffix [default: the daemon's].
-    #[arg(long, value_name = "N")]
-    pub max_bytes: Option<String>,
+    #[arg(long, value_name = "SIZE")]
+    pub max_bytes: Option<cairn_fingerprint::ByteSize>,
 }
 
 /// `cairn topology ...`.

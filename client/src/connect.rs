@@ -144,11 +144,67 @@ pub async fn connect(addr: &DaemonAddr) -> Result<CairnClient<DaemonChannel>, Co
                 .map_err(|e| fail(e.into()))?;
             (channel, token)
         }
-        DaemonAddr::Unix(path) => (connect_unix(path).await.map_err(|e| fail(e.into()))?, None),
+        DaemonAddr::Unix(path) => {
+            check_socket(path, path == &default_socket()).map_err(|e| fail(e.into()))?;
+            (connect_unix(path).await.map_err(|e| fail(e.into()))?, None)
+        }
     };
     Ok(CairnClient::with_interceptor(channel, BearerToken(token))
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(256 << 20))
+}
+
+/// Refuse a socket another local user could have planted (before any byte is sent to it): its
+/// directory must be a real directory (not a symlink) that no one but its owner can write, owned
+/// by root, by us, or by the socket's owner (a daemon running as a service user); for the default
+/// socket, which is per user, the directory must be ours (or root's). The daemon checks the same
+/// directory before it binds (`cairnd`'s `server/listen.rs`).
+pub fn check_socket(path: &Path, is_default: bool) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let dir_meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        // Nothing there: the connect itself reports that the daemon is not running.
+        Err(_) => return Ok(()),
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !dir_meta.file_type().is_dir() {
+        return Err(format!(
+            "the socket directory `{}` is not a directory (a symlink?); refusing to talk to whatever \
+             listens there",
+            dir.display()
+        ));
+    }
+    if dir_meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the socket directory `{}` (mode {:o}) is writable by other users, who could have put an \
+             impostor daemon there; refusing to connect. Hint: start cairnd with a socket in a \
+             directory of its own, or set XDG_RUNTIME_DIR",
+            dir.display(),
+            dir_meta.mode() & 0o7777
+        ));
+    }
+    let socket_owner = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| m.uid());
+    let owner = dir_meta.uid();
+    let trusted_owner = if is_default {
+        owner == me || owner == 0
+    } else {
+        owner == me || owner == 0 || Some(owner) == socket_owner
+    };
+    if !trusted_owner {
+        return Err(format!(
+            "the socket directory `{}` belongs to uid {owner}, not to you (uid {me}) or root; \
+             refusing to connect to a daemon another user may have started there",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Error> {
@@ -162,4 +218,28 @@ async fn connect_unix(path: &Path) -> Result<Channel, tonic::transport::Error> {
             }
         }))
         .await
+}
+
+#[cfg(test)]
+mod socket_checks {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::check_socket;
+
+    #[test]
+    fn a_socket_in_a_directory_others_can_write_or_a_symlink_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(check_socket(&tmp.path().join("s.sock"), true), Ok(()));
+
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_socket(&open.join("s.sock"), false).unwrap_err();
+        assert!(err.contains("writable by other users"), "{err}");
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(tmp.path(), &link).unwrap();
+        let err = check_socket(&link.join("s.sock"), false).unwrap_err();
+        assert!(err.contains("not a directory"), "{err}");
+    }
 }

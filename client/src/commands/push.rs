@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cairn_client::api::{self, PublishSpec};
 use cairn_client::checkout::checkout_dir;
 use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
@@ -20,12 +20,6 @@ use crate::output::{ExitStatus, Printer};
 /// Publish a build dir.
 pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
-    if !matches!(args.compression.as_str(), "zstd" | "xz") {
-        bail!(
-            "--compression `{}` is neither `zstd` nor `xz`",
-            args.compression
-        );
-    }
     let checkout = checkout_dir(args.checkout.as_deref())?;
     let topology = super::checkout_topology(cli, &checkout, printer)?;
     let names: Vec<&str> = topology.produced(&args.stage)?.into_iter().collect();
@@ -53,7 +47,7 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
             .clone()
             .unwrap_or_else(|| fingerprinter.snapshot().head.clone()),
         status: args.status.clone(),
-        compression: args.compression.clone(),
+        compression: args.compression.to_string(),
         fingerprints: fingerprints.into_iter().collect(),
     };
     let addr = super::daemon_addr(cli);

@@ -50,40 +50,23 @@ pub trait BlobSource: Sync {
     fn blob_path(&self, digest: &Blake3) -> Option<PathBuf>;
 }
 
-/// A directory of blobs named by their lowercase hex BLAKE3, optionally sharded as
-/// `{first two hex digits}/{hex}`.
+/// A directory of blobs named by their lowercase hex BLAKE3 (streamed blobs spooled by a remote
+/// Fetch).
 #[derive(Debug, Clone)]
 pub struct DirBlobs {
     root: PathBuf,
-    sharded: bool,
 }
 
 impl DirBlobs {
     /// Blobs at `root/{hex}`.
     pub fn flat(root: impl Into<PathBuf>) -> DirBlobs {
-        DirBlobs {
-            root: root.into(),
-            sharded: false,
-        }
-    }
-
-    /// Blobs at `root/{hex[..2]}/{hex}`.
-    pub fn sharded(root: impl Into<PathBuf>) -> DirBlobs {
-        DirBlobs {
-            root: root.into(),
-            sharded: true,
-        }
+        DirBlobs { root: root.into() }
     }
 }
 
 impl BlobSource for DirBlobs {
     fn blob_path(&self, digest: &Blake3) -> Option<PathBuf> {
-        let hex = digest.to_hex();
-        Some(if self.sharded {
-            self.root.join(&hex[..2]).join(hex)
-        } else {
-            self.root.join(hex)
-        })
+        Some(self.root.join(digest.to_hex()))
     }
 }
 
