@@ -303,7 +303,7 @@ pub fn ingest_all(store: &LocalStore, archives: &[PathBuf]) -> Result<u64> {
             let sidecar = cairn_daemon::archive::sha256sum_path(path);
             let expected = fs::read_to_string(&sidecar)
                 .ok()
-                .and_then(|t| cairn_daemon::archive::parse_sha256sum(&t));
+                .and_then(|t| cairn_fingerprint::names::parse_sha256sum(&t).ok());
             let out = store
                 .ingest_file(&key, path, expected)
                 .with_context(|| format!("ingesting `{}`", path.display()))?;
