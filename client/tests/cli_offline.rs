@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cairn_test_helpers::gitrepo::GitRepo;
 use serde::Deserialize;
 
 fn topology() -> PathBuf {
@@ -359,50 +360,15 @@ artifact_group = "g-math"
 artifact_deps = ["m1"]
 "#;
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "protocol.file.allow=always",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Cairn Test")
-        .env("GIT_AUTHOR_EMAIL", "cairn@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Cairn Test")
-        .env("GIT_COMMITTER_EMAIL", "cairn@example.invalid")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A superproject with one submodule and the small topology at its root.
 fn small_checkout(dir: &Path) -> PathBuf {
-    let up = dir.join("upstream/alpha");
-    std::fs::create_dir_all(&up).unwrap();
-    std::fs::write(up.join("src.txt"), "alpha\n").unwrap();
-    git(&up, &["init", "-q"]);
-    git(&up, &["add", "-A"]);
-    git(&up, &["commit", "-q", "-m", "init"]);
-    let root = dir.join("TheRock");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("BUILD_TOPOLOGY.toml"), SMALL_TOPOLOGY).unwrap();
-    git(&root, &["init", "-q"]);
-    git(
-        &root,
-        &["submodule", "add", "-q", up.to_str().unwrap(), "alpha"],
-    );
-    git(&root, &["add", "-A"]);
-    git(&root, &["commit", "-q", "-m", "init"]);
-    root
+    let up = GitRepo::init(dir.join("upstream/alpha"));
+    up.write("src.txt", "alpha\n").commit_all("init");
+    let root = GitRepo::init(dir.join("TheRock"));
+    root.write("BUILD_TOPOLOGY.toml", SMALL_TOPOLOGY)
+        .add_submodule(&up.path, "alpha")
+        .commit_all("init");
+    root.path
 }
 
 fn cairn_in(dir: &Path, args: &[&str]) -> Output {

@@ -20,6 +20,7 @@ use cairn_client::materialize::{
 };
 use cairn_fingerprint::Blake3;
 use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
+use cairn_test_helpers::archives::{pack_with_system_tar, untar_with_system_tar};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -92,36 +93,6 @@ fn gen_artifact(dir: &Path, relpaths: &[&str], tag: &str, seed: u64) {
         )
         .unwrap();
     }
-}
-
-/// Pack `dir` like TheRock's `fileset_tool.py artifact-archive`: manifest first, then every entry
-/// below each relpath (not the relpath dirs themselves), zstd-compressed.
-fn pack(dir: &Path, relpaths: &[&str], out: &Path) {
-    let mut list = String::from("artifact_manifest.txt\n");
-    for r in relpaths {
-        let found = Command::new("find")
-            .arg(r)
-            .arg("-mindepth")
-            .arg("1")
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(found.status.success());
-        list.push_str(std::str::from_utf8(&found.stdout).unwrap());
-    }
-    let list_file = out.with_extension("list");
-    fs::write(&list_file, list).unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "tar -C '{}' --no-recursion -cf - -T '{}' | zstd -q -f -o '{}'",
-            dir.display(),
-            list_file.display(),
-            out.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,7 +235,7 @@ impl World {
 
     fn pack_art(&self, name: &str, relpaths: &[&str], dir: &Path, key: &str) -> Art {
         let archive = self.tmp.path().join(format!("{key}.tar.zst"));
-        pack(dir, relpaths, &archive);
+        pack_with_system_tar(dir, relpaths, &archive);
         let tree = Arc::new(read_archive(&archive, &self.blobs()));
         Art {
             name: name.into(),
@@ -291,16 +262,7 @@ fn items(arts: &[&Art]) -> Vec<MaterializeItem> {
 }
 
 fn untar(archive: &Path, into: &Path) {
-    fs::create_dir_all(into).unwrap();
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(into)
-        .arg("--zstd")
-        .arg("-xpf")
-        .arg(archive)
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    untar_with_system_tar(archive, "zstd -d", into);
 }
 
 /// What `tar -x` gives for `layout`.

@@ -530,7 +530,8 @@ fn context_for<'f>(artifact: &Artifact, family: &'f str) -> Context<'f> {
 mod tests {
     use std::collections::BTreeSet;
     use std::path::PathBuf;
-    use std::process::Command;
+
+    use cairn_test_helpers::gitrepo::{git, write_file as write};
 
     use super::*;
 
@@ -577,40 +578,6 @@ artifact_deps = ["b1"]
 artifact_group = "g-math"
 artifact_deps = ["c1"]
 "#;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .args([
-                "-c",
-                "protocol.file.allow=always",
-                "-c",
-                "init.defaultBranch=main",
-                "-c",
-                "advice.detachedHead=false",
-            ])
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "Cairn Test")
-            .env("GIT_AUTHOR_EMAIL", "cairn@example.invalid")
-            .env("GIT_COMMITTER_NAME", "Cairn Test")
-            .env("GIT_COMMITTER_EMAIL", "cairn@example.invalid")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?} in {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn write(path: &Path, text: &str) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
 
     /// A superproject with three submodules (alpha, beta, gamma; the first nested one level deep
     /// at `deps/alpha` to check name → path mapping), a global file and a per-group directory.

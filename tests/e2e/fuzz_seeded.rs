@@ -1,89 +1,15 @@
 //! The fuzz targets' properties (`fuzz/fuzz_targets/`) as deterministic tests in the normal suite:
 //! seeded mutations of valid inputs (names, the real topology, a tree manifest, archives) plus every
-//! input the fuzzer found and we fixed (`fuzz/regressions/{target}/`). Same properties: never panic,
-//! what parses round-trips, the archive reader never hands a sink more than a member declares.
+//! input the fuzzer found and we fixed (`fuzz/regressions/{target}/`). The properties themselves
+//! (never panic, what parses round-trips, the archive reader never hands a sink more than a member
+//! declares) are the same functions the fuzz targets call, in `cairn-fuzz-props`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use cairn_daemon::archive::{Limits, read_archive};
-use cairn_fingerprint::names::{ArchiveName, ArtifactName};
-use cairn_fingerprint::topology::Topology;
-use cairn_fingerprint::tree::RelPath;
-use cairn_fingerprint::{Blake3, Compression, Tree};
+use cairn_fingerprint::{Compression, Tree};
+use cairn_fuzz_props::{artifact_name, tar_ingest, topology, tree_manifest};
 use cairn_testkit::datagen::{ArtifactSpec, Rng, write_archive};
-
-fn artifact_name(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else {
-        return;
-    };
-    if let Ok(name) = ArtifactName::parse(s) {
-        let again = ArtifactName::parse(&name.to_string()).expect("a parsed name re-parses");
-        assert_eq!(again, name);
-    }
-    if let Ok(archive) = ArchiveName::parse(s) {
-        assert_eq!(archive.to_string(), s, "an archive name prints as parsed");
-    }
-}
-
-fn topology(data: &[u8]) {
-    let Ok(s) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(t) = Topology::parse(s) else {
-        return;
-    };
-    let _ = t.validate();
-    let _ = t.build_order();
-    let _ = t.dependency_graph();
-    for a in t.artifacts().iter().take(64) {
-        let _ = t.artifact_closure(&a.name);
-    }
-    for s in t.stages().iter().take(16) {
-        let _ = t.inbound(&s.name);
-        let _ = t.produced(&s.name);
-    }
-}
-
-fn tree_manifest(data: &[u8]) {
-    let digest = Blake3::of(data);
-    if let Ok(tree) = Tree::from_json_verified(data, &digest) {
-        assert_eq!(tree.digest(), digest);
-    }
-    let other = Blake3::of(b"other");
-    if let Ok(tree) = Tree::from_json_verified(data, &other) {
-        assert_eq!(tree.digest(), other);
-    }
-}
-
-fn tar_ingest(data: &[u8]) {
-    let Some((&mode, rest)) = data.split_first() else {
-        return;
-    };
-    let (bytes, compression) = match mode % 3 {
-        0 => (rest.to_vec(), Compression::Zstd),
-        1 => (rest.to_vec(), Compression::Xz),
-        _ => (zstd::encode_all(rest, 1).unwrap(), Compression::Zstd),
-    };
-    let limits = Limits {
-        max_member_size: 1 << 20,
-        max_total_size: 4 << 20,
-        max_members: 1000,
-        max_manifest_size: 64 << 10,
-        // Bounded memory: zstd's own default window limit (128 MiB).
-        max_zstd_window_log: 27,
-    };
-    let mut sink = |_: &RelPath, r: &mut dyn Read, size: u64| {
-        let mut buf = Vec::new();
-        r.take(size + 1).read_to_end(&mut buf)?;
-        assert!(
-            buf.len() as u64 <= size,
-            "the sink got more than the member declared"
-        );
-        Ok(Blake3::of(&buf))
-    };
-    let _ = read_archive(&bytes[..], compression, &limits, &mut sink);
-}
 
 /// `seed` mutated `n` times: byte flips, insertions, deletions, truncation, splices of itself.
 fn mutations(seed: &[u8], n: usize, rng: &mut Rng) -> Vec<Vec<u8>> {

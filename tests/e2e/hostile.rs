@@ -11,42 +11,15 @@ use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::Compression;
 use cairn_fingerprint::tree::RelPathError;
+use cairn_testkit::archives::{tar_stream, ustar_file as file, ustar_member, zstd_bytes};
 use cairn_testkit::datagen::{self, ArtifactSpec};
 use cairn_testkit::storecheck::{blob_files, index_problems};
 
 const STAGE: &str = "math-libs/evil/stage";
 
-/// One raw ustar member. `size` overrides the size field (written base-256 when it does not fit in
-/// octal), for headers that lie about their content.
+/// One raw ustar member ([`ustar_member`]) named by a string.
 fn member(name: &str, typeflag: u8, link: &str, data: &[u8], size: Option<u64>) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    let size = size.unwrap_or(data.len() as u64);
-    if size < 0o77777777777 {
-        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    } else {
-        h[124] = 0x80;
-        h[128..136].copy_from_slice(&size.to_be_bytes());
-    }
-    h[136..148].copy_from_slice(b"14000000000\0");
-    h[156] = typeflag;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| *b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn file(name: &str, data: &[u8]) -> Vec<u8> {
-    member(name, b'0', "", data, None)
+    ustar_member(name.as_bytes(), typeflag, link, data, size)
 }
 
 fn manifest(lines: &str) -> Vec<u8> {
@@ -55,9 +28,7 @@ fn manifest(lines: &str) -> Vec<u8> {
 
 /// A zstd-compressed tar of `members` (end-of-archive blocks appended).
 fn archive(members: &[Vec<u8>]) -> Vec<u8> {
-    let mut tar: Vec<u8> = members.concat();
-    tar.extend_from_slice(&[0u8; 1024]);
-    zstd::encode_all(&tar[..], 3).unwrap()
+    zstd_bytes(&tar_stream(members), 3)
 }
 
 /// The usual start: the manifest, then a file with content unique to the case, so the refusal comes

@@ -16,6 +16,10 @@ use cairn_daemon::store::error::StoreError;
 use cairn_daemon::store::{LocalStore, StoreConfig};
 use cairn_fingerprint::names::ArtifactName;
 use cairn_fingerprint::topology::{Problem, Topology, TopologyError};
+use cairn_testkit::archives::{
+    tar_stream, ustar_file as file, ustar_member as member, xz_bytes, zstd_bytes,
+    zstd_bytes_checked,
+};
 use cairn_testkit::storecheck::{blob_files, index_problems};
 
 const STAGE: &str = "math-libs/evil/stage";
@@ -23,44 +27,6 @@ const STAGE: &str = "math-libs/evil/stage";
 /// Where the fixtures live.
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile")
-}
-
-/// One raw ustar member named by raw bytes; `size` overrides the size field (base-256 when it does not
-/// fit in octal), for headers that lie about their content.
-fn member(name: &[u8], typeflag: u8, link: &str, data: &[u8], size: Option<u64>) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    let size = size.unwrap_or(data.len() as u64);
-    if size < 0o77777777777 {
-        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    } else {
-        h[124] = 0x80;
-        h[128..136].copy_from_slice(&size.to_be_bytes());
-    }
-    h[136..148].copy_from_slice(b"14000000000\0");
-    h[156] = typeflag;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    if typeflag == b'3' || typeflag == b'4' {
-        // Device major/minor (1, 3: /dev/null).
-        h[329..337].copy_from_slice(b"0000001\0");
-        h[337..345].copy_from_slice(b"0000003\0");
-    }
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| *b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn file(name: &str, data: &[u8]) -> Vec<u8> {
-    member(name.as_bytes(), b'0', "", data, None)
 }
 
 fn manifest(lines: &str) -> Vec<u8> {
@@ -80,29 +46,20 @@ fn head() -> Vec<Vec<u8>> {
 }
 
 fn tar(members: Vec<Vec<u8>>) -> Vec<u8> {
-    let mut out = members.concat();
-    out.extend_from_slice(&[0u8; 1024]);
-    out
+    tar_stream(&members)
 }
 
 fn zst(tar: &[u8]) -> Vec<u8> {
-    zstd::encode_all(tar, 3).unwrap()
+    zstd_bytes(tar, 3)
 }
 
 /// zstd with the frame checksum, as the `zstd` CLI and Cairn's own archives write it.
 fn zst_checked(tar: &[u8]) -> Vec<u8> {
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-    enc.include_checksum(true).unwrap();
-    std::io::Write::write_all(&mut enc, tar).unwrap();
-    enc.finish().unwrap()
+    zstd_bytes_checked(tar, 3)
 }
 
 fn xz(tar: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut enc = liblzma::write::XzEncoder::new(&mut out, 6);
-    std::io::Write::write_all(&mut enc, tar).unwrap();
-    enc.finish().unwrap();
-    out
+    xz_bytes(tar, 6)
 }
 
 /// A hostile archive: `head()` then `bad`, zstd-compressed.

@@ -4,9 +4,8 @@
 //! real commit would.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// A generated superproject with its upstream repositories.
 #[derive(Debug)]
@@ -19,35 +18,10 @@ pub struct Checkout {
     pub submodules: Vec<String>,
 }
 
-/// Run git with a fixed identity and local-file submodules allowed; fail with its stderr.
+/// Run git with a fixed identity and local-file submodules allowed; fail with its stderr
+/// ([`cairn_test_helpers::gitrepo::try_git`]).
 pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "protocol.file.allow=always",
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "advice.detachedHead=false",
-        ])
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Cairn Test")
-        .env("GIT_AUTHOR_EMAIL", "cairn@example.invalid")
-        .env("GIT_COMMITTER_NAME", "Cairn Test")
-        .env("GIT_COMMITTER_EMAIL", "cairn@example.invalid")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .with_context(|| format!("running git {args:?} in `{}`", dir.display()))?;
-    if !out.status.success() {
-        bail!(
-            "git {args:?} in `{}` failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(cairn_test_helpers::gitrepo::try_git(dir, args)?)
 }
 
 /// Submodule names listed by the topology's `source_sets`, sorted and de-duplicated.

@@ -11,6 +11,12 @@
 //! - [`bin_path`]: where the workspace's binaries (`cairnd`, `cairn`) are, from a test executable.
 //! - [`s3server`]: the S3-compatible test server (moto) from `CAIRN_TEST_S3_ENDPOINT`.
 //! - [`faultproxy`]: a fault-injecting HTTP proxy in front of it.
+//! - [`gitrepo`], [`archives`]: git repositories and archive writers, re-exported from
+//!   `cairn-test-helpers` (`tests/helpers`), the dependency-free crate that `cairn-fingerprint`'s
+//!   and `cairn-client`'s tests use too. They live there, not here, because this crate depends on
+//!   `cairn-fingerprint`, `cairn-daemon` and `cairn-client`: their tests depending on it would be a
+//!   dev-dependency cycle (each crate compiled twice, types that do not unify) and would build the
+//!   daemon for a fingerprint test.
 
 pub mod bin_path;
 pub mod checkout;
@@ -22,3 +28,5 @@ pub mod github_mock;
 pub mod s3server;
 pub mod scale;
 pub mod storecheck;
+
+pub use cairn_test_helpers::{archives, gitrepo};

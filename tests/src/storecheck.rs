@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cairn_daemon::store::LocalStore;
 use cairn_fingerprint::tree::EntryKind;
@@ -32,27 +31,12 @@ pub fn blob_files(store_root: &Path) -> Vec<PathBuf> {
 /// # Panics
 /// When `tar` fails: the archive under test must be one `tar` accepts.
 pub fn tar_extract(archive: &Path, compression: Compression, dest: &Path) {
-    fs::create_dir_all(dest).expect("create extraction dir");
     // zstd with `--long=31` so archives written with long-distance windows extract too.
     let program = match compression {
         Compression::Zstd => "zstd -d --long=31",
         Compression::Xz => "xz -d",
     };
-    let out = Command::new("tar")
-        .arg("--use-compress-program")
-        .arg(program)
-        .arg("-xpf")
-        .arg(archive)
-        .arg("-C")
-        .arg(dest)
-        .output()
-        .expect("run tar");
-    assert!(
-        out.status.success(),
-        "tar -x {} failed: {}",
-        archive.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cairn_test_helpers::archives::untar_with_system_tar(archive, program, dest);
 }
 
 /// Compare `tree` (whose blobs are in `store`) with the directory `tar -x` produced from the same
