@@ -25,6 +25,9 @@
 //!    give each directory its own bullet, listing its files.
 //! 3. **No Python bytecode is tracked:** `git ls-files` lists no `.pyc` file and nothing inside a
 //!    `__pycache__` directory (skipped, with a note, outside a git checkout).
+//! 4. **The daemon's layers import only downwards:** no file under `daemon/src/service/` names
+//!    `crate::server`; none under `store/` names `crate::server` or `crate::service`; none under
+//!    `storage/` names those or `crate::store`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -407,6 +410,55 @@ plain words storage/s3.rs
 
 // ---------------------------------------------------------------------------------------------
 // Rule 3: no Python bytecode in git.
+
+/// The daemon's layers point one way: `server/` (the edge) may use `service/`, `store/` and
+/// `storage/`, never the reverse, and `store/` and `storage/` know nothing of the domain above them.
+#[test]
+fn daemon_layers_import_only_downwards() {
+    let root = workspace_root();
+    let src = root.join("daemon/src");
+    let rules: [(&str, &[&str]); 3] = [
+        ("service", &["crate::server"]),
+        ("store", &["crate::server", "crate::service"]),
+        (
+            "storage",
+            &["crate::server", "crate::service", "crate::store"],
+        ),
+    ];
+    let mut offenders = Vec::new();
+    for (layer, forbidden) in rules {
+        let mut files = Vec::new();
+        walk(
+            &src.join(layer),
+            &|p| p.extension().is_some_and(|e| e == "rs"),
+            &mut files,
+        );
+        assert!(!files.is_empty(), "daemon/src/{layer}/ has no source files");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for f in forbidden {
+                    if line.contains(f) {
+                        offenders.push(format!(
+                            "{}:{}: {}",
+                            relative(&root, &file),
+                            n + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "imports against the daemon's layering (server → service → store/storage):\n  {}",
+        offenders.join("\n  ")
+    );
+}
 
 #[test]
 fn no_python_bytecode_is_tracked() {
