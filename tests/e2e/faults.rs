@@ -152,7 +152,7 @@ fn resolve_input() -> ResolveRequest {
         wanted: ["blas", "rand"]
             .iter()
             .map(|n| Wanted {
-                selector: ArchiveSelector::parse(&n.to_string()).unwrap(),
+                selector: ArchiveSelector::parse(n).unwrap(),
                 fingerprint: fp(n),
             })
             .collect(),

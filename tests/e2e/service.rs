@@ -55,7 +55,7 @@ fn wanted(names: &[(&str, u8)]) -> Vec<Wanted> {
     names
         .iter()
         .map(|(n, v)| Wanted {
-            selector: ArchiveSelector::parse(&n.to_string()).unwrap(),
+            selector: ArchiveSelector::parse(n).unwrap(),
             fingerprint: fp(n, *v),
         })
         .collect()

@@ -156,6 +156,9 @@ impl<K: Eq + Hash, V, E, A: FnOnce() -> E> Drop for LeaderGuard<'_, K, V, E, A> 
     }
 }
 
+/// Per key: the lock whose holder has the turn, and how many callers hold or await it.
+type Claims<K> = HashMap<K, (Arc<tokio::sync::Mutex<()>>, usize)>;
+
 /// Async single-flight by key for work whose result is cached elsewhere (the index): the first caller
 /// of a key holds its turn, later callers wait for it and then look in the cache again. A key's entry
 /// exists only while someone holds or awaits its turn (a claim count, kept under the map's lock; the
@@ -164,7 +167,7 @@ impl<K: Eq + Hash, V, E, A: FnOnce() -> E> Drop for LeaderGuard<'_, K, V, E, A> 
 /// Used for downloads (key: bucket/object) and producer-record lookups (key: area and fingerprint).
 #[derive(Debug)]
 pub struct KeyedFlight<K> {
-    inflight: Arc<Mutex<HashMap<K, (Arc<tokio::sync::Mutex<()>>, usize)>>>,
+    inflight: Arc<Mutex<Claims<K>>>,
 }
 
 impl<K> Default for KeyedFlight<K> {
@@ -181,7 +184,7 @@ impl<K> Default for KeyedFlight<K> {
 pub struct Turn<K: Eq + Hash + Clone> {
     key: K,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    inflight: Arc<Mutex<HashMap<K, (Arc<tokio::sync::Mutex<()>>, usize)>>>,
+    inflight: Arc<Mutex<Claims<K>>>,
 }
 
 impl<K: Eq + Hash + Clone> Drop for Turn<K> {
