@@ -136,24 +136,7 @@ mod tests {
 
     /// Run git for a fixture (tests only; the product runs git through `cairn_fingerprint::git`).
     fn setup(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .current_dir(dir)
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "Cairn Test")
-            .env("GIT_AUTHOR_EMAIL", "cairn@example.invalid")
-            .env("GIT_COMMITTER_NAME", "Cairn Test")
-            .env("GIT_COMMITTER_EMAIL", "cairn@example.invalid")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        cairn_test_helpers::gitrepo::git(dir, args)
     }
 
     #[test]

@@ -3,39 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 
 use cairn_fingerprint::Compression;
-use cairn_fingerprint::layout::{RunOutputRoot, RunSpec};
+use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec};
 use cairn_fingerprint::names::{ArchiveName, ArtifactName};
 
 use super::error::{Result, ServiceError, internal};
-use super::policy::OfferedArchive;
-use super::resolve::listed_candidate;
+use super::policy::{Candidate, OfferedArchive};
+pub use super::policy::{ListedArchive, RunListing};
 use super::{Service, invalid};
+use crate::records::{RunIdentity, RunStatus};
 use crate::store::error::StoreError;
-
-/// One archive of a run listing (imported runs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListedArchive {
-    /// `{name}_{component}_{family}`.
-    pub artifact: ArtifactName,
-    /// Object key.
-    pub key: String,
-    /// Object size.
-    pub size: u64,
-}
-
-/// What storage holds for one run (remembered; listed again when a lookup misses).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunListing {
-    /// Bucket.
-    pub bucket: String,
-    /// Run prefix.
-    pub prefix: String,
-    /// Archives, one per artifact, in [`Compression`]'s preference order when both exist.
-    pub archives: Vec<ListedArchive>,
-}
 
 /// An import request in domain terms.
 #[derive(Debug, Clone)]
@@ -135,4 +113,34 @@ impl Service {
 /// Where a run's listing is remembered in the index.
 fn run_listing_key(root: &RunOutputRoot) -> String {
     format!("run:{}/{}", root.bucket(), root.prefix())
+}
+
+/// The run of `spec` as a candidate known only from its listing: status unknown, no commit, trusted
+/// as its layout and backend say.
+pub(crate) fn listed_candidate(
+    spec: &RunSpec,
+    root: &RunOutputRoot,
+    service: &Service,
+) -> Candidate {
+    let trusted = root.trusted()
+        && service
+            .backends
+            .for_bucket(root.bucket())
+            .is_some_and(|b| b.trusts(Area::Trusted, root.bucket()));
+    Candidate {
+        run: RunIdentity {
+            repo: spec.repo.to_string(),
+            workflow: String::new(),
+            run_id: spec.run_id.clone(),
+            commit: String::new(),
+            platform: spec.platform,
+            status: RunStatus::Unknown,
+            head_repo: String::new(),
+        },
+        bucket: root.bucket().to_string(),
+        prefix: root.prefix(),
+        published_at: String::new(),
+        trusted,
+        archives: Vec::new(),
+    }
 }

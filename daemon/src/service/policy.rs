@@ -21,8 +21,31 @@ use std::fmt;
 use cairn_fingerprint::names::{ArtifactName, Component, NameError, family_matches};
 use cairn_fingerprint::{Blake3, Sha256};
 
+use serde::{Deserialize, Serialize};
+
 use crate::records::{ArchiveRecord, ProducerRecord, RunIdentity};
-use crate::service::import::{ListedArchive, RunListing};
+
+/// One archive of a run listing (imported runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedArchive {
+    /// `{name}_{component}_{family}`.
+    pub artifact: ArtifactName,
+    /// Object key.
+    pub key: String,
+    /// Object size.
+    pub size: u64,
+}
+
+/// What storage holds for one run (remembered; listed again when a lookup misses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunListing {
+    /// Bucket.
+    pub bucket: String,
+    /// Run prefix.
+    pub prefix: String,
+    /// Archives, one per artifact, in [`Compression`]'s preference order when both exist.
+    pub archives: Vec<ListedArchive>,
+}
 
 /// What the caller accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

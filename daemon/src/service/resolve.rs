@@ -12,9 +12,10 @@ use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec};
 use cairn_fingerprint::{Blake3, Platform};
 
 use super::error::{Result, internal};
+use super::import::listed_candidate;
 use super::policy::{self, ArchiveFilter, Candidate, Policy, Resolution, Wanted};
 use super::{Service, now_secs};
-use crate::records::{ProducerRecord, RunIdentity, RunStatus};
+use crate::records::ProducerRecord;
 use crate::store::error::StoreError;
 
 /// A resolve request in domain terms (validated at the edge: names parse, fingerprints are digests).
@@ -195,35 +196,5 @@ impl Service {
             policy::pick_from_listing(out, &fresh, &candidate, filter);
         }
         Ok(())
-    }
-}
-
-/// The run of `spec` as a candidate known only from its listing: status unknown, no commit, trusted
-/// as its layout and backend say.
-pub(crate) fn listed_candidate(
-    spec: &RunSpec,
-    root: &RunOutputRoot,
-    service: &Service,
-) -> Candidate {
-    let trusted = root.trusted()
-        && service
-            .backends
-            .for_bucket(root.bucket())
-            .is_some_and(|b| b.trusts(Area::Trusted, root.bucket()));
-    Candidate {
-        run: RunIdentity {
-            repo: spec.repo.to_string(),
-            workflow: String::new(),
-            run_id: spec.run_id.clone(),
-            commit: String::new(),
-            platform: spec.platform,
-            status: RunStatus::Unknown,
-            head_repo: String::new(),
-        },
-        bucket: root.bucket().to_string(),
-        prefix: root.prefix(),
-        published_at: String::new(),
-        trusted,
-        archives: Vec::new(),
     }
 }
