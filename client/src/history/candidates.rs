@@ -92,7 +92,8 @@ pub fn run_url(repo: &str, run_id: &str) -> Option<String> {
         .then(|| format!("https://github.com/{repo}/actions/runs/{run_id}"))
 }
 
-/// Archive file names, one per artifact, `.tar.zst` preferred (as TheRock's artifact_manager).
+/// Archive file names, one per artifact, in [`Compression`]'s preference order (`.tar.zst` first,
+/// as TheRock's artifact_manager).
 pub fn prefer_zst(names: &[String]) -> Vec<String> {
     let mut best: BTreeMap<String, (Compression, String)> = BTreeMap::new();
     for n in names {
@@ -101,7 +102,7 @@ pub fn prefer_zst(names: &[String]) -> Vec<String> {
         };
         let key = a.artifact.to_string();
         match best.get(&key) {
-            Some((Compression::Zstd, _)) => {}
+            Some((kept, _)) if kept.preferred_over(a.compression) => {}
             _ => {
                 best.insert(key, (a.compression, n.clone()));
             }
