@@ -27,7 +27,12 @@ fn main() -> std::process::ExitCode {
         Err(err) if output::is_broken_pipe(&err) => ExitStatus::Success,
         Err(err) => {
             output::print_error(&err);
-            ExitStatus::Error
+            // An invalid topology is an answer ("no"), like `cairn topology validate`'s.
+            if err.downcast_ref::<commands::InvalidTopology>().is_some() {
+                ExitStatus::Failure
+            } else {
+                ExitStatus::Error
+            }
         }
     };
     status.into()

@@ -601,3 +601,68 @@ fn fingerprint_errors_are_one_line_and_exit_two() {
     let o = cairn_in(&root, &["fingerprint", "--family", "gfx1151"]);
     assert_code(&o, 2);
 }
+
+/// Every query, not only `validate`, refuses an invalid topology: exit 1, every problem on stderr,
+/// nothing on stdout (an answer from a topology naming what does not exist would be wrong).
+#[test]
+fn queries_on_an_invalid_topology_exit_one_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("BUILD_TOPOLOGY.toml");
+    std::fs::write(
+        &path,
+        "[build_stages.s]\nartifact_groups = [\"g\", \"ghost\"]\n[artifact_groups.g]\n\
+         [artifacts.a]\nartifact_group = \"g\"\n",
+    )
+    .unwrap();
+    for query in [
+        &["topology", "inbound", "--stage", "s"][..],
+        &["topology", "artifacts"][..],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--topology")
+            .arg(&path)
+            .args(query)
+            .output()
+            .unwrap();
+        assert_code(&o, 1);
+        assert_eq!(stdout(&o), "", "{query:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("stage `s` refers to unknown artifact group `ghost`"),
+            "{query:?}: {err}"
+        );
+        assert!(err.contains("is invalid"), "{query:?}: {err}");
+    }
+}
+
+/// `cairn fingerprint --checkout DIR` reads DIR's own topology wherever it runs from, as the online
+/// commands do: run from a directory holding another `BUILD_TOPOLOGY.toml`, it answers the same.
+#[test]
+fn fingerprint_reads_the_checkouts_topology_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = small_checkout(dir.path());
+    let checkout = root.to_str().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(
+        elsewhere.join("BUILD_TOPOLOGY.toml"),
+        "[build_stages.other]\nartifact_groups = [\"x\"]\n[artifact_groups.x]\n\
+         [artifacts.zzz]\nartifact_group = \"x\"\n",
+    )
+    .unwrap();
+    let args = [
+        "fingerprint",
+        "--checkout",
+        checkout,
+        "--family",
+        "gfx94X-dcgpu",
+        "--platform",
+        "linux",
+        "--json",
+    ];
+    let at_root = cairn_in(&root, &args);
+    let from_elsewhere = cairn_in(&elsewhere, &args);
+    assert_code(&at_root, 0);
+    assert_code(&from_elsewhere, 0);
+    assert_eq!(stdout(&from_elsewhere), stdout(&at_root));
+}

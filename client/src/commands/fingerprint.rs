@@ -5,22 +5,18 @@
 //! one object mapping artifact name → fingerprint. `explain` prints `kind<TAB>name<TAB>value` per
 //! input (or the `Explanation` object with `--json`).
 
-use std::path::Path;
-
 use anyhow::Context;
 use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
 
-use crate::cli::{ExplainArgs, FingerprintArgs, FingerprintCommand};
+use crate::cli::{Cli, ExplainArgs, FingerprintArgs, FingerprintCommand};
 use crate::output::{ExitStatus, Printer};
 
 /// Compute or explain fingerprints.
-pub fn run(
-    topology_path: &Path,
-    args: &FingerprintArgs,
-    printer: &mut Printer,
-) -> anyhow::Result<ExitStatus> {
-    let topology = super::load_topology(topology_path, printer)?;
+pub fn run(cli: &Cli, args: &FingerprintArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    // The checkout's own topology (unless --topology): fingerprints describe that checkout.
     if let Some(FingerprintCommand::Explain(explain_args)) = &args.command {
+        cairn_fingerprint::git::toplevel(&explain_args.checkout)?;
+        let topology = super::checkout_topology(cli, &explain_args.checkout, printer)?;
         return explain(&topology, explain_args, printer);
     }
     let select = &args.select;
@@ -29,6 +25,9 @@ pub fn run(
         .checkout
         .as_deref()
         .context("--checkout is required")?;
+    // Not a checkout at all says so, before its (missing) topology does.
+    cairn_fingerprint::git::toplevel(checkout)?;
+    let topology = super::checkout_topology(cli, checkout, printer)?;
     let family = select.family.as_deref().context("--family is required")?;
     let platform = select.platform.unwrap_or_else(Platform::host);
 

@@ -34,9 +34,9 @@ use crate::output::{ExitStatus, Printer};
 /// Run the command `cli` names.
 pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     match &cli.command {
-        Command::Topology { command } => topology::run(&cli.topology, command, printer),
+        Command::Topology { command } => topology::run(&topology_path(cli, None), command, printer),
         Command::Layout(args) => layout::run(args, printer),
-        Command::Fingerprint(args) => fingerprint::run(&cli.topology, args, printer),
+        Command::Fingerprint(args) => fingerprint::run(cli, args, printer),
         Command::Find(args) => find::run(cli, args, printer),
         Command::Diff(args) => diff::run(cli, args, printer),
         Command::Bootstrap(args) => fetch::bootstrap(cli, args, printer),
@@ -118,19 +118,42 @@ async fn history_sources(cli: &Cli, offline: bool) -> anyhow::Result<Sources> {
     Ok(Sources { daemon, github })
 }
 
-/// The topology of an online command: `--topology` when given, else the checkout's own
-/// `BUILD_TOPOLOGY.toml` (fingerprints must match the sources they describe).
+/// The one topology rule, for every command, offline or online: `--topology` when given on the
+/// command line; else the checkout's own `BUILD_TOPOLOGY.toml` — `checkout` when the command names
+/// one, else the git top level of the current directory, else the current directory. Fingerprints
+/// must match the sources they describe, so no command reads one topology and another checkout.
+fn topology_path(cli: &Cli, checkout: Option<&Path>) -> PathBuf {
+    if cli.topology_explicit {
+        return cli.topology.clone();
+    }
+    let dir = match checkout {
+        Some(c) => c.to_path_buf(),
+        None => checkout_or_cwd(None),
+    };
+    dir.join("BUILD_TOPOLOGY.toml")
+}
+
+/// The topology of a command that reads a checkout ([`topology_path`]), checked.
 fn checkout_topology(
     cli: &Cli,
     checkout: &Path,
     printer: &mut Printer,
 ) -> anyhow::Result<Topology> {
-    let path = if cli.topology_explicit {
-        cli.topology.clone()
-    } else {
-        checkout.join("BUILD_TOPOLOGY.toml")
-    };
-    load_topology(&path, printer)
+    load_topology(&topology_path(cli, Some(checkout)), printer)
+}
+
+/// A command stopped on an invalid topology: every problem was printed on stderr; `cairn` exits 1
+/// (the answer is "no"), as `cairn topology validate` does.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "topology `{path}` is invalid ({count} problem(s) above); fix it, or point --topology or \
+     --checkout at a valid one (`cairn topology validate` lists the problems)"
+)]
+pub struct InvalidTopology {
+    /// The file.
+    pub path: String,
+    /// How many problems it has.
+    pub count: usize,
 }
 
 /// The plan of `bootstrap`, `fetch` and `resolve`: the checkout, its topology, then
@@ -201,7 +224,27 @@ fn split_list(s: Option<&str>) -> Vec<String> {
 
 /// Load the topology named by `--topology`. The library error names the file and the cause on
 /// one line, so a missing or malformed file is a one-line error.
+/// Load and validate the topology at `path`: an invalid one is an [`InvalidTopology`] error after
+/// every problem is printed, so no query answers from a topology that names what does not exist.
 fn load_topology(path: &Path, printer: &mut Printer) -> anyhow::Result<Topology> {
+    let topology = load_unchecked(path, printer)?;
+    let problems = topology.validate();
+    if !problems.is_empty() {
+        for p in &problems {
+            printer.problem(&p.to_string());
+        }
+        return Err(InvalidTopology {
+            path: path.display().to_string(),
+            count: problems.len(),
+        }
+        .into());
+    }
+    Ok(topology)
+}
+
+/// Load the topology at `path` without validating it (`cairn topology validate` reports the
+/// problems itself).
+fn load_unchecked(path: &Path, printer: &mut Printer) -> anyhow::Result<Topology> {
     let topology = Topology::load(path)?;
     printer.detail(&format!(
         "topology `{}`: {} stages, {} artifacts",

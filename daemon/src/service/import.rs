@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-
 use cairn_fingerprint::Compression;
 use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec};
 use cairn_fingerprint::names::{ArchiveName, ArtifactName};
