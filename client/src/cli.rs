@@ -414,7 +414,13 @@ pub struct FindArgs {
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
     /// GPU families (artifact groups) that must be present; without it any archive counts.
-    #[arg(long = "family", visible_alias = "artifact-group", value_name = "G", num_args = 1..)]
+    /// `--amdgpu-family` is `find_artifacts_for_commit.py`'s name for it.
+    #[arg(
+        long = "family",
+        visible_aliases = ["artifact-group", "amdgpu-family"],
+        value_name = "G",
+        num_args = 1..
+    )]
     pub families: Vec<String>,
     /// Only runs that completed successfully count.
     #[arg(long)]

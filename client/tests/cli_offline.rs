@@ -666,3 +666,17 @@ fn fingerprint_reads_the_checkouts_topology_from_any_directory() {
     assert_code(&from_elsewhere, 0);
     assert_eq!(stdout(&from_elsewhere), stdout(&at_root));
 }
+
+/// `find_artifacts_for_commit.py`'s flag names work on `cairn find` (docs/therock-compatibility.md).
+#[test]
+fn find_accepts_find_artifacts_for_commit_flag_names() {
+    let o = cairn(&["find", "--help"]);
+    assert_code(&o, 0);
+    let help = stdout(&o);
+    for flag in ["--commit", "--amdgpu-family", "--platform", "--run-id"] {
+        assert!(
+            help.contains(flag),
+            "`cairn find --help` lacks {flag}:\n{help}"
+        );
+    }
+}
