@@ -20,8 +20,10 @@ pub const FIND_SCHEMA: &str = "cairn-find-v1";
 ///              "platform": str, "families": [str], "stage": str|null,
 ///              "require_successful_run": bool, "require_single_run": bool },
 ///   "commit": str|null,        // the commit the results are for (the baseline with --fallback)
-///   "results": [ArtifactRunInfo],   // one per requested family (one with family "*" without --family)
-///   "missing": [str],          // families (or `family: artifact`) nothing was found for
+///   "results": [ArtifactRunInfo],   // per requested family (family "*" without --family) the run
+///                                   // holding it; with --stage, every run that supplies part of it
+///   "missing": [str],          // families nothing was found for; with --stage and a checkout,
+///                              // `artifact: no run produced fingerprint F`
 ///   "rejected": [{ "commit": str, "run_id": str|null, "reason": str }],
 ///   "baseline": null | { "requested_commit": str, "commit": str, "distance": int,
 ///                        "merge_base": str|null, "examined": int },
@@ -185,8 +187,10 @@ impl Query {
 }
 
 impl FindReport {
-    /// The report of one search: found when nothing is missing and something was found; a report
-    /// that is not found carries neither a commit nor results (only what is missing and why).
+    /// The report of one search: found when nothing is missing and something was found — or, when
+    /// exact-fingerprint producers were looked up (`--stage` with a checkout), when every inbound
+    /// artifact has one; a report that is not found carries neither a commit nor results (only
+    /// what is missing and why).
     pub fn new(
         query: Query,
         commit: Option<String>,
@@ -195,14 +199,32 @@ impl FindReport {
         baseline: Option<Baseline>,
         fingerprints: Option<Vec<FingerprintStatus>>,
     ) -> FindReport {
-        let found = eval.missing.is_empty() && !eval.results.is_empty();
+        let mut missing = eval.missing;
+        let mut found = missing.is_empty() && !eval.results.is_empty();
+        // With a stage and a checkout, the exact-fingerprint producers are the answer (any run of
+        // any commit, the multi-base policy `bootstrap` uses): the verdict and the table printed
+        // from them can never disagree.
+        if let Some(fps) = fingerprints.as_ref().filter(|f| !f.is_empty()) {
+            let lacking: Vec<String> = fps
+                .iter()
+                .filter(|f| f.producer_run_id.is_none())
+                .map(|f| {
+                    format!(
+                        "{}: no run produced fingerprint {}",
+                        f.artifact, f.fingerprint
+                    )
+                })
+                .collect();
+            found = lacking.is_empty();
+            missing = lacking;
+        }
         FindReport {
             schema: FIND_SCHEMA.into(),
             status: if found { "found" } else { "not_found" }.into(),
             query,
             commit: if found { commit } else { None },
             results: if found { eval.results } else { Vec::new() },
-            missing: eval.missing,
+            missing,
             rejected,
             baseline,
             fingerprints,
@@ -293,5 +315,46 @@ mod tests {
         assert_eq!(r.missing, ["gfx110X-all"]);
 
         assert!(!report(&[], &[]).found());
+    }
+
+    /// With exact-fingerprint producers looked up, they decide: every inbound artifact produced by
+    /// some run is found even when no single run of the commit holds them all, and one without a
+    /// producer is missing by name — the verdict agrees with the table printed from them.
+    #[test]
+    fn exact_producers_decide_a_stage_verdict() {
+        let status = |artifact: &str, run: Option<&str>| FingerprintStatus {
+            artifact: artifact.into(),
+            fingerprint: "f".repeat(64),
+            producer_run_id: run.map(str::to_string),
+            producer_commit: run.map(|_| "c".repeat(40)),
+        };
+        let with = |fps: Vec<FingerprintStatus>| {
+            let r = report(&["gfx94X-dcgpu"], &["gfx110X-all"]);
+            FindReport::new(
+                r.query,
+                Some("c".into()),
+                Evaluation {
+                    results: vec![result("gfx94X-dcgpu")],
+                    missing: vec!["gfx94X-dcgpu".into()],
+                },
+                Vec::new(),
+                None,
+                Some(fps),
+            )
+        };
+        let r = with(vec![
+            status("blas", Some("1002")),
+            status("fft", Some("1001")),
+        ]);
+        assert!(r.found(), "{:?}", r.missing);
+        assert!(r.missing.is_empty());
+        let r = with(vec![status("blas", Some("1002")), status("fft", None)]);
+        assert!(!r.found());
+        assert_eq!(r.missing.len(), 1);
+        assert!(
+            r.missing[0].starts_with("fft: no run produced"),
+            "{:?}",
+            r.missing
+        );
     }
 }

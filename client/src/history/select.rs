@@ -93,6 +93,32 @@ fn match_family(run: &RunCandidate, family: &str, needed: &[String]) -> FamilyMa
     FamilyMatch { archives, missing }
 }
 
+/// What several runs of one commit supply together for one family.
+#[derive(Default)]
+struct Union {
+    /// Needed artifact names supplied so far.
+    covered: BTreeSet<String>,
+    /// Each contributing run (index) with the archives it supplies, newest first.
+    runs: Vec<(usize, Vec<String>)>,
+}
+
+/// `run`'s archives that belong to `family` (`*` = any), as (artifact name, file name).
+fn run_archives_for(run: &RunCandidate, family: &str) -> Vec<(String, String)> {
+    run.archives
+        .iter()
+        .filter_map(|file| {
+            let a = ArchiveName::parse(file).ok()?;
+            let fam = &a.artifact.family;
+            let keep = match family {
+                "*" => true,
+                GENERIC => fam == GENERIC,
+                f => family_matches(fam, f),
+            };
+            keep.then(|| (a.artifact.name.clone(), file.clone()))
+        })
+        .collect()
+}
+
 /// Pick runs for each family (newest run per family, or one run for all with
 /// `--require-single-run`); rejections are appended to `rejected`.
 pub fn evaluate(
@@ -103,6 +129,10 @@ pub fn evaluate(
 ) -> Evaluation {
     let families = criteria.families_or_any();
     let mut chosen: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
+    // With a stage (and not `--require-single-run`): per family, the needed artifacts supplied so
+    // far and the runs that supplied them.
+    let mut union: BTreeMap<String, Union> = BTreeMap::new();
+    let mut partial: Vec<Rejection> = Vec::new();
     for (i, run) in runs.iter().enumerate() {
         if criteria.require_successful && !run.successful() {
             rejected.push(Rejection {
@@ -148,6 +178,56 @@ pub fn evaluate(
             });
             continue;
         }
+        if !criteria.needed.is_empty() {
+            // A stage's needs may be met by several runs of the commit together (multi-base: a run
+            // that rebuilt only what changed, plus the run that built the rest): each run adds the
+            // needed artifacts no newer run supplied.
+            let mut used = false;
+            for (f, _) in &matches {
+                let acc = union.entry(f.clone()).or_default();
+                let offered = run_archives_for(run, f);
+                let fresh: BTreeSet<String> = offered
+                    .iter()
+                    .map(|(name, _)| name)
+                    .filter(|name| criteria.needed.contains(name) && !acc.covered.contains(*name))
+                    .cloned()
+                    .collect();
+                let new: Vec<String> = offered
+                    .into_iter()
+                    .filter(|(name, _)| fresh.contains(name))
+                    .map(|(_, file)| file)
+                    .collect();
+                acc.covered.extend(fresh);
+                if !new.is_empty() {
+                    acc.runs.push((i, new));
+                    used = true;
+                }
+            }
+            let rejection = Rejection {
+                commit: commit.to_string(),
+                run_id: Some(run.run_id.clone()),
+                reason: if problems.is_empty() {
+                    "adds nothing a newer run of the commit did not already supply".into()
+                } else {
+                    problems.join("; ")
+                },
+            };
+            if !used {
+                rejected.push(rejection);
+            } else if !problems.is_empty() {
+                // Used, but short on its own: worth saying only if the runs together fall short.
+                partial.push(rejection);
+            }
+            if union
+                .values()
+                .filter(|acc| criteria.needed.iter().all(|n| acc.covered.contains(n)))
+                .count()
+                == families.len()
+            {
+                break;
+            }
+            continue;
+        }
         let mut used = false;
         for (f, m) in matches {
             if m.missing.is_empty() && !chosen.contains_key(&f) {
@@ -169,10 +249,29 @@ pub fn evaluate(
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for f in &families {
+        if !criteria.needed.is_empty() && !criteria.require_single {
+            let acc = union.remove(f).unwrap_or_default();
+            let uncovered: Vec<&String> = criteria
+                .needed
+                .iter()
+                .filter(|n| !acc.covered.contains(*n))
+                .collect();
+            if uncovered.is_empty() {
+                for (i, archives) in &acc.runs {
+                    results.push(run_info(criteria, &runs[*i], f, archives));
+                }
+            } else {
+                missing.push(f.clone());
+            }
+            continue;
+        }
         match chosen.get(f) {
             Some((i, archives)) => results.push(run_info(criteria, &runs[*i], f, archives)),
             None => missing.push(f.clone()),
         }
+    }
+    if !missing.is_empty() {
+        rejected.append(&mut partial);
     }
     if runs.is_empty() {
         rejected.push(Rejection {
@@ -334,6 +433,53 @@ mod tests {
             "{}",
             rejected[1].reason
         );
+    }
+
+    /// A stage's needs met by two runs of one commit together (one rebuilt blas, the other built
+    /// the rest): found, each run listed with what it supplies, nothing reported as rejected.
+    #[test]
+    fn a_stage_is_covered_by_several_runs_together() {
+        let runs = [
+            run(1002, "success", &["blas_lib_gfx942.tar.zst"]),
+            run(
+                1001,
+                "success",
+                &[
+                    "blas_lib_gfx942.tar.zst",
+                    "fft_lib_gfx942.tar.zst",
+                    "fft_dev_gfx942.tar.zst",
+                ],
+            ),
+        ];
+        let p = plan(&["gfx94X-dcgpu"], &["blas", "fft"]);
+        let mut rejected = Vec::new();
+        let e = evaluate(&p, "c", &runs, &mut rejected);
+        assert!(e.complete(), "missing {:?}", e.missing);
+        let got: Vec<(&str, &Vec<String>)> = e
+            .results
+            .iter()
+            .map(|r| (r.run_id.as_str(), &r.artifacts))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("1002", &vec!["blas_lib_gfx942.tar.zst".to_string()]),
+                (
+                    "1001",
+                    &vec![
+                        "fft_dev_gfx942.tar.zst".to_string(),
+                        "fft_lib_gfx942.tar.zst".to_string()
+                    ]
+                ),
+            ]
+        );
+        assert!(rejected.is_empty(), "{rejected:?}");
+        // `--require-single-run` still wants one run holding everything.
+        let mut single = p.clone();
+        single.require_single = true;
+        let e = evaluate(&single, "c", &runs, &mut Vec::new());
+        assert_eq!(e.results.len(), 1);
+        assert_eq!(e.results[0].run_id, "1001");
     }
 
     #[test]
