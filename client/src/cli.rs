@@ -122,8 +122,10 @@ pub struct SelectArgs {
     /// The build variant hashed into target-specific artifacts.
     #[arg(long, value_name = "V", default_value = "release")]
     pub variant: String,
-    /// Take artifacts without a matching producer from this run (fingerprints unverified).
-    #[arg(long, value_name = "ID")]
+    /// Use this run's artifact set: what the run built with the exact fingerprint, else its
+    /// archives by name (fingerprints unverified), else — what it did not build, e.g. reused from
+    /// an earlier run — the run that built exactly that fingerprint.
+    #[arg(long, value_name = "ID", value_parser = non_empty)]
     pub run_id: Option<String>,
     /// Accept producers from forks and developer machines.
     #[arg(long)]
@@ -491,5 +493,14 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+}
+
+/// A flag value that must not be empty (`--run-id ''` is a mistake, not "no run id").
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_string())
     }
 }

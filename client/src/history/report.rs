@@ -204,7 +204,12 @@ impl FindReport {
         // With a stage and a checkout, the exact-fingerprint producers are the answer (any run of
         // any commit, the multi-base policy `bootstrap` uses): the verdict and the table printed
         // from them can never disagree.
-        if let Some(fps) = fingerprints.as_ref().filter(|f| !f.is_empty()) {
+        // With `--fallback` the fingerprints describe the requested commit, not the baseline the
+        // walk settled on: there they are information, and the walk's own verdict stands.
+        if let Some(fps) = fingerprints
+            .as_ref()
+            .filter(|f| !f.is_empty() && baseline.is_none())
+        {
             let lacking: Vec<String> = fps
                 .iter()
                 .filter(|f| f.producer_run_id.is_none())

@@ -12,8 +12,12 @@
 //! the request (a run covering more still-unresolved archives wins, ties go to the newest). A missing
 //! fingerprint is reported as missing, never substituted by another fingerprint's archive.
 //!
-//! With an explicit run id, what the records did not resolve is taken from that run's listing by name
-//! ([`pick_from_listing`]), through the same [`ArchiveFilter`] as records.
+//! With an explicit run id X (`--run-id`, "this run's artifact set"), in this order: a producer
+//! record of X with the exact fingerprint; else X's own listing by name ([`pick_from_listing`],
+//! through the same [`ArchiveFilter`] as records, fingerprints unverified); else — X did not build
+//! it, typically because X reused it from an earlier run, possibly through a chain of runs — the
+//! run that built exactly that fingerprint, by the same policy as without a run id
+//! ([`follow_reuse`]). Only what none of the three supplies is MISSING.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -302,6 +306,46 @@ pub fn pick_from_listing(
             let mut c = candidate.clone();
             c.archives = picked.clone();
             r.chosen = Some((c, picked));
+        }
+    }
+}
+
+/// The last step of an explicit-run resolve: every entry of `out` still unresolved after run X's
+/// records and listing is resolved as without a run id — the run that built exactly its
+/// fingerprint — and says so. `out` is index-aligned with `wanted` (as [`resolve`] returns it).
+pub fn follow_reuse(
+    out: &mut [Resolution],
+    wanted: &[Wanted],
+    candidates: &BTreeMap<Blake3, Vec<Candidate>>,
+    policy: &Policy,
+    filter: &ArchiveFilter,
+) {
+    let Some(run_id) = policy.run_id.as_deref() else {
+        return;
+    };
+    let open: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].chosen.is_none())
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    let rest: Vec<Wanted> = open.iter().map(|&i| wanted[i].clone()).collect();
+    let any_run = Policy {
+        run_id: None,
+        ..policy.clone()
+    };
+    for (&i, again) in open
+        .iter()
+        .zip(resolve(&rest, candidates, &any_run, filter))
+    {
+        if let Some((c, archives)) = again.chosen {
+            let mut explanation = vec![format!(
+                "run {run_id} did not build `{}` with this fingerprint; taken from run {}, which did",
+                wanted[i].selector, c.run.run_id
+            )];
+            explanation.extend(again.explanation);
+            out[i].explanation = explanation;
+            out[i].chosen = Some((c, archives));
         }
     }
 }
@@ -770,5 +814,81 @@ mod tests {
                 .join("\n")
                 .contains("no `a_dbg_generic` archive")
         );
+    }
+
+    /// `--run-id 1002` where run 1002 rebuilt only `b`: `b` comes from 1002, `a` (which 1002 did not
+    /// build: it reused it) from run 1001 with the exact fingerprint, and what no run built stays
+    /// MISSING.
+    #[test]
+    fn an_explicit_run_follows_reuse_to_the_run_that_built_the_fingerprint() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            fp(1),
+            vec![cand(
+                record(
+                    1,
+                    "1001",
+                    "success",
+                    "2026-01-01T00:00:00Z",
+                    &["a_lib_generic"],
+                ),
+                true,
+            )],
+        );
+        c.insert(
+            fp(2),
+            vec![
+                cand(
+                    record(
+                        2,
+                        "1002",
+                        "success",
+                        "2026-02-01T00:00:00Z",
+                        &["b_lib_generic"],
+                    ),
+                    true,
+                ),
+                cand(
+                    record(
+                        2,
+                        "1001",
+                        "success",
+                        "2026-01-01T00:00:00Z",
+                        &["b_lib_generic"],
+                    ),
+                    true,
+                ),
+            ],
+        );
+        let wanted = [
+            want("a_lib_generic", 1),
+            want("b_lib_generic", 2),
+            want("c_lib_generic", 3),
+        ];
+        let policy = Policy {
+            run_id: Some("1002".into()),
+            ..Policy::default()
+        };
+        let filter = ArchiveFilter::default();
+        let mut out = resolve(&wanted, &c, &policy, &filter);
+        assert_eq!(
+            run_of(&out[0]),
+            None,
+            "before following reuse, only 1002 counts"
+        );
+        follow_reuse(&mut out, &wanted, &c, &policy, &filter);
+        assert_eq!(run_of(&out[0]), Some("1001"));
+        assert!(
+            out[0].explanation[0].contains("run 1002 did not build"),
+            "{:?}",
+            out[0].explanation
+        );
+        assert_eq!(
+            run_of(&out[1]),
+            Some("1002"),
+            "what run 1002 built comes from 1002"
+        );
+        assert_eq!(run_of(&out[2]), None);
+        assert!(out[2].explanation[0].starts_with("MISSING"));
     }
 }

@@ -162,6 +162,7 @@ impl Service {
         if let Some(run_id) = &input.policy.run_id {
             self.explicit_run_fallback(&mut out, run_id, input.platform, &filter)
                 .await?;
+            policy::follow_reuse(&mut out, &input.wanted, &candidates, &input.policy, &filter);
         }
         Ok(out)
     }
