@@ -10,6 +10,7 @@ mod full_disk; // the store on a small tmpfs: a clear no-space error, nothing pa
 mod fuzz_seeded; // the fuzz targets' properties over seeded mutations and the fuzzers' regressions
 mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
 mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, names
+mod interrupt; // SIGKILL/SIGINT/SIGTERM during A→B re-bootstraps: markers only over exact stage dirs, reruns complete
 mod lifecycle; // cairnd serve: SIGTERM right after readiness is graceful, 200 times
 mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` after real gRPC traffic
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
