@@ -17,6 +17,31 @@
 //!    its destination, so a hard-linked CAS blob is never written through;
 //! 4. **finish**: directory modes, `.prebuilt` markers, and the state file (see `state.rs`).
 //!
+//! **Markers never lie.** A stage dir's `{relpath}.prebuilt` tells TheRock's CMake to trust the stage
+//! dir as prebuilt, so it may only exist over a complete stage dir. Before the first change of any
+//! kind inside a stage dir (cleaning it, removing a stray, writing a file, symlink or link, a
+//! `chmod`), the run removes its marker and fsyncs the marker's directory; the marker is written back
+//! only in phase 4, after every entry of the stage dir is in place. Stage dirs a run drops lose their
+//! marker before any of their files. So a SIGKILL, a full disk or a power cut at any point leaves
+//! each marked stage dir exactly as one complete run left it (page-cache content is not fsynced
+//! before the marker is written: a power cut may still lose the content of a freshly marked dir; the
+//! guarantee covered by the tests is the process-death one). A stage dir whose content does not
+//! change keeps its marker (and its mtime), so CMake rebuilds nothing there.
+//!
+//! **Stopping.** [`Options::stop`] ([`StopFlag`]) is checked before each entry of the prepare and
+//! write phases; a stopped run finishes the file it is copying, saves a state file that records
+//! every entry already in place (the rerun rewrites only the rest) and fails with
+//! [`MaterializeError::Interrupted`] naming how many stage dirs are left unmarked. `cairn` sets it
+//! on SIGINT/SIGTERM and exits 130/143.
+//!
+//! **Verification.** A file is kept only when the state file recorded the digest the tree now wants
+//! *and* its `lstat` (inode, size, mtime, ctime) is what the run that wrote it saw, so a file edited
+//! behind cairn's back is rewritten. [`Options::verify`] (`--verify`) also re-hashes every kept file
+//! (rewriting mismatches) and hashes each blob before copying it, refusing one whose content does not
+//! hash to its name ([`MaterializeError::BlobCorrupt`]). It is off by default: streamed blobs are
+//! already hashed as they are spooled, and for CAS paths on the same machine the measured cost
+//! (`BENCHMARKS.md`, "Copy-time blob check") is left to `--verify` and `cairnd verify`.
+//!
 //! Incremental runs rely on the state file: a file whose record and `lstat` match is left untouched
 //! (same inode, same mtime); [`blobs_needed`] tells a remote client which blobs a run will read.
 //! Runs into one destination are serialized by an exclusive `flock` on the destination directory.

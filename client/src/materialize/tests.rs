@@ -999,3 +999,66 @@ fn verify_rewrites_kept_files_and_refuses_corrupt_blobs() {
         "a stage dir holding a bad file loses its marker"
     );
 }
+
+/// The cost of checking every blob while copying (`--verify` on a fresh destination hashes each
+/// blob before copying it), on a small stage-like dataset: 2,000 files, 64 MiB. Ignored by default
+/// (a measurement, not a check); run with
+/// `cargo nextest run -p cairn-client --run-ignored only -E 'test(copy_time_hash_cost)' --no-capture`.
+/// The figure is in BENCHMARKS.md.
+#[test]
+#[ignore]
+fn copy_time_hash_cost() {
+    use std::time::Instant;
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["m/stage"]);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut total = 0u64;
+    for i in 0..2000 {
+        // Sizes from 1 KiB to ~100 KiB, a few bigger, like a stage's libraries and headers.
+        let size = if i % 100 == 0 {
+            1 << 20
+        } else {
+            1024 + (i * 37 % 100) * 512
+        };
+        let mut buf = vec![0u8; size];
+        for b in buf.iter_mut() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            *b = rng as u8;
+        }
+        total += size as u64;
+        t.file(&format!("m/stage/d{}/f{i}", i % 40), &buf, 0o644);
+    }
+    let items = [t.item("m_lib_generic")];
+    let mut times = BTreeMap::new();
+    for round in 0..5 {
+        for verify in [false, true] {
+            let dest = tempfile::tempdir().unwrap();
+            let opts = Options {
+                verify,
+                incremental: false,
+                ..Options::new(Layout::Bootstrap)
+            };
+            let started = Instant::now();
+            materialize(&items, &cas.source(), dest.path(), &opts, &NoReporter).unwrap();
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            if round > 0 {
+                times.entry(verify).or_insert_with(Vec::new).push(ms);
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let plain = median(times.get_mut(&false).unwrap());
+    let checked = median(times.get_mut(&true).unwrap());
+    eprintln!(
+        "copy_time_hash_cost: {} files, {:.1} MiB, {} threads: plain {plain:.1} ms, hashing every blob {checked:.1} ms (+{:.0}%)",
+        2000,
+        total as f64 / (1 << 20) as f64,
+        rayon::current_num_threads(),
+        (checked / plain - 1.0) * 100.0
+    );
+}
