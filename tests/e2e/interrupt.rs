@@ -59,6 +59,33 @@ impl Side {
     }
 }
 
+/// `(path, inode)` of every file below the stage dirs `relpaths` of `dest`.
+fn identities(dest: &Path, relpaths: &[String]) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let roots: BTreeSet<String> = relpaths.iter().cloned().collect();
+    snapshot(dest, &roots)
+        .into_iter()
+        .filter(|(_, d)| d.starts_with('f'))
+        .map(|(p, _)| {
+            let full = dest.join(p);
+            let ino = std::fs::symlink_metadata(&full).unwrap().ino();
+            (full, ino)
+        })
+        .collect()
+}
+
+/// A changing stage dir lost its marker or had a file replaced (what the run does first, with and
+/// without the marker rule).
+fn started_changing(dest: &Path, relpaths: &[String], watch: &[(PathBuf, u64)]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    relpaths
+        .iter()
+        .any(|r| !dest.join(format!("{r}.prebuilt")).exists())
+        || watch
+            .iter()
+            .any(|(p, ino)| std::fs::symlink_metadata(p).map_or(true, |m| m.ino() != *ino))
+}
+
 #[test]
 fn interrupted_rebootstraps_never_leave_a_marker_on_a_mixed_stage_dir() {
     let world = World::publish_two_runs("local").unwrap();
@@ -119,6 +146,7 @@ fn interrupted_rebootstraps_never_leave_a_marker_on_a_mixed_stage_dir() {
     for trial in 0..TRIALS {
         let to = if at_b { &a } else { &b };
         let signal = [libc::SIGKILL, libc::SIGINT, libc::SIGTERM][trial % 3];
+        let watch = identities(&dest, &differing);
         let child = to.spawn(daemon, &dest);
         if trial % 2 == 0 {
             // Anywhere in the command: fingerprinting, the daemon's answer, materialization.
@@ -126,14 +154,11 @@ fn interrupted_rebootstraps_never_leave_a_marker_on_a_mixed_stage_dir() {
                 rng.range(0, switch.as_micros() as u64 + 1),
             ));
         } else {
-            // Inside materialization: once the first changing stage dir has lost its marker, at a
-            // random point of the next few milliseconds (most of the switch is spent before).
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while differing
-                .iter()
-                .all(|r| dest.join(format!("{r}.prebuilt")).exists())
-                && Instant::now() < deadline
-            {
+            // Inside materialization: once the first changing stage dir has lost its marker or one
+            // of its files was replaced, at a random point of the next few milliseconds (most of
+            // the switch is spent before materialization starts).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !started_changing(&dest, &differing, &watch) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_micros(100));
             }
             std::thread::sleep(Duration::from_micros(rng.range(0, 3_000)));
