@@ -144,6 +144,19 @@ fn run(
 ) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
     let layout = opts.layout;
+    // Signal handlers first, so that SIGINT/SIGTERM during fingerprinting also end with the message
+    // and 130/143; the runtime's worker threads serve them while this thread fingerprints.
+    let rt = super::runtime()?;
+    if let Some(stop) = opts.stop.clone() {
+        let _entered = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(int), Ok(term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            rt.spawn(stop_on_signal(stop, int, term));
+        }
+    }
     let plan = super::fetch_plan(cli, stage, select, printer)?;
     std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
     let dest = std::path::absolute(dest).with_context(|| format!("`{}`", dest.display()))?;
@@ -157,11 +170,7 @@ fn run(
         None
     } else {
         let progress = Arc::new(Progress::new(cli.quiet));
-        let rt = super::runtime()?;
         let result = rt.block_on(async {
-            if let Some(stop) = opts.stop.clone() {
-                tokio::spawn(stop_on_signal(stop));
-            }
             let mut client = super::connect_daemon(&addr).await?;
             match fetch::fetch(
                 &mut client,
@@ -288,14 +297,11 @@ fn run(
 /// is changing, so exit at once; during it, ask the materializer to stop at the next file boundary
 /// (it saves its state and returns `Interrupted`, which `exit_interrupted` reports). A second signal
 /// while it stops is ignored: the stop is already on its way.
-async fn stop_on_signal(stop: Arc<StopFlag>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
+async fn stop_on_signal(
+    stop: Arc<StopFlag>,
+    mut int: tokio::signal::unix::Signal,
+    mut term: tokio::signal::unix::Signal,
+) {
     let signal = tokio::select! {
         _ = int.recv() => libc::SIGINT,
         _ = term.recv() => libc::SIGTERM,
