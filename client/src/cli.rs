@@ -145,6 +145,10 @@ pub struct WriteArgs {
     /// Ignore the state of an earlier materialization and rewrite every file.
     #[arg(long)]
     pub full: bool,
+    /// Re-hash (BLAKE3) every file kept from an earlier run and rewrite those whose content does not
+    /// match, and check every blob before copying it (a corrupt blob fails the run, naming it).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// `cairn bootstrap`.

@@ -162,6 +162,10 @@ pub struct Summary {
     pub files_unchanged: u64,
     /// Stale files removed.
     pub files_removed: u64,
+    /// Kept files re-hashed (`--verify`).
+    pub files_verified: u64,
+    /// Kept files whose content did not match and that were rewritten (`--verify`).
+    pub files_repaired: u64,
     /// Archives the daemon served from its cache.
     pub from_cas: u64,
     /// Archives the daemon downloaded from storage.
@@ -194,6 +198,8 @@ impl Summary {
             bytes_written: o.report.bytes_written,
             files_unchanged: o.report.files_skipped_unchanged,
             files_removed: o.report.files_removed,
+            files_verified: o.report.files_verified,
+            files_repaired: o.report.files_repaired,
             // Per materialized archive (an archive several family requests share counts once).
             from_cas: o.trees.iter().filter(|t| t.source == "cas").count() as u64,
             from_storage: o.trees.iter().filter(|t| t.source == "storage").count() as u64,

@@ -21,21 +21,21 @@ use serde_json::Value;
 
 const RUN1: &str = "1001";
 const RUN2: &str = "1002";
-const FAMILY: &str = "gfx94X-dcgpu";
+pub(crate) const FAMILY: &str = "gfx94X-dcgpu";
 const OTHER_FAMILY: &str = "gfx110X-all";
 /// The stage bootstrapped: its inbound set spans both runs and holds target-specific archives.
-const STAGE: &str = "ml-libs";
+pub(crate) const STAGE: &str = "ml-libs";
 /// Bytes per generated lib/dev archive content (dbg: a quarter).
 const ARTIFACT_BYTES: u64 = 24 << 10;
 
 /// Two published runs and the daemon that published them.
-struct World {
-    tmp: tempfile::TempDir,
-    checkout: Checkout,
-    storage: Storage,
-    daemon: Daemon,
-    commit1: String,
-    commit2: String,
+pub(crate) struct World {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) checkout: Checkout,
+    pub(crate) storage: Storage,
+    pub(crate) daemon: Daemon,
+    pub(crate) commit1: String,
+    pub(crate) commit2: String,
     /// Upload caches of each run's build dirs (where `cairnd` wrote the archives it published).
     uploads: BTreeMap<String, Vec<PathBuf>>,
     /// Every fingerprint some run published.
@@ -54,7 +54,7 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -89,7 +89,7 @@ fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
 
 impl World {
     /// Publish run 1 (everything) and run 2 (what a `rocm-systems` bump changed).
-    fn publish_two_runs(kind: &str) -> Option<World> {
+    pub(crate) fn publish_two_runs(kind: &str) -> Option<World> {
         let tmp = scratch_dir("e2e-bootstrap-").unwrap();
         let storage = storage(kind, tmp.path())?;
         let checkout = Checkout::create(&tmp.path().join("src"), ci::TOPOLOGY).unwrap();
@@ -201,7 +201,11 @@ impl World {
 
     /// The archives a bootstrap of `stage` must take at the checkout's current HEAD, with the run
     /// that built each: from run 2 if run 2 rebuilt the artifact, else from run 1.
-    fn expected(&self, stage: &str, run2_has: &BTreeSet<String>) -> BTreeMap<String, String> {
+    pub(crate) fn expected(
+        &self,
+        stage: &str,
+        run2_has: &BTreeSet<String>,
+    ) -> BTreeMap<String, String> {
         let topology = self.topology();
         let mut out = BTreeMap::new();
         for name in topology.inbound(stage).unwrap() {
@@ -273,7 +277,7 @@ impl World {
     }
 }
 
-fn bootstrap_with(
+pub(crate) fn bootstrap_with(
     mut cmd: Command,
     checkout: &Path,
     dest: &Path,
@@ -317,7 +321,7 @@ fn resolve_with(mut cmd: Command, checkout: &Path, json: bool) -> (Output, Optio
 }
 
 #[track_caller]
-fn expect_code(out: &Output, code: i32) {
+pub(crate) fn expect_code(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -328,7 +332,7 @@ fn expect_code(out: &Output, code: i32) {
 }
 
 /// Every entry below `roots` of `dir`: path → `d`, `f {mode} {blake3}` or `l {target}`.
-fn snapshot(dir: &Path, roots: &BTreeSet<String>) -> BTreeMap<String, String> {
+pub(crate) fn snapshot(dir: &Path, roots: &BTreeSet<String>) -> BTreeMap<String, String> {
     fn walk(base: &Path, rel: &str, out: &mut BTreeMap<String, String>) {
         let full = base.join(rel);
         let Ok(m) = std::fs::symlink_metadata(&full) else {
@@ -376,7 +380,7 @@ fn identities(dir: &Path, roots: &BTreeSet<String>) -> BTreeMap<String, (u64, i6
 }
 
 /// The `.prebuilt` markers in a build dir, as relpaths (`a/b/stage.prebuilt` → `a/b/stage`).
-fn markers(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn markers(dir: &Path) -> BTreeSet<String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -423,7 +427,11 @@ fn found_runs(json: &Value) -> BTreeMap<String, String> {
 /// Assert `dest` is exactly the bootstrap of `expected`: content equals `tar -x`, one `.prebuilt`
 /// marker per manifest relpath and no other, nothing else at the top but the state file.
 #[track_caller]
-fn assert_bootstrap_tree(world: &World, dest: &Path, expected: &BTreeMap<String, String>) {
+pub(crate) fn assert_bootstrap_tree(
+    world: &World,
+    dest: &Path,
+    expected: &BTreeMap<String, String>,
+) {
     let (tar_dir, relpaths) = world.tar_tree(expected);
     assert_eq!(
         snapshot(dest, &relpaths),

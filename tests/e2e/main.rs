@@ -9,7 +9,10 @@ mod find; // cairn find/diff: Cairn records, GitHub runs (mock), pagination, rat
 mod full_disk; // the store on a small tmpfs: a clear no-space error, nothing partial, gc frees room
 mod fuzz_seeded; // the fuzz targets' properties over seeded mutations and the fuzzers' regressions
 mod hostile; // hostile archives are refused, each with its own error, and leave the store unchanged
+mod hostile_bootstrap; // hostile archives the daemon accepts and bootstrap refuses: chained symlinks, non-stage relpaths, cairn's own names
 mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, names
+mod integrity; // corruption never reaches a build dir silently: edited kept files rewritten, corrupt CAS blobs refused by --verify
+mod interrupt; // SIGKILL/SIGINT/SIGTERM during A→B re-bootstraps: markers only over exact stage dirs, reruns complete
 mod lifecycle; // cairnd serve: SIGTERM right after readiness is graceful, 200 times
 mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` after real gRPC traffic
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use cairn_client::api::ClientError;
 use cairn_client::api::{Resolved, Status};
 use cairn_client::fetch::{self, FetchedTree, Summary, Transfer};
-use cairn_client::materialize::{CopyMode, Layout, Options};
+use cairn_client::materialize::{CopyMode, Layout, MaterializeError, Options, StopFlag};
 use cairn_fingerprint::Blake3;
 use serde::Serialize;
 
@@ -118,6 +119,8 @@ fn options(layout: Layout, write: &WriteArgs) -> Options {
             CopyMode::Auto
         },
         incremental: !write.full,
+        verify: write.verify,
+        stop: Some(Arc::new(StopFlag::default())),
         ..Options::new(layout)
     }
 }
@@ -141,6 +144,19 @@ fn run(
 ) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
     let layout = opts.layout;
+    // Signal handlers first, so that SIGINT/SIGTERM during fingerprinting also end with the message
+    // and 130/143; the runtime's worker threads serve them while this thread fingerprints.
+    let rt = super::runtime()?;
+    if let Some(stop) = opts.stop.clone() {
+        let _entered = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(int), Ok(term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            rt.spawn(stop_on_signal(stop, int, term));
+        }
+    }
     let plan = super::fetch_plan(cli, stage, select, printer)?;
     std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
     let dest = std::path::absolute(dest).with_context(|| format!("`{}`", dest.display()))?;
@@ -154,10 +170,9 @@ fn run(
         None
     } else {
         let progress = Arc::new(Progress::new(cli.quiet));
-        let rt = super::runtime()?;
         let result = rt.block_on(async {
             let mut client = super::connect_daemon(&addr).await?;
-            fetch::fetch(
+            match fetch::fetch(
                 &mut client,
                 &plan.requests,
                 &dest,
@@ -166,7 +181,16 @@ fn run(
                 progress.clone(),
             )
             .await
-            .map_err(|e| super::explain(e, &addr))
+            {
+                Err(ClientError::Materialize(MaterializeError::Interrupted {
+                    signal,
+                    unmarked,
+                })) => {
+                    progress.finish();
+                    exit_interrupted(signal, unmarked)
+                }
+                other => other.map_err(|e| super::explain(e, &addr)),
+            }
         });
         progress.finish();
         Some(result?)
@@ -267,4 +291,51 @@ fn run(
     } else {
         ExitStatus::Success
     })
+}
+
+/// `SIGINT`/`SIGTERM` during a fetch: before materialization has started nothing in the destination
+/// is changing, so exit at once; during it, ask the materializer to stop at the next file boundary
+/// (it saves its state and returns `Interrupted`, which `exit_interrupted` reports). A second signal
+/// while it stops is ignored: the stop is already on its way.
+async fn stop_on_signal(
+    stop: Arc<StopFlag>,
+    mut int: tokio::signal::unix::Signal,
+    mut term: tokio::signal::unix::Signal,
+) {
+    let signal = tokio::select! {
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
+    };
+    if !stop.request(signal) {
+        eprintln!(
+            "cairn: interrupted by {} before the build dir was changed",
+            signal_name(signal)
+        );
+        std::process::exit(128 + signal);
+    }
+    // Keep the handlers installed until the run stops.
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// The materializer stopped on a signal at a consistent point: say so and exit `128 + signal`
+/// (130 for SIGINT, 143 for SIGTERM), as a shell reports a process killed by it.
+fn exit_interrupted(signal: i32, unmarked: usize) -> ! {
+    eprintln!(
+        "cairn: interrupted by {}; {unmarked} stage dirs left unmarked, rerun to finish",
+        signal_name(signal)
+    );
+    std::process::exit(128 + signal)
 }

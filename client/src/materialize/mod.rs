@@ -17,6 +17,32 @@
 //!    its destination, so a hard-linked CAS blob is never written through;
 //! 4. **finish**: directory modes, `.prebuilt` markers, and the state file (see `state.rs`).
 //!
+//! **Markers never lie.** A stage dir's `{relpath}.prebuilt` tells TheRock's CMake to trust the stage
+//! dir as prebuilt, so it may only exist over a complete stage dir. Before the first change of any
+//! kind inside a stage dir (cleaning it, removing a stray, writing a file, symlink or link, a
+//! `chmod`), the run removes its marker and fsyncs the marker's directory; the marker is written back
+//! only in phase 4, after every entry of the stage dir is in place. Stage dirs a run drops lose their
+//! marker before any of their files. So a SIGKILL, a full disk or a power cut at any point leaves
+//! each marked stage dir exactly as one complete run left it (page-cache content is not fsynced
+//! before the marker is written: a power cut may still lose the content of a freshly marked dir; the
+//! guarantee covered by the tests is the process-death one). A stage dir whose content does not
+//! change keeps its marker (and its mtime), so CMake rebuilds nothing there.
+//!
+//! **Stopping.** [`Options::stop`] ([`StopFlag`]) is checked before each entry of the prepare and
+//! write phases; a stopped run finishes the file it is copying, saves a state file that records
+//! every entry already in place (the rerun rewrites only the rest) and fails with
+//! [`MaterializeError::Interrupted`] naming how many stage dirs are left unmarked. `cairn` sets it
+//! on SIGINT/SIGTERM and exits 130/143.
+//!
+//! **Verification.** A file is kept only when the state file recorded the digest the tree now wants
+//! *and* its `lstat` (inode, size, mtime, ctime) is what the run that wrote it saw, so a file edited
+//! behind cairn's back is rewritten. [`Options::verify`] (`--verify`) also re-hashes every kept file
+//! (rewriting mismatches) and hashes each blob before copying it, refusing one whose content does not
+//! hash to its name ([`MaterializeError::BlobCorrupt`]). It is off by default: streamed blobs are
+//! already hashed as they are spooled, and for CAS paths on the same machine the measured cost
+//! (`BENCHMARKS.md`, "Copy-time blob check": +12–20% of a warm materialization in a debug build, more
+//! in release) is above the 15% budget, so it is left to `--verify` and `cairnd verify`.
+//!
 //! Incremental runs rely on the state file: a file whose record and `lstat` match is left untouched
 //! (same inode, same mtime); [`blobs_needed`] tells a remote client which blobs a run will read.
 //! Runs into one destination are serialized by an exclusive `flock` on the destination directory.
@@ -31,6 +57,7 @@ mod state;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use cairn_fingerprint::Blake3;
@@ -109,6 +136,38 @@ pub enum CopyMode {
     Hardlink,
 }
 
+/// A stop request shared between a signal handler and a run. The run stops at the next entry
+/// boundary (a file being copied is finished first), saves its state and fails with
+/// [`MaterializeError::Interrupted`].
+#[derive(Debug, Default)]
+pub struct StopFlag {
+    signal: AtomicI32,
+    started: AtomicBool,
+}
+
+impl StopFlag {
+    /// Ask the run to stop because of `signal`. Returns `false` when no run has started yet: then
+    /// nothing in the destination is being changed and the caller may simply exit (a run that
+    /// starts concurrently sees the request before its first change).
+    pub fn request(&self, signal: i32) -> bool {
+        self.signal.store(signal, Ordering::SeqCst);
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// The signal a stop was requested for, if any.
+    pub fn requested(&self) -> Option<i32> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Called by a run before its first change to the destination.
+    pub(crate) fn start(&self) {
+        self.started.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Settings for one run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -120,6 +179,13 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Trust the state file of an earlier run to skip unchanged files (default `true`).
     pub incremental: bool,
+    /// `--verify`: re-hash (BLAKE3) every file the state file proves unchanged and rewrite the ones
+    /// whose content no longer matches, and hash every blob before copying it, refusing a corrupt
+    /// one ([`MaterializeError::BlobCorrupt`]). Off by default (see `BENCHMARKS.md` for its cost).
+    pub verify: bool,
+    /// Where a stop request arrives (see [`StopFlag`]). `None`: the run cannot be stopped except by
+    /// killing the process, which is safe too (markers are removed before their stage dir changes).
+    pub stop: Option<Arc<StopFlag>>,
 }
 
 impl Options {
@@ -130,6 +196,8 @@ impl Options {
             copy_mode: CopyMode::Auto,
             threads: None,
             incremental: true,
+            verify: false,
+            stop: None,
         }
     }
 }
@@ -192,6 +260,11 @@ pub struct Report {
     pub bytes_written: u64,
     /// Files left untouched because the state file proved them unchanged.
     pub files_skipped_unchanged: u64,
+    /// Kept files re-hashed because of [`Options::verify`].
+    pub files_verified: u64,
+    /// Kept files whose content did not match their digest under [`Options::verify`] and that were
+    /// rewritten (counted in `files_written` too).
+    pub files_repaired: u64,
     /// Non-directories removed: stale files of an earlier run, strays in owned areas, foreign
     /// content of cleaned stage dirs.
     pub files_removed: u64,
@@ -268,6 +341,19 @@ pub enum TreeProblem {
         /// The kinds involved.
         detail: String,
     },
+    /// A manifest relpath that cannot be a stage dir in bootstrap layout (see the rule in
+    /// `plan.rs`): bootstrap would wipe it.
+    #[error(
+        "stage relpath `{relpath}` in the artifact_manifest.txt of `{artifact}` is refused: {reason}; bootstrap wipes each stage dir, so it only accepts TheRock's stage dirs (hint: fetch this archive with `cairn fetch` instead)"
+    )]
+    BadRelpath {
+        /// The artifact.
+        artifact: String,
+        /// The relpath.
+        relpath: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A file entry without a content digest.
     #[error("file `{path}` in `{artifact}` has no blake3 digest")]
     MissingDigest {
@@ -276,8 +362,11 @@ pub enum TreeProblem {
         /// The tree path.
         path: String,
     },
-    /// An entry that would overwrite the state file.
-    #[error("`{path}` in `{artifact}` would overwrite cairn's state file `{STATE_FILE}`")]
+    /// An entry whose destination uses a name cairn keeps for its own files (`.cairn-*`: the state
+    /// file, the spool, write temps).
+    #[error(
+        "`{path}` in `{artifact}` uses a name reserved for cairn's own files (`.cairn-*`, e.g. the state file `{STATE_FILE}`)"
+    )]
     Reserved {
         /// The artifact.
         artifact: String,
@@ -350,6 +439,32 @@ pub enum MaterializeError {
         /// The error.
         source: io::Error,
     },
+    /// A blob whose content does not hash to its name (same size, other bytes): nothing was copied
+    /// from it.
+    #[error(
+        "blob `{digest}` at `{}` for `{path}` is corrupt: its content hashes to `{actual}` (hint: run `cairnd verify` to quarantine it, then rerun)", .blob.display()
+    )]
+    BlobCorrupt {
+        /// The blob.
+        digest: Blake3,
+        /// The blob file.
+        blob: PathBuf,
+        /// The destination path that needed it.
+        path: String,
+        /// What its content hashes to.
+        actual: Blake3,
+    },
+    /// The run was stopped by [`Options::stop`] at a file boundary; its state was saved, and every
+    /// stage dir it had started to change is left without its `.prebuilt` marker.
+    #[error(
+        "interrupted by signal {signal}; {unmarked} stage dir(s) left unmarked, rerun to finish"
+    )]
+    Interrupted {
+        /// The signal number that was set in [`Options::stop`].
+        signal: i32,
+        /// Stage dirs of this run without a `.prebuilt` marker now.
+        unmarked: usize,
+    },
     /// The worker pool could not be started.
     #[error("cannot start worker threads: {0}")]
     ThreadPool(String),
@@ -416,14 +531,15 @@ pub fn blobs_needed(
                 }
                 _ => return None,
             };
-            let proven = fsops::lstat(&dest.join(path))
-                .ok()
-                .flatten()
-                .is_some_and(|m| {
-                    old.entries
-                        .get(path)
-                        .is_some_and(|r| r.proves(&planned.node, &m, hardlinks_ok))
-                });
+            let full = dest.join(path);
+            let proven = fsops::lstat(&full).ok().flatten().is_some_and(|m| {
+                old.entries
+                    .get(path)
+                    .is_some_and(|r| r.proves(&planned.node, &m, hardlinks_ok))
+            });
+            // `--verify` rewrites a kept file that does not hash to its digest: it needs the blob.
+            let proven =
+                proven && (!opts.verify || run::hash_file(&full).is_ok_and(|h| h == blake3));
             (!proven).then_some(blake3)
         })
         .collect();

@@ -89,6 +89,7 @@ impl Plan {
         for (i, item) in items.iter().enumerate() {
             b.add_item(i, item, layout);
         }
+        b.check_symlinks_resolved(layout);
         if b.problems.is_empty() {
             Ok(b.plan)
         } else {
@@ -173,6 +174,21 @@ impl Builder<'_> {
             Layout::Bootstrap | Layout::Flatten => {
                 let bootstrap = layout == Layout::Bootstrap;
                 if bootstrap {
+                    let bad: Vec<TreeProblem> = tree
+                        .manifest
+                        .iter()
+                        .filter_map(|r| {
+                            relpath_problem(r.as_str()).map(|reason| TreeProblem::BadRelpath {
+                                artifact: self.name(i),
+                                relpath: r.to_string(),
+                                reason,
+                            })
+                        })
+                        .collect();
+                    if !bad.is_empty() {
+                        self.problems.extend(bad);
+                        return;
+                    }
                     for r in &tree.manifest {
                         let area = self.area(r.as_str());
                         let marker = format!("{r}.prebuilt");
@@ -262,7 +278,7 @@ impl Builder<'_> {
         area: Option<(usize, usize)>,
         map: impl Fn(&str) -> Option<String>,
     ) {
-        if dest == STATE_FILE {
+        if dest.split('/').any(is_reserved_name) {
             self.problems.push(TreeProblem::Reserved {
                 artifact: self.name(i),
                 path: e.path.to_string(),
@@ -404,6 +420,123 @@ impl Builder<'_> {
             },
         }
     }
+}
+
+impl Builder<'_> {
+    /// Resolve every planned symlink the way the kernel will, through the other symlinks of the
+    /// plan (any artifact, any stage dir), and refuse those that end outside their root: the
+    /// destination (bootstrap, flatten) or `artifacts/{artifact}` (plain). The per-entry check in
+    /// `add_entry` is textual and cannot see that `stage/y -> x/../out` climbs out when
+    /// `stage/x -> ../../..`.
+    fn check_symlinks_resolved(&mut self, layout: Layout) {
+        let mut bad = Vec::new();
+        for (path, planned) in &self.plan.entries {
+            let Node::Symlink { target } = &planned.node else {
+                continue;
+            };
+            let floor = match layout {
+                Layout::Plain => 2,
+                Layout::Bootstrap | Layout::Flatten => 0,
+            };
+            if !resolves_inside(&self.plan.entries, path, target, floor) {
+                bad.push(TreeProblem::SymlinkEscape {
+                    artifact: self.name(planned.artifact),
+                    path: path.clone(),
+                    target: target.clone(),
+                });
+            }
+        }
+        self.problems.extend(bad);
+    }
+}
+
+/// Most symlinks followed while resolving one path, as Linux's `MAXSYMLINKS`; more is refused.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// True when symlink `link` (a destination path) with `target` resolves, following the planned
+/// symlinks it passes through, to a path that keeps its first `floor` components (never climbs
+/// above the root it must stay inside). A component the plan does not have is taken as a plain
+/// directory: the write phase never creates or follows anything there.
+pub(crate) fn resolves_inside(
+    entries: &BTreeMap<String, Planned>,
+    link: &str,
+    target: &str,
+    floor: usize,
+) -> bool {
+    let mut stack: Vec<&str> = link.split('/').collect();
+    stack.pop();
+    if stack.len() < floor {
+        return false;
+    }
+    let mut pending: Vec<String> = Vec::new();
+    let push_target = |pending: &mut Vec<String>, t: &str| -> bool {
+        if t.starts_with('/') || t.is_empty() || t.contains('\0') {
+            return false;
+        }
+        // Reversed: `pending.pop()` takes the next component.
+        pending.extend(t.split('/').rev().map(str::to_string));
+        true
+    };
+    if !push_target(&mut pending, target) {
+        return false;
+    }
+    let mut owned: Vec<String> = stack.iter().map(|s| s.to_string()).collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        match c.as_str() {
+            "" | "." => {}
+            ".." => {
+                if owned.len() <= floor {
+                    return false;
+                }
+                owned.pop();
+            }
+            name => {
+                owned.push(name.to_string());
+                if let Some(Planned {
+                    node: Node::Symlink { target: next },
+                    ..
+                }) = entries.get(&owned.join("/"))
+                {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return false;
+                    }
+                    owned.pop();
+                    if !push_target(&mut pending, next) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Names cairn keeps for its own files in a destination: the state file and its temp name
+/// (`.cairn-state.json*`), the spool of streamed blobs (`.cairn-spool`), write temps
+/// (`.cairn-tmp.*`). No tree entry and no stage relpath may use a name starting with `.cairn-`.
+pub(crate) fn is_reserved_name(component: &str) -> bool {
+    component.starts_with(".cairn-") || component == STATE_FILE
+}
+
+/// Why a manifest relpath cannot be a bootstrap stage dir, if it cannot. TheRock's relpaths are
+/// subproject stage dirs, `{subproject build dir}/stage` (`compiler/amd-llvm/stage`,
+/// `math-libs/BLAS/rocBLAS/stage`, `third-party/sysdeps/linux/bzip2/build/stage`), and bootstrap
+/// wipes each one it does not own: so a relpath must have a component named exactly `stage` (a bare
+/// `compiler` or `third-party-sysdeps` would wipe the user's source-build dirs there), and none of
+/// its components may be one of cairn's reserved names.
+pub(crate) fn relpath_problem(relpath: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = relpath.split('/').collect();
+    if parts.iter().any(|c| is_reserved_name(c)) {
+        return Some("it names one of cairn's own files (`.cairn-*`)");
+    }
+    if !parts.contains(&"stage") {
+        return Some(
+            "a stage relpath has a `stage` component (`{subproject}/stage`, e.g. `compiler/amd-llvm/stage`)",
+        );
+    }
+    None
 }
 
 /// Follow a hardlink target through the tree to the file it names (a chain of hardlinks is allowed,

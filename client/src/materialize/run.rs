@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -17,7 +18,8 @@ use super::fsops;
 use super::plan::{self, Node, Plan};
 use super::state::{self, Record, Stat, State};
 use super::{
-    BlobSource, CopyMode, MaterializeError, MaterializeItem, Options, Report, Reporter, STATE_FILE,
+    BlobSource, CopyMode, Layout, MaterializeError, MaterializeItem, Options, Report, Reporter,
+    STATE_FILE,
 };
 
 /// Take an exclusive `flock` on the destination directory for the whole run: two runs into one
@@ -80,6 +82,14 @@ pub(super) struct Run<'a> {
     /// Per area: something inside changed in this run, so its `.prebuilt` marker is (re)written,
     /// which tells TheRock's CMake that the prebuilt stage changed.
     area_changed: Vec<AtomicBool>,
+    /// Per area: its `.prebuilt` marker was removed (durably) in this run, before the first change
+    /// of its content. The lock makes every other writer of the area wait until that is done.
+    unmarked: Vec<Mutex<bool>>,
+    /// Per planned entry (plan order): in place in this run (written, or proven unchanged), so an
+    /// interrupted run can record it in the state file.
+    done: Vec<AtomicBool>,
+    files_verified: AtomicU64,
+    files_repaired: AtomicU64,
     /// Per item: planned non-directories not yet in place, for `on_artifact_done`.
     remaining: Vec<AtomicUsize>,
     /// Per item: it owns no non-directory (empty, or entirely replaced by later items), so it is
@@ -100,6 +110,12 @@ impl<'a> Run<'a> {
         let start = Instant::now();
         let plan = Plan::build(items, opts.layout).map_err(MaterializeError::Refused)?;
         let area_changed = plan.areas.iter().map(|_| AtomicBool::new(false)).collect();
+        let unmarked = plan.areas.iter().map(|_| Mutex::new(false)).collect();
+        let done = plan
+            .entries
+            .iter()
+            .map(|_| AtomicBool::new(false))
+            .collect();
         let remaining: Vec<AtomicUsize> = items.iter().map(|_| AtomicUsize::new(0)).collect();
         for p in plan.entries.values() {
             if matches!(
@@ -124,6 +140,10 @@ impl<'a> Run<'a> {
             plan,
             old: State::empty(opts.layout),
             area_changed,
+            unmarked,
+            done,
+            files_verified: AtomicU64::new(0),
+            files_repaired: AtomicU64::new(0),
             remaining,
             files_removed: AtomicU64::new(0),
             areas_cleaned: 0,
@@ -134,9 +154,32 @@ impl<'a> Run<'a> {
         self.dest.join(p)
     }
 
-    fn mark_area(&self, area: Option<usize>) {
-        if let Some(a) = area {
-            self.area_changed[a].store(true, Ordering::Relaxed);
+    /// Called before anything inside `area` changes: the first call removes the area's
+    /// `.prebuilt` marker and makes that removal durable (fsync of its directory), so no instant,
+    /// crash or power cut shows a marker over a half-rewritten stage dir. The marker is written
+    /// back by `write_markers` once the stage dir is complete.
+    fn touch(&self, area: Option<usize>) -> Result<(), MaterializeError> {
+        let Some(a) = area else { return Ok(()) };
+        self.area_changed[a].store(true, Ordering::Relaxed);
+        if self.opts.layout != Layout::Bootstrap {
+            return Ok(());
+        }
+        let mut unmarked = self.unmarked[a].lock().unwrap_or_else(|e| e.into_inner());
+        if !*unmarked {
+            unmark(&self.full(&marker_path(&self.plan.areas[a])))?;
+            *unmarked = true;
+        }
+        Ok(())
+    }
+
+    /// Fail with `Interrupted` when a stop was requested.
+    fn check_stop(&self) -> Result<(), MaterializeError> {
+        match self.opts.stop.as_ref().and_then(|s| s.requested()) {
+            Some(signal) => Err(MaterializeError::Interrupted {
+                signal,
+                unmarked: 0,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -148,6 +191,10 @@ impl<'a> Run<'a> {
             });
         }
         let _lock = lock_dir(self.dest)?;
+        if let Some(stop) = &self.opts.stop {
+            stop.start();
+        }
+        self.check_stop()?;
         if self.opts.incremental {
             self.old = State::load(self.dest, self.opts.layout);
         }
@@ -164,10 +211,18 @@ impl<'a> Run<'a> {
                 });
         self.reporter.on_start(files, bytes);
 
-        let metas = self.prepare()?;
-        self.remove_stale()?;
-        let outcomes = self.write_files(&metas)?;
-        let link_outcomes = self.write_hardlinks(&metas)?;
+        let (outcomes, link_outcomes) = match self.mutate() {
+            Ok(o) => o,
+            Err(MaterializeError::Interrupted { signal, .. }) => {
+                // Stopped at a file boundary: keep what was done for the rerun.
+                self.save_partial_state()?;
+                return Err(MaterializeError::Interrupted {
+                    signal,
+                    unmarked: self.count_unmarked(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         self.finish_dirs()?;
         self.write_markers()?;
         for (i, empty) in self.empty_items.iter().enumerate() {
@@ -182,6 +237,8 @@ impl<'a> Run<'a> {
             files,
             bytes,
             files_removed: self.files_removed.load(Ordering::Relaxed),
+            files_verified: self.files_verified.load(Ordering::Relaxed),
+            files_repaired: self.files_repaired.load(Ordering::Relaxed),
             areas_cleaned: self.areas_cleaned,
             ..Report::default()
         };
@@ -218,6 +275,93 @@ impl<'a> Run<'a> {
         }
         report.elapsed = self.start.elapsed();
         Ok(report)
+    }
+
+    /// Phases 2 and 3, the ones that change the destination; each stops at an entry boundary when a
+    /// stop is requested.
+    #[allow(clippy::type_complexity)]
+    fn mutate(
+        &mut self,
+    ) -> Result<(Vec<(Outcome, usize)>, Vec<(Outcome, usize)>), MaterializeError> {
+        self.unmark_dropped_areas()?;
+        let metas = self.prepare()?;
+        self.remove_stale()?;
+        let outcomes = self.write_files(&metas)?;
+        let link_outcomes = self.write_hardlinks(&metas)?;
+        Ok((outcomes, link_outcomes))
+    }
+
+    /// Areas of the previous run that this plan drops lose their marker before any of their
+    /// content is removed (`remove_stale` removes children before the marker otherwise).
+    fn unmark_dropped_areas(&self) -> Result<(), MaterializeError> {
+        if self.opts.layout != Layout::Bootstrap {
+            return Ok(());
+        }
+        for area in &self.old.areas {
+            if !self.plan.areas.contains(area) {
+                unmark(&self.full(&marker_path(area)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage dirs of this plan without a marker now.
+    fn count_unmarked(&self) -> usize {
+        if self.opts.layout != Layout::Bootstrap {
+            return 0;
+        }
+        self.plan
+            .areas
+            .iter()
+            .filter(|a| {
+                !fsops::lstat(&self.full(&marker_path(a)))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.is_file())
+            })
+            .count()
+    }
+
+    /// The state after an interrupted run: the previous state with this run's paths added as
+    /// pending (as `save_pending_state` wrote them), and a fresh record for every entry this run
+    /// put in place, so the rerun rewrites only what is left.
+    fn save_partial_state(&self) -> Result<(), MaterializeError> {
+        let mut s = self.old.clone();
+        for (i, (k, p)) in self.plan.entries.iter().enumerate() {
+            if self.done[i].load(Ordering::Acquire) {
+                s.entries.insert(k.clone(), self.record_now(k, p)?);
+            } else {
+                s.entries.entry(k.clone()).or_insert_with(|| Record {
+                    pending: true,
+                    ..Record::for_node(&p.node)
+                });
+            }
+        }
+        for a in &self.plan.areas {
+            if !s.areas.contains(a) {
+                s.areas.push(a.clone());
+            }
+        }
+        s.save(self.dest)
+    }
+
+    /// The record of a planned path as it is on disk now.
+    fn record_now(&self, path: &str, planned: &plan::Planned) -> Result<Record, MaterializeError> {
+        let mut rec = Record::for_node(&planned.node);
+        if let Node::File { blake3, .. } | Node::Hardlink { blake3, .. } = &planned.node {
+            let full = self.full(path);
+            let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
+            rec.stat = Some(Stat::of(&m));
+            // Shares its inode with the blob (hard-link mode, or a tree link to such a
+            // file): remembered so a later copy-mode run replaces it.
+            rec.cas_link = m.nlink() > 1
+                && self
+                    .blobs
+                    .blob_path(blake3)
+                    .and_then(|b| fs::symlink_metadata(b).ok())
+                    .is_some_and(|b| b.dev() == m.dev() && b.ino() == m.ino());
+        }
+        Ok(rec)
     }
 
     /// Before mutating anything, make sure the state file lists every path this run may create,
@@ -268,6 +412,7 @@ impl<'a> Run<'a> {
         let mut cleaned = 0;
         let mut removed = 0u64;
         for (path, planned) in &self.plan.entries {
+            self.check_stop()?;
             let full = self.full(path);
             let parent_fresh = match path.rsplit_once('/') {
                 Some((parent, _)) => fresh.contains(parent),
@@ -285,6 +430,9 @@ impl<'a> Run<'a> {
             if planned.node.is_dir() {
                 match &meta {
                     Some(m) if m.is_dir() => {
+                        if m.permissions().mode() & 0o700 != 0o700 {
+                            self.touch(planned.area)?;
+                        }
                         fsops::make_dir_writable(&full, m).map_err(io_at(&full))?;
                         if let Some(a) = area_root {
                             if owned.contains(path.as_str()) {
@@ -292,11 +440,11 @@ impl<'a> Run<'a> {
                             } else {
                                 // TheRock's once-per-relpath clean: foreign content goes, before
                                 // any file of this relpath is written.
+                                self.touch(Some(a))?;
                                 removed += fsops::remove_any(&full).map_err(io_at(&full))?;
                                 fs::create_dir(&full).map_err(io_at(&full))?;
                                 fresh.insert(path);
                                 cleaned += 1;
-                                self.mark_area(Some(a));
                             }
                         } else if planned.area.is_none() {
                             self.remove_temp_files(&full, path)?;
@@ -310,12 +458,13 @@ impl<'a> Run<'a> {
                                 MaterializeError::NotADirectory { path: full }
                             });
                         }
+                        self.touch(planned.area)?;
                         removed += fsops::remove_any(&full).map_err(io_at(&full))?;
                         fs::create_dir(&full).map_err(io_at(&full))?;
                         fresh.insert(path);
-                        self.mark_area(planned.area);
                     }
                     None => {
+                        self.touch(planned.area)?;
                         fs::create_dir(&full).map_err(io_at(&full))?;
                         fresh.insert(path);
                     }
@@ -326,8 +475,8 @@ impl<'a> Run<'a> {
                     if !ours {
                         return Err(MaterializeError::DirectoryInTheWay { path: full });
                     }
+                    self.touch(planned.area)?;
                     removed += fsops::remove_any(&full).map_err(io_at(&full))?;
-                    self.mark_area(planned.area);
                     meta = None;
                 }
                 metas.push(meta);
@@ -351,14 +500,18 @@ impl<'a> Run<'a> {
             match child.as_deref().and_then(|c| self.plan.entries.get(c)) {
                 Some(p) if p.node.is_dir() && ft.is_dir() => {
                     let m = fs::symlink_metadata(&path).map_err(io_at(&path))?;
+                    if m.permissions().mode() & 0o700 != 0o700 {
+                        self.touch(Some(area))?;
+                    }
                     fsops::make_dir_writable(&path, &m).map_err(io_at(&path))?;
                     removed +=
                         self.remove_strays(&path, child.as_deref().unwrap_or_default(), area)?;
                 }
                 Some(p) if p.node.is_dir() || !ft.is_dir() => {}
                 _ => {
+                    self.check_stop()?;
+                    self.touch(Some(area))?;
                     removed += fsops::remove_any(&path).map_err(io_at(&path))?;
-                    self.mark_area(Some(area));
                 }
             }
         }
@@ -395,6 +548,7 @@ impl<'a> Run<'a> {
             if self.plan.entries.contains_key(path) || self.plan.area_of(path).is_some() {
                 continue;
             }
+            self.check_stop()?;
             // Every ancestor must still be a real directory, or the path is not the one we wrote.
             let mut safe = true;
             let mut pos = 0;
@@ -484,6 +638,18 @@ impl<'a> Run<'a> {
                 digest: *blake3,
                 path: path.to_string(),
             })?;
+        if self.opts.verify {
+            // Nothing is copied from a blob that does not hash to its name.
+            let actual = hash_file(&blob).map_err(io_at(&blob))?;
+            if actual != *blake3 {
+                return Err(MaterializeError::BlobCorrupt {
+                    digest: *blake3,
+                    blob,
+                    path: path.to_string(),
+                    actual,
+                });
+            }
+        }
         if absent {
             match copier.write(&blob, blake3, size, mode, &full, path) {
                 // Something appeared since the prepare phase: replace it the atomic way.
@@ -518,6 +684,7 @@ impl<'a> Run<'a> {
             .collect();
         work.par_iter()
             .map(|&(i, path, planned)| {
+                self.check_stop()?;
                 let meta = metas[i].as_ref();
                 let outcome = match &planned.node {
                     Node::File { blake3, size, mode } => {
@@ -530,10 +697,12 @@ impl<'a> Run<'a> {
                                 )
                             })
                         });
+                        let proven = proven && self.still_holds(path, blake3)?;
                         if proven {
                             self.reporter.on_file_skipped(*size);
                             Outcome::default()
                         } else {
+                            self.touch(planned.area)?;
                             let method = self.write_blob(
                                 path,
                                 blake3,
@@ -542,7 +711,6 @@ impl<'a> Run<'a> {
                                 meta.is_none(),
                                 &copier,
                             )?;
-                            self.mark_area(planned.area);
                             self.reporter.on_file_written(*size);
                             Outcome {
                                 written: true,
@@ -558,6 +726,7 @@ impl<'a> Run<'a> {
                         if same {
                             Outcome::default()
                         } else {
+                            self.touch(planned.area)?;
                             // Created in place when absent (as files are), else replaced atomically.
                             let direct = meta.is_none()
                                 && match std::os::unix::fs::symlink(target, &full) {
@@ -570,7 +739,6 @@ impl<'a> Run<'a> {
                                 std::os::unix::fs::symlink(target, &tmp).map_err(io_at(&tmp))?;
                                 Self::rename_into_place(&tmp, &full)?;
                             }
-                            self.mark_area(planned.area);
                             Outcome {
                                 written: true,
                                 method: None,
@@ -579,6 +747,7 @@ impl<'a> Run<'a> {
                     }
                     _ => unreachable!("filtered to files and symlinks"),
                 };
+                self.done[i].store(true, Ordering::Release);
                 self.entry_done(planned.artifact);
                 Ok((outcome, i))
             })
@@ -602,6 +771,7 @@ impl<'a> Run<'a> {
             .collect();
         work.par_iter()
             .map(|&(i, path, planned)| {
+                self.check_stop()?;
                 let Node::Hardlink {
                     target,
                     blake3,
@@ -627,10 +797,10 @@ impl<'a> Run<'a> {
                         self.reporter.on_file_skipped(*size);
                         Outcome::default()
                     } else {
+                        self.touch(planned.area)?;
                         let tmp = fsops::tmp_path(&full);
                         fs::hard_link(&target_full, &tmp).map_err(io_at(&tmp))?;
                         Self::rename_into_place(&tmp, &full)?;
-                        self.mark_area(planned.area);
                         self.reporter.on_file_written(*size);
                         Outcome {
                             written: true,
@@ -643,14 +813,15 @@ impl<'a> Run<'a> {
                             r.proves(&planned.node, m, self.opts.copy_mode == CopyMode::Hardlink)
                         })
                     });
+                    let proven = proven && self.still_holds(path, blake3)?;
                     if proven {
                         self.reporter.on_file_skipped(*size);
                         Outcome::default()
                     } else {
+                        self.touch(planned.area)?;
                         let absent = metas[i].is_none();
                         let method =
                             self.write_blob(path, blake3, *size, *mode, absent, &copier)?;
-                        self.mark_area(planned.area);
                         self.reporter.on_file_written(*size);
                         Outcome {
                             written: true,
@@ -658,10 +829,27 @@ impl<'a> Run<'a> {
                         }
                     }
                 };
+                self.done[i].store(true, Ordering::Release);
                 self.entry_done(planned.artifact);
                 Ok((outcome, i))
             })
             .collect()
+    }
+
+    /// A file the state file proves unchanged still holds `blake3`: always true unless `--verify`
+    /// asked to re-hash it; a mismatch (changed behind our back without a trace in `lstat`, or
+    /// copied from a corrupt blob by an earlier run) is counted and the file rewritten.
+    fn still_holds(&self, path: &str, blake3: &Blake3) -> Result<bool, MaterializeError> {
+        if !self.opts.verify {
+            return Ok(true);
+        }
+        self.files_verified.fetch_add(1, Ordering::Relaxed);
+        let full = self.full(path);
+        if hash_file(&full).map_err(io_at(&full))? == *blake3 {
+            return Ok(true);
+        }
+        self.files_repaired.fetch_add(1, Ordering::Relaxed);
+        Ok(false)
     }
 
     /// Phase 4a: directory modes from the trees, deepest first (a read-only directory is restored
@@ -672,6 +860,7 @@ impl<'a> Run<'a> {
                 let full = self.full(path);
                 let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
                 if m.permissions().mode() & 0o7777 != mode {
+                    self.touch(planned.area)?;
                     fs::set_permissions(&full, fs::Permissions::from_mode(mode))
                         .map_err(io_at(&full))?;
                 }
@@ -712,23 +901,7 @@ impl<'a> Run<'a> {
             .plan
             .entries
             .par_iter()
-            .map(|(path, planned)| {
-                let mut rec = Record::for_node(&planned.node);
-                if let Node::File { blake3, .. } | Node::Hardlink { blake3, .. } = &planned.node {
-                    let full = self.full(path);
-                    let m = fs::symlink_metadata(&full).map_err(io_at(&full))?;
-                    rec.stat = Some(Stat::of(&m));
-                    // Shares its inode with the blob (hard-link mode, or a tree link to such a
-                    // file): remembered so a later copy-mode run replaces it.
-                    rec.cas_link = m.nlink() > 1
-                        && self
-                            .blobs
-                            .blob_path(blake3)
-                            .and_then(|b| fs::symlink_metadata(b).ok())
-                            .is_some_and(|b| b.dev() == m.dev() && b.ino() == m.ino());
-                }
-                Ok((path.clone(), rec))
-            })
+            .map(|(path, planned)| Ok((path.clone(), self.record_now(path, planned)?)))
             .collect::<Result<_, MaterializeError>>()?;
         let state = State {
             version: state::STATE_VERSION,
@@ -738,4 +911,35 @@ impl<'a> Run<'a> {
         };
         state.save(self.dest)
     }
+}
+
+/// `{area}.prebuilt`, the marker of a stage relpath (bootstrap layout).
+fn marker_path(area: &str) -> String {
+    format!("{area}.prebuilt")
+}
+
+/// Remove a `.prebuilt` marker if present and make the removal durable (fsync of its directory)
+/// before returning, so the content changes that follow can never be seen under the old marker.
+fn unmark(marker: &Path) -> Result<(), MaterializeError> {
+    match fsops::lstat(marker).map_err(io_at(marker))? {
+        Some(m) if !m.is_dir() => {
+            fs::remove_file(marker).map_err(io_at(marker))?;
+            if let Some(dir) = marker.parent() {
+                fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_at(dir))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// BLAKE3 of a file's content (read with a large buffer; no memory map, so a file truncated under
+/// us is an error, not a signal).
+pub(super) fn hash_file(path: &Path) -> io::Result<Blake3> {
+    let f = fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(io::BufReader::with_capacity(256 << 10, f))?;
+    Ok(hasher.finalize().into())
 }

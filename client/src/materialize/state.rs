@@ -13,7 +13,9 @@
 //! Crash safety: before mutating anything, a run whose plan adds paths unknown to the state rewrites
 //! the state with those paths recorded as `pending` and *without* `stat` (so they are never trusted,
 //! never taken as ours to replace, and are removed later if no longer planned). Every write is temp file + `rename`, so a run killed midway leaves a
-//! state that the next run converges from.
+//! state that the next run converges from. A run stopped by a signal (`StopFlag`) saves that same
+//! state plus a fresh record (with `stat`) for every entry it already put in place, so the rerun
+//! rewrites only the rest.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, Metadata};
