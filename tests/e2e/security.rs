@@ -472,3 +472,74 @@ fn repair_rebuilds_the_index_on_demand() {
     assert_ok(&cairnd_verify(&f.daemon.store_dir()));
     f.daemon.restart().unwrap();
 }
+
+/// Documents read from storage are bounded: a producer record padded past 1 MiB (still valid JSON)
+/// is skipped with a warning naming its key, instead of being read whole and trusted.
+#[test]
+fn oversized_producer_records_are_not_read() {
+    let f = Fixture::new();
+    let b = f.build_dir("build");
+    assert_ok(&f.push(&b, "3500"));
+    let records: Vec<PathBuf> = tree(&f.storage())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/cairn/fp/") && p.is_file())
+        .collect();
+    assert!(!records.is_empty());
+    for r in &records {
+        let mut text = fs::read(r).unwrap();
+        text.extend(std::iter::repeat_n(b' ', 2 << 20));
+        fs::write(r, text).unwrap();
+    }
+    let out = f
+        .daemon
+        .cairn()
+        .args([
+            "resolve",
+            "--stage",
+            "math-libs",
+            "--family",
+            "gfx94X-dcgpu",
+        ])
+        .arg("--checkout")
+        .arg(&f.checkout.root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = f.daemon.log();
+    assert!(log.contains("more than the 1048576 bytes"), "{log}");
+}
+
+/// Finding: over TCP, `push --build-dir PATH` made the daemon read its own filesystem for a remote
+/// client. Now a publish over TCP is refused with what to do instead.
+#[test]
+fn push_over_tcp_is_refused() {
+    let f = Fixture::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let b = f.build_dir("build");
+    let out = f
+        .daemon
+        .cairn_tcp()
+        .args([
+            "push", "--stage", STAGE, "--family", FAMILY, "--run-id", "3600",
+        ])
+        .arg("--build-dir")
+        .arg(&b)
+        .arg("--checkout")
+        .arg(&f.checkout.root)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("publish over TCP is not supported") && err.contains("Unix socket"),
+        "{err}"
+    );
+    assert!(
+        !tree(&f.storage())
+            .iter()
+            .any(|p| p.to_string_lossy().contains("3600")),
+        "nothing published"
+    );
+}
