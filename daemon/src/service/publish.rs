@@ -1,5 +1,10 @@
 //! The Publish RPC: archive a build directory's artifacts, ingest them, upload archives and sidecars,
 //! then tree manifests, the job manifest, producer records and the commit index entry — records last.
+//!
+//! The build dir belongs to the caller and is only read: without following any symlink, and with the
+//! Unix-socket peer's rights when `cairnd` is root (`buildtree.rs`). Archives are written in a
+//! private per-publish directory under the store (`LocalStore::scratch_dir`), never in the build dir.
+//! A publish over TCP is refused: the path it names would be read on the daemon's machine.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
