@@ -125,7 +125,7 @@ pub struct SelectArgs {
     /// Use this run's artifact set: what the run built with the exact fingerprint, else its
     /// archives by name (fingerprints unverified), else — what it did not build, e.g. reused from
     /// an earlier run — the run that built exactly that fingerprint.
-    #[arg(long, value_name = "ID", value_parser = non_empty)]
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: Option<String>,
     /// Accept producers from forks and developer machines.
     #[arg(long)]
@@ -212,7 +212,7 @@ pub struct PushArgs {
     #[arg(long, value_name = "B")]
     pub build_dir: PathBuf,
     /// The workflow run id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: String,
     /// The platform (default: this machine's).
     #[arg(long, value_name = "linux|windows")]
@@ -257,7 +257,7 @@ pub struct PushArgs {
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The workflow run id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: String,
     /// The platform (default: this machine's).
     #[arg(long, value_name = "linux|windows")]
@@ -311,7 +311,7 @@ pub struct StageArg {
 #[derive(Debug, Args)]
 pub struct LayoutArgs {
     /// The workflow run id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: String,
     /// The platform the run built for (default: this machine's).
     #[arg(long, value_name = "linux|windows")]
@@ -408,7 +408,7 @@ pub struct FindArgs {
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
     /// One workflow run instead of a commit.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: Option<String>,
     /// The repository [default: from the checkout's `origin` remote, else ROCm/TheRock].
     #[arg(long, value_name = "OWNER/REPO")]
@@ -490,6 +490,19 @@ pub struct DiffArgs {
     pub files: usize,
 }
 
+/// `--run-id` values: an empty one would silently mean "no run" (the wire's empty field), so it is
+/// refused where it is typed.
+fn non_empty_run_id(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "a run id must not be empty: pass the workflow run id (e.g. 1234567890), \
+                    or leave the flag out"
+                .into(),
+        );
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -498,13 +511,17 @@ mod tests {
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
-}
 
-/// A flag value that must not be empty (`--run-id ''` is a mistake, not "no run id").
-fn non_empty(s: &str) -> Result<String, String> {
-    if s.trim().is_empty() {
-        Err("must not be empty".into())
-    } else {
-        Ok(s.to_string())
+    #[test]
+    fn empty_run_id_is_an_error_naming_the_flag() {
+        use clap::Parser;
+        for args in [
+            &["cairn", "bootstrap", "--stage", "s", "--run-id", ""][..],
+            &["cairn", "import", "--run-id", " "][..],
+        ] {
+            let err = super::Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(err.contains("--run-id"), "{err}");
+            assert!(err.contains("must not be empty"), "{err}");
+        }
     }
 }

@@ -24,6 +24,8 @@ use cairn_fingerprint::tree::{
 use cairn_fingerprint::{Blake3, Compression, Sha256};
 use sha2::Digest as _;
 
+use crate::buildtree::Dir;
+
 /// Why an archive was refused, or could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -626,7 +628,8 @@ pub fn create_archive(
     )
 }
 
-/// [`create_archive`] with all options.
+/// [`create_archive`] with all options. `artifact_dir` itself must be a directory, not a symlink to
+/// one; nothing below it is followed either (see [`write_archive`]).
 pub fn create_archive_with(
     artifact_dir: &Path,
     out_path: &Path,
@@ -636,32 +639,85 @@ pub fn create_archive_with(
         let path = path.to_path_buf();
         move |source| ArchiveError::Io { path, source }
     };
-    let manifest_file = artifact_dir.join(ARTIFACT_MANIFEST);
-    let manifest_bytes = fs::read(&manifest_file).map_err(io_err(&manifest_file))?;
-    let manifest = parse_manifest(&manifest_bytes)?;
-
-    // Collect members first (small: paths and metadata) so the order can be chosen.
-    let mut members: Vec<(String, PathBuf, fs::Metadata)> = Vec::new();
-    for relpath in &manifest {
-        let dir = artifact_dir.join(relpath.as_str());
-        if dir.is_dir() {
-            walk(&dir, relpath.as_str(), &mut members)?;
-        }
-    }
-    if opts.reverse_order {
-        members.reverse();
-    }
-
+    let dir = Dir::open(artifact_dir).map_err(io_err(artifact_dir))?;
     let out_dir = out_path.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new()
         .prefix(".cairn-archive-")
         .tempfile_in(out_dir)
         .map_err(io_err(out_dir))?;
+    let info = write_archive(&dir, tmp.as_file(), opts)?;
+    tmp.as_file().sync_all().map_err(io_err(out_path))?;
+    tmp.persist(out_path).map_err(|e| ArchiveError::Io {
+        path: out_path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(info)
+}
+
+/// Longest `artifact_manifest.txt` publish reads.
+pub const MAX_ARTIFACT_MANIFEST: u64 = 1 << 20;
+
+/// Write the artifact directory `artifact` as an archive into `out` (from its current position).
+///
+/// Every path is opened relative to `artifact` without following symlinks ([`Dir`]): a symlink in
+/// the artifact is archived as a symlink, a manifest relpath that is (or passes through) a symlink is
+/// refused, and only regular files are read. The caller chooses whose rights the reads use
+/// (`buildtree::par_map_as`) and where `out` lives.
+pub fn write_archive(
+    artifact: &Dir,
+    out: &File,
+    opts: &CreateOptions,
+) -> Result<ArchiveInfo, ArchiveError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ArchiveError::Io { path, source }
+    };
+    let out_path = artifact.path();
+    let manifest_file = artifact.path().join(ARTIFACT_MANIFEST);
+    let manifest_handle = artifact
+        .open_file(std::ffi::OsStr::new(ARTIFACT_MANIFEST))
+        .map_err(io_err(&manifest_file))?;
+    let manifest_meta = manifest_handle.metadata().map_err(io_err(&manifest_file))?;
+    let mut manifest_bytes = Vec::new();
+    manifest_handle
+        .take(MAX_ARTIFACT_MANIFEST + 1)
+        .read_to_end(&mut manifest_bytes)
+        .map_err(io_err(&manifest_file))?;
+    if manifest_bytes.len() as u64 > MAX_ARTIFACT_MANIFEST {
+        return Err(ArchiveError::Io {
+            path: manifest_file,
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("longer than {MAX_ARTIFACT_MANIFEST} bytes"),
+            ),
+        });
+    }
+    let manifest = parse_manifest(&manifest_bytes)?;
+
+    // Collect members first (small: paths and metadata) so the order can be chosen.
+    let mut members: Vec<(String, fs::Metadata)> = Vec::new();
+    for relpath in &manifest {
+        let dir = match artifact.open_rel(relpath.as_str()) {
+            Ok(dir) => dir,
+            // A relpath this artifact does not have (or that is a file) contributes nothing.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(io_err(&artifact.path().join(relpath.as_str()))(e)),
+        };
+        walk(&dir, relpath.as_str(), &mut members)?;
+    }
+    if opts.reverse_order {
+        members.reverse();
+    }
+
     let counting = HashingWriter {
-        inner: io::BufWriter::with_capacity(
-            1 << 20,
-            tmp.as_file().try_clone().map_err(io_err(out_dir))?,
-        ),
+        inner: io::BufWriter::with_capacity(1 << 20, out.try_clone().map_err(io_err(out_path))?),
         hasher: sha2::Sha256::new(),
         count: 0,
     };
@@ -693,7 +749,6 @@ pub fn create_archive_with(
 
     let mut files = 0u64;
     let mut uncompressed = 0u64;
-    let manifest_meta = fs::metadata(&manifest_file).map_err(io_err(&manifest_file))?;
     let mut header = header_for(
         &manifest_meta,
         tar::EntryType::Regular,
@@ -708,7 +763,18 @@ pub fn create_archive_with(
     // Hard links: a second path to an inode already written becomes a link to the first arcname, as
     // Python's `tarfile` does.
     let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
-    for (arcname, path, meta) in &members {
+    // Members come in path order, so consecutive files mostly share their parent: keep it open.
+    let mut parent: Option<(String, Dir)> = None;
+    for (arcname, meta) in &members {
+        let path = &artifact.path().join(arcname);
+        let (parent_rel, name) = arcname
+            .rsplit_once('/')
+            .expect("members lie below a relpath");
+        let name = std::ffi::OsStr::new(name);
+        if !meta.file_type().is_dir() && parent.as_ref().is_none_or(|(rel, _)| rel != parent_rel) {
+            let dir = artifact.open_rel(parent_rel).map_err(io_err(path))?;
+            parent = Some((parent_rel.to_string(), dir));
+        }
         let ft = meta.file_type();
         if ft.is_dir() {
             let mut h = header_for(meta, tar::EntryType::Directory, 0);
@@ -716,7 +782,8 @@ pub fn create_archive_with(
                 .append_data(&mut h, arcname, io::empty())
                 .map_err(io_err(path))?;
         } else if ft.is_symlink() {
-            let target = fs::read_link(path).map_err(io_err(path))?;
+            let (_, dir) = parent.as_ref().expect("opened above");
+            let target = dir.read_link(name).map_err(io_err(path))?;
             let mut h = header_for(meta, tar::EntryType::Symlink, 0);
             builder
                 .append_link(&mut h, arcname, &target)
@@ -732,10 +799,17 @@ pub fn create_archive_with(
                 }
                 inodes.insert((meta.dev(), meta.ino()), arcname.clone());
             }
-            let file = File::open(path).map_err(io_err(path))?;
-            let mut h = header_for(meta, tar::EntryType::Regular, meta.len());
+            let (_, dir) = parent.as_ref().expect("opened above");
+            let file = dir.open_file(name).map_err(io_err(path))?;
+            // The open file's own metadata: it may have changed since the walk.
+            let meta = file.metadata().map_err(io_err(path))?;
+            let mut h = header_for(&meta, tar::EntryType::Regular, meta.len());
             builder
-                .append_data(&mut h, arcname, BufReader::with_capacity(1 << 20, file))
+                .append_data(
+                    &mut h,
+                    arcname,
+                    BufReader::with_capacity(1 << 20, file.take(meta.len())),
+                )
                 .map_err(io_err(path))?;
             files += 1;
             uncompressed += meta.len();
@@ -753,11 +827,6 @@ pub fn create_archive_with(
     counting.inner.into_inner().map_err(|e| ArchiveError::Io {
         path: out_path.to_path_buf(),
         source: e.into_error(),
-    })?;
-    tmp.as_file().sync_all().map_err(io_err(out_path))?;
-    tmp.persist(out_path).map_err(|e| ArchiveError::Io {
-        path: out_path.to_path_buf(),
-        source: e.error,
     })?;
     Ok(ArchiveInfo {
         sha256,
@@ -780,38 +849,33 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Head
     h
 }
 
-/// Every entry below `dir` in path order, with arcnames `{prefix}/{subpath}`.
+/// Every entry below `dir` in path order, with arcnames `{prefix}/{subpath}`; subdirectories are
+/// opened relative to `dir` without following symlinks, and symlinks are listed, not followed.
 fn walk(
-    dir: &Path,
+    dir: &Dir,
     prefix: &str,
-    out: &mut Vec<(String, PathBuf, fs::Metadata)>,
+    out: &mut Vec<(String, fs::Metadata)>,
 ) -> Result<(), ArchiveError> {
-    let io_err = |source| ArchiveError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut children: Vec<_> = fs::read_dir(dir)
-        .map_err(io_err)?
-        .collect::<Result<_, _>>()
-        .map_err(io_err)?;
-    children.sort_by_key(|e| e.file_name());
-    for child in children {
-        let name = child.file_name();
-        let Some(name) = name.to_str() else {
+    let io_err = |path: PathBuf| move |source| ArchiveError::Io { path, source };
+    let mut names = dir.names().map_err(io_err(dir.path().to_path_buf()))?;
+    names.sort();
+    for name in names {
+        let Some(utf8) = name.to_str() else {
             return Err(ArchiveError::NonUtf8Path {
-                entry: child.path().display().to_string(),
+                entry: dir.path().join(&name).display().to_string(),
             });
         };
-        let arcname = format!("{prefix}/{name}");
-        let path = child.path();
-        let meta = fs::symlink_metadata(&path).map_err(|source| ArchiveError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let arcname = format!("{prefix}/{utf8}");
+        let meta = dir
+            .metadata(&name)
+            .map_err(io_err(dir.path().join(&name)))?;
         let is_dir = meta.is_dir();
-        out.push((arcname.clone(), path.clone(), meta));
+        out.push((arcname.clone(), meta));
         if is_dir {
-            walk(&path, &arcname, out)?;
+            let child = dir
+                .open_dir(&name)
+                .map_err(io_err(dir.path().join(&name)))?;
+            walk(&child, &arcname, out)?;
         }
     }
     Ok(())

@@ -263,7 +263,16 @@ impl Config {
                 "no [[storage]] backend configured".into(),
             ));
         }
-        for s in &self.storage {
+        for (i, s) in self.storage.iter().enumerate() {
+            if let Some(j) = self.storage[..i].iter().position(|o| o.bucket == s.bucket) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[storage]] entries {} and {} both serve bucket `{}`: which one is used would be \
+                     arbitrary; keep one entry per bucket",
+                    j + 1,
+                    i + 1,
+                    s.bucket
+                )));
+            }
             match s.kind {
                 StorageKind::Local if s.root.is_none() => {
                     return Err(ConfigError::Invalid(format!(
@@ -314,5 +323,14 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         let bad: Config = toml::from_str("[[storage]]\nbucket='*'\nkind='local'\n").unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn duplicate_buckets_are_an_error_naming_both_entries() {
+        let entry = "[[storage]]\nbucket='*'\nkind='local'\nroot='/r'\n";
+        let c: Config = toml::from_str(&format!("{entry}{entry}")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("entries 1 and 2"), "{err}");
+        assert!(err.contains("bucket `*`"), "{err}");
     }
 }

@@ -15,10 +15,12 @@
 //!    [`storage::backends`], which backend serves a bucket and whether it is trusted.
 //!
 //! Beside the layers: [`archive`] (TheRock's `.tar.zst`/`.tar.xz` format, read and written),
+//! [`buildtree`] (a caller's build dir, read without following symlinks and with the caller's rights),
 //! [`records`] (the JSON documents Cairn writes to storage), [`config`] (file, environment,
 //! defaults).
 
 pub mod archive;
+pub mod buildtree;
 pub mod config;
 pub mod records;
 pub mod server;

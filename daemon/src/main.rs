@@ -1,6 +1,7 @@
 //! `cairnd`: the daemon binary. Argument parsing and exit codes only; the work is in the library.
 //!
-//! Exit status: 0 success; 1 the command ran and found a problem (`verify` found corruption);
+//! Exit status: 0 success; 1 the command ran and found a problem (`verify` found corruption, or a
+//! corrupt index it rebuilt);
 //! 2 error (bad arguments, I/O, a refused archive).
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,13 @@ enum Command {
     Serve(cairn_daemon::server::lifecycle::ServeArgs),
     /// Re-hash every blob; quarantine corrupt ones. Exits 1 when corruption was found.
     Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Move the index aside (`index-v1.redb.corrupt-{time}`) and rebuild it from the CAS: blob files
+    /// are re-registered (a sample re-hashed); trees are learned again on the next fetch. Stop the
+    /// running `cairnd serve` first. (A corrupt index is also rebuilt automatically at start.)
+    Repair {
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -103,8 +111,30 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             runtime.block_on(cairn_daemon::server::lifecycle::serve(serve))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Repair { store } => {
+            let dir = store.dir()?;
+            let (moved, r) = LocalStore::repair(&dir, StoreConfig::default())
+                .with_context(|| format!("repairing the store at `{}`", dir.display()))?;
+            println!(
+                "index moved aside to `{}` and rebuilt: {} blobs ({} bytes) re-registered, {} re-hashed, \
+                 {} corrupt quarantined; trees are learned again on the next fetch",
+                moved.display(),
+                r.blobs,
+                r.bytes,
+                r.sampled,
+                r.corrupt
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { store } => {
             let store = open(&store)?;
+            if let Some((moved, r)) = store.recovered() {
+                println!(
+                    "index was corrupt: moved aside to `{}` and rebuilt from the CAS ({} blobs re-registered)",
+                    moved.display(),
+                    r.blobs
+                );
+            }
             let report = store.verify()?;
             for c in &report.corrupt {
                 let actual = c.actual.map_or("unreadable".to_string(), |a| a.to_string());
@@ -124,6 +154,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             for d in &report.dangling {
                 println!("dangling index entry: {d}");
             }
+            for t in &report.malformed {
+                println!(
+                    "malformed index entry: tree {t}; dropped (learned again on the next fetch)"
+                );
+            }
             for s in &report.stray {
                 println!("stray file `{}` (not a blob; left alone)", s.display());
             }
@@ -136,7 +171,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 report.dangling.len(),
                 report.orphans
             );
-            Ok(if report.is_clean() {
+            println!(
+                "checked the index: {} malformed trees, {} trees with evicted blobs",
+                report.malformed.len(),
+                report.incomplete_trees
+            );
+            Ok(if report.is_clean() && store.recovered().is_none() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -360,12 +360,39 @@ fn named<T>(
     (out, index)
 }
 
+/// Largest topology file [`Topology::load`] reads.
+pub const MAX_TOPOLOGY_BYTES: u64 = 4 << 20;
+
 impl Topology {
     /// Read and parse a topology file (no validation; see [`Topology::validate`]).
+    ///
+    /// At most [`MAX_TOPOLOGY_BYTES`] are read: a larger file (or an endless one, `/dev/zero`) is
+    /// refused as soon as the limit is passed, without reading the rest.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(|error| TopologyError::Read {
+        use std::io::Read;
+        let read_err = |error| TopologyError::Read {
             path: path.to_path_buf(),
             error,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_TOPOLOGY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_TOPOLOGY_BYTES {
+            return Err(read_err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "larger than {MAX_TOPOLOGY_BYTES} bytes (TheRock's is ~32 KiB); is this the \
+                     right file?"
+                ),
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8",
+            ))
         })?;
         Self::parse_named(&text, path)
     }
@@ -1292,6 +1319,17 @@ mod tests {
 
     const SYSDEPS9: &str = "sysdeps-expat sysdeps-gmp sysdeps-hwloc sysdeps-libmnl sysdeps-libnl \
                             sysdeps-libpciaccess sysdeps-mpfr sysdeps-ncurses sysdeps-util-linux";
+
+    #[test]
+    fn endless_or_huge_topology_files_are_refused_fast() {
+        let started = std::time::Instant::now();
+        let err = Topology::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/dev/zero"), "{err}");
+        assert!(err.contains("larger than 4194304 bytes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 
     #[test]
     fn real_topology_validates_and_has_facts_counts() {

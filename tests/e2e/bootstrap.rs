@@ -161,10 +161,14 @@ impl World {
                 .arg("--checkout")
                 .arg(&self.checkout.root),
         );
-        self.uploads
-            .entry(run.to_string())
-            .or_default()
-            .push(b.join(".upload_cache"));
+        // The daemon writes nothing in the build dir: the published archives are read back from
+        // storage into one directory per run.
+        let published = self.tmp.path().join("published").join(run);
+        self.copy_published(run, &published);
+        let dirs = self.uploads.entry(run.to_string()).or_default();
+        if !dirs.contains(&published) {
+            dirs.push(published);
+        }
         self.published.extend(
             fps.iter()
                 .filter(|(n, _)| only.is_none_or(|o| o.contains(*n)))
@@ -172,11 +176,54 @@ impl World {
         );
     }
 
+    /// Copy every archive run `run` published (`…/{run}-linux/*.tar.zst` in storage) into `to`.
+    fn copy_published(&self, run: &str, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        let run_dir = format!("{run}-linux/");
+        let wanted = |key: &str| key.contains(&run_dir) && key.ends_with(".tar.zst");
+        match &self.storage {
+            Storage::Local(root) => {
+                let mut stack = vec![root.clone()];
+                while let Some(dir) = stack.pop() {
+                    for e in std::fs::read_dir(&dir).unwrap() {
+                        let p = e.unwrap().path();
+                        if p.is_dir() {
+                            stack.push(p);
+                        } else if wanted(&p.to_string_lossy()) {
+                            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+                        }
+                    }
+                }
+            }
+            Storage::S3 { endpoint, bucket } => {
+                use cairn_daemon::storage::Storage as _;
+                let server = S3Server::from_env("bootstrap").expect("S3 storage needs the server");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let s3 = cairn_daemon::storage::S3Storage::connect(
+                        server.config_via(endpoint, bucket),
+                    )
+                    .await;
+                    for obj in s3.list("", None).await.unwrap().objects {
+                        if wanted(&obj.key) {
+                            let bytes = s3.get_bytes(&obj.key).await.unwrap();
+                            let name = obj.key.rsplit('/').next().unwrap();
+                            std::fs::write(to.join(name), &bytes).unwrap();
+                        }
+                    }
+                });
+            }
+        }
+    }
+
     fn topology(&self) -> Topology {
         Topology::parse(ci::TOPOLOGY).unwrap()
     }
 
-    /// The archive file a run published for `artifact` (from the build dir's upload cache).
+    /// The archive file a run published for `artifact` (read back from storage).
     fn archive(&self, run: &str, artifact: &str) -> PathBuf {
         self.uploads[run]
             .iter()
@@ -815,7 +862,14 @@ fn killed_daemon_fails_the_fetch_clearly_and_a_restart_serves() {
 #[test]
 fn remote_client_streams_blobs_into_the_same_tree() {
     let world = World::publish_two_runs("local").unwrap();
-    let daemon = Daemon::start_with(world.storage.clone(), Options { tcp: true }).unwrap();
+    let daemon = Daemon::start_with(
+        world.storage.clone(),
+        Options {
+            tcp: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let dest = world.tmp.path().join("remote");
     let (out, json) = bootstrap_with(daemon.cairn_tcp(), &world.checkout.root, &dest, &[]);
     expect_code(&out, 0);

@@ -74,6 +74,8 @@ pub enum Storage {
 pub struct Options {
     /// Also listen on TCP (a free port on 127.0.0.1), for remote-client tests.
     pub tcp: bool,
+    /// Serve a group-accessible socket (`--group-access`), for tests with clients of other users.
+    pub group_access: bool,
 }
 
 /// A running (or killed) `cairnd serve`.
@@ -82,6 +84,7 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     storage: Storage,
     tcp: Option<String>,
+    group_access: bool,
     child: Option<Child>,
 }
 
@@ -107,6 +110,7 @@ impl Daemon {
             dir,
             storage,
             tcp,
+            group_access: opts.group_access,
             child: None,
         };
         d.spawn()?;
@@ -198,6 +202,9 @@ impl Daemon {
         cmd.env("XDG_CONFIG_HOME", self.dir.path().join("config"));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
+        }
+        if self.group_access {
+            cmd.arg("--group-access");
         }
         if let Some(tcp) = &self.tcp {
             // TCP requires a token: a 0600 file in the daemon's directory.

@@ -38,7 +38,7 @@ use tracing::info;
 use cairn_proto::v1::cairn_server::{Cairn, CairnServer};
 use cairn_proto::v1::{self as pb};
 
-use crate::service::{Service, ServiceError};
+use crate::service::{Caller, Service, ServiceError};
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -149,11 +149,12 @@ impl Cairn for CairnService {
         &self,
         req: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
+        let caller = caller_of(&req);
         let req = req.into_inner();
         let (stage, family) = (req.stage.clone(), req.family.clone());
         self.observed("Publish", &stage, &family, async {
             let input = convert::publish_request(req)?;
-            let out = self.inner.publish(input).await?;
+            let out = self.inner.publish_as(input, caller?).await?;
             info!(archives = out.archives.len(), prefix = %out.prefix, "published");
             Ok(convert::publish_outcome_to_pb(out))
         })
@@ -259,6 +260,35 @@ impl Cairn for CairnService {
         })
         .await
     }
+}
+
+/// Who sent a request, from the connection it came on: the Unix socket's peer credentials
+/// (`SO_PEERCRED`), or a TCP client. A Unix connection without credentials is refused rather than
+/// served with the daemon's rights.
+fn caller_of<T>(req: &Request<T>) -> Result<Caller, ServiceError> {
+    if let Some(info) = req
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+    {
+        return match info.peer_cred {
+            Some(cred) => Ok(Caller::Local {
+                uid: cred.uid(),
+                gid: cred.gid(),
+            }),
+            None => Err(ServiceError::Unauthenticated(
+                "the Unix socket's peer credentials are unavailable; publish needs them".into(),
+            )),
+        };
+    }
+    if req
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .is_some()
+    {
+        return Ok(Caller::Remote);
+    }
+    // Neither (an in-process transport): the daemon's own rights, as `Service::publish`.
+    Ok(Caller::Daemon)
 }
 
 /// Where `run` listens.

@@ -456,7 +456,10 @@ impl Service {
             Some(sha) => Some(sha),
             // Listed runs: the sidecar, when the run has one, is the only digest to check against.
             None => match storage
-                .get_bytes(&format!("{}.sha256sum", archive.key))
+                .get_bytes_capped(
+                    &format!("{}.sha256sum", archive.key),
+                    crate::storage::MAX_SIDECAR,
+                )
                 .await
             {
                 Ok(text) => Some(parse_sha256sum(&String::from_utf8_lossy(&text)).map_err(

@@ -145,9 +145,18 @@ impl Service {
                     if !obj.key.ends_with(".json") {
                         continue;
                     }
-                    let bytes = match backend.storage.get_bytes(&obj.key).await {
+                    let bytes = match backend
+                        .storage
+                        .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
+                        .await
+                    {
                         Ok(b) => b,
                         Err(e) if e.is_not_found() => continue,
+                        // Larger than any document Cairn writes: skipped like a malformed one.
+                        Err(e) if e.is_too_large() => {
+                            tracing::warn!("{e}");
+                            continue;
+                        }
                         Err(e) => return Err(e.into()),
                     };
                     let entry: CommitRecord = match serde_json::from_slice(&bytes) {
@@ -256,9 +265,18 @@ impl Service {
             .await?;
         let mut manifests = Vec::new();
         for obj in listing.objects.iter().filter(|o| o.key.ends_with(".json")) {
-            let bytes = match backend.storage.get_bytes(&obj.key).await {
+            let bytes = match backend
+                .storage
+                .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
+                .await
+            {
                 Ok(b) => b,
                 Err(e) if e.is_not_found() => continue,
+                // Larger than any document Cairn writes: skipped like a malformed one.
+                Err(e) if e.is_too_large() => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             match serde_json::from_slice::<JobManifest>(&bytes) {

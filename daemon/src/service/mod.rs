@@ -13,7 +13,7 @@
 //! - [`metrics`] — request counters and histograms (data only; `server/http.rs` renders them);
 //! - [`error`] — [`ServiceError`].
 //!
-//! May import: `store`, `storage`, `records`, `archive`, `config` — never `server`.
+//! May import: `store`, `storage`, `records`, `archive`, `buildtree`, `config` — never `server`.
 //!
 //! Trust: which records are trusted is decided by [`Backends::trusts`] alone, from where a record
 //! was read and the daemon's configuration, never from the record itself.
@@ -39,7 +39,7 @@ use crate::store::flight::KeyedFlight;
 pub use error::{Result, ServiceError};
 pub use fetch::{Delivery, FetchEvent, FetchRequest, FetchSummary, LocalArchive};
 pub use import::{ImportRequest, ListedArchive, RunListing};
-pub use publish::{PublishOutcome, PublishRequest};
+pub use publish::{Caller, PublishOutcome, PublishRequest};
 pub use resolve::ResolveRequest;
 
 /// Longest artifact name, stage, family or run id a request may carry.

@@ -1,8 +1,14 @@
 //! The Publish RPC: archive a build directory's artifacts, ingest them, upload archives and sidecars,
 //! then tree manifests, the job manifest, producer records and the commit index entry — records last.
+//!
+//! The build dir belongs to the caller and is only read: without following any symlink, and with the
+//! Unix-socket peer's rights when `cairnd` is root (`buildtree.rs`). Archives are written in a
+//! private per-publish directory under the store (`LocalStore::scratch_dir`), never in the build dir.
+//! A publish over TCP is refused: the path it names would be read on the daemon's machine.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use tracing::{info, instrument};
@@ -15,6 +21,7 @@ use super::error::{Result, ServiceError, internal};
 use super::resolve::candidates_cache_key;
 use super::{Service, invalid};
 use crate::archive;
+use crate::buildtree::{self, Dir, FsIdentity};
 use crate::records::{
     ArchiveRecord, CommitRecord, JOB_MANIFEST_VERSION, JobManifest, PRODUCER_RECORD_VERSION,
     ProducerRecord, RunIdentity, now_rfc3339,
@@ -55,61 +62,130 @@ pub struct PublishOutcome {
     pub trusted: bool,
 }
 
+/// Who asked for a publish, which decides whose rights the build dir is read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// In-process callers (tests, tools): the daemon's own rights.
+    Daemon,
+    /// The peer of the Unix socket (`SO_PEERCRED`): when `cairnd` runs as root and the peer does not,
+    /// the build dir is read with the peer's filesystem identity.
+    Local {
+        /// The peer's user id.
+        uid: u32,
+        /// The peer's group id.
+        gid: u32,
+    },
+    /// A TCP client: it cannot name a path on this machine.
+    Remote,
+}
+
+/// Why a TCP publish is refused.
+pub const TCP_PUBLISH_REFUSED: &str = "publish over TCP is not supported: run `cairn push` on the \
+     daemon's machine over its Unix socket";
+
 impl Service {
+    /// [`Service::publish_as`] for an in-process caller, with the daemon's own rights.
+    pub async fn publish(&self, input: PublishRequest) -> Result<PublishOutcome> {
+        self.publish_as(input, Caller::Daemon).await
+    }
+
     /// Publish a build directory: archives and sidecars first, then tree manifests, the job manifest,
     /// producer records and the commit index entry — records last, so none points at a missing object.
+    ///
+    /// The build dir is the caller's: it is read without following any symlink (`buildtree`) and, for
+    /// a local non-root caller of a root daemon, with the caller's rights. Nothing is written there:
+    /// archives are made in a private directory under the store, removed afterwards.
     #[instrument(skip_all, fields(stage = %input.stage, family = %input.family, run = %input.run.run_id))]
-    pub async fn publish(&self, input: PublishRequest) -> Result<PublishOutcome> {
+    pub async fn publish_as(
+        &self,
+        input: PublishRequest,
+        caller: Caller,
+    ) -> Result<PublishOutcome> {
+        let identity = match caller {
+            Caller::Remote => {
+                return Err(ServiceError::InvalidArgument(TCP_PUBLISH_REFUSED.into()));
+            }
+            Caller::Daemon => None,
+            Caller::Local { uid, gid } => Some(FsIdentity { uid, gid }),
+        };
         let spec = run_spec(&input.run)?;
         let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
         let backend = self.backend(root.bucket())?.clone();
-        let artifacts_dir = input.build_dir.join("artifacts");
-        let mut dirs = Vec::new();
-        let entries = std::fs::read_dir(&artifacts_dir).map_err(|e| {
-            ServiceError::InvalidArgument(format!("cannot read `{}`: {e}", artifacts_dir.display()))
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(internal)?;
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            if !entry.path().is_dir() {
-                continue;
-            }
-            let Ok(name) = ArtifactName::parse(&file_name) else {
-                continue;
-            };
-            if let Some(fp) = input.fingerprints.get(&name.name) {
-                dirs.push((entry.path(), name, *fp));
-            }
-        }
-        dirs.sort_by_key(|d| d.1.to_string());
+
+        // Which artifact dirs to publish, listed with the caller's rights.
+        let build_dir = input.build_dir.clone();
+        let wanted = input.fingerprints.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            buildtree::par_map_as(identity, vec![()], 1, |()| {
+                list_artifacts(&build_dir, &wanted)
+            })
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let dirs = listed.into_iter().next().expect("one listing")?;
         if dirs.is_empty() {
             return Err(ServiceError::NotFound(format!(
                 "no artifact directory under `{}` matches the {} artifact(s) to publish",
-                artifacts_dir.display(),
+                input.build_dir.join("artifacts").display(),
                 input.fingerprints.len()
             )));
         }
 
-        // Compress in parallel on the blocking pool; ingest each archive (warms this machine's CAS and
-        // gives the tree).
-        let cache = input.build_dir.join(".upload_cache");
-        std::fs::create_dir_all(&cache)
-            .map_err(|e| internal(format!("`{}`: {e}", cache.display())))?;
+        // Archives are written in a private directory of the store (never in the build dir): the
+        // daemon creates each output file itself, then the caller-identity threads fill them.
+        let scratch = self.store.scratch_dir()?;
         let compression = input.compression;
-        let level = compression.default_level();
-        let store = self.store.clone();
-        let jobs: Vec<(PathBuf, ArtifactName, Blake3)> = dirs;
-        let built = tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            jobs.into_par_iter()
-                .map(|(dir, name, fp)| -> Result<_> {
-                    let file_name = name.archive(compression).to_string();
-                    let path = cache.join(&file_name);
-                    let info =
-                        archive::create_archive(&dir, &path, compression, level).map_err(|e| {
+        let opts = archive::CreateOptions {
+            compression,
+            level: compression.default_level(),
+            reverse_order: false,
+        };
+        let mut jobs = Vec::with_capacity(dirs.len());
+        for (dir_name, name, fp) in dirs {
+            let file_name = name.archive(compression).to_string();
+            let path = scratch.path().join(&file_name);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| internal(format!("`{}`: {e}", path.display())))?;
+            jobs.push((dir_name, name, fp, file_name, path, file));
+        }
+        let build_dir = input.build_dir.clone();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let written = tokio::task::spawn_blocking(move || {
+            buildtree::par_map_as(
+                identity,
+                jobs,
+                threads,
+                |(dir_name, name, fp, file_name, path, file)| {
+                    let artifact = Dir::open(&build_dir)
+                        .and_then(|b| b.open_dir(OsStr::new("artifacts")))
+                        .and_then(|a| a.open_dir(&dir_name))
+                        .map_err(|e| {
                             ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
                         })?;
-                    archive::write_sha256sum(&path, &info.sha256).map_err(internal)?;
+                    let info = archive::write_archive(&artifact, &file, &opts).map_err(|e| {
+                        ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
+                    })?;
+                    Ok::<_, ServiceError>((name, fp, file_name, path, info))
+                },
+            )
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+
+        // Ingest each archive (warms this machine's CAS and gives the tree), as the daemon.
+        let store = self.store.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            written
+                .into_par_iter()
+                .map(|(name, fp, file_name, path, info)| -> Result<_> {
                     let outcome = store.ingest_file(
                         &format!("publish/{}", info.sha256),
                         &path,
@@ -174,6 +250,8 @@ impl Service {
         for r in futures::future::join_all(uploads).await {
             archives.push(r?);
         }
+        // The archives are uploaded and ingested: their scratch copies go.
+        drop(scratch);
 
         // Records last.
         let run_prefix = root.prefix();
@@ -269,6 +347,47 @@ impl Service {
             trusted: root.trusted(),
         })
     }
+}
+
+/// The artifact dirs under `{build_dir}/artifacts` named in `wanted`, as (dir name, name, fingerprint),
+/// sorted. Neither `build_dir` nor `artifacts` may be a symlink; a wanted artifact dir that is a
+/// symlink is refused, other entries are ignored.
+fn list_artifacts(
+    build_dir: &Path,
+    wanted: &BTreeMap<String, Blake3>,
+) -> Result<Vec<(OsString, ArtifactName, Blake3)>> {
+    let artifacts = Dir::open(build_dir)
+        .and_then(|b| b.open_dir(OsStr::new("artifacts")))
+        .map_err(|e| ServiceError::InvalidArgument(format!("cannot read the build dir: {e}")))?;
+    let mut dirs = Vec::new();
+    for entry in artifacts.names().map_err(|e| {
+        ServiceError::InvalidArgument(format!("`{}`: {e}", artifacts.path().display()))
+    })? {
+        let Some(file_name) = entry.to_str() else {
+            continue;
+        };
+        let Ok(name) = ArtifactName::parse(file_name) else {
+            continue;
+        };
+        let Some(fp) = wanted.get(&name.name) else {
+            continue;
+        };
+        let meta = artifacts
+            .metadata(&entry)
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        if meta.file_type().is_symlink() {
+            return Err(ServiceError::InvalidArgument(format!(
+                "artifact dir `{}` is a symlink; publish never follows symlinks in the build dir: \
+                 make it a real directory",
+                artifacts.path().join(&entry).display()
+            )));
+        }
+        if meta.is_dir() {
+            dirs.push((entry.clone(), name, *fp));
+        }
+    }
+    dirs.sort_by_key(|d| d.1.to_string());
+    Ok(dirs)
 }
 
 /// The layout spec of a run identity.

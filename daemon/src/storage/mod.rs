@@ -103,6 +103,20 @@ pub enum StorageError {
         /// What went wrong.
         message: String,
     },
+    /// A small document (record, manifest, sidecar) is larger than such a document may be: not read.
+    #[error(
+        "object `{key}` in `{location}` is {size} bytes, more than the {max} bytes such a document may have; it was not written by Cairn or is damaged"
+    )]
+    TooLarge {
+        /// The key.
+        key: String,
+        /// The backend, e.g. `s3://bucket`.
+        location: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
     /// Transient failures continued past the retry budget.
     #[error(
         "giving up on `{key}` in `{location}` after {attempts} attempts: {last}; hint: check the network \
@@ -127,6 +141,7 @@ impl StorageError {
             Self::NotFound { key, .. }
             | Self::Transient { key, .. }
             | Self::Permanent { key, .. }
+            | Self::TooLarge { key, .. }
             | Self::Exhausted { key, .. } => key,
         }
     }
@@ -134,6 +149,11 @@ impl StorageError {
     /// True when the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
+    }
+
+    /// True when a small document was refused for its size ([`StorageError::TooLarge`]).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, Self::TooLarge { .. })
     }
 
     /// True when a retry may succeed.
@@ -181,6 +201,7 @@ impl From<StorageError> for std::io::Error {
                 std::io::ErrorKind::Other
             }
             StorageError::Permanent { .. } => std::io::ErrorKind::Other,
+            StorageError::TooLarge { .. } => std::io::ErrorKind::FileTooLarge,
         };
         std::io::Error::new(kind, err)
     }
@@ -299,11 +320,41 @@ pub trait Storage: Send + Sync + fmt::Debug {
         collect(stream).await
     }
 
+    /// [`Storage::get_bytes`] of an object of at most `max` bytes: a larger one (whatever wrote it)
+    /// is a permanent error naming the key and the limit, and is not downloaded.
+    async fn get_bytes_capped(&self, key: &str, max: u64) -> Result<Bytes, StorageError> {
+        let meta = self
+            .head(key)
+            .await?
+            .ok_or_else(|| StorageError::not_found(key, &self.describe()))?;
+        let too_large = |size: u64| StorageError::TooLarge {
+            key: key.to_string(),
+            location: self.describe(),
+            size,
+            max,
+        };
+        if meta.size > max {
+            return Err(too_large(meta.size));
+        }
+        let bytes = self.get_bytes(key).await?;
+        if bytes.len() as u64 > max {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
     /// True when the object exists.
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.head(key).await?.is_some())
     }
 }
+
+/// Largest producer record read from storage.
+pub const MAX_PRODUCER_RECORD: u64 = 1 << 20;
+/// Largest job manifest or commit index entry read from storage.
+pub const MAX_JOB_MANIFEST: u64 = 16 << 20;
+/// Largest `.sha256sum` sidecar read from storage.
+pub const MAX_SIDECAR: u64 = 4 << 10;
 
 /// Concatenates a [`ByteStream`] into one buffer.
 pub async fn collect(stream: ByteStream) -> Result<Bytes, StorageError> {

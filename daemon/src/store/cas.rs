@@ -12,7 +12,11 @@
 //!       ab/ab12…ef          one blob: the member's bytes, mode 0444, name = full 64-hex BLAKE3
 //!     tmp/                  blobs being written; anything here at open is debris from a crash
 //!   quarantine/             blobs `verify` found corrupt, renamed to `{digest}.{unix-seconds}`
+//!   scratch/publish-…/      one publish's archives (0700), removed after it and at open
+//!   index-v1.redb.corrupt-… an index found corrupt at open, kept aside for inspection
 //! ```
+//!
+//! None of these paths may be a symlink: they are checked with `lstat` at open (`layout.rs`).
 //!
 //! The version lives in the directory name: a format change moves to `cas-v2/` instead of
 //! reinterpreting old files.
@@ -35,10 +39,12 @@
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_fingerprint::Blake3;
+
+use super::layout;
 
 /// Members at most this large are read into memory before anything touches the disk, so a blob the
 /// store already holds costs no write at all (the common case on re-ingest).
@@ -116,15 +122,15 @@ impl Cas {
         let root = store_root.join("cas-v1");
         let blobs = root.join("blobs");
         let tmp = root.join("tmp");
-        fs::create_dir_all(&blobs)?;
-        fs::create_dir_all(&tmp)?;
+        // Every fixed path is checked with lstat: a symlink or foreign file type is refused, never
+        // followed (`layout.rs`), so the cleanup below cannot delete through a planted link.
+        layout::ensure_dir(&root)?;
+        layout::ensure_dir(&blobs)?;
+        layout::ensure_dir(&tmp)?;
         let mut created_shard = false;
         for b in 0..=255u8 {
             let shard = blobs.join(hex::encode([b]));
-            if !shard.is_dir() {
-                fs::create_dir(&shard)?;
-                created_shard = true;
-            }
+            created_shard |= layout::ensure_dir(&shard)?;
         }
         if created_shard {
             sync_dir(&blobs)?;
@@ -135,7 +141,12 @@ impl Cas {
             // Debris of a killed writer: never renamed, so nothing references it.
             let _ = fs::remove_file(entry.path());
         }
-        let blobs_dir = std::sync::Arc::new(fs::File::open(&blobs)?);
+        let blobs_dir = std::sync::Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&blobs)?,
+        );
         Ok(Cas {
             blobs,
             blobs_dir,

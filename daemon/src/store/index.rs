@@ -47,6 +47,15 @@ pub enum IndexError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The index file is damaged (redb reported corruption, refused the file, or panicked reading
+    /// it). The store moves it aside and rebuilds (`LocalStore::open`, `cairnd repair`).
+    #[error("index `{path}` is corrupt: {reason}")]
+    Corrupt {
+        /// The index file.
+        path: std::path::PathBuf,
+        /// What redb said.
+        reason: String,
+    },
     /// A stored value could not be decoded.
     #[error("index entry {what} is malformed: {reason}")]
     Malformed {
@@ -128,15 +137,46 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// Open or create the index file, taking redb's exclusive file lock (a second process opening the
     /// same store fails here rather than corrupting it).
+    ///
+    /// Every page's checksum is verified at open (redb's integrity check): a file damaged outside
+    /// redb is reported as [`IndexError::Corrupt`] instead of being trusted, and so is a panic inside
+    /// redb while opening it — no panic escapes. A lock held by another process, or an I/O error
+    /// such as a permission problem, is not corruption and is returned as such.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
         if !path.exists() {
             create_atomically(path)?;
         }
-        let db = Database::builder()
-            .set_cache_size(INDEX_CACHE_BYTES)
-            .create(path)
-            .db()?;
-        Self::init(db)
+        let corrupt = |reason: String| IndexError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let opened = std::panic::catch_unwind(|| {
+            let db = Database::builder()
+                .set_cache_size(INDEX_CACHE_BYTES)
+                .set_check_integrity_on_open(true)
+                .create(path)
+                .db()?;
+            let index = Self::init(db)?;
+            // One pass over every table's entries, so damage the checksums cannot see (a value
+            // of the wrong shape) is found now rather than by a request.
+            index.counts()?;
+            index.archives()?;
+            index.keys()?;
+            index.tree_digests()?;
+            Ok::<_, IndexError>(index)
+        });
+        match opened {
+            Ok(Ok(index)) => Ok(index),
+            Ok(Err(IndexError::Db(e))) if !is_environmental(&e) => Err(corrupt(e.to_string())),
+            Ok(Err(IndexError::Malformed { what, reason })) => {
+                Err(corrupt(format!("entry {what}: {reason}")))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(panic) => Err(corrupt(format!(
+                "redb panicked reading it: {}",
+                panic_message(&*panic)
+            ))),
+        }
     }
 
     fn init(db: Database) -> Result<Index, IndexError> {
@@ -148,6 +188,36 @@ impl Index {
         tx.open_table(META).db()?;
         tx.commit().db()?;
         Ok(Index { db })
+    }
+}
+
+/// True for errors that say nothing about the file's content: the lock is held by another process,
+/// or the file system refused an operation (permissions, full disk). Those are never "repaired" by
+/// moving the index aside.
+fn is_environmental(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => true,
+        redb::Error::Io(io) => !matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl IndexError {
+    /// True when the index file itself is damaged (see [`IndexError::Corrupt`]).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, IndexError::Corrupt { .. })
     }
 }
 
@@ -266,6 +336,33 @@ impl Index {
         tx.open_table(TREES).db()?.insert(digest.0, json).db()?;
         tx.commit().db()?;
         Ok(())
+    }
+
+    /// Forget a tree (its stored JSON is damaged): it is learned again with the next ingest or
+    /// storage manifest that carries it.
+    pub fn remove_tree(&self, digest: &Blake3) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().db()?;
+        tx.open_table(TREES).db()?.remove(digest.0).db()?;
+        tx.commit().db()?;
+        Ok(())
+    }
+
+    /// Record blob files found in the CAS (rebuilding a lost index) with their sizes and last use
+    /// 0, keeping entries that exist. Returns how many were added.
+    pub fn register_blobs(&self, blobs: &[(Blake3, u64)]) -> Result<u64, IndexError> {
+        let tx = self.db.begin_write().db()?;
+        let mut added = 0;
+        {
+            let mut t = tx.open_table(BLOBS).db()?;
+            for (digest, size) in blobs {
+                if t.get(digest.0).db()?.is_none() {
+                    t.insert(digest.0, (*size, 0)).db()?;
+                    added += 1;
+                }
+            }
+        }
+        tx.commit().db()?;
+        Ok(added)
     }
 
     /// A blob's record.

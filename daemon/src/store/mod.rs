@@ -11,6 +11,7 @@ pub mod evict;
 pub mod flight;
 pub mod index;
 pub mod ingest;
+pub mod layout;
 pub mod syncer;
 pub mod tree_cache;
 
@@ -27,7 +28,7 @@ use rayon::prelude::*;
 use crate::archive::Limits;
 use crate::store::error::{Result, StoreError};
 use crate::store::flight::{Role, SingleFlight};
-use crate::store::index::{Index, IndexError};
+use crate::store::index::Index;
 use cas::Cas;
 use evict::{GcReport, Lease, Leases};
 use ingest::Ctx;
@@ -37,6 +38,8 @@ use tree_cache::TreeCache;
 pub const INDEX_FILE: &str = "index-v1.redb";
 /// Name of the quarantine directory under the store root.
 pub const QUARANTINE_DIR: &str = "quarantine";
+/// Name of the directory under the store root where publishes write their archives.
+pub const SCRATCH_DIR: &str = "scratch";
 
 const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # This file is a cache directory tag created by cairnd (Cairn's artifact cache).\n\
@@ -142,6 +145,12 @@ pub struct VerifyReport {
     pub missing: Vec<Blake3>,
     /// Archive or key entries naming a tree the index does not hold.
     pub dangling: Vec<String>,
+    /// Tree entries whose stored JSON does not parse or does not match its digest; dropped from the
+    /// index (the next fetch of an archive carrying one learns it again).
+    pub malformed: Vec<Blake3>,
+    /// Trees that parse but name blobs the index does not hold (evicted: the next fetch downloads
+    /// them again; not corruption).
+    pub incomplete_trees: u64,
     /// Well-named blob files the index does not list (garbage for `gc`, not corruption).
     pub orphans: u64,
     /// Files under `blobs/` that are not named like blobs (left alone).
@@ -151,7 +160,10 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// True when nothing was corrupt, missing or dangling.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.missing.is_empty() && self.dangling.is_empty()
+        self.corrupt.is_empty()
+            && self.missing.is_empty()
+            && self.dangling.is_empty()
+            && self.malformed.is_empty()
     }
 }
 
@@ -185,6 +197,42 @@ pub struct LocalStore {
     counters: Counters,
     /// Trees parsed from the index, kept for the next request.
     trees: TreeCache,
+    /// Set when this open found the index corrupt and rebuilt it.
+    recovered: std::sync::Mutex<Option<Recovery>>,
+}
+
+/// What a rebuild of the index from the CAS did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Blob files re-registered.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs re-hashed as a sample.
+    pub sampled: u64,
+    /// Sampled blobs whose content did not match their name (quarantined).
+    pub corrupt: u64,
+}
+
+#[derive(Debug)]
+struct Recovery {
+    moved_to: PathBuf,
+    report: RebuildReport,
+}
+
+/// One blob in this many is re-hashed when the index is rebuilt (`cairnd verify` re-hashes all).
+const REBUILD_SAMPLE_EVERY: usize = 16;
+
+/// Rename a damaged index to `{name}.corrupt-{unix seconds}` beside it, for the operator to inspect.
+fn move_aside(index: &Path) -> Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = index.as_os_str().to_owned();
+    name.push(format!(".corrupt-{secs}"));
+    let to = PathBuf::from(name);
+    fs::rename(index, &to).map_err(|e| StoreError::io(index, e))?;
+    Ok(to)
 }
 
 impl std::fmt::Debug for LocalStore {
@@ -197,19 +245,98 @@ impl std::fmt::Debug for LocalStore {
 
 impl LocalStore {
     /// Open (creating if needed) the store at `dir`.
+    ///
+    /// Every fixed path under the store is checked with `lstat` first (`layout.rs`): a symlink or a
+    /// foreign file type refuses the open, naming the path. A corrupt index is moved aside and
+    /// rebuilt from the CAS ([`LocalStore::rebuild`]), with a log line saying so.
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Arc<LocalStore>> {
         let root = dir.as_ref().to_path_buf();
         fs::create_dir_all(&root).map_err(|e| StoreError::io(&root, e))?;
         let tag = root.join("CACHEDIR.TAG");
-        if !tag.exists() {
-            fs::write(&tag, CACHEDIR_TAG).map_err(|e| StoreError::io(&tag, e))?;
+        layout::ensure_file(&tag, CACHEDIR_TAG.as_bytes()).map_err(|e| StoreError::io(&tag, e))?;
+        let quarantine = root.join(QUARANTINE_DIR);
+        if quarantine.symlink_metadata().is_ok() {
+            layout::ensure_dir(&quarantine).map_err(|e| StoreError::io(&quarantine, e))?;
         }
         // The index first: its file lock makes this process the store's only user, which the CAS's
         // temp-file cleanup relies on.
-        let index = Index::open(&root.join(INDEX_FILE))?;
+        let index_path = root.join(INDEX_FILE);
+        layout::check_file(&index_path).map_err(|e| StoreError::io(&index_path, e))?;
+        let (index, damaged) = match Index::open(&index_path) {
+            Ok(index) => (index, None),
+            Err(e) if e.is_corrupt() => {
+                let moved = move_aside(&index_path)?;
+                tracing::warn!(
+                    index = %index_path.display(),
+                    moved_to = %moved.display(),
+                    "index is corrupt ({e}); moved aside, rebuilding it from the CAS"
+                );
+                (Index::open(&index_path)?, Some(moved))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let cas = Cas::open(&root).map_err(|e| StoreError::io(root.join("cas-v1"), e))?;
+        let scratch = root.join(SCRATCH_DIR);
+        layout::ensure_dir(&scratch).map_err(|e| StoreError::io(&scratch, e))?;
+        for entry in fs::read_dir(&scratch).map_err(|e| StoreError::io(&scratch, e))? {
+            // Debris of a publish that was killed: nothing references it. `remove_dir_all` removes
+            // a symlink itself, never what it points to.
+            let path = entry.map_err(|e| StoreError::io(&scratch, e))?.path();
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
         let counts = index.counts()?;
-        Ok(Arc::new(LocalStore {
+        let store = LocalStore::assemble(root, config, cas, index, counts);
+        if let Some(moved) = damaged {
+            let report = store.rebuild()?;
+            tracing::warn!(
+                blobs = report.blobs,
+                bytes = report.bytes,
+                sampled = report.sampled,
+                corrupt = report.corrupt,
+                moved_to = %moved.display(),
+                "index rebuilt from the CAS: {} blobs re-registered; trees are learned again on the \
+                 next fetch",
+                report.blobs
+            );
+            store
+                .recovered
+                .lock()
+                .expect("not poisoned")
+                .replace(Recovery {
+                    moved_to: moved,
+                    report,
+                });
+        }
+        Ok(store)
+    }
+
+    /// Move the index aside and build a new one from the CAS (`cairnd repair`): for an index that
+    /// opens but is suspected, or on an operator's request. Fails, touching nothing, while another
+    /// process (a running `cairnd`) holds the store.
+    pub fn repair(dir: impl AsRef<Path>, config: StoreConfig) -> Result<(PathBuf, RebuildReport)> {
+        let root = dir.as_ref().to_path_buf();
+        let index_path = root.join(INDEX_FILE);
+        layout::check_file(&index_path).map_err(|e| StoreError::io(&index_path, e))?;
+        match Index::open(&index_path) {
+            // Opened (so nobody else holds it): close it, then move it aside.
+            Ok(index) => drop(index),
+            Err(e) if e.is_corrupt() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let moved = move_aside(&index_path)?;
+        let store = LocalStore::open(&root, config)?;
+        let report = store.rebuild()?;
+        Ok((moved, report))
+    }
+
+    fn assemble(
+        root: PathBuf,
+        config: StoreConfig,
+        cas: Cas,
+        index: Index,
+        counts: index::IndexCounts,
+    ) -> Arc<LocalStore> {
+        Arc::new(LocalStore {
             root,
             config,
             cas,
@@ -220,7 +347,73 @@ impl LocalStore {
             bytes: AtomicU64::new(counts.bytes),
             counters: Counters::default(),
             trees: TreeCache::new(tree_cache::DEFAULT_MAX_ENTRIES),
-        }))
+            recovered: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Re-register every blob file of the CAS in the index (after the index was lost): each with its
+    /// size, and a sample re-hashed; a sampled blob whose content does not match its name is
+    /// quarantined. Trees, archives and keys are not in the CAS: they are learned again by the next
+    /// fetch of each archive (which finds its blobs present and writes nothing new).
+    pub fn rebuild(&self) -> Result<RebuildReport> {
+        let files = self
+            .cas
+            .list()
+            .map_err(|e| StoreError::io(self.cas.blobs_dir(), e))?;
+        let mut found = Vec::new();
+        for (digest, path) in files {
+            let Some(digest) = digest else { continue };
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_file() => found.push((digest, m.len())),
+                // Not a regular file (a planted symlink): never registered, left for `verify`.
+                _ => {}
+            }
+        }
+        let mut report = RebuildReport::default();
+        // Every REBUILD_SAMPLE_EVERY-th blob is re-hashed (at least one when there are any).
+        let sampled: Vec<(Blake3, u64)> = found
+            .iter()
+            .step_by(REBUILD_SAMPLE_EVERY)
+            .copied()
+            .collect();
+        let bad: Vec<Blake3> = sampled
+            .par_iter()
+            .filter(|(d, _)| {
+                !matches!(cas::hash_file(&self.cas.blob_path(d)), Ok((actual, _)) if actual == *d)
+            })
+            .map(|(d, _)| *d)
+            .collect();
+        report.sampled = sampled.len() as u64;
+        found.retain(|(d, _)| !bad.contains(d));
+        let added = self.index.register_blobs(&found)?;
+        for d in &bad {
+            self.quarantine(d)?;
+        }
+        report.corrupt = bad.len() as u64;
+        report.blobs = added;
+        report.bytes = found.iter().map(|(_, s)| s).sum();
+        let counts = self.index.counts()?;
+        self.bytes.store(counts.bytes, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// When this open found the index corrupt: where it was moved and what the rebuild did.
+    pub fn recovered(&self) -> Option<(PathBuf, RebuildReport)> {
+        self.recovered
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|r| (r.moved_to.clone(), r.report))
+    }
+
+    /// A fresh private directory under the store (`scratch/publish-…`, mode 0700) for one publish's
+    /// archives; removed when dropped, and any left by a killed process is removed at the next open.
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir> {
+        let dir = self.root.join(SCRATCH_DIR);
+        tempfile::Builder::new()
+            .prefix("publish-")
+            .tempdir_in(&dir)
+            .map_err(|e| StoreError::io(&dir, e))
     }
 
     /// The store's root directory.
@@ -377,10 +570,16 @@ impl LocalStore {
         let Some(json) = self.index.tree_json(digest)? else {
             return Ok(None);
         };
-        let tree = Tree::from_json_verified(&json, digest).map_err(|e| IndexError::Malformed {
-            what: format!("tree {digest}"),
-            reason: e.to_string(),
-        })?;
+        let tree = match Tree::from_json_verified(&json, digest) {
+            Ok(tree) => tree,
+            Err(e) => {
+                // The index is a cache: a damaged tree is forgotten, and the archive that carries it
+                // is fetched (and its tree learned) again, instead of failing every request.
+                tracing::warn!(%digest, "index entry for tree is malformed ({e}); forgetting it");
+                self.index.remove_tree(digest)?;
+                return Ok(None);
+            }
+        };
         let tree = Arc::new(tree);
         self.trees.insert(*digest, tree.clone());
         Ok(Some(tree))
@@ -526,7 +725,7 @@ impl LocalStore {
             return Ok(None);
         }
         let dir = self.root.join(QUARANTINE_DIR);
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        layout::ensure_dir(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -607,8 +806,26 @@ impl LocalStore {
                 Ordering::Relaxed,
             );
         }
-        let trees: std::collections::HashSet<Blake3> =
-            self.index.tree_digests()?.into_iter().collect();
+        // Every tree entry must parse and match its digest, so that "clean" means every fetch can
+        // use what the index says.
+        let indexed_blobs: std::collections::HashSet<Blake3> =
+            self.index.blobs()?.into_iter().map(|(d, _)| d).collect();
+        let mut trees: std::collections::HashSet<Blake3> = std::collections::HashSet::new();
+        for digest in self.index.tree_digests()? {
+            let json = self.index.tree_json(&digest)?.unwrap_or_default();
+            match Tree::from_json_verified(&json, &digest) {
+                Ok(tree) => {
+                    if file_digests(&tree).any(|d| !indexed_blobs.contains(d)) {
+                        report.incomplete_trees += 1;
+                    }
+                    trees.insert(digest);
+                }
+                Err(_) => {
+                    self.index.remove_tree(&digest)?;
+                    report.malformed.push(digest);
+                }
+            }
+        }
         for (archive, tree) in self.index.archives()? {
             if !trees.contains(&tree) {
                 report

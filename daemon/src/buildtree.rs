@@ -1,0 +1,394 @@
+//! Reading a caller's build tree safely: no symlink followed, and with the caller's rights.
+//!
+//! Publish reads a directory a client names. `cairnd` often runs as root beside users who may plant
+//! symlinks there, so every step here is descriptor-relative and refuses symlinks:
+//!
+//! - [`Dir::open`] opens the named directory with `O_DIRECTORY|O_NOFOLLOW` (its last component must be
+//!   a real directory; the components above it are the caller's own path, resolved with the caller's
+//!   rights when [`par_map_as`] runs the work);
+//! - below it every component is opened with `openat(…, O_NOFOLLOW)` relative to its parent's
+//!   descriptor ([`Dir::open_dir`], [`Dir::open_rel`], [`Dir::open_file`]), so swapping a directory for
+//!   a symlink between listing and reading fails instead of escaping;
+//! - a symlink found inside an artifact is reported by [`Dir::metadata`] as a symlink (never
+//!   followed), and archived as one;
+//! - [`Dir::open_file`] opens regular files only (`O_NONBLOCK`, so a planted FIFO cannot block).
+//!
+//! [`par_map_as`] runs the reads on fresh threads that first take the caller's filesystem identity
+//! (`setfsuid`/`setfsgid`, and the thread's supplementary groups set to the caller's primary group,
+//! all per-thread on Linux; the raw `setgroups` syscall is used because glibc's wrapper changes every
+//! thread). A root daemon thus reads exactly what the peer of its Unix socket could read itself.
+//! Those threads end with the work, so no thread of a shared pool ever carries a foreign identity.
+//! Only reads happen there: output files are created beforehand by the daemon, in its own store.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// An open directory of a build tree, with the path it was reached by (for messages only).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+fn cstring(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("`{}` contains a NUL byte", name.to_string_lossy()),
+        )
+    })
+}
+
+/// A single path component: not empty, no `/`, not `.` or `..`.
+fn component(name: &OsStr) -> io::Result<CString> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "`{}` is not a single path component",
+                name.to_string_lossy()
+            ),
+        ));
+    }
+    cstring(name)
+}
+
+/// An `openat` failure, explained: a symlink where a directory or file was expected is named as such.
+fn explain(err: io::Error, path: &Path, want: &str) -> io::Error {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    match err.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EMLINK) if is_link => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "`{}` is a symlink; publish never follows symlinks in the build dir: make it a real {want}",
+                path.display()
+            ),
+        ),
+        Some(libc::ENOTDIR) => io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("`{}` is not a {want}", path.display()),
+        ),
+        _ => io::Error::new(err.kind(), format!("`{}`: {err}", path.display())),
+    }
+}
+
+impl Dir {
+    /// Open the directory `path`; its last component must be a directory, not a symlink to one.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let c = cstring(path.as_os_str())?;
+        // SAFETY: `c` is NUL-terminated; the returned fd is owned below.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(explain(io::Error::last_os_error(), path, "directory"));
+        }
+        Ok(Dir {
+            // SAFETY: `fd` is a fresh descriptor nobody else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The path this directory was reached by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn openat(&self, name: &OsStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let c = component(name)?;
+        // SAFETY: `c` is NUL-terminated and `self.fd` is open.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The child directory `name`, which must be a directory and not a symlink.
+    pub fn open_dir(&self, name: &OsStr) -> io::Result<Dir> {
+        let path = self.path.join(name);
+        let fd = self
+            .openat(name, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| explain(e, &path, "directory"))?;
+        Ok(Dir { fd, path })
+    }
+
+    /// The directory `rel` (components separated by `/`) below this one, every component opened
+    /// without following a symlink.
+    pub fn open_rel(&self, rel: &str) -> io::Result<Dir> {
+        let mut parts = rel.split('/').filter(|p| !p.is_empty());
+        let Some(first) = parts.next() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "empty relative path",
+            ));
+        };
+        let mut dir = self.open_dir(OsStr::new(first))?;
+        for part in parts {
+            dir = dir.open_dir(OsStr::new(part))?;
+        }
+        Ok(dir)
+    }
+
+    /// The regular file `name` for reading; a symlink, FIFO, device or directory is refused.
+    pub fn open_file(&self, name: &OsStr) -> io::Result<File> {
+        let path = self.path.join(name);
+        let fd = self
+            .openat(name, libc::O_RDONLY | libc::O_NONBLOCK)
+            .map_err(|e| explain(e, &path, "file"))?;
+        let file = File::from(fd);
+        if !file.metadata()?.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a regular file", path.display()),
+            ));
+        }
+        Ok(file)
+    }
+
+    /// The metadata of `name` itself (a symlink is described, not followed).
+    pub fn metadata(&self, name: &OsStr) -> io::Result<fs::Metadata> {
+        let path = self.path.join(name);
+        let fd = self
+            .openat(name, libc::O_PATH)
+            .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", path.display())))?;
+        File::from(fd).metadata()
+    }
+
+    /// The target of the symlink `name`.
+    pub fn read_link(&self, name: &OsStr) -> io::Result<PathBuf> {
+        let c = component(name)?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: `c` is NUL-terminated, `buf` is writable for its length, `self.fd` is open.
+        let n = unsafe {
+            libc::readlinkat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.truncate(n as usize);
+        Ok(PathBuf::from(OsString::from_vec(buf)))
+    }
+
+    /// The names of the entries (without `.` and `..`), in no particular order.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        // SAFETY: duplicating an open descriptor.
+        let dup = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `dup` is ours; on success `fdopendir` owns it and `closedir` closes it.
+        let dirp = unsafe { libc::fdopendir(dup) };
+        if dirp.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: `fdopendir` failed, so `dup` is still ours to close.
+            unsafe { libc::close(dup) };
+            return Err(e);
+        }
+        let mut out = Vec::new();
+        // SAFETY: `dirp` is a valid stream until `closedir`; each `dirent` is read before the next
+        // call to `readdir`.
+        let result = unsafe {
+            libc::rewinddir(dirp);
+            loop {
+                *libc::__errno_location() = 0;
+                let ent = libc::readdir(dirp);
+                if ent.is_null() {
+                    let errno = *libc::__errno_location();
+                    break if errno == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::from_raw_os_error(errno))
+                    };
+                }
+                let name = CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes();
+                if name != b"." && name != b".." {
+                    out.push(OsString::from_vec(name.to_vec()));
+                }
+            }
+        };
+        // SAFETY: `dirp` came from `fdopendir` and is closed once.
+        unsafe { libc::closedir(dirp) };
+        result.map(|()| out)
+    }
+}
+
+/// Whose rights build-tree reads are performed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsIdentity {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// Take `id` as this thread's filesystem identity. Only for threads that end with their work.
+fn assume(id: FsIdentity) -> io::Result<()> {
+    let groups = [id.gid as libc::gid_t];
+    // SAFETY: the raw syscall changes only the calling thread's supplementary groups; `groups` is a
+    // valid array of one gid.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "cannot take the groups of uid {}: {}",
+                id.uid,
+                io::Error::last_os_error()
+            ),
+        ));
+    }
+    // SAFETY: setfsgid/setfsuid affect only the calling thread; an invalid id (-1) changes nothing and
+    // returns the current value, which is how success is checked.
+    let (gid, uid) = unsafe {
+        libc::setfsgid(id.gid);
+        let gid = libc::setfsgid(u32::MAX) as u32;
+        libc::setfsuid(id.uid);
+        let uid = libc::setfsuid(u32::MAX) as u32;
+        (gid, uid)
+    };
+    if gid != id.gid || uid != id.uid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "cannot take the filesystem identity uid {} gid {} (got {uid}/{gid})",
+                id.uid, id.gid
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// True when build-tree reads for `id` need a change of identity: this process is root and `id` is
+/// not.
+pub fn needs_identity(id: Option<FsIdentity>) -> bool {
+    // SAFETY: geteuid cannot fail.
+    id.is_some_and(|id| id.uid != 0 && unsafe { libc::geteuid() } == 0)
+}
+
+/// Map `items` through `f` on up to `threads` fresh threads, each of which first takes `id` as its
+/// filesystem identity (when [`needs_identity`]). Results keep the order of `items`.
+pub fn par_map_as<I, T, F>(
+    id: Option<FsIdentity>,
+    items: Vec<I>,
+    threads: usize,
+    f: F,
+) -> io::Result<Vec<T>>
+where
+    I: Send,
+    T: Send,
+    F: Fn(I) -> T + Sync,
+{
+    let n = items.len();
+    let switch = needs_identity(id);
+    let queue: Vec<Mutex<Option<I>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
+    let results: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = threads.clamp(1, n.max(1));
+    std::thread::scope(|scope| -> io::Result<()> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> io::Result<()> {
+                    if switch {
+                        assume(id.expect("checked by needs_identity"))?;
+                    }
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        let item = queue[i].lock().expect("not poisoned").take();
+                        if let Some(item) = item {
+                            let r = f(item);
+                            *results[i].lock().expect("not poisoned") = Some(r);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        }
+        Ok(())
+    })?;
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .expect("not poisoned")
+                .expect("every item mapped")
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_are_described_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"s").unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("real")).unwrap();
+        fs::write(root.join("real/f"), b"x").unwrap();
+        symlink(&outside, root.join("link")).unwrap();
+        symlink(outside.join("secret"), root.join("flink")).unwrap();
+
+        let dir = Dir::open(&root).unwrap();
+        let mut names = dir.names().unwrap();
+        names.sort();
+        assert_eq!(names, ["flink", "link", "real"]);
+        assert!(dir.metadata(OsStr::new("link")).unwrap().is_symlink());
+        assert_eq!(dir.read_link(OsStr::new("link")).unwrap(), outside);
+        let err = dir.open_dir(OsStr::new("link")).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        let err = dir.open_file(OsStr::new("flink")).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        let err = dir.open_rel("link/secret").unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        let err = Dir::open(&root.join("link")).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        assert!(dir.open_rel("real").is_ok());
+        let mut f = dir
+            .open_rel("real")
+            .unwrap()
+            .open_file(OsStr::new("f"))
+            .unwrap();
+        let mut s = String::new();
+        io::Read::read_to_string(&mut f, &mut s).unwrap();
+        assert_eq!(s, "x");
+    }
+
+    #[test]
+    fn par_map_keeps_order() {
+        let out = par_map_as(None, (0..50).collect(), 4, |i: u32| i * 2).unwrap();
+        assert_eq!(out, (0..50).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
