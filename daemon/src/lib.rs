@@ -27,4 +27,6 @@ pub mod storage;
 pub mod store;
 
 pub use store::error::StoreError;
-pub use store::{IngestOutcome, KnownArchive, LocalStore, StoreConfig, StoreStats, VerifyReport};
+pub use store::{
+    IngestOutcome, KnownArchive, LocalStore, QuotaState, StoreConfig, StoreStats, VerifyReport,
+};

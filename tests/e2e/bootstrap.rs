@@ -19,20 +19,20 @@ use cairn_testkit::s3server::{S3Server, unique_bucket_name};
 use cairn_testkit::storecheck::tar_extract;
 use serde_json::Value;
 
-const RUN1: &str = "1001";
-const RUN2: &str = "1002";
-const FAMILY: &str = "gfx94X-dcgpu";
+pub(crate) const RUN1: &str = "1001";
+pub(crate) const RUN2: &str = "1002";
+pub(crate) const FAMILY: &str = "gfx94X-dcgpu";
 const OTHER_FAMILY: &str = "gfx110X-all";
 /// The stage bootstrapped: its inbound set spans both runs and holds target-specific archives.
-const STAGE: &str = "ml-libs";
+pub(crate) const STAGE: &str = "ml-libs";
 /// Bytes per generated lib/dev archive content (dbg: a quarter).
 const ARTIFACT_BYTES: u64 = 24 << 10;
 
 /// Two published runs and the daemon that published them.
-struct World {
-    tmp: tempfile::TempDir,
-    checkout: Checkout,
-    storage: Storage,
+pub(crate) struct World {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) checkout: Checkout,
+    pub(crate) storage: Storage,
     daemon: Daemon,
     commit1: String,
     commit2: String,
@@ -89,7 +89,7 @@ fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
 
 impl World {
     /// Publish run 1 (everything) and run 2 (what a `rocm-systems` bump changed).
-    fn publish_two_runs(kind: &str) -> Option<World> {
+    pub(crate) fn publish_two_runs(kind: &str) -> Option<World> {
         let tmp = scratch_dir("e2e-bootstrap-").unwrap();
         let storage = storage(kind, tmp.path())?;
         let checkout = Checkout::create(&tmp.path().join("src"), ci::TOPOLOGY).unwrap();
@@ -186,7 +186,7 @@ impl World {
     }
 
     /// Fingerprints of `stage`'s inbound artifacts at the checkout's HEAD.
-    fn inbound_fingerprints(&self, stage: &str) -> BTreeMap<String, Blake3> {
+    pub(crate) fn inbound_fingerprints(&self, stage: &str) -> BTreeMap<String, Blake3> {
         let topology = self.topology();
         let names: Vec<&str> = topology.inbound(stage).unwrap().into_iter().collect();
         cairn_fingerprint::Fingerprinter::new(
@@ -201,7 +201,11 @@ impl World {
 
     /// The archives a bootstrap of `stage` must take at the checkout's current HEAD, with the run
     /// that built each: from run 2 if run 2 rebuilt the artifact, else from run 1.
-    fn expected(&self, stage: &str, run2_has: &BTreeSet<String>) -> BTreeMap<String, String> {
+    pub(crate) fn expected(
+        &self,
+        stage: &str,
+        run2_has: &BTreeSet<String>,
+    ) -> BTreeMap<String, String> {
         let topology = self.topology();
         let mut out = BTreeMap::new();
         for name in topology.inbound(stage).unwrap() {
@@ -268,7 +272,12 @@ impl World {
         assert_eq!(runs, [RUN1, RUN2]);
     }
 
-    fn bootstrap(&self, daemon: &Daemon, dest: &Path, extra: &[&str]) -> (Output, Option<Value>) {
+    pub(crate) fn bootstrap(
+        &self,
+        daemon: &Daemon,
+        dest: &Path,
+        extra: &[&str],
+    ) -> (Output, Option<Value>) {
         bootstrap_with(daemon.cairn(), &self.checkout.root, dest, extra)
     }
 }
@@ -317,7 +326,7 @@ fn resolve_with(mut cmd: Command, checkout: &Path, json: bool) -> (Output, Optio
 }
 
 #[track_caller]
-fn expect_code(out: &Output, code: i32) {
+pub(crate) fn expect_code(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -423,7 +432,11 @@ fn found_runs(json: &Value) -> BTreeMap<String, String> {
 /// Assert `dest` is exactly the bootstrap of `expected`: content equals `tar -x`, one `.prebuilt`
 /// marker per manifest relpath and no other, nothing else at the top but the state file.
 #[track_caller]
-fn assert_bootstrap_tree(world: &World, dest: &Path, expected: &BTreeMap<String, String>) {
+pub(crate) fn assert_bootstrap_tree(
+    world: &World,
+    dest: &Path,
+    expected: &BTreeMap<String, String>,
+) {
     let (tar_dir, relpaths) = world.tar_tree(expected);
     assert_eq!(
         snapshot(dest, &relpaths),
@@ -807,7 +820,14 @@ fn killed_daemon_fails_the_fetch_clearly_and_a_restart_serves() {
 #[test]
 fn remote_client_streams_blobs_into_the_same_tree() {
     let world = World::publish_two_runs("local").unwrap();
-    let daemon = Daemon::start_with(world.storage.clone(), Options { tcp: true }).unwrap();
+    let daemon = Daemon::start_with(
+        world.storage.clone(),
+        Options {
+            tcp: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let dest = world.tmp.path().join("remote");
     let (out, json) = bootstrap_with(daemon.cairn_tcp(), &world.checkout.root, &dest, &[]);
     expect_code(&out, 0);

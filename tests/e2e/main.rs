@@ -12,6 +12,7 @@ mod hostile; // hostile archives are refused, each with its own error, and leave
 mod hostile_corpus; // the checked-in hostile corpus: archives, topologies, names
 mod lifecycle; // cairnd serve: SIGTERM right after readiness is graceful, 200 times
 mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` after real gRPC traffic
+mod quota; // a quota below the working set: fetches succeed, background eviction, online verify
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
 mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify

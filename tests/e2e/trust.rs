@@ -26,8 +26,14 @@ use cairn_testkit::datagen::{ArtifactSpec, generate_artifact_dir};
 
 fn local_daemon(tcp: bool) -> (tempfile::TempDir, Daemon) {
     let bucket = tempfile::tempdir().unwrap();
-    let daemon =
-        Daemon::start_with(Storage::Local(bucket.path().to_path_buf()), Options { tcp }).unwrap();
+    let daemon = Daemon::start_with(
+        Storage::Local(bucket.path().to_path_buf()),
+        Options {
+            tcp,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     (bucket, daemon)
 }
 

@@ -74,6 +74,8 @@ pub enum Storage {
 pub struct Options {
     /// Also listen on TCP (a free port on 127.0.0.1), for remote-client tests.
     pub tcp: bool,
+    /// More `cairnd serve` arguments (e.g. `--max-bytes 100K`), kept across restarts.
+    pub args: Vec<String>,
 }
 
 /// A running (or killed) `cairnd serve`.
@@ -82,6 +84,7 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     storage: Storage,
     tcp: Option<String>,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -107,6 +110,7 @@ impl Daemon {
             dir,
             storage,
             tcp,
+            args: opts.args,
             child: None,
         };
         d.spawn()?;
@@ -223,6 +227,7 @@ impl Daemon {
                     .arg(bucket);
             }
         }
+        cmd.args(&self.args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
