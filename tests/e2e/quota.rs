@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 
 use cairn_client::api::QuotaState;
 use cairn_client::connect::{DaemonAddr, connect};
+use cairn_daemon::store::{LocalStore, StoreConfig};
+use cairn_fingerprint::Compression;
 use cairn_proto::v1 as pb;
 use cairn_testkit::bin_path::bin_path;
 use cairn_testkit::daemon::{Daemon, Options};
+use cairn_testkit::datagen::{self, ArtifactSpec};
 
 use crate::bootstrap::{FAMILY, STAGE, World, assert_bootstrap_tree, expect_code};
 
@@ -324,6 +327,52 @@ fn online_verify_quarantines_and_the_next_bootstrap_redownloads_s3() {
 #[test]
 fn online_verify_quarantines_and_the_next_bootstrap_redownloads_local() {
     online_verify_quarantines_and_the_next_bootstrap_redownloads("local");
+}
+
+/// The lease an ingest takes before its index commit travels with its outcome: while the outcome
+/// lives, a later ingest's quota eviction cannot take its blobs (the store is then over quota by at
+/// most the leased bytes, and says so); once it is dropped — where the ingest used to drop it, before
+/// the fetch had leased the tree — the next eviction takes them.
+#[test]
+fn an_ingest_outcome_keeps_its_blobs_leased_until_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quota = 100 << 10;
+    let store = LocalStore::open(
+        tmp.path().join("store"),
+        StoreConfig {
+            max_bytes: Some(quota),
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let ingest = |i: u64| {
+        let spec = ArtifactSpec::new("lease", "lib", &format!("fam{i}"), 256 << 10, 500 + i);
+        let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+        store.ingest_file(&format!("k{i}"), &a.path, None).unwrap()
+    };
+    let a = ingest(0);
+    let b = ingest(1);
+    assert!(
+        store.has_blobs(&a.tree).unwrap(),
+        "the second ingest's eviction must spare the blobs the first one's outcome holds"
+    );
+    assert!(store.has_blobs(&b.tree).unwrap());
+    let s = store.stats().unwrap();
+    assert!(
+        s.bytes > quota && s.bytes <= quota + s.leased_bytes,
+        "{s:?}"
+    );
+    assert_eq!(s.quota_state(), cairn_daemon::QuotaState::OverLeased);
+
+    let a_tree = a.tree.clone();
+    drop(a);
+    drop(b);
+    let c = ingest(2);
+    assert!(
+        !store.has_blobs(&a_tree).unwrap(),
+        "released, the first ingest's blobs are evicted by the next ingest"
+    );
+    assert!(store.has_blobs(&c.tree).unwrap());
 }
 
 fn cairnd_verify(store: &Path) -> std::process::Output {
