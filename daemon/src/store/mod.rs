@@ -676,7 +676,8 @@ impl LocalStore {
     /// index; index entries without a matching file are dropped; archive and key entries are checked
     /// to name stored trees.
     ///
-    /// Meant for a quiet store (`cairnd verify` holds the store's lock). Run beside a live ingest, a
+    /// Meant for a quiet store (`cairnd verify` holds the store's lock); a running daemon uses
+    /// [`LocalStore::verify_live`] instead. Run beside a live ingest, a
     /// corrupt blob that ingest found and leased is still quarantined — a corrupt blob is never
     /// served — and the ingest's index entry for it is then caught by [`LocalStore::blob_file`].
     pub fn verify(&self) -> Result<VerifyReport> {
