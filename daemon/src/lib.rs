@@ -28,5 +28,6 @@ pub mod store;
 
 pub use store::error::StoreError;
 pub use store::{
-    IngestOutcome, KnownArchive, LocalStore, QuotaState, StoreConfig, StoreStats, VerifyReport,
+    IngestLease, IngestOutcome, KnownArchive, LocalStore, QuotaState, StoreConfig, StoreStats,
+    VerifyReport,
 };

@@ -416,10 +416,13 @@ fn an_ingest_outcome_keeps_its_blobs_leased_until_dropped() {
     let ingest = |i: u64| {
         let spec = ArtifactSpec::new("lease", "lib", &format!("fam{i}"), 256 << 10, 500 + i);
         let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
-        store.ingest_file(&format!("k{i}"), &a.path, None).unwrap()
+        let (outcome, lease) = store
+            .ingest_file_leased(&format!("k{i}"), &a.path, None)
+            .unwrap();
+        (outcome, lease)
     };
-    let a = ingest(0);
-    let b = ingest(1);
+    let (a, a_lease) = ingest(0);
+    let (b, b_lease) = ingest(1);
     assert!(
         store.has_blobs(&a.tree).unwrap(),
         "the second ingest's eviction must spare the blobs the first one's outcome holds"
@@ -432,12 +435,11 @@ fn an_ingest_outcome_keeps_its_blobs_leased_until_dropped() {
     );
     assert_eq!(s.quota_state(), cairn_daemon::QuotaState::OverLeased);
 
-    let a_tree = a.tree.clone();
-    drop(a);
-    drop(b);
-    let c = ingest(2);
+    drop(a_lease);
+    drop(b_lease);
+    let (c, _c_lease) = ingest(2);
     assert!(
-        !store.has_blobs(&a_tree).unwrap(),
+        !store.has_blobs(&a.tree).unwrap(),
         "released, the first ingest's blobs are evicted by the next ingest"
     );
     assert!(store.has_blobs(&c.tree).unwrap());

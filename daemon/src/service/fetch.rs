@@ -6,10 +6,10 @@
 //! unique blob is announced once per request; every tree stays leased until the client closes the
 //! stream (at most [`LEASE_GRACE`] after the summary), so eviction cannot pull a blob from under a
 //! client that is still copying. A downloaded archive is leased without a gap: its ingest leases
-//! each blob before the index commit and hands that lease over ([`crate::store::IngestOutcome`]'s
-//! `lease`), which is dropped only once the request's own lease on the tree is taken. With a quota
-//! smaller than a fetch's working set the fetch therefore succeeds and the store runs over quota by
-//! at most the leased bytes, until the leases drop.
+//! each blob before the index commit and hands that lease over ([`crate::store::IngestLease`], from
+//! `ingest_async_leased`), which is dropped only once the request's own lease on the tree is taken.
+//! With a quota smaller than a fetch's working set the fetch therefore succeeds and the store runs
+//! over quota by at most the leased bytes, until the leases drop.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -483,13 +483,13 @@ impl Service {
             info!(key = %archive.key, bytes, "downloading");
             let outcome = self
                 .store
-                .ingest_async(flight_key, compression, dl.into_async_read(), expected)
+                .ingest_async_leased(flight_key, compression, dl.into_async_read(), expected)
                 .await
                 .map_err(storage_first)?;
             Ok::<_, ServiceError>((outcome, bytes))
         }
         .await;
-        let (outcome, bytes) = match fetched {
+        let ((outcome, ingest_lease), bytes) = match fetched {
             Ok(done) => done,
             // An object shorter than the size we were told fails as a bad range request: say what is
             // really wrong, the object changed under its record.
@@ -515,7 +515,7 @@ impl Service {
                 archive.key, outcome.tree_digest
             )));
         }
-        Ok((outcome.tree_digest, outcome.tree, bytes, outcome.lease))
+        Ok((outcome.tree_digest, outcome.tree, bytes, ingest_lease))
     }
 }
 

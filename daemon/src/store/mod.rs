@@ -54,7 +54,7 @@ pub struct StoreConfig {
 }
 
 /// The result of an ingest, as every caller of a single flight sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestOutcome {
     /// SHA-256 of the compressed archive.
     pub archive_sha256: Sha256,
@@ -73,28 +73,13 @@ pub struct IngestOutcome {
     /// True when this caller shared a concurrent ingest (single-flight follower) or the index already
     /// knew the archive digest.
     pub deduplicated: bool,
-    /// The ingest's own lease on every blob of the tree, taken before the index commit and shared by
-    /// the leader and its followers: the blobs stay until the last holder drops it, so a caller can
-    /// take its own (longer) lease without a window in which eviction could take them.
-    pub lease: Arc<Lease>,
 }
 
-/// Outcomes are equal when they describe the same ingest result; who holds the lease is not part of
-/// it.
-impl PartialEq for IngestOutcome {
-    fn eq(&self, o: &Self) -> bool {
-        self.archive_sha256 == o.archive_sha256
-            && self.tree_digest == o.tree_digest
-            && self.tree == o.tree
-            && self.compressed_bytes == o.compressed_bytes
-            && self.uncompressed_bytes == o.uncompressed_bytes
-            && self.new_blobs == o.new_blobs
-            && self.new_blob_bytes == o.new_blob_bytes
-            && self.deduplicated == o.deduplicated
-    }
-}
-
-impl Eq for IngestOutcome {}
+/// The ingest's own lease on every blob of its tree, taken before the index commit and shared by the
+/// single-flight leader and its followers ([`LocalStore::ingest_reader_leased`]): the blobs stay
+/// until the last holder drops it, so a caller can take its own (longer) lease without a window in
+/// which eviction could take them.
+pub type IngestLease = Arc<Lease>;
 
 /// A known archive: its digest and tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,7 +231,7 @@ pub struct LocalStore {
     index: Index,
     leases: Arc<Leases>,
     /// Ingests in flight, by key.
-    flight: SingleFlight<String, IngestOutcome, StoreError>,
+    flight: SingleFlight<String, (IngestOutcome, IngestLease), StoreError>,
     /// Logical clock for blob last-use; resumes after the largest value in the index.
     clock: AtomicU64,
     /// Bytes the index accounts for, maintained incrementally so the quota check after an ingest
@@ -317,9 +302,19 @@ impl LocalStore {
         path: &Path,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
+        self.ingest_file_leased(key, path, expected).map(|(o, _)| o)
+    }
+
+    /// [`LocalStore::ingest_file`], also returning the ingest's lease on the tree's blobs.
+    pub fn ingest_file_leased(
+        &self,
+        key: &str,
+        path: &Path,
+        expected: Option<Sha256>,
+    ) -> Result<(IngestOutcome, IngestLease)> {
         let compression = ingest::compression_of(path)?;
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-        self.ingest_reader(
+        self.ingest_reader_leased(
             key,
             compression,
             io::BufReader::with_capacity(1 << 20, file),
@@ -336,6 +331,19 @@ impl LocalStore {
         src: impl Read,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
+        self.ingest_reader_leased(key, compression, src, expected)
+            .map(|(o, _)| o)
+    }
+
+    /// [`LocalStore::ingest_reader`], also returning the ingest's lease ([`IngestLease`]), which
+    /// keeps every blob of the tree from eviction until dropped.
+    pub fn ingest_reader_leased(
+        &self,
+        key: &str,
+        compression: Compression,
+        src: impl Read,
+        expected: Option<Sha256>,
+    ) -> Result<(IngestOutcome, IngestLease)> {
         let (result, role) = self.flight.run(
             key.to_string(),
             || StoreError::Abandoned {
@@ -344,12 +352,12 @@ impl LocalStore {
             || self.lead_ingest(key, compression, src, expected),
         );
         match (result, role) {
-            (Ok(mut outcome), Role::Follower) => {
+            (Ok((mut outcome, lease)), Role::Follower) => {
                 self.counters.shared.fetch_add(1, Ordering::Relaxed);
                 outcome.deduplicated = true;
                 outcome.new_blobs = 0;
                 outcome.new_blob_bytes = 0;
-                Ok(outcome)
+                Ok((outcome, lease))
             }
             (Ok(outcome), Role::Leader) => Ok(outcome),
             (Err(e), Role::Follower) => {
@@ -366,7 +374,7 @@ impl LocalStore {
         compression: Compression,
         src: impl Read,
         expected: Option<Sha256>,
-    ) -> Result<IngestOutcome> {
+    ) -> Result<(IngestOutcome, IngestLease)> {
         self.counters.ingests.fetch_add(1, Ordering::Relaxed);
         let tick = || self.tick();
         let ctx = Ctx {
@@ -410,7 +418,7 @@ impl LocalStore {
                 self.collect(max, false)?;
             }
         }
-        Ok(IngestOutcome {
+        let outcome = IngestOutcome {
             archive_sha256: ingested.archive_sha256,
             tree_digest: ingested.tree_digest,
             tree: ingested.tree,
@@ -419,8 +427,8 @@ impl LocalStore {
             new_blobs: ingested.new_blobs,
             new_blob_bytes: ingested.new_blob_bytes,
             deduplicated: ingested.already_known,
-            lease: Arc::new(ingested.lease),
-        })
+        };
+        Ok((outcome, Arc::new(ingested.lease)))
     }
 
     /// Ingest an archive from an async byte stream. The blocking work runs on tokio's blocking pool;
@@ -432,11 +440,24 @@ impl LocalStore {
         src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
+        self.ingest_async_leased(key, compression, src, expected)
+            .await
+            .map(|(o, _)| o)
+    }
+
+    /// [`LocalStore::ingest_async`], also returning the ingest's lease ([`IngestLease`]).
+    pub async fn ingest_async_leased(
+        self: &Arc<Self>,
+        key: &str,
+        compression: Compression,
+        src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        expected: Option<Sha256>,
+    ) -> Result<(IngestOutcome, IngestLease)> {
         let store = self.clone();
         let key = key.to_string();
         let bridge = tokio_util::io::SyncIoBridge::new(src);
         tokio::task::spawn_blocking(move || {
-            store.ingest_reader(&key, compression, bridge, expected)
+            store.ingest_reader_leased(&key, compression, bridge, expected)
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
@@ -836,8 +857,15 @@ impl LocalStore {
                 if report.corrupt.iter().any(|c| c.digest == digest) {
                     continue;
                 }
-                // Checked now, not against the listing: an ingest may have committed it since.
-                if !self.cas.contains(&digest, record.size) {
+                // Checked now, not against the listing: an ingest may have committed it since. File
+                // first, then the entry: eviction and quarantine drop the entry before the file, so
+                // an entry still there once its file is gone is really missing.
+                if !self.cas.contains(&digest, record.size)
+                    && self
+                        .index
+                        .blob(&digest)?
+                        .is_some_and(|r| !self.cas.contains(&digest, r.size))
+                {
                     report.missing.push(digest);
                 }
             }
