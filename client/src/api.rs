@@ -1,5 +1,5 @@
 //! The daemon's answers in client terms: serializable types converted from the `cairn.v1` wire
-//! messages, thin wrappers for the unary RPCs (`Resolve`, `Publish`, `Import`, `Stats`, `Gc`), and
+//! messages, thin wrappers for the unary RPCs (`Resolve`, `Publish`, `Import`, `Stats`, `Gc`, `Verify`), and
 //! [`ClientError`], the one error type of online operations.
 //!
 //! The types here are what `cairn --json` prints, so their field names are part of the CLI contract.
@@ -328,6 +328,52 @@ pub struct Stats {
     pub resolve_requests: u64,
     /// Fetch requests served.
     pub fetch_requests: u64,
+    /// Bytes of blobs held leased by requests in flight (eviction skips them).
+    pub leased_bytes: u64,
+    /// Blobs held leased.
+    pub leased_blobs: u64,
+    /// Where the store stands against its quota.
+    pub quota_state: QuotaState,
+}
+
+/// Where the daemon's store stands against its quota (`StatsResponse.quota_state`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaState {
+    /// The daemon did not say (older than this field).
+    #[default]
+    Unknown,
+    /// No quota configured.
+    NoQuota,
+    /// At or under the quota.
+    UnderQuota,
+    /// Over the quota only by bytes that requests in flight hold leased: back under when they end.
+    OverQuotaLeased,
+    /// Over the quota; eviction has work to do.
+    OverQuota,
+}
+
+impl QuotaState {
+    fn from_wire(s: &str) -> QuotaState {
+        match s {
+            "no_quota" => QuotaState::NoQuota,
+            "under_quota" => QuotaState::UnderQuota,
+            "over_quota_leased" => QuotaState::OverQuotaLeased,
+            "over_quota" => QuotaState::OverQuota,
+            _ => QuotaState::Unknown,
+        }
+    }
+
+    /// The name `--json` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaState::Unknown => "unknown",
+            QuotaState::NoQuota => "no_quota",
+            QuotaState::UnderQuota => "under_quota",
+            QuotaState::OverQuotaLeased => "over_quota_leased",
+            QuotaState::OverQuota => "over_quota",
+        }
+    }
 }
 
 /// `Stats`.
@@ -352,6 +398,9 @@ pub async fn stats(client: &mut CairnClient<DaemonChannel>) -> Result<Stats, Cli
         evicted_bytes: s.evicted_bytes,
         resolve_requests: s.resolve_requests,
         fetch_requests: s.fetch_requests,
+        leased_bytes: s.leased_bytes,
+        leased_blobs: s.leased_blobs,
+        quota_state: QuotaState::from_wire(&s.quota_state),
     })
 }
 
@@ -382,6 +431,71 @@ pub async fn gc(
         evicted_blobs: r.evicted_blobs,
         evicted_bytes: r.evicted_bytes,
         store_bytes: r.store_bytes,
+    })
+}
+
+/// A blob `Verify` found corrupt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CorruptBlob {
+    /// The digest it was stored under.
+    pub digest: String,
+    /// Where it was.
+    pub path: String,
+    /// Where it is now (the store's `quarantine/`).
+    pub quarantined_to: String,
+    /// What its content hashes to (empty when unreadable).
+    pub actual: String,
+}
+
+/// What `Verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct VerifyOutcome {
+    /// Blob files re-hashed.
+    pub checked: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Corrupt blobs (quarantined; the next fetch downloads them again).
+    pub corrupt: Vec<CorruptBlob>,
+    /// Index entries whose file was missing (dropped).
+    pub missing: Vec<String>,
+    /// Seconds the daemon took.
+    pub seconds: f64,
+}
+
+impl VerifyOutcome {
+    /// True when nothing was corrupt or missing.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// `Verify`: every blob (`sample` `None`) or a random sample.
+pub async fn verify(
+    client: &mut CairnClient<DaemonChannel>,
+    sample: Option<u64>,
+) -> Result<VerifyOutcome, ClientError> {
+    let r = client
+        .verify(pb::VerifyRequest {
+            sample: sample.unwrap_or(0),
+        })
+        .await
+        .map_err(|s| ClientError::from_status("Verify", s))?
+        .into_inner();
+    Ok(VerifyOutcome {
+        checked: r.checked,
+        bytes: r.bytes,
+        corrupt: r
+            .corrupt
+            .into_iter()
+            .map(|c| CorruptBlob {
+                digest: c.digest,
+                path: c.path,
+                quarantined_to: c.quarantined_to,
+                actual: c.actual,
+            })
+            .collect(),
+        missing: r.missing,
+        seconds: r.seconds,
     })
 }
 

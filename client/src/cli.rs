@@ -86,6 +86,9 @@ pub enum Command {
     Status,
     /// Evict least-recently-used blobs from the daemon's store down to a quota.
     Gc(GcArgs),
+    /// Have the running daemon re-hash its store (all blobs, or a random sample) and quarantine
+    /// corrupt blobs, which the next fetch downloads again; exit 1 when any was found.
+    Verify(VerifyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(CompletionsArgs),
 }
@@ -276,6 +279,14 @@ pub struct GcArgs {
     /// The quota to evict down to, in bytes or with a K/M/G/T suffix [default: the daemon's].
     #[arg(long, value_name = "SIZE")]
     pub max_bytes: Option<cairn_fingerprint::ByteSize>,
+}
+
+/// `cairn verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Re-hash a random sample of N blobs instead of all (a cheap periodic scrub).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: Option<u64>,
 }
 
 /// `cairn topology ...`.

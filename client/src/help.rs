@@ -37,7 +37,8 @@ Environment:
 
 Exit status:
   0  success
-  1  the command ran and the answer is \"no\": missing artifacts, an invalid topology
+  1  the command ran and the answer is \"no\": missing artifacts, an invalid topology, corrupt
+     blobs found by verify
   2  error: bad arguments, unreadable input, unreachable daemon
 
 Shell completions: cairn completions bash|zsh|fish (see cairn completions --help).
@@ -148,6 +149,15 @@ Examples:
 
   Down to the quota cairnd was configured with:
     cairn gc"
+        }
+        "verify" => {
+            "\
+Examples:
+  Re-hash every blob of the running daemon's store (fetches keep being served):
+    cairn verify
+
+  A cheap scrub of 1000 random blobs, e.g. from cron; exit 1 when something was quarantined:
+    cairn verify --sample 1000 --json | jq .corrupt"
         }
         "find" => {
             "\

@@ -29,4 +29,7 @@ pub mod storage;
 pub mod store;
 
 pub use store::error::StoreError;
-pub use store::{IngestOutcome, KnownArchive, LocalStore, StoreConfig, StoreStats, VerifyReport};
+pub use store::{
+    IngestLease, IngestOutcome, KnownArchive, LocalStore, QuotaState, StoreConfig, StoreStats,
+    VerifyReport,
+};

@@ -41,7 +41,9 @@ impl StoreArgs {
 enum Command {
     /// Serve the cache over gRPC on a Unix socket (and optionally TCP) until SIGINT/SIGTERM.
     Serve(cairn_daemon::server::lifecycle::ServeArgs),
-    /// Re-hash every blob; quarantine corrupt ones. Exits 1 when corruption was found.
+    /// Re-hash every blob of a stopped daemon's store; quarantine corrupt ones. Exits 1 when
+    /// corruption was found, 2 when the store does not exist or a running cairnd holds it (use
+    /// `cairn verify` then).
     Verify {
         #[command(flatten)]
         store: StoreArgs,
@@ -94,6 +96,36 @@ fn open(store: &StoreArgs) -> anyhow::Result<std::sync::Arc<LocalStore>> {
         .with_context(|| format!("opening the store at `{}`", dir.display()))
 }
 
+/// Open a store that must already exist (`verify`): a mistyped path is an error that names it, not
+/// a new empty store that verifies clean; a store a running `cairnd` holds is named as such.
+fn open_existing(store: &StoreArgs) -> anyhow::Result<std::sync::Arc<LocalStore>> {
+    let dir = store.dir()?;
+    if !dir.join(cairn_daemon::store::INDEX_FILE).is_file() {
+        let what = if dir.is_dir() {
+            "has no Cairn store (no `index-v1.redb`)"
+        } else {
+            "does not exist"
+        };
+        anyhow::bail!(
+            "store directory `{}` {what}; pass the directory `cairnd serve` uses (`--store` or \
+             CAIRN_STORE_DIR)",
+            dir.display()
+        );
+    }
+    LocalStore::open(&dir, StoreConfig::default()).map_err(|e| {
+        if let cairn_daemon::StoreError::Index(i) = e.root()
+            && i.is_locked()
+        {
+            anyhow::anyhow!(
+                "the store at `{}` is in use by a running cairnd: use `cairn verify`, or stop cairnd first",
+                dir.display()
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("opening the store at `{}`", dir.display()))
+        }
+    })
+}
+
 fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Serve(serve) => {
@@ -127,7 +159,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { store } => {
-            let store = open(&store)?;
+            let store = open_existing(&store)?;
             if let Some((moved, r)) = store.recovered() {
                 println!(
                     "index was corrupt: moved aside to `{}` and rebuilt from the CAS ({} blobs re-registered)",

@@ -19,8 +19,8 @@ use cairn_testkit::s3server::{S3Server, unique_bucket_name};
 use cairn_testkit::storecheck::tar_extract;
 use serde_json::Value;
 
-const RUN1: &str = "1001";
-const RUN2: &str = "1002";
+pub(crate) const RUN1: &str = "1001";
+pub(crate) const RUN2: &str = "1002";
 pub(crate) const FAMILY: &str = "gfx94X-dcgpu";
 const OTHER_FAMILY: &str = "gfx110X-all";
 /// The stage bootstrapped: its inbound set spans both runs and holds target-specific archives.
@@ -233,7 +233,7 @@ impl World {
     }
 
     /// Fingerprints of `stage`'s inbound artifacts at the checkout's HEAD.
-    fn inbound_fingerprints(&self, stage: &str) -> BTreeMap<String, Blake3> {
+    pub(crate) fn inbound_fingerprints(&self, stage: &str) -> BTreeMap<String, Blake3> {
         let topology = self.topology();
         let names: Vec<&str> = topology.inbound(stage).unwrap().into_iter().collect();
         cairn_fingerprint::Fingerprinter::new(
@@ -319,7 +319,12 @@ impl World {
         assert_eq!(runs, [RUN1, RUN2]);
     }
 
-    fn bootstrap(&self, daemon: &Daemon, dest: &Path, extra: &[&str]) -> (Output, Option<Value>) {
+    pub(crate) fn bootstrap(
+        &self,
+        daemon: &Daemon,
+        dest: &Path,
+        extra: &[&str],
+    ) -> (Output, Option<Value>) {
         bootstrap_with(daemon.cairn(), &self.checkout.root, dest, extra)
     }
 }

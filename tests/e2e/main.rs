@@ -15,6 +15,7 @@ mod integrity; // corruption never reaches a build dir silently: edited kept fil
 mod interrupt; // SIGKILL/SIGINT/SIGTERM during A→B re-bootstraps: markers only over exact stage dirs, reruns complete
 mod lifecycle; // cairnd serve: SIGTERM right after readiness is graceful, 200 times
 mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` after real gRPC traffic
+mod quota; // a quota below the working set: fetches succeed, background eviction, online verify
 mod security; // symlinks planted in build dirs and in the store, a damaged index rebuilt at start
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
 mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults

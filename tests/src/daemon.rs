@@ -76,6 +76,8 @@ pub struct Options {
     pub tcp: bool,
     /// Serve a group-accessible socket (`--group-access`), for tests with clients of other users.
     pub group_access: bool,
+    /// More `cairnd serve` arguments (e.g. `--max-bytes 100K`), kept across restarts.
+    pub args: Vec<String>,
 }
 
 /// A running (or killed) `cairnd serve`.
@@ -85,6 +87,7 @@ pub struct Daemon {
     storage: Storage,
     tcp: Option<String>,
     group_access: bool,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -111,6 +114,7 @@ impl Daemon {
             storage,
             tcp,
             group_access: opts.group_access,
+            args: opts.args,
             child: None,
         };
         d.spawn()?;
@@ -230,6 +234,7 @@ impl Daemon {
                     .arg(bucket);
             }
         }
+        cmd.args(&self.args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -13,6 +13,7 @@ mod push;
 mod resolve;
 mod status;
 mod topology;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,7 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => import::run(cli, args, printer),
         Command::Status => status::run(cli, printer),
         Command::Gc(args) => gc::run(cli, args, printer),
+        Command::Verify(args) => verify::run(cli, args, printer),
         Command::Completions(args) => completions::run(args, printer),
     }
 }

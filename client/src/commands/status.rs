@@ -3,7 +3,9 @@
 //! Plain output: `key<TAB>value` lines. `--json`: the [`Stats`](cairn_client::api::Stats) document
 //! (`store_bytes`, `blobs`, `max_bytes`, `trees`, `hits`, `misses`, `storage_gets`,
 //! `storage_bytes`, `in_flight`, `ingests`, `evicted_blobs`, `evicted_bytes`, `resolve_requests`,
-//! `fetch_requests`) plus `daemon` (its address).
+//! `fetch_requests`, `leased_bytes`, `leased_blobs`, `quota_state` — `no_quota`, `under_quota`,
+//! `over_quota_leased` (over only by what running fetches hold leased; back under when they end),
+//! `over_quota`, or `unknown` from an older daemon) plus `daemon` (its address).
 
 use cairn_client::api::{self, Stats};
 use serde::Serialize;
@@ -66,6 +68,15 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         ),
         ("resolve requests", stats.resolve_requests.to_string()),
         ("fetch requests", stats.fetch_requests.to_string()),
+        (
+            "leased",
+            format!(
+                "{} in {} blob(s)",
+                super::human_bytes(stats.leased_bytes),
+                stats.leased_blobs
+            ),
+        ),
+        ("quota state", stats.quota_state.as_str().to_string()),
     ];
     for (k, v) in lines {
         printer.line(&format!("{k}\t{v}"))?;

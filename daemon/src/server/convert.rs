@@ -482,3 +482,23 @@ pub fn run_trees_to_pb(t: &RunTrees) -> pb::RunTreesResponse {
         run: t.run.as_ref().map(|run| run_ref(run, &t.bucket, &t.prefix)),
     }
 }
+
+/// A verify report on the wire (`seconds` is filled by the caller when it timed the run).
+pub fn verify_to_pb(r: &crate::store::VerifyReport) -> pb::VerifyResponse {
+    pb::VerifyResponse {
+        checked: r.checked,
+        bytes: r.bytes,
+        corrupt: r
+            .corrupt
+            .iter()
+            .map(|c| pb::CorruptBlob {
+                digest: c.digest.to_string(),
+                path: c.path.display().to_string(),
+                quarantined_to: c.quarantined_to.display().to_string(),
+                actual: c.actual.map(|a| a.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        missing: r.missing.iter().map(ToString::to_string).collect(),
+        seconds: 0.0,
+    }
+}

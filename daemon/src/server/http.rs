@@ -14,6 +14,7 @@ use tracing::warn;
 
 use crate::service::Service;
 use crate::service::metrics::BUCKETS;
+use crate::store::QuotaState;
 
 /// The Prometheus text exposition (format 0.0.4).
 pub fn render(service: &Service) -> String {
@@ -86,6 +87,8 @@ pub fn render(service: &Service) -> String {
     }
     let c = &service.counters;
     let t = service.backends().transfer_totals();
+    // Labelled gauges, appended after the plain ones.
+    let mut states = String::new();
     let mut gauge = |name: &str, kind: &str, help: &str, v: u64| {
         let _ = writeln!(
             out,
@@ -161,6 +164,42 @@ pub fn render(service: &Service) -> String {
             s.max_bytes.unwrap_or(0),
         );
         gauge(
+            "cairn_store_leased_bytes",
+            "gauge",
+            "Bytes of blobs held leased by requests in flight (eviction skips them).",
+            s.leased_bytes,
+        );
+        gauge(
+            "cairn_store_leased_blobs",
+            "gauge",
+            "Blobs held leased by requests in flight.",
+            s.leased_blobs,
+        );
+        let state = s.quota_state();
+        gauge(
+            "cairn_store_over_quota",
+            "gauge",
+            "1 when the CAS holds more than its quota (see cairn_store_quota_state for why).",
+            u64::from(matches!(state, QuotaState::OverLeased | QuotaState::Over)),
+        );
+        let _ = writeln!(
+            states,
+            "# HELP cairn_store_quota_state 1 for the store's state against its quota: no_quota, under_quota, over_quota_leased (only leased bytes over; back under when they are released) or over_quota.\n# TYPE cairn_store_quota_state gauge"
+        );
+        for st in [
+            QuotaState::NoQuota,
+            QuotaState::Under,
+            QuotaState::OverLeased,
+            QuotaState::Over,
+        ] {
+            let _ = writeln!(
+                states,
+                "cairn_store_quota_state{{state=\"{}\"}} {}",
+                st.as_str(),
+                u64::from(st == state)
+            );
+        }
+        gauge(
             "cairn_evicted_blobs_total",
             "counter",
             "Blobs evicted since start.",
@@ -185,6 +224,7 @@ pub fn render(service: &Service) -> String {
         "Seconds since cairnd started.",
         service.metrics.uptime().as_secs(),
     );
+    out.push_str(&states);
     out
 }
 
@@ -203,6 +243,8 @@ pub fn status_json(service: &Service) -> serde_json::Value {
         "num_trees": s.trees,
         "num_archives": s.archives,
         "leased_blobs": s.leased_blobs,
+        "leased_bytes": s.leased_bytes,
+        "quota_state": s.quota_state().as_str(),
         "hits": c.hits.load(Ordering::Relaxed),
         "misses": c.misses.load(Ordering::Relaxed),
         "in_flight": c.in_flight.load(Ordering::Relaxed),

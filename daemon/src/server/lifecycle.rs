@@ -2,6 +2,18 @@
 //! serve until SIGINT/SIGTERM. Shutdown is graceful: listeners close, in-flight requests finish, the
 //! store's index is closed by drop; an ingest interrupted anyway leaves no index entry (see `store.rs`).
 //! Under systemd socket activation the Unix socket comes from systemd (see `listen.rs`) instead.
+//!
+//! With a quota, `serve` also runs the background evictor ([`evict_in_background`]): the store's
+//! ingests no longer evict inline, they wake it, and so does every blob whose last lease is
+//! released. It keeps the store between two watermarks — once over the quota (high), it evicts
+//! least-recently-used unleased blobs down to [`crate::store::LOW_WATERMARK`] of it (low) — in
+//! steps of at most [`EVICT_STEP_BLOBS`] blobs on a blocking thread, yielding between steps, so the
+//! eviction lock (which leasing needs) is never held for a whole large eviction. Without a wakeup it
+//! still looks every [`EVICT_POLL`].
+//!
+//! `--verify-every SECS` adds a periodic scrub: a random sample of `--verify-sample` blobs re-hashed
+//! on one blocking thread (the `Verify` RPC's work), corrupt ones quarantined. It is a flag (and
+//! `CAIRN_VERIFY_EVERY`), not a config-file key, for now.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cairn_fingerprint::units::ByteSize;
 use clap::Args;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::server::listen::{activated_unix, bind_tcp, bind_unix};
@@ -18,6 +30,13 @@ use crate::server::{CairnService, Listener, run, run_authenticated};
 use crate::service::Service;
 use crate::storage::backends::Backends;
 use crate::store::{LocalStore, StoreConfig};
+
+/// Blobs one background eviction step removes at most before yielding (the eviction lock is held
+/// only while one step's victims are removed: one index transaction and this many unlinks).
+pub const EVICT_STEP_BLOBS: usize = 512;
+
+/// How often the background evictor looks at the quota when nothing woke it.
+pub const EVICT_POLL: Duration = Duration::from_secs(10);
 
 /// Flags of `cairnd serve`; each overrides the config file and the `CAIRN_*` environment.
 #[derive(Debug, Args, Default)]
@@ -59,7 +78,17 @@ pub struct ServeArgs {
     /// Make the socket group-accessible (0660) so CI containers of one group can share the daemon.
     #[arg(long)]
     pub group_access: bool,
+    /// Scrub the store every SECS seconds: re-hash a random sample of `--verify-sample` blobs and
+    /// quarantine corrupt ones, as `cairn verify --sample` does (0 or unset = never).
+    #[arg(long, value_name = "SECS", env = "CAIRN_VERIFY_EVERY")]
+    pub verify_every: Option<u64>,
+    /// Blobs each periodic scrub re-hashes.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_VERIFY_SAMPLE)]
+    pub verify_sample: usize,
 }
+
+/// Blobs a periodic scrub (`--verify-every`) re-hashes by default.
+pub const DEFAULT_VERIFY_SAMPLE: usize = 1000;
 
 impl ServeArgs {
     /// The effective configuration: file, then environment, then these flags.
@@ -116,6 +145,24 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Duration::from_secs(cfg.negative_ttl_secs),
     ));
     let grpc = CairnService::new(service.clone(), cfg.max_bytes);
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let evictor = if store_cfg.max_bytes.is_some() {
+        let store = service.store().clone();
+        store.set_background_eviction(true);
+        let rx = stop_tx.subscribe();
+        Some(tokio::spawn(evict_in_background(store, rx)))
+    } else {
+        None
+    };
+    if let Some(secs) = args.verify_every.filter(|s| *s > 0) {
+        let rx = stop_tx.subscribe();
+        tokio::spawn(scrub_periodically(
+            service.clone(),
+            Duration::from_secs(secs),
+            args.verify_sample,
+            rx,
+        ));
+    }
 
     // Decided before binding anything: a daemon that would serve TCP unauthenticated does not start.
     let tcp_auth = match &cfg.tcp {
@@ -131,7 +178,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mode = if args.group_access { 0o660 } else { 0o600 };
     // Socket-activated (systemd `cairnd.socket`): use the passed socket; systemd owns its file.
     let activated = activated_unix()?;
@@ -208,10 +254,85 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .context("server task panicked")?
             .context("gRPC server failed")?;
     }
+    if let Some(e) = evictor {
+        let _ = e.await;
+    }
     if !socket_activated {
         let _ = std::fs::remove_file(&cfg.socket);
     }
     Ok(())
+}
+
+/// Every `every`, re-hash a random `sample` of the store's blobs (quarantining corrupt ones) until
+/// `stop` fires.
+async fn scrub_periodically(
+    service: Arc<Service>,
+    every: Duration,
+    sample: usize,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match service.verify(Some(sample)).await {
+            Ok(r) if r.corrupt.is_empty() => {}
+            Ok(r) => warn!(
+                corrupt = r.corrupt.len(),
+                checked = r.checked,
+                "periodic scrub quarantined corrupt blobs; the next fetch downloads them again"
+            ),
+            Err(e) => warn!(error = %e, "periodic scrub failed"),
+        }
+    }
+}
+
+/// Keep `store` under its quota until `stop` fires: see the module docs.
+pub async fn evict_in_background(
+    store: Arc<LocalStore>,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
+    loop {
+        let mut continuing = false;
+        loop {
+            let s = store.clone();
+            let step =
+                tokio::task::spawn_blocking(move || s.evict_step(EVICT_STEP_BLOBS, continuing))
+                    .await;
+            match step {
+                Ok(Ok(r)) => {
+                    if r.evicted_blobs > 0 {
+                        debug!(
+                            blobs = r.evicted_blobs,
+                            bytes = r.evicted_bytes,
+                            leased_kept = r.skipped_leased,
+                            store_bytes = store.bytes(),
+                            "background eviction"
+                        );
+                    }
+                    if !r.more {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "background eviction failed; retrying later");
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "background eviction task failed");
+                    break;
+                }
+            }
+            continuing = true;
+            tokio::task::yield_now().await;
+        }
+        tokio::select! {
+            _ = stop.recv() => return,
+            _ = store.eviction_wakeup().notified() => {}
+            _ = tokio::time::sleep(EVICT_POLL) => {}
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, caught from the moment [`ShutdownSignals::install`] returns.

@@ -201,6 +201,9 @@ impl Cairn for CairnService {
                 evicted_bytes: store.evicted_bytes,
                 resolve_requests: c.resolve_requests.load(Ordering::Relaxed),
                 fetch_requests: c.fetch_requests.load(Ordering::Relaxed),
+                leased_bytes: store.leased_bytes,
+                leased_blobs: store.leased_blobs,
+                quota_state: store.quota_state().as_str().to_string(),
             })
         })
         .await
@@ -228,6 +231,24 @@ impl Cairn for CairnService {
                 evicted_bytes: report.evicted_bytes,
                 store_bytes: stats.bytes,
             })
+        })
+        .await
+    }
+
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let sample = match req.into_inner().sample {
+            0 => None,
+            n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        self.observed("Verify", "", "", async {
+            let started = Instant::now();
+            let report = self.inner.verify(sample).await?;
+            let mut response = convert::verify_to_pb(&report);
+            response.seconds = started.elapsed().as_secs_f64();
+            Ok(response)
         })
         .await
     }

@@ -5,7 +5,11 @@
 //! Order and sharing: archives are made local largest first, [`ARCHIVES_IN_FLIGHT`] at a time; each
 //! unique blob is announced once per request; every tree stays leased until the client closes the
 //! stream (at most [`LEASE_GRACE`] after the summary), so eviction cannot pull a blob from under a
-//! client that is still copying.
+//! client that is still copying. A downloaded archive is leased without a gap: its ingest leases
+//! each blob before the index commit and hands that lease over ([`crate::store::IngestLease`], from
+//! `ingest_async_leased`), which is dropped only once the request's own lease on the tree is taken.
+//! With a quota smaller than a fetch's working set the fetch therefore succeeds and the store runs
+//! over quota by at most the leased bytes, until the leases drop.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -376,8 +380,11 @@ impl Service {
             .download_and_ingest(candidate, archive, &flight_key)
             .await;
         self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let (tree_digest, tree, bytes) = result?;
+        let (tree_digest, tree, bytes, ingest_lease) = result?;
+        // The ingest's lease has held every blob since before its index commit; take this request's
+        // own before letting it go, so there is no instant at which eviction could take them.
         let lease = self.store.lease(&tree)?;
+        drop(ingest_lease);
         Ok((
             LocalArchive {
                 artifact: archive.artifact.clone(),
@@ -443,7 +450,7 @@ impl Service {
         candidate: &Candidate,
         archive: &OfferedArchive,
         flight_key: &str,
-    ) -> Result<(Blake3, Arc<Tree>, u64)> {
+    ) -> Result<(Blake3, Arc<Tree>, u64, Arc<Lease>)> {
         let backend = self.backend(&candidate.bucket)?;
         let storage: Arc<dyn Storage> = backend.storage.clone();
         let compression = Compression::from_file_name(&archive.key).ok_or_else(|| {
@@ -479,13 +486,13 @@ impl Service {
             info!(key = %archive.key, bytes, "downloading");
             let outcome = self
                 .store
-                .ingest_async(flight_key, compression, dl.into_async_read(), expected)
+                .ingest_async_leased(flight_key, compression, dl.into_async_read(), expected)
                 .await
                 .map_err(storage_first)?;
             Ok::<_, ServiceError>((outcome, bytes))
         }
         .await;
-        let (outcome, bytes) = match fetched {
+        let ((outcome, ingest_lease), bytes) = match fetched {
             Ok(done) => done,
             // An object shorter than the size we were told fails as a bad range request: say what is
             // really wrong, the object changed under its record.
@@ -511,7 +518,7 @@ impl Service {
                 archive.key, outcome.tree_digest
             )));
         }
-        Ok((outcome.tree_digest, outcome.tree, bytes))
+        Ok((outcome.tree_digest, outcome.tree, bytes, ingest_lease))
     }
 }
 

@@ -123,6 +123,25 @@ impl Service {
         &self.backends
     }
 
+    /// Re-hash the store's blobs (all, or a random `sample`) while serving, quarantining corrupt
+    /// ones: [`LocalStore::verify_live`] on one blocking thread, so fetches keep the runtime and the
+    /// other blocking threads.
+    pub async fn verify(&self, sample: Option<usize>) -> Result<crate::store::VerifyReport> {
+        let store = self.store.clone();
+        let started = std::time::Instant::now();
+        let report = tokio::task::spawn_blocking(move || store.verify_live(sample))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("verify task failed: {e}")))??;
+        tracing::info!(
+            checked = report.checked,
+            corrupt = report.corrupt.len(),
+            missing = report.missing.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "verify"
+        );
+        Ok(report)
+    }
+
     /// Objects being downloaded and fingerprints being looked up right now (both drop to 0 when
     /// the daemon is idle: the maps never keep finished work).
     pub fn in_flight_keys(&self) -> (usize, usize) {

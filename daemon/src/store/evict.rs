@@ -10,8 +10,20 @@
 //! deleting the last file, so a lease is either taken before a blob is chosen (and the blob is spared)
 //! or after it is gone (and the taker sees it missing and rewrites it). Eviction removes index entries
 //! before deleting files, so the index never names a deleted blob.
+//!
+//! Each lease records the blob's size, so the table also knows the *leased bytes*: with a quota
+//! smaller than what the requests in flight need, the store is over quota by at most that much, and
+//! only while the leases live. Releasing a blob (its last lease dropped) wakes [`Leases::released`],
+//! which the background evictor waits on, so the store comes back under quota as soon as the
+//! requests that held it over are done.
+//!
+//! Two ways to evict: [`collect`] (one pass over the whole index under the lock: `gc`, and the
+//! inline quota check of a store without a background evictor) and [`evict_step`] (at most a given
+//! number of victims, the lock held only while those are removed: the background evictor's unit of
+//! work, so a large eviction never stalls the ingests and fetches that need the lock to lease).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cairn_fingerprint::Blake3;
@@ -23,9 +35,13 @@ use crate::store::index::Index;
 /// Lease counts per blob, shared by every [`Lease`] of a store.
 #[derive(Debug, Default)]
 pub struct Leases {
-    /// Blob → number of live leases holding it. Also the eviction lock (see the module docs); std's
-    /// mutex because it is never held across an `.await`.
-    counts: Mutex<HashMap<Blake3, u32>>,
+    /// Blob → (number of live leases holding it, its size). Also the eviction lock (see the module
+    /// docs); std's mutex because it is never held across an `.await`.
+    counts: Mutex<HashMap<Blake3, (u32, u64)>>,
+    /// Sum of the sizes of the leased blobs (each counted once); written under `counts`' lock.
+    bytes: AtomicU64,
+    /// Woken when a blob loses its last lease.
+    released: tokio::sync::Notify,
 }
 
 impl Leases {
@@ -34,7 +50,7 @@ impl Leases {
         Arc::new(Leases::default())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Blake3, u32>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Blake3, (u32, u64)>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -55,6 +71,25 @@ impl Leases {
     pub fn leased_blobs(&self) -> usize {
         self.lock().len()
     }
+
+    /// Bytes of the distinct leased blobs.
+    pub fn leased_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Notified (one stored permit) whenever some blob loses its last lease, and by whoever wants the
+    /// background evictor to look at the quota now.
+    pub fn released(&self) -> &tokio::sync::Notify {
+        &self.released
+    }
+
+    fn hold(&self, counts: &mut HashMap<Blake3, (u32, u64)>, digest: Blake3, size: u64) {
+        let e = counts.entry(digest).or_insert_with(|| {
+            self.bytes.fetch_add(size, Ordering::Relaxed);
+            (0, size)
+        });
+        e.0 += 1;
+    }
 }
 
 /// A guard that keeps its blobs from being evicted until it is dropped.
@@ -65,17 +100,18 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Hold one more blob.
-    pub fn add(&mut self, digest: Blake3) {
-        *self.leases.lock().entry(digest).or_insert(0) += 1;
+    /// Hold one more blob of `size` bytes.
+    pub fn add(&mut self, digest: Blake3, size: u64) {
+        let mut counts = self.leases.lock();
+        self.leases.hold(&mut counts, digest, size);
         self.digests.push(digest);
     }
 
-    /// Hold several more blobs (one lock acquisition).
-    pub fn extend(&mut self, digests: impl IntoIterator<Item = Blake3>) {
+    /// Hold several more blobs, `(digest, size)` (one lock acquisition).
+    pub fn extend(&mut self, blobs: impl IntoIterator<Item = (Blake3, u64)>) {
         let mut counts = self.leases.lock();
-        for d in digests {
-            *counts.entry(d).or_insert(0) += 1;
+        for (d, size) in blobs {
+            self.leases.hold(&mut counts, d, size);
             self.digests.push(d);
         }
     }
@@ -88,14 +124,23 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut counts = self.leases.lock();
-        for d in &self.digests {
-            if let Some(n) = counts.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(d);
+        let mut released = false;
+        {
+            let mut counts = self.leases.lock();
+            for d in &self.digests {
+                if let Some((n, size)) = counts.get_mut(d) {
+                    *n -= 1;
+                    if *n == 0 {
+                        let size = *size;
+                        counts.remove(d);
+                        self.leases.bytes.fetch_sub(size, Ordering::Relaxed);
+                        released = true;
+                    }
                 }
             }
+        }
+        if released {
+            self.leases.released.notify_one();
         }
     }
 }
@@ -181,6 +226,85 @@ pub fn collect(
     Ok(report)
 }
 
+/// What one [`evict_step`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Blobs evicted.
+    pub evicted_blobs: u64,
+    /// Bytes the index no longer accounts for.
+    pub evicted_bytes: u64,
+    /// Least-recently-used blobs passed over because a lease holds them.
+    pub skipped_leased: u64,
+    /// True when the step stopped at its victim limit with more to evict: call again.
+    pub more: bool,
+}
+
+/// Evict up to `max_victims` least-recently-used, unleased blobs, as many as it takes to bring the
+/// `current` bytes the index accounts for down to `target`.
+///
+/// The index is read without the lock (one pass keeping the oldest candidates in a bounded heap),
+/// then the lock is held only while the chosen victims are re-checked against the leases, dropped
+/// from the index and deleted. A blob leased between the two is spared; one used between the two
+/// may go although it is no longer the oldest (recency is a hint, leases are the guarantee).
+pub fn evict_step(
+    index: &Index,
+    cas: &Cas,
+    leases: &Leases,
+    current: u64,
+    target: u64,
+    max_victims: usize,
+) -> Result<StepReport> {
+    let mut report = StepReport::default();
+    if current <= target || max_victims == 0 {
+        return Ok(report);
+    }
+    let need = current - target;
+    // The oldest unleased blobs, enough to cover `need` (at most `max_victims`), in one pass. A
+    // snapshot of the leased set keeps leased blobs from filling the heap.
+    let leased: HashSet<Blake3> = leases.lock().keys().copied().collect();
+    let mut heap: BinaryHeap<(u64, Blake3, u64)> = BinaryHeap::new();
+    let mut heap_bytes = 0u64;
+    let mut candidates = 0u64;
+    for (digest, record) in index.blobs()? {
+        if leased.contains(&digest) {
+            report.skipped_leased += 1;
+            continue;
+        }
+        candidates += 1;
+        heap.push((record.last_use, digest, record.size));
+        heap_bytes += record.size;
+        // Drop the newest while the rest still covers what is needed (or the limit is exceeded).
+        while let Some(&(_, _, size)) = heap.peek() {
+            if heap.len() > max_victims || heap_bytes - size >= need {
+                heap.pop();
+                heap_bytes -= size;
+            } else {
+                break;
+            }
+        }
+    }
+    let mut victims: Vec<(u64, Blake3, u64)> = heap.into_vec();
+    victims.sort();
+    report.more = heap_bytes < need && candidates > victims.len() as u64;
+    let counts = leases.lock();
+    let chosen: Vec<Blake3> = victims
+        .iter()
+        .filter(|(_, d, _)| !counts.contains_key(d))
+        .map(|(_, d, _)| *d)
+        .collect();
+    report.skipped_leased += (victims.len() - chosen.len()) as u64;
+    if chosen.is_empty() {
+        return Ok(report);
+    }
+    report.evicted_bytes = index.remove_blobs(&chosen)?;
+    for d in &chosen {
+        cas.remove_blob(d)
+            .map_err(|e| StoreError::io(cas.blob_path(d), e))?;
+    }
+    report.evicted_blobs = chosen.len() as u64;
+    Ok(report)
+}
+
 /// Delete blob files that this failed ingest created, unless another lease (a concurrent ingest that
 /// found the file and means to reference it) holds them. Only files absent from the index qualify.
 pub fn discard_unreferenced(
@@ -192,7 +316,7 @@ pub fn discard_unreferenced(
     let counts = leases.lock();
     for d in created {
         // The failed ingest's own lease still holds each blob once.
-        if counts.get(d).copied().unwrap_or(0) > 1 || index.blob(d)?.is_some() {
+        if counts.get(d).map_or(0, |(n, _)| *n) > 1 || index.blob(d)?.is_some() {
             continue;
         }
         cas.remove_blob(d)

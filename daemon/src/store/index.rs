@@ -66,6 +66,13 @@ pub enum IndexError {
     },
 }
 
+impl IndexError {
+    /// True when another process (a running `cairnd`) holds the index's file lock.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, IndexError::Db(redb::Error::DatabaseAlreadyOpen))
+    }
+}
+
 trait Db<T> {
     fn db(self) -> Result<T, IndexError>;
 }

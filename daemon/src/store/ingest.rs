@@ -80,7 +80,7 @@ pub(crate) fn ingest(
         let pin = &mut |d: &Blake3| {
             // Lease each digest once, so a failed ingest can tell its own hold from others'.
             if pinned.insert(*d) {
-                lease.add(*d);
+                lease.add(*d, size);
             }
         };
         match ctx.cas.stage_blob(content, size, pin)? {

@@ -48,8 +48,9 @@ const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 /// How a store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreConfig {
-    /// Byte quota for blobs; after each ingest the store evicts least-recently-used, unleased blobs
-    /// down to it. `None`: no quota.
+    /// Byte quota for blobs. `None`: no quota. Without a background evictor (see
+    /// [`LocalStore::set_background_eviction`]) each ingest evicts least-recently-used, unleased
+    /// blobs down to it before returning; with one, the ingest only wakes the evictor.
     pub max_bytes: Option<u64>,
     /// Bounds on what an archive may declare.
     pub limits: Limits,
@@ -77,6 +78,12 @@ pub struct IngestOutcome {
     pub deduplicated: bool,
 }
 
+/// The ingest's own lease on every blob of its tree, taken before the index commit and shared by the
+/// single-flight leader and its followers ([`LocalStore::ingest_reader_leased`]): the blobs stay
+/// until the last holder drops it, so a caller can take its own (longer) lease without a window in
+/// which eviction could take them.
+pub type IngestLease = Arc<Lease>;
+
 /// A known archive: its digest and tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownArchive {
@@ -103,6 +110,8 @@ pub struct StoreStats {
     pub max_bytes: Option<u64>,
     /// Distinct blobs held by live leases.
     pub leased_blobs: u64,
+    /// Their bytes (blobs being ingested included).
+    pub leased_bytes: u64,
     /// Ingests performed (single-flight leaders) since open.
     pub ingests: u64,
     /// Ingest requests that shared a concurrent ingest since open.
@@ -117,6 +126,47 @@ pub struct StoreStats {
     pub evicted_blobs: u64,
     /// Their bytes.
     pub evicted_bytes: u64,
+}
+
+/// Where the store stands against its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuotaState {
+    /// No quota is configured.
+    #[default]
+    NoQuota,
+    /// At or under the quota.
+    Under,
+    /// Over the quota, but only by bytes that requests in flight hold leased: the store comes back
+    /// under when they finish.
+    OverLeased,
+    /// Over the quota by more than the leased bytes: eviction has work to do.
+    Over,
+}
+
+impl QuotaState {
+    /// The state's name in `Stats`, `/status` and `cairn status --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaState::NoQuota => "no_quota",
+            QuotaState::Under => "under_quota",
+            QuotaState::OverLeased => "over_quota_leased",
+            QuotaState::Over => "over_quota",
+        }
+    }
+}
+
+impl StoreStats {
+    /// Where these figures put the store against its quota.
+    pub fn quota_state(&self) -> QuotaState {
+        match self.max_bytes {
+            None => QuotaState::NoQuota,
+            Some(max) if self.bytes <= max => QuotaState::Under,
+            Some(max) if self.bytes.saturating_sub(self.leased_bytes) <= max => {
+                QuotaState::OverLeased
+            }
+            Some(_) => QuotaState::Over,
+        }
+    }
 }
 
 /// A blob `verify` found corrupt.
@@ -167,6 +217,11 @@ impl VerifyReport {
     }
 }
 
+/// Low watermark of background eviction, as a fraction of the quota: once the store is over its
+/// quota, the background evictor removes blobs down to this, so that it does not run again for
+/// every small ingest that crosses the line.
+pub const LOW_WATERMARK: f64 = 0.9;
+
 /// Counters since open; relaxed atomics, read together only for reporting.
 #[derive(Debug, Default)]
 struct Counters {
@@ -188,7 +243,7 @@ pub struct LocalStore {
     index: Index,
     leases: Arc<Leases>,
     /// Ingests in flight, by key.
-    flight: SingleFlight<String, IngestOutcome, StoreError>,
+    flight: SingleFlight<String, (IngestOutcome, IngestLease), StoreError>,
     /// Logical clock for blob last-use; resumes after the largest value in the index.
     clock: AtomicU64,
     /// Bytes the index accounts for, maintained incrementally so the quota check after an ingest
@@ -199,6 +254,8 @@ pub struct LocalStore {
     trees: TreeCache,
     /// Set when this open found the index corrupt and rebuilt it.
     recovered: std::sync::Mutex<Option<Recovery>>,
+    /// A background evictor keeps the quota (see [`LocalStore::set_background_eviction`]).
+    background_eviction: std::sync::atomic::AtomicBool,
 }
 
 /// What a rebuild of the index from the CAS did.
@@ -348,6 +405,7 @@ impl LocalStore {
             counters: Counters::default(),
             trees: TreeCache::new(tree_cache::DEFAULT_MAX_ENTRIES),
             recovered: std::sync::Mutex::new(None),
+            background_eviction: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -437,9 +495,19 @@ impl LocalStore {
         path: &Path,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
+        self.ingest_file_leased(key, path, expected).map(|(o, _)| o)
+    }
+
+    /// [`LocalStore::ingest_file`], also returning the ingest's lease on the tree's blobs.
+    pub fn ingest_file_leased(
+        &self,
+        key: &str,
+        path: &Path,
+        expected: Option<Sha256>,
+    ) -> Result<(IngestOutcome, IngestLease)> {
         let compression = ingest::compression_of(path)?;
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-        self.ingest_reader(
+        self.ingest_reader_leased(
             key,
             compression,
             io::BufReader::with_capacity(1 << 20, file),
@@ -456,6 +524,19 @@ impl LocalStore {
         src: impl Read,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
+        self.ingest_reader_leased(key, compression, src, expected)
+            .map(|(o, _)| o)
+    }
+
+    /// [`LocalStore::ingest_reader`], also returning the ingest's lease ([`IngestLease`]), which
+    /// keeps every blob of the tree from eviction until dropped.
+    pub fn ingest_reader_leased(
+        &self,
+        key: &str,
+        compression: Compression,
+        src: impl Read,
+        expected: Option<Sha256>,
+    ) -> Result<(IngestOutcome, IngestLease)> {
         let (result, role) = self.flight.run(
             key.to_string(),
             || StoreError::Abandoned {
@@ -464,12 +545,12 @@ impl LocalStore {
             || self.lead_ingest(key, compression, src, expected),
         );
         match (result, role) {
-            (Ok(mut outcome), Role::Follower) => {
+            (Ok((mut outcome, lease)), Role::Follower) => {
                 self.counters.shared.fetch_add(1, Ordering::Relaxed);
                 outcome.deduplicated = true;
                 outcome.new_blobs = 0;
                 outcome.new_blob_bytes = 0;
-                Ok(outcome)
+                Ok((outcome, lease))
             }
             (Ok(outcome), Role::Leader) => Ok(outcome),
             (Err(e), Role::Follower) => {
@@ -486,7 +567,7 @@ impl LocalStore {
         compression: Compression,
         src: impl Read,
         expected: Option<Sha256>,
-    ) -> Result<IngestOutcome> {
+    ) -> Result<(IngestOutcome, IngestLease)> {
         self.counters.ingests.fetch_add(1, Ordering::Relaxed);
         let tick = || self.tick();
         let ctx = Ctx {
@@ -519,14 +600,18 @@ impl LocalStore {
         self.counters
             .new_blob_bytes
             .fetch_add(ingested.new_blob_bytes, Ordering::Relaxed);
-        // Enforce the quota while this ingest's lease still protects its own blobs.
+        // Enforce the quota while this ingest's lease still protects its own blobs: inline, or by
+        // waking the background evictor.
         if let Some(max) = self.config.max_bytes
             && self.bytes.load(Ordering::Relaxed) > max
         {
-            self.collect(max, false)?;
+            if self.background_eviction.load(Ordering::Relaxed) {
+                self.leases.released().notify_one();
+            } else {
+                self.collect(max, false)?;
+            }
         }
-        drop(ingested.lease);
-        Ok(IngestOutcome {
+        let outcome = IngestOutcome {
             archive_sha256: ingested.archive_sha256,
             tree_digest: ingested.tree_digest,
             tree: ingested.tree,
@@ -535,7 +620,8 @@ impl LocalStore {
             new_blobs: ingested.new_blobs,
             new_blob_bytes: ingested.new_blob_bytes,
             deduplicated: ingested.already_known,
-        })
+        };
+        Ok((outcome, Arc::new(ingested.lease)))
     }
 
     /// Ingest an archive from an async byte stream. The blocking work runs on tokio's blocking pool;
@@ -547,11 +633,24 @@ impl LocalStore {
         src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
+        self.ingest_async_leased(key, compression, src, expected)
+            .await
+            .map(|(o, _)| o)
+    }
+
+    /// [`LocalStore::ingest_async`], also returning the ingest's lease ([`IngestLease`]).
+    pub async fn ingest_async_leased(
+        self: &Arc<Self>,
+        key: &str,
+        compression: Compression,
+        src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        expected: Option<Sha256>,
+    ) -> Result<(IngestOutcome, IngestLease)> {
         let store = self.clone();
         let key = key.to_string();
         let bridge = tokio_util::io::SyncIoBridge::new(src);
         tokio::task::spawn_blocking(move || {
-            store.ingest_reader(&key, compression, bridge, expected)
+            store.ingest_reader_leased(&key, compression, bridge, expected)
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
@@ -625,12 +724,70 @@ impl LocalStore {
     /// used now. Lease before checking [`LocalStore::has_blobs`], so the answer cannot go stale.
     pub fn lease(&self, tree: &Tree) -> Result<Lease> {
         let mut lease = self.leases.lease();
-        let mut digests: Vec<Blake3> = file_digests(tree).copied().collect();
-        digests.sort();
-        digests.dedup();
-        lease.extend(digests.iter().copied());
+        let mut blobs: Vec<(Blake3, u64)> = file_blobs(tree).collect();
+        blobs.sort();
+        blobs.dedup_by_key(|(d, _)| *d);
+        let digests: Vec<Blake3> = blobs.iter().map(|(d, _)| *d).collect();
+        lease.extend(blobs);
         self.index.touch_blobs(&digests, self.tick())?;
         Ok(lease)
+    }
+
+    /// Hand quota enforcement to a background evictor (`on`), which calls
+    /// [`LocalStore::evict_step`] whenever [`LocalStore::eviction_wakeup`] fires; ingests then only
+    /// wake it instead of evicting inline.
+    pub fn set_background_eviction(&self, on: bool) {
+        self.background_eviction.store(on, Ordering::Relaxed);
+    }
+
+    /// Fires when a blob loses its last lease or an ingest leaves the store over its quota.
+    pub fn eviction_wakeup(&self) -> &tokio::sync::Notify {
+        self.leases.released()
+    }
+
+    /// The configured quota.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.config.max_bytes
+    }
+
+    /// Bytes the index accounts for (maintained incrementally; no index scan).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// One bounded unit of background eviction: when the store is over its quota (or, `continuing`
+    /// a pass, over the low watermark), evict at most `max_victims` least-recently-used, unleased
+    /// blobs towards the low watermark ([`LOW_WATERMARK`] of the quota). Returns what it did; `more`
+    /// says another step (with `continuing`) has work.
+    pub fn evict_step(&self, max_victims: usize, continuing: bool) -> Result<evict::StepReport> {
+        let Some(max) = self.config.max_bytes else {
+            return Ok(evict::StepReport::default());
+        };
+        let current = self.bytes.load(Ordering::Relaxed);
+        let low = (max as f64 * LOW_WATERMARK) as u64;
+        if current <= if continuing { low } else { max } {
+            return Ok(evict::StepReport::default());
+        }
+        let report = evict::evict_step(
+            &self.index,
+            &self.cas,
+            &self.leases,
+            current,
+            low,
+            max_victims,
+        )?;
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(report.evicted_bytes))
+            });
+        self.counters
+            .evicted_blobs
+            .fetch_add(report.evicted_blobs, Ordering::Relaxed);
+        self.counters
+            .evicted_bytes
+            .fetch_add(report.evicted_bytes, Ordering::Relaxed);
+        Ok(report)
     }
 
     /// Where the blob `digest` lives (whether or not it is present). Same-machine clients copy from
@@ -680,6 +837,7 @@ impl LocalStore {
             archives: counts.archives,
             max_bytes: self.config.max_bytes,
             leased_blobs: self.leases.leased_blobs() as u64,
+            leased_bytes: self.leases.leased_bytes(),
             ingests: c.ingests.load(Ordering::Relaxed),
             ingests_shared: c.shared.load(Ordering::Relaxed),
             ingest_failures: c.failures.load(Ordering::Relaxed),
@@ -738,7 +896,8 @@ impl LocalStore {
     /// index; index entries without a matching file are dropped; archive and key entries are checked
     /// to name stored trees.
     ///
-    /// Meant for a quiet store (`cairnd verify` holds the store's lock). Run beside a live ingest, a
+    /// Meant for a quiet store (`cairnd verify` holds the store's lock); a running daemon uses
+    /// [`LocalStore::verify_live`] instead. Run beside a live ingest, a
     /// corrupt blob that ingest found and leased is still quarantined — a corrupt blob is never
     /// served — and the ingest's index entry for it is then caught by [`LocalStore::blob_file`].
     pub fn verify(&self) -> Result<VerifyReport> {
@@ -840,6 +999,111 @@ impl LocalStore {
         }
         Ok(report)
     }
+}
+
+impl LocalStore {
+    /// Re-hash blobs while the store is in use (the `Verify` RPC): every blob file, or a random
+    /// `sample` of them, one at a time on the calling (blocking) thread, so a concurrent fetch still
+    /// has the other threads and the disk. Corrupt blobs are quarantined and dropped from the index,
+    /// so the next fetch that needs one downloads it again; with no `sample`, index entries whose
+    /// file is missing (or of the wrong size) at the moment they are checked are dropped too.
+    ///
+    /// Unlike [`LocalStore::verify`] it expects company: a file evicted between the listing and its
+    /// hashing is skipped, not reported, and entries are checked one by one against the disk at that
+    /// moment rather than against the listing. A corrupt blob is quarantined even while a fetch has
+    /// it leased (a corrupt blob is never served; that fetch's client then fails on it or re-hashes
+    /// it, and a retry downloads the archive again).
+    pub fn verify_live(&self, sample: Option<usize>) -> Result<VerifyReport> {
+        let files = self
+            .cas
+            .list()
+            .map_err(|e| StoreError::io(self.cas.blobs_dir(), e))?;
+        let mut report = VerifyReport::default();
+        let mut named = Vec::new();
+        for (digest, path) in files {
+            match digest {
+                Some(d) => named.push((d, path)),
+                None => report.stray.push(path),
+            }
+        }
+        if let Some(n) = sample
+            && n < named.len()
+        {
+            let picked = rand::seq::index::sample(&mut rand::rng(), named.len(), n);
+            let mut keep: Vec<(Blake3, PathBuf)> = Vec::with_capacity(n);
+            let mut all: Vec<Option<(Blake3, PathBuf)>> = named.into_iter().map(Some).collect();
+            for i in picked {
+                if let Some(x) = all[i].take() {
+                    keep.push(x);
+                }
+            }
+            named = keep;
+        }
+        let mut checked_ok = std::collections::HashSet::new();
+        for (digest, path) in named {
+            let actual = match cas::hash_file(&path) {
+                // Evicted (or quarantined) since the listing: nothing to check.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => None,
+                Ok((actual, size)) => {
+                    report.checked += 1;
+                    report.bytes += size;
+                    if actual == digest {
+                        checked_ok.insert(digest);
+                        continue;
+                    }
+                    Some(actual)
+                }
+            };
+            if actual.is_none() {
+                report.checked += 1;
+            }
+            let quarantined_to = self.quarantine(&digest)?.unwrap_or_default();
+            report.corrupt.push(CorruptBlob {
+                digest,
+                path,
+                quarantined_to,
+                actual,
+            });
+        }
+        if sample.is_none() {
+            for (digest, record) in self.index.blobs()? {
+                if checked_ok.contains(&digest) && self.cas.contains(&digest, record.size) {
+                    continue;
+                }
+                if report.corrupt.iter().any(|c| c.digest == digest) {
+                    continue;
+                }
+                // Checked now, not against the listing: an ingest may have committed it since. File
+                // first, then the entry: eviction and quarantine drop the entry before the file, so
+                // an entry still there once its file is gone is really missing.
+                if !self.cas.contains(&digest, record.size)
+                    && self
+                        .index
+                        .blob(&digest)?
+                        .is_some_and(|r| !self.cas.contains(&digest, r.size))
+                {
+                    report.missing.push(digest);
+                }
+            }
+            if !report.missing.is_empty() {
+                let removed = self.index.remove_blobs(&report.missing)?;
+                let _ = self
+                    .bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(removed))
+                    });
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn file_blobs(tree: &Tree) -> impl Iterator<Item = (Blake3, u64)> + '_ {
+    tree.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| e.blake3.map(|d| (d, e.size)))
 }
 
 fn file_digests(tree: &Tree) -> impl Iterator<Item = &Blake3> {
