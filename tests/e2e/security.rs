@@ -231,6 +231,11 @@ fn cairnd_verify(store: &Path) -> Output {
 /// A fresh store, created by `cairnd` and closed.
 fn fresh_store(tmp: &Path) -> PathBuf {
     let store = tmp.join("store");
+    // `cairnd verify` refuses a store that does not exist; create it as `cairnd serve` would.
+    drop(
+        cairn_daemon::store::LocalStore::open(&store, cairn_daemon::store::StoreConfig::default())
+            .unwrap(),
+    );
     assert_ok(&cairnd_verify(&store));
     store
 }
@@ -309,6 +314,8 @@ fn store_dangling_cachedir_tag_symlink_is_refused() {
         "{err}"
     );
     fs::remove_file(&index).unwrap();
+    // Put the real index back: `cairnd verify` refuses a directory without one before any check.
+    fs::rename(tmp.path().join("index-elsewhere"), &index).unwrap();
     let outside = tmp.path().join("outside-quarantine");
     fs::create_dir(&outside).unwrap();
     symlink(&outside, store.join("quarantine")).unwrap();
