@@ -300,6 +300,9 @@ impl std::fmt::Debug for LocalStore {
     }
 }
 
+/// The files of the CAS: (digest, path) of well-named blob files, and the paths of anything else.
+type BlobFilesOnDisk = (Vec<(Blake3, PathBuf)>, Vec<PathBuf>);
+
 impl LocalStore {
     /// Open (creating if needed) the store at `dir`.
     ///
@@ -892,6 +895,21 @@ impl LocalStore {
         Ok(Some(to))
     }
 
+    /// Every file in the CAS: those named by a digest, and strays (anything else).
+    fn blob_files_on_disk(&self) -> Result<BlobFilesOnDisk> {
+        let files = self
+            .cas
+            .list()
+            .map_err(|e| StoreError::io(self.cas.blobs_dir(), e))?;
+        let (mut named, mut stray) = (Vec::new(), Vec::new());
+        for (digest, path) in files {
+            match digest {
+                Some(d) => named.push((d, path)),
+                None => stray.push(path),
+            }
+        }
+        Ok((named, stray))
+    }
     /// Re-hash every blob file (in parallel). Corrupt blobs are quarantined and dropped from the
     /// index; index entries without a matching file are dropped; archive and key entries are checked
     /// to name stored trees.
@@ -901,18 +919,11 @@ impl LocalStore {
     /// corrupt blob that ingest found and leased is still quarantined — a corrupt blob is never
     /// served — and the ingest's index entry for it is then caught by [`LocalStore::blob_file`].
     pub fn verify(&self) -> Result<VerifyReport> {
-        let files = self
-            .cas
-            .list()
-            .map_err(|e| StoreError::io(self.cas.blobs_dir(), e))?;
-        let mut report = VerifyReport::default();
-        let mut named = Vec::new();
-        for (digest, path) in files {
-            match digest {
-                Some(d) => named.push((d, path)),
-                None => report.stray.push(path),
-            }
-        }
+        let (named, stray) = self.blob_files_on_disk()?;
+        let mut report = VerifyReport {
+            stray,
+            ..VerifyReport::default()
+        };
         let hashed: Vec<_> = named
             .into_par_iter()
             .map(|(d, p)| {
@@ -1014,18 +1025,11 @@ impl LocalStore {
     /// it leased (a corrupt blob is never served; that fetch's client then fails on it or re-hashes
     /// it, and a retry downloads the archive again).
     pub fn verify_live(&self, sample: Option<usize>) -> Result<VerifyReport> {
-        let files = self
-            .cas
-            .list()
-            .map_err(|e| StoreError::io(self.cas.blobs_dir(), e))?;
-        let mut report = VerifyReport::default();
-        let mut named = Vec::new();
-        for (digest, path) in files {
-            match digest {
-                Some(d) => named.push((d, path)),
-                None => report.stray.push(path),
-            }
-        }
+        let (mut named, stray) = self.blob_files_on_disk()?;
+        let mut report = VerifyReport {
+            stray,
+            ..VerifyReport::default()
+        };
         if let Some(n) = sample
             && n < named.len()
         {
