@@ -223,6 +223,79 @@ impl std::io::Read for Gated<'_> {
     }
 }
 
+/// Twenty-four identical 1 MiB members (under different names) are staged once: the CAS temp dir
+/// never holds more than the distinct content plus the member being read, and the tree lists all 24
+/// paths with one digest.
+#[test]
+fn identical_members_use_temp_space_once() {
+    use cairn_testkit::archives::{tar_stream, ustar_file, zstd_bytes};
+    const MEMBER: usize = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    let content: Vec<u8> = (0..MEMBER as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let stage = "math-libs/dup/stage";
+    let mut members = vec![ustar_file(
+        "artifact_manifest.txt",
+        format!("{stage}\n").as_bytes(),
+    )];
+    for i in 0..24 {
+        members.push(ustar_file(&format!("{stage}/copy{i:02}.bin"), &content));
+    }
+    let bytes = zstd_bytes(&tar_stream(&members), 3);
+    let temp_dir = tmp.path().join("store/cas-v1/tmp");
+    let sampler = TempSampler {
+        inner: &bytes[..],
+        dir: &temp_dir,
+        peak: 0,
+    };
+    let mut sampler = sampler;
+    let out = store
+        .ingest_reader("dup", Compression::Zstd, &mut sampler, None)
+        .unwrap();
+    let files: Vec<_> = out
+        .tree
+        .entries
+        .iter()
+        .filter(|e| e.path.as_str().ends_with(".bin"))
+        .collect();
+    assert_eq!(files.len(), 24);
+    assert!(files.iter().all(|e| e.blake3 == files[0].blake3));
+    assert!(
+        sampler.peak <= 2 * MEMBER as u64,
+        "temp space peaked at {} bytes for 24 identical {MEMBER}-byte members",
+        sampler.peak
+    );
+    assert_eq!(
+        store.stats().unwrap().blobs,
+        2,
+        "the manifest and one content blob"
+    );
+}
+
+/// A reader that measures the bytes in `dir` at every read.
+struct TempSampler<'a> {
+    inner: &'a [u8],
+    dir: &'a Path,
+    peak: u64,
+}
+
+impl std::io::Read for TempSampler<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let used: u64 = std::fs::read_dir(self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.peak = self.peak.max(used);
+        self.inner.read(buf)
+    }
+}
+
 /// The async variant reads from a tokio stream on the blocking pool and agrees with the sync one.
 #[test]
 fn async_ingest_matches_sync_ingest() {

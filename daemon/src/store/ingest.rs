@@ -2,7 +2,8 @@
 //!
 //! Order of events, which is what makes a crash harmless at any instant:
 //! 1. every regular file is hashed and staged in the CAS temp directory as it streams by, its digest
-//!    leased before the CAS is checked for an existing copy; the process's fsync pool
+//!    leased before the CAS is checked for an existing copy (a member whose content this ingest has
+//!    already staged is dropped at once: temp space is the archive's distinct content plus one member); the process's fsync pool
 //!    ([`crate::store::syncer`]) `fdatasync`s staged files meanwhile (one fsync per small file,
 //!    serially, would dominate the ingest);
 //! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
@@ -75,6 +76,7 @@ pub(crate) fn ingest(
     let mut lease = ctx.leases.lease();
     let mut pinned: HashSet<Blake3> = HashSet::new();
     let mut staged: Vec<StagedBlob> = Vec::new();
+    let mut staged_digests: HashSet<Blake3> = HashSet::new();
     let syncs = syncer::Batch::new();
     let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
         let pin = &mut |d: &Blake3| {
@@ -85,6 +87,9 @@ pub(crate) fn ingest(
         };
         match ctx.cas.stage_blob(content, size, pin)? {
             Staged::Present { digest, .. } => Ok(digest),
+            // A member identical to one already staged by this ingest: its temp copy is deleted at
+            // once (dropping it), so temp space holds each distinct content once.
+            Staged::New(blob) if !staged_digests.insert(blob.digest) => Ok(blob.digest),
             Staged::New(blob) => {
                 let digest = blob.digest;
                 syncs.submit(blob.path().to_path_buf());
