@@ -74,10 +74,24 @@ pub enum ArchiveError {
         reason: RelPathError,
     },
     /// A member's path is not UTF-8.
-    #[error("member `{entry}` has a path that is not UTF-8")]
+    #[error(
+        "member `{entry}` has a path that is not UTF-8; hint: Cairn keeps names exactly or refuses \
+         them, so rename it to UTF-8 before archiving"
+    )]
     NonUtf8Path {
         /// The path, lossily decoded.
         entry: String,
+    },
+    /// A link member's target is not UTF-8.
+    #[error(
+        "member `{entry}` links to `{target}`, which is not UTF-8; hint: Cairn keeps link targets \
+         exactly or refuses them, so rename the target to UTF-8 before archiving"
+    )]
+    NonUtf8LinkTarget {
+        /// The member's path.
+        entry: String,
+        /// Its target, with invalid bytes shown as U+FFFD.
+        target: String,
     },
     /// A member lies outside every relpath `artifact_manifest.txt` lists.
     #[error("member `{entry}` is not under any path listed in `artifact_manifest.txt`")]
@@ -414,7 +428,7 @@ fn read_tar(
                 link_target: None,
             }
         } else if kind.is_symlink() {
-            let target = link_target(&entry);
+            let target = link_target(&entry, &name)?;
             if target.is_empty() || path.resolve_link(&target).is_none() {
                 return Err(ArchiveError::LinkEscapes {
                     entry: name,
@@ -430,7 +444,7 @@ fn read_tar(
                 link_target: Some(target),
             }
         } else if kind.is_hard_link() {
-            let target = link_target(&entry);
+            let target = link_target(&entry, &name)?;
             let resolved = RelPath::new(&target).ok().filter(|t| files.contains(t));
             let Some(resolved) = resolved else {
                 return Err(ArchiveError::BadHardlink {
@@ -492,11 +506,17 @@ fn read_tar(
     Ok((Tree::new(manifest, entries), uncompressed))
 }
 
-fn link_target<R: Read>(entry: &tar::Entry<'_, R>) -> String {
-    entry
-        .link_name_bytes()
-        .map(|b| lossy(&b))
-        .unwrap_or_default()
+/// A link member's target, which must be UTF-8: tree manifests are JSON text, and a target rewritten
+/// with U+FFFD would point somewhere else, so a non-UTF-8 target is refused, never altered.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<String, ArchiveError> {
+    let bytes = entry.link_name_bytes().unwrap_or_default();
+    match std::str::from_utf8(&bytes) {
+        Ok(s) => Ok(s.to_string()),
+        Err(_) => Err(ArchiveError::NonUtf8LinkTarget {
+            entry: name.to_string(),
+            target: lossy(&bytes),
+        }),
+    }
 }
 
 /// Parse `artifact_manifest.txt`: one relpath per line, empty lines skipped (as TheRock's readers do).
@@ -784,6 +804,12 @@ pub fn write_archive(
         } else if ft.is_symlink() {
             let (_, dir) = parent.as_ref().expect("opened above");
             let target = dir.read_link(name).map_err(io_err(path))?;
+            if target.to_str().is_none() {
+                return Err(ArchiveError::NonUtf8LinkTarget {
+                    entry: arcname.clone(),
+                    target: target.to_string_lossy().into_owned(),
+                });
+            }
             let mut h = header_for(meta, tar::EntryType::Symlink, 0);
             builder
                 .append_link(&mut h, arcname, &target)

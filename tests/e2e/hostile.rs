@@ -281,6 +281,21 @@ fn hostile_archives_are_refused_and_leave_the_store_unchanged() {
             |e| matches!(e, ArchiveError::Read(_) | ArchiveError::ReadMember { .. }),
         ),
         (
+            "non-utf8-link-target",
+            with(
+                "non-utf8-link-target",
+                vec![ustar_member(
+                    format!("{s}/link").as_bytes(),
+                    b'2',
+                    b"caf\xe9.txt",
+                    b"",
+                    None,
+                )],
+            ),
+            "caf\u{fffd}.txt",
+            |e| matches!(e, ArchiveError::NonUtf8LinkTarget { .. }),
+        ),
+        (
             "not-zstd",
             b"this is not a zstd stream at all".to_vec(),
             "",

@@ -15,10 +15,11 @@ use std::process::Command;
 pub fn ustar_member(
     name: &[u8],
     typeflag: u8,
-    link: &str,
+    link: impl AsRef<[u8]>,
     data: &[u8],
     size: Option<u64>,
 ) -> Vec<u8> {
+    let link = link.as_ref();
     let mut h = [0u8; 512];
     h[..name.len()].copy_from_slice(name);
     h[100..108].copy_from_slice(b"0000644\0");
@@ -33,7 +34,7 @@ pub fn ustar_member(
     }
     h[136..148].copy_from_slice(b"14000000000\0");
     h[156] = typeflag;
-    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[157..157 + link.len()].copy_from_slice(link);
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
     if typeflag == b'3' || typeflag == b'4' {
