@@ -118,9 +118,15 @@ pub fn print_error(err: &anyhow::Error) {
         ("", "")
     };
     let mut stderr = io::stderr().lock();
-    let _ = writeln!(stderr, "cairn: {red}error:{reset} {err}");
+    let mut shown = err.to_string();
+    let _ = writeln!(stderr, "cairn: {red}error:{reset} {shown}");
+    // Each cause once: many errors already quote their source in their own message.
     for cause in err.chain().skip(1) {
-        let _ = writeln!(stderr, "  caused by: {cause}");
+        let cause = cause.to_string();
+        if !shown.contains(&cause) {
+            let _ = writeln!(stderr, "  caused by: {cause}");
+            shown = cause;
+        }
     }
 }
 

@@ -165,6 +165,9 @@ impl Default for Config {
     }
 }
 
+/// Largest config file [`Config::load`] reads.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -194,7 +197,13 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut cfg = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = cairn_fingerprint::bounded::read_text(
+                    p,
+                    MAX_CONFIG_BYTES,
+                    "a config file",
+                    "a few KiB",
+                )
+                .map_err(|source| ConfigError::Read {
                     path: p.to_path_buf(),
                     source,
                 })?;

@@ -84,7 +84,16 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("cairnd: error: {err:#}");
+            // Each cause once: many errors already quote their source in their own message.
+            let mut text = err.to_string();
+            for cause in err.chain().skip(1) {
+                let cause = cause.to_string();
+                if !text.contains(&cause) {
+                    text.push_str(": ");
+                    text.push_str(&cause);
+                }
+            }
+            eprintln!("cairnd: error: {text}");
             ExitCode::from(2)
         }
     }

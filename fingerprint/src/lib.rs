@@ -55,6 +55,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bounded;
 pub mod digest;
 pub mod fingerprint;
 pub mod git;

@@ -369,31 +369,11 @@ impl Topology {
     /// At most [`MAX_TOPOLOGY_BYTES`] are read: a larger file (or an endless one, `/dev/zero`) is
     /// refused as soon as the limit is passed, without reading the rest.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        use std::io::Read;
-        let read_err = |error| TopologyError::Read {
-            path: path.to_path_buf(),
-            error,
-        };
-        let file = std::fs::File::open(path).map_err(read_err)?;
-        let mut bytes = Vec::new();
-        file.take(MAX_TOPOLOGY_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_err)?;
-        if bytes.len() as u64 > MAX_TOPOLOGY_BYTES {
-            return Err(read_err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                format!(
-                    "larger than {MAX_TOPOLOGY_BYTES} bytes (TheRock's is ~32 KiB); is this the \
-                     right file?"
-                ),
-            )));
-        }
-        let text = String::from_utf8(bytes).map_err(|_| {
-            read_err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not UTF-8",
-            ))
-        })?;
+        let text = crate::bounded::read_text(path, MAX_TOPOLOGY_BYTES, "a topology", "~32 KiB")
+            .map_err(|error| TopologyError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?;
         Self::parse_named(&text, path)
     }
 

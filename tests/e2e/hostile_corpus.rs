@@ -655,6 +655,24 @@ fn huge_and_deep_topologies_stay_bounded() {
     assert_eq!(order.last(), Some(&"s-1999"));
 }
 
+/// `cairnd serve --config /dev/zero` (or a huge file) is refused at the size limit with a message
+/// naming the file, instead of reading until memory runs out.
+#[test]
+fn an_endless_config_file_is_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(cairn_testkit::bin_path::bin_path("cairnd"))
+        .args(["serve", "--config", "/dev/zero", "--store"])
+        .arg(tmp.path().join("store"))
+        .arg("--socket")
+        .arg(tmp.path().join("sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/dev/zero"), "{stderr}");
+    assert!(stderr.contains("limit for a config file"), "{stderr}");
+}
+
 /// Hostile artifact and archive names are refused with an error, never a panic. (Non-ASCII letters are
 /// allowed in names on purpose: they cannot form a path or a key prefix.)
 #[test]
