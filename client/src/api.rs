@@ -80,10 +80,14 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Classify a failed call: a status produced by the transport (it carries the underlying I/O or
-    /// h2 error as its source) means the connection broke; a status without one came from the daemon.
+    /// Classify a failed call: a status the daemon decided on carries `cairn_proto::ERROR_ORIGIN_KEY`;
+    /// one produced by the transport (it carries the underlying I/O or h2 error as its source, or
+    /// says so) means the connection broke.
     pub fn from_status(rpc: &'static str, status: tonic::Status) -> ClientError {
-        let transport = std::error::Error::source(&status).is_some()
+        let from_daemon = status
+            .metadata()
+            .contains_key(cairn_proto::ERROR_ORIGIN_KEY);
+        let broke = std::error::Error::source(&status).is_some()
             || matches!(
                 status.code(),
                 tonic::Code::Unavailable | tonic::Code::Unknown
@@ -96,6 +100,7 @@ impl ClientError {
             ]
             .iter()
             .any(|w| status.message().to_ascii_lowercase().contains(w));
+        let transport = !from_daemon && broke;
         if transport {
             let mut message = status.message().to_string();
             let mut cause = std::error::Error::source(&status);

@@ -622,3 +622,57 @@ fn import_request(run_id: &str, ingest: bool) -> ImportRequest {
         ingest,
     }
 }
+
+/// What `cairn import` prints when cairnd's S3 endpoint cannot serve: a refused connection is the
+/// storage's fault, named as such (never "cairnd went away"), and a plain web server that answers 404
+/// to everything is "not an S3-compatible server", never "object not found".
+#[test]
+fn bad_storage_endpoints_are_named_not_blamed_on_the_daemon() {
+    use cairn_testkit::daemon::{Daemon, Storage};
+    // A port with nothing listening: bind, note, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // A web server that is not S3: every request gets a bare 404, for a bounded number of requests.
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_port = web.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in web.incoming().take(64) {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+            );
+        }
+    });
+    let cases = [
+        (closed, "storage endpoint", "Connection refused"),
+        (
+            web_port,
+            "does not look like an S3-compatible server",
+            "CAIRN_S3_ENDPOINT",
+        ),
+    ];
+    for (port, expect, also) in cases {
+        let daemon = Daemon::start(Storage::S3 {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: "therock-ci-artifacts".into(),
+        })
+        .unwrap();
+        let out = daemon
+            .cairn()
+            .args(["import", "--run-id", "4242"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "port {port}: {stderr}");
+        assert!(stderr.contains(expect), "port {port}: {stderr}");
+        assert!(stderr.contains(also), "port {port}: {stderr}");
+        assert!(!stderr.contains("went away"), "port {port}: {stderr}");
+        assert!(!stderr.contains("not found in"), "port {port}: {stderr}");
+    }
+}

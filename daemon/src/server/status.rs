@@ -26,23 +26,33 @@ fn clip(mut msg: String) -> String {
 
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Status {
-        let msg = clip(e.to_string());
-        match &e {
-            ServiceError::InvalidArgument(_) => Status::invalid_argument(msg),
-            ServiceError::Unauthenticated(_) => Status::unauthenticated(msg),
-            ServiceError::NotFound(_) => Status::not_found(msg),
-            ServiceError::DataLoss(_) => Status::data_loss(msg),
-            ServiceError::Storage(s) if s.is_not_found() => Status::not_found(msg),
-            // Transient storage trouble: the client may retry.
-            ServiceError::Storage(s) if s.is_transient() || s.is_unavailable() => {
-                Status::unavailable(msg)
-            }
-            ServiceError::Storage(_) => Status::failed_precondition(msg),
-            ServiceError::Store(s) if s.is_no_space() => Status::resource_exhausted(msg),
-            ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
-            ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
-            ServiceError::Store(_) | ServiceError::Internal(_) => Status::internal(msg),
+        let mut status = status_of(&e);
+        // Marked as the daemon's answer (`cairn_proto::ERROR_ORIGIN_KEY`).
+        status.metadata_mut().insert(
+            cairn_proto::ERROR_ORIGIN_KEY,
+            tonic::metadata::MetadataValue::from_static("cairnd"),
+        );
+        status
+    }
+}
+
+fn status_of(e: &ServiceError) -> Status {
+    let msg = clip(e.to_string());
+    match e {
+        ServiceError::InvalidArgument(_) => Status::invalid_argument(msg),
+        ServiceError::Unauthenticated(_) => Status::unauthenticated(msg),
+        ServiceError::NotFound(_) => Status::not_found(msg),
+        ServiceError::DataLoss(_) => Status::data_loss(msg),
+        ServiceError::Storage(s) if s.is_not_found() => Status::not_found(msg),
+        // Transient storage trouble: the client may retry.
+        ServiceError::Storage(s) if s.is_transient() || s.is_unavailable() => {
+            Status::unavailable(msg)
         }
+        ServiceError::Storage(_) => Status::failed_precondition(msg),
+        ServiceError::Store(s) if s.is_no_space() => Status::resource_exhausted(msg),
+        ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
+        ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
+        ServiceError::Store(_) | ServiceError::Internal(_) => Status::internal(msg),
     }
 }
 

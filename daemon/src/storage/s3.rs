@@ -420,6 +420,15 @@ where
                     location,
                     "the bucket does not exist; hint: check the bucket name, region and endpoint",
                 ),
+                // S3 says what is missing (`NoSuchKey`, `NoSuchBucket`, `NotFound` for a HEAD); a
+                // bare 404 is a web server that is not S3 (a wrong endpoint), not a missing object.
+                Some(404) if code.is_none() => StorageError::permanent(
+                    key,
+                    location,
+                    "the endpoint answered HTTP 404 without an S3 error code, so it does not look \
+                     like an S3-compatible server; hint: check the storage endpoint (`endpoint` in \
+                     the config, or CAIRN_S3_ENDPOINT)",
+                ),
                 Some(404) => StorageError::not_found(key, location),
                 Some(403) => StorageError::permanent(
                     key,
