@@ -14,8 +14,8 @@
 //! - [`Dir::open_file`] opens regular files only (`O_NONBLOCK`, so a planted FIFO cannot block).
 //!
 //! [`par_map_as`] runs the reads on fresh threads that first take the caller's filesystem identity
-//! (`setfsuid`/`setfsgid`, and the thread's supplementary groups set to the caller's primary group,
-//! all per-thread on Linux; the raw `setgroups` syscall is used because glibc's wrapper changes every
+//! (`setfsuid`/`setfsgid`, and the thread's supplementary groups set to the caller's, from
+//! `SO_PEERGROUPS`, all per-thread on Linux; the raw `setgroups` syscall is used because glibc's wrapper changes every
 //! thread). A root daemon thus reads exactly what the peer of its Unix socket could read itself.
 //! Those threads end with the work, so no thread of a shared pool ever carries a foreign identity.
 //! Only reads happen there: output files are created beforehand by the daemon, in its own store.
@@ -237,20 +237,26 @@ impl Dir {
 }
 
 /// Whose rights build-tree reads are performed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsIdentity {
     /// User id.
     pub uid: u32,
     /// Primary group id.
     pub gid: u32,
+    /// Supplementary groups (`SO_PEERGROUPS`); empty means the primary group alone.
+    pub groups: std::sync::Arc<[u32]>,
 }
 
 /// Take `id` as this thread's filesystem identity. Only for threads that end with their work.
-fn assume(id: FsIdentity) -> io::Result<()> {
-    let groups = [id.gid as libc::gid_t];
+fn assume(id: &FsIdentity) -> io::Result<()> {
+    let groups: Vec<libc::gid_t> = if id.groups.is_empty() {
+        vec![id.gid]
+    } else {
+        id.groups.to_vec()
+    };
     // SAFETY: the raw syscall changes only the calling thread's supplementary groups; `groups` is a
-    // valid array of one gid.
-    let rc = unsafe { libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) };
+    // valid array of `groups.len()` gids.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
     if rc != 0 {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -284,7 +290,7 @@ fn assume(id: FsIdentity) -> io::Result<()> {
 
 /// True when build-tree reads for `id` need a change of identity: this process is root and `id` is
 /// not.
-pub fn needs_identity(id: Option<FsIdentity>) -> bool {
+pub fn needs_identity(id: Option<&FsIdentity>) -> bool {
     // SAFETY: geteuid cannot fail.
     id.is_some_and(|id| id.uid != 0 && unsafe { libc::geteuid() } == 0)
 }
@@ -303,7 +309,7 @@ where
     F: Fn(I) -> T + Sync,
 {
     let n = items.len();
-    let switch = needs_identity(id);
+    let switch = needs_identity(id.as_ref());
     let queue: Vec<Mutex<Option<I>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
     let results: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
@@ -313,7 +319,7 @@ where
             .map(|_| {
                 scope.spawn(|| -> io::Result<()> {
                     if switch {
-                        assume(id.expect("checked by needs_identity"))?;
+                        assume(id.as_ref().expect("checked by needs_identity"))?;
                     }
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);

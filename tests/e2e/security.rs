@@ -388,6 +388,74 @@ fn push_reads_the_build_dir_with_the_callers_rights() {
     assert_ok(&push_as_nobody(&shared, "3201"));
 }
 
+/// A user whose access to a build dir comes from a supplementary group publishes it: a root daemon
+/// reads with the peer's groups (`SO_PEERGROUPS`), not only its primary group. The same push without
+/// that group is refused, so the group is what grants access.
+#[test]
+fn push_reads_with_the_callers_supplementary_groups() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the caller-groups test needs root (it runs its client as nobody)");
+        return;
+    }
+    /// A group id no account uses: membership comes only from the client's setgroups below.
+    const BUILDERS: u32 = 47_111;
+    let f = Fixture::with(Options {
+        group_access: true,
+        ..Options::default()
+    });
+    let traversable = |p: &Path| fs::set_permissions(p, fs::Permissions::from_mode(0o750)).unwrap();
+    traversable(f.tmp.path());
+    traversable(f.daemon.socket().parent().unwrap().parent().unwrap());
+    let home = f.tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    // Readable by root and the `BUILDERS` group only.
+    let build = f.build_dir("group-build");
+    chown(&build, Some(0), Some(BUILDERS)).unwrap();
+    fs::set_permissions(&build, fs::Permissions::from_mode(0o750)).unwrap();
+    let push_as_nobody = |groups: Vec<libc::gid_t>, run: &str| {
+        let mut cmd = f.daemon.cairn();
+        cmd.env("HOME", &home)
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "safe.directory")
+            .env("GIT_CONFIG_VALUE_0", "*")
+            .args([
+                "push", "--stage", STAGE, "--family", FAMILY, "--run-id", run,
+            ])
+            .arg("--build-dir")
+            .arg(&build)
+            .arg("--checkout")
+            .arg(&f.checkout.root);
+        // std's `uid()` drops every supplementary group; set groups, gid and uid by hand instead.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(0) != 0
+                    || libc::setuid(NOBODY) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output().unwrap()
+    };
+    let out = push_as_nobody(vec![0], "3300");
+    assert!(
+        !out.status.success(),
+        "published a group-only build dir for a user outside the group"
+    );
+    assert!(
+        stderr(&out).contains("ermission denied"),
+        "{}",
+        stderr(&out)
+    );
+    assert_ok(&push_as_nobody(vec![0, BUILDERS], "3301"));
+}
+
 /// Finding: garbage in a page of `index-v1.redb` made fetches fail for good (or redb panic) while
 /// `verify` said clean. Now a corrupt index is moved aside and rebuilt at start, and a bootstrap
 /// works again.

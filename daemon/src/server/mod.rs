@@ -21,6 +21,7 @@ pub mod convert;
 pub mod http;
 pub mod lifecycle;
 pub mod listen;
+pub mod peer;
 pub mod status;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ use tracing::info;
 use cairn_proto::v1::cairn_server::{Cairn, CairnServer};
 use cairn_proto::v1::{self as pb};
 
+use crate::buildtree::FsIdentity;
 use crate::service::{Caller, Service, ServiceError};
 
 /// The tonic service.
@@ -283,19 +285,17 @@ impl Cairn for CairnService {
     }
 }
 
-/// Who sent a request, from the connection it came on: the Unix socket's peer credentials
-/// (`SO_PEERCRED`), or a TCP client. A Unix connection without credentials is refused rather than
+/// Who sent a request, from the connection it came on: the Unix socket's peer credentials and groups
+/// (`SO_PEERCRED`, `SO_PEERGROUPS`, read at accept by [`peer`]), or a TCP client. A Unix connection without credentials is refused rather than
 /// served with the daemon's rights.
 fn caller_of<T>(req: &Request<T>) -> Result<Caller, ServiceError> {
-    if let Some(info) = req
-        .extensions()
-        .get::<tonic::transport::server::UdsConnectInfo>()
-    {
-        return match info.peer_cred {
-            Some(cred) => Ok(Caller::Local {
-                uid: cred.uid(),
-                gid: cred.gid(),
-            }),
+    if let Some(peer::UnixPeer(peer)) = req.extensions().get::<peer::UnixPeer>() {
+        return match peer {
+            Some(cred) => Ok(Caller::Local(FsIdentity {
+                uid: cred.uid,
+                gid: cred.gid,
+                groups: cred.groups.clone(),
+            })),
             None => Err(ServiceError::Unauthenticated(
                 "the Unix socket's peer credentials are unavailable; publish needs them".into(),
             )),
@@ -361,7 +361,10 @@ pub async fn run_authenticated(
         Listener::Unix(l) => {
             router
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::UnixListenerStream::new(l),
+                        |conn| conn.map(peer::PeerStream::accept),
+                    ),
                     shutdown,
                 )
                 .await

@@ -63,18 +63,13 @@ pub struct PublishOutcome {
 }
 
 /// Who asked for a publish, which decides whose rights the build dir is read with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// In-process callers (tests, tools): the daemon's own rights.
     Daemon,
-    /// The peer of the Unix socket (`SO_PEERCRED`): when `cairnd` runs as root and the peer does not,
-    /// the build dir is read with the peer's filesystem identity.
-    Local {
-        /// The peer's user id.
-        uid: u32,
-        /// The peer's group id.
-        gid: u32,
-    },
+    /// The peer of the Unix socket (`SO_PEERCRED`, `SO_PEERGROUPS`): when `cairnd` runs as root and
+    /// the peer does not, the build dir is read with the peer's uid, gid and supplementary groups.
+    Local(FsIdentity),
     /// A TCP client: it cannot name a path on this machine.
     Remote,
 }
@@ -106,7 +101,7 @@ impl Service {
                 return Err(ServiceError::InvalidArgument(TCP_PUBLISH_REFUSED.into()));
             }
             Caller::Daemon => None,
-            Caller::Local { uid, gid } => Some(FsIdentity { uid, gid }),
+            Caller::Local(identity) => Some(identity),
         };
         let spec = run_spec(&input.run)?;
         let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
@@ -115,8 +110,9 @@ impl Service {
         // Which artifact dirs to publish, listed with the caller's rights.
         let build_dir = input.build_dir.clone();
         let wanted = input.fingerprints.clone();
+        let first_identity = identity.clone();
         let listed = tokio::task::spawn_blocking(move || {
-            buildtree::par_map_as(identity, vec![()], 1, |()| {
+            buildtree::par_map_as(first_identity, vec![()], 1, |()| {
                 list_artifacts(&build_dir, &wanted)
             })
         })
