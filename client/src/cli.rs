@@ -439,9 +439,16 @@ pub struct FindArgs {
         num_args = 1..
     )]
     pub families: Vec<String>,
-    /// Only runs that completed successfully count.
-    #[arg(long)]
+    /// Only runs that completed successfully count. The default for a commit; with --run-id it
+    /// refuses that run unless it succeeded.
+    #[arg(long, conflicts_with_all = ["allow_incomplete", "allow_failed"])]
     pub require_successful_run: bool,
+    /// Also take runs that have not completed yet (queued, in progress), marked by their status.
+    #[arg(long)]
+    pub allow_incomplete: bool,
+    /// Also take runs that completed without success (failure, cancelled), marked by their status.
+    #[arg(long)]
+    pub allow_failed: bool,
     /// Every family must come from one run (default: newest run per family).
     #[arg(long)]
     pub require_single_run: bool,
@@ -493,6 +500,12 @@ pub struct DiffArgs {
     /// Only archives of these families (and `generic`).
     #[arg(long = "family", visible_alias = "artifact-group", value_name = "G", num_args = 1..)]
     pub families: Vec<String>,
+    /// For a commit side, also take a run that has not completed yet.
+    #[arg(long)]
+    pub allow_incomplete: bool,
+    /// For a commit side, also take a run that completed without success.
+    #[arg(long)]
+    pub allow_failed: bool,
     /// Use Cairn's records only; never ask GitHub.
     #[arg(long)]
     pub offline: bool,

@@ -53,6 +53,8 @@ struct QueryJson {
     families: Vec<String>,
     stage: Option<String>,
     require_successful_run: bool,
+    allow_incomplete: bool,
+    allow_failed: bool,
     require_single_run: bool,
 }
 
@@ -276,6 +278,29 @@ impl Fixture {
         specs: &[ArtifactSpec],
         fingerprints: &BTreeMap<String, String>,
     ) -> pb::PublishResponse {
+        self.publish_with_status(
+            run_id,
+            commit,
+            stage,
+            family,
+            specs,
+            fingerprints,
+            "success",
+        )
+    }
+
+    /// [`Fixture::publish`] for a run in `status` (`in_progress`, `failure`, ...).
+    #[allow(clippy::too_many_arguments)]
+    fn publish_with_status(
+        &self,
+        run_id: &str,
+        commit: &str,
+        stage: &str,
+        family: &str,
+        specs: &[ArtifactSpec],
+        fingerprints: &BTreeMap<String, String>,
+        status: &str,
+    ) -> pb::PublishResponse {
         let build = self
             .tmp
             .path()
@@ -302,7 +327,7 @@ impl Fixture {
             workflow: WORKFLOW.into(),
             run_id: run_id.into(),
             commit: commit.into(),
-            status: "success".into(),
+            status: status.into(),
             compression: "zstd".into(),
             head_repo: String::new(),
             fingerprints: fps.into_iter().collect(),
@@ -373,6 +398,10 @@ fn sha(label: &str) -> String {
 
 fn spec(name: &str, component: &str, family: &str, kib: u64, seed: u64) -> ArtifactSpec {
     ArtifactSpec::new(name, component, family, kib << 10, seed)
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn no_fps() -> BTreeMap<String, String> {
@@ -668,6 +697,112 @@ fn find_by_run_id_from_cairn_manifests_or_github() {
 
     let none: FindJson = f.json(&["find", "--run-id", "799", "--platform", "linux"], 1);
     assert_eq!(none.status, "not_found");
+}
+
+/// The case: the newest run of a commit is still in progress with one archive, an older run
+/// of the same commit succeeded with all of them. `find` takes the successful run, `-v` names the
+/// run passed over and why, `--allow-incomplete` takes the newer run (marked by its status), and a
+/// failed run needs `--allow-failed`. Cairn's records and GitHub's runs follow the same rule.
+#[test]
+fn find_takes_successful_runs_unless_incomplete_or_failed_ones_are_allowed() {
+    let f = Fixture::start("find_eligibility");
+    let c = sha("elig");
+    let all = [
+        spec("blas", "lib", "gfx942", 32, 21),
+        spec("fft", "lib", "gfx942", 32, 22),
+        spec("rand", "lib", "gfx942", 32, 23),
+    ];
+    f.publish("1101", &c, "math-libs", "gfx942", &all, &no_fps());
+    f.publish_with_status(
+        "1102",
+        &c,
+        "math-libs",
+        "gfx942",
+        &all[..1],
+        &no_fps(),
+        "in_progress",
+    );
+    let query = [
+        "find",
+        "--commit",
+        &c,
+        "--family",
+        "gfx942",
+        "--platform",
+        "linux",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = query.iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let found: FindJson = f.json(&strs(&with(&["--offline"])), 0);
+    assert_eq!(found.results.len(), 1);
+    assert_eq!(found.results[0].run_id, "1101");
+    assert_eq!(found.results[0].artifact_count, 3);
+    assert!(found.query.require_successful_run && !found.query.allow_incomplete);
+    let passed = found
+        .rejected
+        .iter()
+        .find(|r| r.run_id.as_deref() == Some("1102"))
+        .expect("the newer run is listed as passed over");
+    assert!(
+        passed.reason.contains("--allow-incomplete"),
+        "{}",
+        passed.reason
+    );
+
+    let text = f.cairn(&strs(&with(&["--offline", "-v"])));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(text.status.success(), "{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("run 1102: run is in_progress, not completed"),
+        "-v lists the run passed over:\n{stdout}\n{stderr}"
+    );
+    let quiet = f.cairn(&strs(&with(&["--offline"])));
+    assert!(
+        !String::from_utf8_lossy(&quiet.stdout).contains("run 1102"),
+        "without -v an answer does not list the runs passed over"
+    );
+
+    let allowed: FindJson = f.json(&strs(&with(&["--offline", "--allow-incomplete"])), 0);
+    assert_eq!(allowed.results[0].run_id, "1102");
+    assert_eq!(allowed.results[0].run_status, "in_progress");
+
+    // GitHub's runs: a newer failed run is passed over unless --allow-failed.
+    let c2 = sha("elig-gh");
+    f.upload_plain("1201-linux", &all);
+    f.upload_plain("1202-linux", &all[..1]);
+    f.github
+        .add_run(REPO, WORKFLOW, MockRun::success(1201, &c2));
+    f.github
+        .add_run(REPO, WORKFLOW, MockRun::concluded(1202, &c2, "failure"));
+    let gh = [
+        "find",
+        "--commit",
+        &c2,
+        "--family",
+        "gfx942",
+        "--platform",
+        "linux",
+    ];
+    let found: FindJson = f.json(&gh, 0);
+    assert_eq!(found.results[0].run_id, "1201");
+    assert!(
+        found
+            .rejected
+            .iter()
+            .any(|r| r.run_id.as_deref() == Some("1202") && r.reason.contains("--allow-failed")),
+        "{:?}",
+        found.rejected
+    );
+    let mut gh_failed = gh.to_vec();
+    gh_failed.push("--allow-failed");
+    let found: FindJson = f.json(&gh_failed, 0);
+    assert_eq!(found.results[0].run_id, "1202");
+    assert_eq!(found.results[0].run_conclusion.as_deref(), Some("failure"));
 }
 
 // ----- baseline search over a real git history -----

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use cairn_client::github;
 use cairn_client::history::diff::{self, DiffReport, Side};
 use cairn_client::history::search::{self, DiffSide};
-use cairn_client::history::{Criteria, RunContents, Sources};
+use cairn_client::history::{Criteria, Eligibility, RunContents, Sources};
 use cairn_fingerprint::Platform;
 
 use crate::cli::{Cli, DiffArgs};
@@ -43,7 +43,8 @@ async fn run_async(cli: &Cli, args: &DiffArgs, printer: &mut Printer) -> Result<
         families: Vec::new(),
         stage: None,
         needed: Vec::new(),
-        require_successful: false,
+        // A run id side is taken whatever its state; a commit side takes successful runs.
+        eligibility: Eligibility::for_query(false, false, args.allow_incomplete, args.allow_failed),
         require_single: false,
         allow_untrusted: false,
         offline: args.offline,

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use cairn_client::github;
 use cairn_client::history::commits::{self, Walk};
 use cairn_client::history::report::Query;
-use cairn_client::history::{Criteria, FindReport, search, select};
+use cairn_client::history::{Criteria, Eligibility, FindReport, search, select};
 use cairn_fingerprint::Platform;
 use cairn_fingerprint::names::GENERIC;
 
@@ -62,7 +62,12 @@ async fn run_async(cli: &Cli, args: &FindArgs, printer: &mut Printer) -> Result<
         families: args.families.clone(),
         stage: args.stage.clone(),
         needed,
-        require_successful: args.require_successful_run,
+        eligibility: Eligibility::for_query(
+            args.run_id.is_some(),
+            args.require_successful_run,
+            args.allow_incomplete,
+            args.allow_failed,
+        ),
         require_single: args.require_single_run,
         allow_untrusted: args.allow_untrusted,
         offline: args.offline,
@@ -231,7 +236,10 @@ fn render(report: &FindReport, printer: &mut Printer) -> Result<()> {
             printer.detail(&format!("    {a}"));
         }
     }
-    if report.baseline.is_some() || report.results.is_empty() {
+    // Runs passed over are part of the answer when it is a baseline or nothing; otherwise they are
+    // details (`-v`): a newer run in progress or failed, a run lacking a family.
+    {
+        let shown = report.baseline.is_some() || report.results.is_empty();
         for r in &report.rejected {
             let line = format!(
                 "rejected {}{}: {}",
@@ -242,7 +250,9 @@ fn render(report: &FindReport, printer: &mut Printer) -> Result<()> {
                     .unwrap_or_default(),
                 r.reason
             );
-            if report.results.is_empty() {
+            if !shown {
+                printer.detail(&line);
+            } else if report.results.is_empty() {
                 printer.note(&line);
             } else {
                 printer.line(&line)?;

@@ -47,7 +47,12 @@ pub struct RunCandidate {
 impl RunCandidate {
     /// Completed with conclusion `success`.
     pub fn successful(&self) -> bool {
-        self.status == "completed" && self.conclusion.as_deref() == Some("success")
+        self.state() == super::RunState::Successful
+    }
+
+    /// Successful, incomplete or failed.
+    pub fn state(&self) -> super::RunState {
+        super::RunState::of(&self.status, self.conclusion.as_deref())
     }
 
     /// A run from Cairn's commit index.
@@ -284,7 +289,7 @@ mod tests {
             families: Vec::new(),
             stage: None,
             needed: Vec::new(),
-            require_successful: false,
+            eligibility: crate::history::Eligibility::ANY,
             require_single: false,
             allow_untrusted: false,
             offline: true,

@@ -8,7 +8,8 @@
 //! - [`candidates`]: Cairn's recorded runs of a commit, completed by GitHub's workflow runs (status
 //!   from GitHub, archives from the daemon's listing), merged into [`RunCandidate`]s, newest first.
 //! - [`select`]: pure; which candidate covers each family and the stage's needs, honouring
-//!   eligibility (`--require-successful-run`, `--require-single-run`), into an [`Evaluation`]
+//!   eligibility ([`Eligibility`]: successful runs unless `--allow-incomplete`/`--allow-failed`;
+//!   `--require-single-run`), into an [`Evaluation`]
 //!   with a [`Rejection`] for every run or commit passed over.
 //! - [`commits`]: commit lookup: a revision to a full SHA, and the commits a `--fallback` search
 //!   examines (local first-parent history, else GitHub's commit listing).
@@ -55,8 +56,8 @@ pub struct Criteria {
     pub stage: Option<String>,
     /// Artifact names the stage needs on this platform ([`select::stage_needs`]).
     pub needed: Vec<String>,
-    /// Only completed, successful runs.
-    pub require_successful: bool,
+    /// Which runs may answer, by their state.
+    pub eligibility: Eligibility,
     /// One run must hold every family.
     pub require_single: bool,
     /// Accept runs from untrusted places.
@@ -74,6 +75,86 @@ impl Criteria {
             vec!["*".to_string()]
         } else {
             self.families.clone()
+        }
+    }
+}
+
+/// A run's state, from GitHub's status and conclusion words (Cairn's records are spelled the same
+/// way by [`candidates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Completed with conclusion `success`.
+    Successful,
+    /// Not completed yet (`queued`, `in_progress`, ...): it may still upload what it lacks.
+    Incomplete,
+    /// Completed without success (`failure`, `cancelled`, `timed_out`, ...).
+    Failed,
+}
+
+impl RunState {
+    /// The state of a run with `status` and `conclusion`.
+    pub fn of(status: &str, conclusion: Option<&str>) -> RunState {
+        match (status, conclusion) {
+            ("completed", Some("success")) => RunState::Successful,
+            ("completed", _) => RunState::Failed,
+            _ => RunState::Incomplete,
+        }
+    }
+}
+
+/// Which runs may answer a history question. The default (what `find` and `diff` do for a commit)
+/// is completed successful runs only: a newer run still in progress or failed is passed over, with a
+/// [`Rejection`] saying so, and `--allow-incomplete` / `--allow-failed` let those in (marked by their
+/// status in every answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Eligibility {
+    /// Runs not completed yet count (`--allow-incomplete`).
+    pub allow_incomplete: bool,
+    /// Completed runs without success count (`--allow-failed`).
+    pub allow_failed: bool,
+}
+
+impl Eligibility {
+    /// Every run counts.
+    pub const ANY: Eligibility = Eligibility {
+        allow_incomplete: true,
+        allow_failed: true,
+    };
+
+    /// The rule of one query. A question about one explicit `--run-id` takes that run whatever its
+    /// state (the answer shows the state) unless `--require-successful-run`; a question about a
+    /// commit takes successful runs unless allowed otherwise.
+    pub fn for_query(
+        explicit_run: bool,
+        require_successful: bool,
+        allow_incomplete: bool,
+        allow_failed: bool,
+    ) -> Eligibility {
+        if require_successful {
+            Eligibility::default()
+        } else if explicit_run {
+            Eligibility::ANY
+        } else {
+            Eligibility {
+                allow_incomplete,
+                allow_failed,
+            }
+        }
+    }
+
+    /// Only successful runs count.
+    pub fn successful_only(&self) -> bool {
+        !self.allow_incomplete && !self.allow_failed
+    }
+
+    /// Why a run in `state` does not count, or `None` when it does.
+    pub fn refusal(&self, state: RunState) -> Option<&'static str> {
+        match state {
+            RunState::Successful => None,
+            RunState::Incomplete if self.allow_incomplete => None,
+            RunState::Failed if self.allow_failed => None,
+            RunState::Incomplete => Some("not completed (pass --allow-incomplete to use it)"),
+            RunState::Failed => Some("not successful (pass --allow-failed to use it)"),
         }
     }
 }

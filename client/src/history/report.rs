@@ -18,7 +18,8 @@ pub const FIND_SCHEMA: &str = "cairn-find-v1";
 ///   "status": "found" | "not_found",
 ///   "query": { "commit": str|null, "run_id": str|null, "repo": str, "workflow": str,
 ///              "platform": str, "families": [str], "stage": str|null,
-///              "require_successful_run": bool, "require_single_run": bool },
+///              "require_successful_run": bool, "allow_incomplete": bool, "allow_failed": bool,
+///              "require_single_run": bool },
 ///   "commit": str|null,        // the commit the results are for (the baseline with --fallback)
 ///   "results": [ArtifactRunInfo],   // per requested family (family "*" without --family) the run
 ///                                   // holding it; with --stage, every run that supplies part of it
@@ -77,8 +78,12 @@ pub struct Query {
     pub families: Vec<String>,
     /// Stage whose inbound artifacts are required.
     pub stage: Option<String>,
-    /// `--require-successful-run`.
+    /// Only successful runs counted (the default for a commit, or `--require-successful-run`).
     pub require_successful_run: bool,
+    /// `--allow-incomplete`: runs not completed yet counted.
+    pub allow_incomplete: bool,
+    /// `--allow-failed`: completed runs without success counted.
+    pub allow_failed: bool,
     /// `--require-single-run`.
     pub require_single_run: bool,
 }
@@ -180,7 +185,9 @@ impl Query {
             platform: criteria.platform.to_string(),
             families: criteria.families.clone(),
             stage: criteria.stage.clone(),
-            require_successful_run: criteria.require_successful,
+            require_successful_run: criteria.eligibility.successful_only(),
+            allow_incomplete: criteria.eligibility.allow_incomplete,
+            allow_failed: criteria.eligibility.allow_failed,
             require_single_run: criteria.require_single,
         }
     }
@@ -280,7 +287,7 @@ mod tests {
             families: vec!["gfx94X-dcgpu".into(), "gfx110X-all".into()],
             stage: None,
             needed: Vec::new(),
-            require_successful: true,
+            eligibility: crate::history::Eligibility::default(),
             require_single: false,
             allow_untrusted: false,
             offline: true,

@@ -201,8 +201,8 @@ pub enum DiffSide {
 }
 
 /// Resolve one side of a diff: a run id (digits), or a commit (revisions resolved in the checkout
-/// at `dir`) whose newest run holding archives is taken (Cairn's records; GitHub's runs only when
-/// Cairn has none); then the run's trees.
+/// at `dir`) whose newest eligible run holding archives is taken (Cairn's records; GitHub's runs
+/// only when Cairn has none); then the run's trees. A run id is taken whatever its state.
 pub async fn diff_side(
     sources: &mut Sources,
     criteria: &Criteria,
@@ -223,7 +223,9 @@ pub async fn diff_side(
             &mut rejected,
         )
         .await?;
-        let newest = runs.into_iter().find(|r| !r.archives.is_empty());
+        let newest = runs
+            .into_iter()
+            .find(|r| !r.archives.is_empty() && criteria.eligibility.refusal(r.state()).is_none());
         let Some(RunCandidate { run_id, .. }) = newest else {
             return Ok(DiffSide::NoRunForCommit { commit });
         };

@@ -3,7 +3,8 @@
 //! to a family when its family is `generic` or shares the base architecture of the family or one of
 //! its targets; a family counts as present only with at least one non-generic archive (unless it is
 //! `generic`); with a stage, its inbound artifacts are the requirement instead. Eligibility:
-//! `--require-successful-run` passes over runs that did not succeed; by default each family takes
+//! [`super::Eligibility`] passes over runs that are not complete and successful unless allowed
+//! (`--allow-incomplete`, `--allow-failed`); each family takes
 //! the newest run that covers it, `--require-single-run` wants one run for all. Every run or commit
 //! passed over gets a [`Rejection`] saying why.
 
@@ -134,12 +135,12 @@ pub fn evaluate(
     let mut union: BTreeMap<String, Union> = BTreeMap::new();
     let mut partial: Vec<Rejection> = Vec::new();
     for (i, run) in runs.iter().enumerate() {
-        if criteria.require_successful && !run.successful() {
+        if let Some(why) = criteria.eligibility.refusal(run.state()) {
             rejected.push(Rejection {
                 commit: commit.to_string(),
                 run_id: Some(run.run_id.clone()),
                 reason: format!(
-                    "run is {}{}, not a successful run",
+                    "run is {}{}, {why}",
                     run.status,
                     run.conclusion
                         .as_deref()
@@ -338,7 +339,7 @@ mod tests {
             families: families.iter().map(|s| s.to_string()).collect(),
             stage: None,
             needed: needed.iter().map(|s| s.to_string()).collect(),
-            require_successful: false,
+            eligibility: crate::history::Eligibility::ANY,
             require_single: false,
             allow_untrusted: false,
             offline: true,
@@ -419,7 +420,7 @@ mod tests {
         let mut p = plan(&["gfx94X-dcgpu"], &["blas", "fft"]);
         let e = evaluate(&p, "c", &runs, &mut Vec::new());
         assert_eq!(e.results[0].run_id, "30");
-        p.require_successful = true;
+        p.eligibility = crate::history::Eligibility::default();
         let mut rejected = Vec::new();
         let e = evaluate(&p, "c", &runs, &mut rejected);
         assert_eq!(e.missing, ["gfx94X-dcgpu"]);
