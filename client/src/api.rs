@@ -4,6 +4,7 @@
 //!
 //! The types here are what `cairn --json` prints, so their field names are part of the CLI contract.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::connect::DaemonChannel;
@@ -531,6 +532,8 @@ pub struct PublishSpec {
     pub compression: String,
     /// Fingerprint per artifact name; only these artifacts are published.
     pub fingerprints: Vec<(String, Blake3)>,
+    /// Artifacts the job used but did not build: artifact name → the run it came from.
+    pub reused_from: BTreeMap<String, String>,
 }
 
 /// One archive a publish wrote (`PublishedArchive`).
@@ -554,6 +557,9 @@ pub struct PublishedArchive {
     pub fingerprint: String,
     /// Built by this run.
     pub built_here: bool,
+    /// The run that built it, when reused (empty when built here).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reused_from_run_id: String,
 }
 
 /// What a publish wrote (`PublishResponse`).
@@ -593,7 +599,11 @@ pub async fn publish(
             .iter()
             .map(|(n, fp)| (n.clone(), fp.to_hex()))
             .collect(),
-        reused_from: Default::default(),
+        reused_from: spec
+            .reused_from
+            .iter()
+            .map(|(n, r)| (n.clone(), r.clone()))
+            .collect(),
     };
     let r = client
         .publish(req)
@@ -616,6 +626,7 @@ pub async fn publish(
                 tree_digest: a.tree_digest,
                 fingerprint: a.fingerprint,
                 built_here: a.built_here,
+                reused_from_run_id: a.reused_from_run_id,
             })
             .collect(),
         job_manifest_key: r.job_manifest_key,

@@ -311,6 +311,11 @@ pub async fn fetch(
         None => (0, 0),
     };
     let spool_dir = run.spool.as_ref().map(|s| s.dir.clone());
+    // The state file remembers where each archive came from (`cairn push` records it as reuse).
+    run.opts.sources = resolved
+        .iter()
+        .filter_map(|r| Some((r.artifact.clone(), r.producer.as_ref()?.run_id.clone())))
+        .collect();
     let report = run.materialize(spool_dir.clone()).await;
     drop(streams);
     if let Some(dir) = spool_dir {

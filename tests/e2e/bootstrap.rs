@@ -1109,3 +1109,103 @@ fn killed_client_mid_materialization_then_rerun_gives_the_exact_tree() {
     expect_code(&out, 0);
     assert_bootstrap_tree(&world, &dest, &expected);
 }
+
+/// Recorded reuse: a job that bootstrapped its inbound artifacts with Cairn and pushes what it built
+/// records every inbound archive it used, `built_here: false` with the run that built it, without
+/// uploading it again; its run then diffs as carrying those archives forward (unchanged), not as
+/// having removed them.
+#[test]
+fn push_records_the_bootstrapped_inbound_archives_as_reused() {
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+    let expected = world.expected(STAGE, &run2_has);
+    let job = world.tmp.path().join("job-1003");
+    let (out, _) = world.bootstrap(&world.daemon, &job, &[]);
+    expect_code(&out, 0);
+    let fps = ci::produced_fingerprints(&world.checkout.root, STAGE, FAMILY).unwrap();
+    ci::write_build_dir(&job, FAMILY, &fps, None, ARTIFACT_BYTES).unwrap();
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args([
+                "--json", "push", "--stage", STAGE, "--family", FAMILY, "--run-id", "1003",
+            ])
+            .arg("--build-dir")
+            .arg(&job)
+            .arg("--checkout")
+            .arg(&world.checkout.root),
+    );
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archives = pushed["archives"].as_array().unwrap();
+    let reused: BTreeMap<String, String> = archives
+        .iter()
+        .filter(|a| a["built_here"] == false)
+        .map(|a| {
+            (
+                a["artifact"].as_str().unwrap().to_string(),
+                a["reused_from_run_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected_reuse: BTreeMap<String, String> = expected
+        .iter()
+        .map(|(archive, run)| {
+            (
+                archive.trim_end_matches(".tar.zst").to_string(),
+                run.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reused, expected_reuse,
+        "every inbound archive, with its builder"
+    );
+    for a in archives.iter().filter(|a| a["built_here"] == false) {
+        let key = a["key"].as_str().unwrap();
+        assert!(
+            !key.contains("1003-linux/"),
+            "a reused archive points at its builder's copy, not a new upload: {key}"
+        );
+    }
+    assert!(
+        archives.iter().any(|a| a["built_here"] == true),
+        "what the job built is uploaded as before"
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("reused archive(s) recorded, not uploaded"),
+        "{text}"
+    );
+
+    // The diff of run 1002 (which built core-hip, core-runtime, blas, rand) and run 1003 (which
+    // reused them): carried forward, so unchanged.
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .current_dir(&world.checkout.root)
+            .args(["--json", "diff", RUN2, "1003", "--platform", "linux"]),
+    );
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status: BTreeMap<String, String> = diff["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["artifact"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (archive, run) in &expected_reuse {
+        if run == RUN2 {
+            assert_eq!(status[archive], "unchanged", "{archive}: {status:?}");
+        }
+    }
+}

@@ -3,7 +3,12 @@
 //! (which must be able to read the build dir) archives `B/artifacts/{name}_{component}_{family}/`
 //! for those artifacts, uploads archives, sidecars and tree manifests, then the producer records.
 //!
-//! Plain output: `{archive key}<TAB>{compressed size}<TAB>{sha256}` per archive. `--json`: the
+//! A build dir bootstrapped by Cairn also records reuse: every inbound artifact the job used but
+//! did not build goes into the job manifest with `built_here: false` and the run that built it
+//! (from the bootstrap's state file), without being uploaded again.
+//!
+//! Plain output: `{archive key}<TAB>{compressed size}<TAB>{sha256}` per archive, plus
+//! `<TAB>reused from run {id}` for a recorded reuse. `--json`: the
 //! [`Published`](cairn_client::api::Published) document (`bucket`, `prefix`, `archives[]`,
 //! `job_manifest_key`, `trusted`).
 
@@ -12,6 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use cairn_client::api::{self, PublishSpec};
 use cairn_client::checkout::checkout_dir;
+use cairn_client::{materialize, plan};
 use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
 
 use crate::cli::{Cli, PushArgs};
@@ -33,6 +39,12 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
     let fingerprints = fingerprinter.compute_some(&names, &args.family, platform)?;
     let build_dir = std::fs::canonicalize(&args.build_dir)
         .with_context(|| format!("build dir `{}`", args.build_dir.display()))?;
+    // What the job used without building it, from the build dir's last `cairn bootstrap`.
+    let reused_from = plan::reused_inbound(
+        &topology,
+        &args.stage,
+        &materialize::recorded_sources(&build_dir),
+    )?;
     let spec = PublishSpec {
         build_dir,
         stage: args.stage.clone(),
@@ -49,6 +61,7 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
         status: args.status.clone(),
         compression: args.compression.to_string(),
         fingerprints: fingerprints.into_iter().collect(),
+        reused_from,
     };
     let addr = super::daemon_addr(cli);
     let published = super::runtime()?.block_on(async {
@@ -61,21 +74,35 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
         printer.json_value(&published)?;
     } else {
         for a in &published.archives {
-            printer.line(&format!("{}\t{}\t{}", a.key, a.compressed_size, a.sha256))?;
+            if a.built_here {
+                printer.line(&format!("{}\t{}\t{}", a.key, a.compressed_size, a.sha256))?;
+            } else {
+                printer.line(&format!(
+                    "{}\t{}\t{}\treused from run {}",
+                    a.key, a.compressed_size, a.sha256, a.reused_from_run_id
+                ))?;
+            }
         }
     }
-    let bytes: u64 = published.archives.iter().map(|a| a.compressed_size).sum();
-    let files: u64 = published.archives.iter().map(|a| a.files).sum();
+    let built: Vec<_> = published.archives.iter().filter(|a| a.built_here).collect();
+    let reused = published.archives.len() - built.len();
+    let bytes: u64 = built.iter().map(|a| a.compressed_size).sum();
+    let files: u64 = built.iter().map(|a| a.files).sum();
     printer.note(&format!(
-        "cairn: push {} ({}): {} archive(s), {} file(s), {} compressed to `{}/{}` ({}); run {}; {:.2} s",
+        "cairn: push {} ({}): {} archive(s), {} file(s), {} compressed to `{}/{}` ({}){}; run {}; {:.2} s",
         args.stage,
         args.family,
-        published.archives.len(),
+        built.len(),
         files,
         super::human_bytes(bytes),
         published.bucket,
         published.prefix,
         if published.trusted { "trusted" } else { "untrusted" },
+        if reused > 0 {
+            format!("; {reused} reused archive(s) recorded, not uploaded")
+        } else {
+            String::new()
+        },
         args.run_id,
         started.elapsed().as_secs_f64()
     ));

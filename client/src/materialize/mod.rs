@@ -54,6 +54,7 @@ mod plan;
 mod run;
 mod state;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,6 +187,9 @@ pub struct Options {
     /// Where a stop request arrives (see [`StopFlag`]). `None`: the run cannot be stopped except by
     /// killing the process, which is safe too (markers are removed before their stage dir changes).
     pub stop: Option<Arc<StopFlag>>,
+    /// The run each item came from (`{name}_{component}_{family}` → run id), saved in the state
+    /// file when the run completes; [`recorded_sources`] reads it back for `cairn push`.
+    pub sources: BTreeMap<String, String>,
 }
 
 impl Options {
@@ -198,6 +202,7 @@ impl Options {
             incremental: true,
             verify: false,
             stop: None,
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -489,6 +494,12 @@ pub fn materialize(
             pool.install(|| run::Run::new(items, blobs, dest, opts, reporter)?.run())
         }
     }
+}
+
+/// The run each archive of the last complete bootstrap into `dest` came from
+/// (`{name}_{component}_{family}` → run id); empty when `dest` was not bootstrapped by Cairn.
+pub fn recorded_sources(dest: &Path) -> BTreeMap<String, String> {
+    State::load(dest, Layout::Bootstrap).sources
 }
 
 /// The blobs a run of `materialize(items, _, dest, opts, _)` would read now: every file the state

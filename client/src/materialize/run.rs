@@ -908,6 +908,7 @@ impl<'a> Run<'a> {
             layout: state::layout_name(self.opts.layout).into(),
             areas: self.plan.areas.clone(),
             entries: entries.into_iter().collect(),
+            sources: self.opts.sources.clone(),
         };
         state.save(self.dest)
     }

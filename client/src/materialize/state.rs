@@ -2,7 +2,8 @@
 //! run (a bisect step, a re-bootstrap) rewrites only what changed.
 //!
 //! Format (version 1, JSON):
-//! `{"version":1,"layout":"bootstrap","areas":["compiler/amd-llvm/stage"],"entries":{PATH: RECORD}}`
+//! `{"version":1,"layout":"bootstrap","areas":["compiler/amd-llvm/stage"],"entries":{PATH: RECORD},
+//! "sources":{ARCHIVE: RUN_ID}}` (`sources` optional: the run each archive came from)
 //! where `PATH` is a destination path and `RECORD` is
 //! `{"kind":"file"|"symlink"|"dir"|"marker","blake3"?,"mode"?,"target"?,"stat"?}`.
 //! `stat` (`dev`, `ino`, `size`, `mtime`, `ctime` as `[seconds, nanoseconds]`) is what `lstat`
@@ -133,6 +134,10 @@ pub(crate) struct State {
     /// Areas (stage relpaths or `artifacts/{artifact}`) this state owns.
     pub areas: Vec<String>,
     pub entries: BTreeMap<String, Record>,
+    /// Where each materialized archive came from: `{name}_{component}_{family}` → the run id that
+    /// provided it ([`super::Options::sources`]); `cairn push` records these as reused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
 }
 
 pub(crate) fn layout_name(layout: Layout) -> &'static str {
@@ -150,6 +155,7 @@ impl State {
             layout: layout_name(layout).into(),
             areas: Vec::new(),
             entries: BTreeMap::new(),
+            sources: BTreeMap::new(),
         }
     }
 

@@ -406,6 +406,7 @@ pub fn publish_outcome_to_pb(out: PublishOutcome) -> pb::PublishResponse {
                 tree_digest: a.tree_digest.to_hex(),
                 fingerprint: a.fingerprint.to_hex(),
                 built_here: a.built_here,
+                reused_from_run_id: a.reused_from_run_id,
             })
             .collect(),
         job_manifest_key: out.job_manifest_key,

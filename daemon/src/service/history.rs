@@ -259,39 +259,7 @@ impl Service {
 
         // Job manifests, oldest first, so a later job's record of a shared `_generic` archive wins
         // (TheRock's last-writer-wins on the object itself).
-        let listing = backend
-            .storage
-            .list(&root.job_manifests_prefix(), None)
-            .await?;
-        let mut manifests = Vec::new();
-        for obj in listing.objects.iter().filter(|o| o.key.ends_with(".json")) {
-            let bytes = match backend
-                .storage
-                .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
-                .await
-            {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue,
-                // Larger than any document Cairn writes: skipped like a malformed one.
-                Err(e) if e.is_too_large() => {
-                    tracing::warn!("{e}");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            match serde_json::from_slice::<JobManifest>(&bytes) {
-                Ok(m) if m.version == JOB_MANIFEST_VERSION => manifests.push(m),
-                Ok(m) => notes.push(format!(
-                    "job manifest `{}` has unknown version `{}`; ignored",
-                    obj.key, m.version
-                )),
-                Err(e) => notes.push(format!(
-                    "job manifest `{}` is malformed ({e}); ignored",
-                    obj.key
-                )),
-            }
-        }
-        manifests.sort_by(|a, b| a.published_at.cmp(&b.published_at));
+        let manifests = self.job_manifests(&backend, &root, &mut notes).await?;
         let run = manifests.last().map(|m| m.run.clone());
 
         let mut archives: BTreeMap<String, RunArchive> = BTreeMap::new();
@@ -384,6 +352,50 @@ impl Service {
             archives: archives.into_values().collect(),
             notes,
         })
+    }
+
+    /// The job manifests of the run at `root`, oldest first. Unreadable, oversized, malformed or
+    /// foreign-version documents are skipped, each with a note in `notes`.
+    pub(super) async fn job_manifests(
+        &self,
+        backend: &crate::storage::backends::Backend,
+        root: &RunOutputRoot,
+        notes: &mut Vec<String>,
+    ) -> Result<Vec<JobManifest>> {
+        let listing = backend
+            .storage
+            .list(&root.job_manifests_prefix(), None)
+            .await?;
+        let mut manifests = Vec::new();
+        for obj in listing.objects.iter().filter(|o| o.key.ends_with(".json")) {
+            let bytes = match backend
+                .storage
+                .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue,
+                // Larger than any document Cairn writes: skipped like a malformed one.
+                Err(e) if e.is_too_large() => {
+                    tracing::warn!("{e}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match serde_json::from_slice::<JobManifest>(&bytes) {
+                Ok(m) if m.version == JOB_MANIFEST_VERSION => manifests.push(m),
+                Ok(m) => notes.push(format!(
+                    "job manifest `{}` has unknown version `{}`; ignored",
+                    obj.key, m.version
+                )),
+                Err(e) => notes.push(format!(
+                    "job manifest `{}` is malformed ({e}); ignored",
+                    obj.key
+                )),
+            }
+        }
+        manifests.sort_by(|a, b| a.published_at.cmp(&b.published_at));
+        Ok(manifests)
     }
 
     /// A tree manifest by digest: from the local index, else from `cairn/trees/{digest}` on

@@ -6,7 +6,7 @@
 //! private per-publish directory under the store (`LocalStore::scratch_dir`), never in the build dir.
 //! A publish over TCP is refused: the path it names would be read on the daemon's machine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::{info, instrument};
 
 use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec, in_area, tree_manifest_key};
-use cairn_fingerprint::names::ArtifactName;
+use cairn_fingerprint::names::{ArtifactName, GENERIC, family_matches};
 use cairn_fingerprint::{Blake3, Compression};
 
 use super::error::{Result, ServiceError, internal};
@@ -249,6 +249,9 @@ impl Service {
         // The archives are uploaded and ingested: their scratch copies go.
         drop(scratch);
 
+        // What this job used without building it: recorded, not uploaded again.
+        let reused = self.reused_records(&backend, &input, &archives).await?;
+
         // Records last.
         let run_prefix = root.prefix();
         let manifest = JobManifest {
@@ -259,7 +262,7 @@ impl Service {
             bucket: root.bucket().to_string(),
             prefix: run_prefix.clone(),
             published_at: published_at.clone(),
-            archives: archives.clone(),
+            archives: archives.iter().chain(&reused).cloned().collect(),
         };
         let job_manifest_key = root
             .job_manifest_key(&input.stage, &input.family)
@@ -338,10 +341,70 @@ impl Service {
         Ok(PublishOutcome {
             bucket: root.bucket().to_string(),
             prefix: run_prefix,
-            archives,
+            archives: archives.into_iter().chain(reused).collect(),
             job_manifest_key,
             trusted: root.trusted(),
         })
+    }
+}
+
+impl Service {
+    /// The records of the artifacts a job used but did not build (`reused_from`: artifact name →
+    /// run it came from), copied from that run's job manifests: the archive stays where it is, and
+    /// the record says `built_here: false` and names the run that really built it (a chain of
+    /// reuses is followed to its builder, since each copied record already names it). Only
+    /// archives of the job's family or `generic` are taken. A named artifact that run has no record
+    /// of is skipped with a warning: the run's manifests then list less, never something wrong.
+    async fn reused_records(
+        &self,
+        backend: &crate::storage::backends::Backend,
+        input: &PublishRequest,
+        built: &[ArchiveRecord],
+    ) -> Result<Vec<ArchiveRecord>> {
+        let mut by_run: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (name, run_id) in &input.reused_from {
+            if run_id != &input.run.run_id && !built.iter().any(|a| &a.name == name) {
+                by_run.entry(run_id).or_default().insert(name);
+            }
+        }
+        let mut out = Vec::new();
+        for (run_id, names) in by_run {
+            let source = RunIdentity {
+                run_id: run_id.to_string(),
+                ..input.run.clone()
+            };
+            let root = RunOutputRoot::from_run(&run_spec(&source)?).map_err(invalid)?;
+            let mut notes = Vec::new();
+            let manifests = self.job_manifests(backend, &root, &mut notes).await?;
+            for n in notes {
+                tracing::warn!(run = run_id, "{n}");
+            }
+            // Oldest first: a later manifest's record of the same archive wins.
+            let mut latest: BTreeMap<String, ArchiveRecord> = BTreeMap::new();
+            for a in manifests.iter().flat_map(|m| &m.archives) {
+                let family_fits = a.family == GENERIC || family_matches(&a.family, &input.family);
+                if names.contains(a.name.as_str()) && family_fits {
+                    latest.insert(a.artifact.clone(), a.clone());
+                }
+            }
+            for name in &names {
+                if !latest.values().any(|a| a.name == *name) {
+                    tracing::warn!(
+                        artifact = name,
+                        run = run_id,
+                        "reused artifact has no record in its run's job manifests; not recorded"
+                    );
+                }
+            }
+            for (_, mut a) in latest {
+                if a.built_here {
+                    a.reused_from_run_id = run_id.to_string();
+                }
+                a.built_here = false;
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 }
 
