@@ -512,6 +512,12 @@ pub struct DiffArgs {
     /// Per-file lines shown per artifact in human output (all with --json).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub files: usize,
+    /// Only the artifacts this stage builds (from the checkout's topology).
+    #[arg(long, value_name = "S")]
+    pub stage: Option<String>,
+    /// The git checkout revisions are resolved in [default: the current directory].
+    #[arg(long, value_name = "DIR")]
+    pub checkout: Option<PathBuf>,
 }
 
 /// `--run-id` values: an empty one would silently mean "no run" (the wire's empty field), so it is

@@ -1208,4 +1208,27 @@ fn push_records_the_bootstrapped_inbound_archives_as_reused() {
             assert_eq!(status[archive], "unchanged", "{archive}: {status:?}");
         }
     }
+
+    // `--stage` keeps what the stage builds; `--checkout` names where revisions are resolved.
+    let out = run_ok(world.daemon.cairn().args([
+        "--json",
+        "diff",
+        RUN2,
+        "1003",
+        "--platform",
+        "linux",
+        "--stage",
+        STAGE,
+        "--checkout",
+        world.checkout.root.to_str().unwrap(),
+    ]));
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = diff["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["artifact"].as_str().unwrap())
+        .collect();
+    assert!(!names.is_empty());
+    assert!(names.iter().all(|n| n.starts_with("miopen_")), "{names:?}");
 }

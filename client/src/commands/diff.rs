@@ -29,7 +29,11 @@ pub fn run(cli: &Cli, args: &DiffArgs, printer: &mut Printer) -> Result<ExitStat
 }
 
 async fn run_async(cli: &Cli, args: &DiffArgs, printer: &mut Printer) -> Result<ExitStatus> {
-    let dir = super::checkout_or_cwd(None);
+    let dir = super::checkout_or_cwd(args.checkout.as_deref());
+    let topology = match &args.stage {
+        Some(_) => Some(super::checkout_topology(cli, &dir, printer)?),
+        None => None,
+    };
     let repo = super::repo_arg(args.repo.as_deref(), &dir)?;
     let platform = args.platform.unwrap_or_else(Platform::host);
     let criteria = Criteria {
@@ -52,9 +56,14 @@ async fn run_async(cli: &Cli, args: &DiffArgs, printer: &mut Printer) -> Result<
     let mut sources = super::history_sources(cli, args.offline).await?;
     let before = side(&mut sources, &criteria, &args.before, &dir, printer).await?;
     let after = side(&mut sources, &criteria, &args.after, &dir, printer).await?;
-    let (Some((before_side, before)), Some((after_side, after))) = (before, after) else {
+    let (Some((before_side, mut before)), Some((after_side, mut after))) = (before, after) else {
         return Ok(ExitStatus::Failure);
     };
+    if let (Some(stage), Some(t)) = (&args.stage, &topology) {
+        let names = t.produced(stage)?;
+        diff::retain_artifacts(&mut before, &names);
+        diff::retain_artifacts(&mut after, &names);
+    }
     let mut report = diff::diff(&before, &after, &args.families);
     report.before = before_side;
     report.after = after_side;
@@ -102,6 +111,21 @@ async fn side(
     )
 }
 
+/// `s` cut to `width` characters by replacing its middle with `…` (the start and the file name
+/// are what tell paths apart).
+fn middle(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width || width < 5 {
+        return s.to_string();
+    }
+    let keep = width - 1;
+    let head = keep / 2;
+    let tail = keep - head;
+    let start: String = s.chars().take(head).collect();
+    let end: String = s.chars().skip(n - tail).collect();
+    format!("{start}…{end}")
+}
+
 fn signed(n: i64) -> String {
     if n > 0 {
         format!("+{n}")
@@ -118,19 +142,31 @@ fn render(report: &DiffReport, max_files: usize, printer: &mut Printer) -> Resul
         printer.line(&format!(
             "{label:<7} run {} (commit {}) s3://{}/{}",
             s.run_id,
-            s.commit.as_deref().unwrap_or("unknown"),
+            s.commit
+                .as_deref()
+                .unwrap_or("unknown: no Cairn job manifest or GitHub run names it"),
             s.bucket,
             s.prefix
         ))?;
     }
+    // The name column is as wide as the longest artifact name (at most 60); file paths longer than
+    // it are cut in the middle, so the numbers stay in their columns.
+    let w = report
+        .artifacts
+        .iter()
+        .map(|a| a.artifact.chars().count())
+        .chain([20])
+        .max()
+        .unwrap_or(20)
+        .min(60);
     printer.line(&format!(
-        "{:<44} {:>14} {:>14} {:>14}  {:<10} {}",
+        "{:<w$} {:>14} {:>14} {:>14}  {:<10} {}",
         "ARTIFACT", "BEFORE", "AFTER", "CHANGE", "BASIS", "STATUS"
     ))?;
     for a in &report.artifacts {
         printer.line(&format!(
-            "{:<44} {:>14} {:>14} {:>14}  {:<10} {}",
-            a.artifact,
+            "{:<w$} {:>14} {:>14} {:>14}  {:<10} {}",
+            middle(&a.artifact, w),
             a.before,
             a.after,
             signed(a.change),
@@ -139,13 +175,14 @@ fn render(report: &DiffReport, max_files: usize, printer: &mut Printer) -> Resul
         ))?;
         for f in a.files.iter().take(max_files) {
             printer.line(&format!(
-                "  {:<42} {:>14} {:>14} {:>14}",
-                f.path,
+                "  {:<fw$} {:>14} {:>14} {:>14}",
+                middle(&f.path, w - 2),
                 f.before
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| "-".into()),
                 f.after.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-                signed(f.change)
+                signed(f.change),
+                fw = w - 2
             ))?;
         }
         if a.files.len() > max_files {
@@ -157,14 +194,14 @@ fn render(report: &DiffReport, max_files: usize, printer: &mut Printer) -> Resul
     }
     let t = &report.totals;
     printer.line(&format!(
-        "{:<44} {:>14} {:>14} {:>14}",
+        "{:<w$} {:>14} {:>14} {:>14}",
         "total (files)",
         t.files.before,
         t.files.after,
         signed(t.files.change)
     ))?;
     printer.line(&format!(
-        "{:<44} {:>14} {:>14} {:>14}",
+        "{:<w$} {:>14} {:>14} {:>14}",
         "total (compressed)",
         t.compressed.before,
         t.compressed.after,
@@ -174,4 +211,20 @@ fn render(report: &DiffReport, max_files: usize, printer: &mut Printer) -> Resul
         printer.note(&format!("note: {n}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::middle;
+
+    #[test]
+    fn long_paths_are_cut_in_the_middle_to_the_column_width() {
+        assert_eq!(middle("short", 10), "short");
+        let p = "lib/rocm/very/long/path/to/some/library/libamdhip64.so.6.4.0";
+        let cut = middle(p, 24);
+        assert_eq!(cut.chars().count(), 24);
+        assert!(cut.starts_with("lib/rocm/ve"), "{cut}");
+        assert!(cut.ends_with("64.so.6.4.0"), "{cut}");
+        assert!(cut.contains('…'));
+    }
 }

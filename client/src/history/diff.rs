@@ -150,6 +150,15 @@ fn keep(artifact: &str, families: &[String]) -> bool {
     families.iter().any(|f| family_matches(&a.family, f))
 }
 
+/// Keep only the archives of the artifacts named in `names` (`cairn diff --stage`: what the stage
+/// builds); archives whose names do not parse go too.
+pub fn retain_artifacts(contents: &mut RunContents, names: &BTreeSet<&str>) {
+    contents.archives.retain(|a| {
+        cairn_fingerprint::ArtifactName::parse(&a.artifact)
+            .is_ok_and(|n| names.contains(n.name.as_str()))
+    });
+}
+
 /// The diff of two runs' contents (sides left empty for the caller).
 pub fn diff(before: &RunContents, after: &RunContents, families: &[String]) -> DiffReport {
     let index = |c: &RunContents| -> BTreeMap<String, ArchiveSizes> {
