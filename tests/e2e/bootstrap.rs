@@ -219,6 +219,14 @@ impl World {
         }
     }
 
+    /// The local storage directory (local-storage worlds only).
+    fn storage_root(&self) -> &Path {
+        match &self.storage {
+            Storage::Local(root) => root,
+            Storage::S3 { .. } => panic!("not a local-storage world"),
+        }
+    }
+
     fn topology(&self) -> Topology {
         Topology::parse(ci::TOPOLOGY).unwrap()
     }
@@ -1021,7 +1029,7 @@ fn find_file(dir: &Path, name: &str) -> PathBuf {
                 if let Some(f) = walk(&p, name) {
                     return Some(f);
                 }
-            } else if p.file_name().is_some_and(|n| n == name) {
+            } else if p.ends_with(name) {
                 return Some(p);
             }
         }
@@ -1108,6 +1116,59 @@ fn killed_client_mid_materialization_then_rerun_gives_the_exact_tree() {
     let (out, _) = world.bootstrap(&daemon, &dest, &[]);
     expect_code(&out, 0);
     assert_bootstrap_tree(&world, &dest, &expected);
+}
+
+/// Jobs of one run publish at once (four families of `ml-libs` in parallel): the run's `index.html`
+/// ends up listing every job's archives, none lost to a concurrent rewrite.
+#[test]
+fn concurrent_jobs_of_one_run_all_reach_its_index_page() {
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let families = ["gfx94X-dcgpu", "gfx110X-all", "gfx1151", "gfx120X-all"];
+    let outputs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = families
+            .iter()
+            .map(|family| {
+                let world = &world;
+                s.spawn(move || {
+                    let fps =
+                        ci::produced_fingerprints(&world.checkout.root, STAGE, family).unwrap();
+                    let b = world.tmp.path().join(format!("par-{family}"));
+                    ci::write_build_dir(&b, family, &fps, None, ARTIFACT_BYTES).unwrap();
+                    world
+                        .daemon
+                        .cairn()
+                        .args([
+                            "--quiet", "push", "--stage", STAGE, "--family", family, "--run-id",
+                            "1010",
+                        ])
+                        .arg("--build-dir")
+                        .arg(&b)
+                        .arg("--checkout")
+                        .arg(&world.checkout.root)
+                        .output()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let page =
+        std::fs::read_to_string(find_file(world.storage_root(), "1010-linux/index.html")).unwrap();
+    for family in families {
+        assert!(
+            page.contains(&format!("miopen_lib_{family}.tar.zst</a>")),
+            "{family} missing from the index:\n{page}"
+        );
+    }
 }
 
 /// Recorded reuse: a job that bootstrapped its inbound artifacts with Cairn and pushes what it built
@@ -1208,6 +1269,18 @@ fn push_records_the_bootstrapped_inbound_archives_as_reused() {
             assert_eq!(status[archive], "unchanged", "{archive}: {status:?}");
         }
     }
+
+    // The run's index page lists what the job built and what it reused, with the builder.
+    let page = std::fs::read_to_string(find_file(world.storage_root(), "1003-linux/index.html"))
+        .expect("push writes the run's index.html");
+    for (archive, run) in &expected_reuse {
+        assert!(
+            page.contains(&format!("{archive}.tar.zst</a>")),
+            "{archive}: {page}"
+        );
+        assert!(page.contains(&format!("<td>run {run}</td>")), "{page}");
+    }
+    assert!(page.contains("miopen_"), "{page}");
 
     // `--stage` keeps what the stage builds; `--checkout` names where revisions are resolved.
     let out = run_ok(world.daemon.cairn().args([

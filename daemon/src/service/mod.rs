@@ -22,6 +22,7 @@ pub mod error;
 pub mod fetch;
 pub mod history;
 pub mod import;
+pub mod index_page;
 pub mod metrics;
 pub mod policy;
 pub mod publish;

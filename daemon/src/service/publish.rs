@@ -277,6 +277,8 @@ impl Service {
             )
             .await?;
 
+        self.write_index_page(&backend, &root).await?;
+
         let area = root.area();
         let mut by_name: BTreeMap<String, Vec<ArchiveRecord>> = BTreeMap::new();
         for a in &archives {
@@ -349,6 +351,39 @@ impl Service {
 }
 
 impl Service {
+    /// Regenerate the run's `index.html` from its job manifests. Jobs of one run publish
+    /// concurrently: after writing, the manifests are listed again and the page rewritten while
+    /// the set changed, so the last page written names every manifest written before it (a job
+    /// whose manifest lands later writes a later page itself). Bounded: a run with a job
+    /// publishing every moment stops after a few rounds, and the next publish catches up.
+    async fn write_index_page(
+        &self,
+        backend: &crate::storage::backends::Backend,
+        root: &RunOutputRoot,
+    ) -> Result<()> {
+        let key = root.index_key();
+        let mut notes = Vec::new();
+        let mut manifests = self.job_manifests(backend, root, &mut notes).await?;
+        for _ in 0..8 {
+            let page = super::index_page::render(&root.prefix(), &manifests);
+            backend
+                .storage
+                .put(&key, PutBody::Bytes(Bytes::from(page)))
+                .await?;
+            let again = self.job_manifests(backend, root, &mut notes).await?;
+            let seen = |ms: &[JobManifest]| -> Vec<(String, String)> {
+                ms.iter()
+                    .map(|m| (m.published_at.clone(), format!("{}-{}", m.stage, m.family)))
+                    .collect()
+            };
+            if seen(&again) == seen(&manifests) {
+                return Ok(());
+            }
+            manifests = again;
+        }
+        Ok(())
+    }
+
     /// The records of the artifacts a job used but did not build (`reused_from`: artifact name →
     /// run it came from), copied from that run's job manifests: the archive stays where it is, and
     /// the record says `built_here: false` and names the run that really built it (a chain of
