@@ -10,6 +10,8 @@
 //! tcp = "127.0.0.1:7411"           # optional
 //! metrics = "127.0.0.1:9464"       # optional: /metrics, /status, /healthz
 //! negative_ttl_secs = 60
+//! verify_every_secs = 3600         # optional: scrub a random sample of blobs hourly (0 = never)
+//! verify_sample = 1000             # blobs each scrub re-hashes
 //!
 //! [[storage]]                      # one entry per bucket; `bucket = "*"` catches every bucket
 //! bucket = "therock-ci-artifacts"
@@ -55,6 +57,13 @@ pub struct Config {
     /// How long a "no producer for this fingerprint" answer is cached, in seconds.
     #[serde(default = "default_negative_ttl")]
     pub negative_ttl_secs: u64,
+    /// Scrub the store every this many seconds (re-hash `verify_sample` random blobs, quarantine
+    /// corrupt ones); 0 = never.
+    #[serde(default)]
+    pub verify_every_secs: u64,
+    /// Blobs each periodic scrub re-hashes.
+    #[serde(default = "default_verify_sample")]
+    pub verify_sample: usize,
     /// Storage backends by bucket.
     #[serde(default = "default_storage")]
     pub storage: Vec<StorageConfig>,
@@ -109,6 +118,13 @@ fn default_negative_ttl() -> u64 {
     60
 }
 
+/// Blobs a periodic scrub re-hashes unless told otherwise.
+pub const DEFAULT_VERIFY_SAMPLE: usize = 1000;
+
+fn default_verify_sample() -> usize {
+    DEFAULT_VERIFY_SAMPLE
+}
+
 /// `$XDG_CACHE_HOME/cairn` (or `~/.cache/cairn`).
 pub fn default_store_dir() -> PathBuf {
     dirs::cache_dir()
@@ -160,6 +176,8 @@ impl Default for Config {
             tcp_token_file: None,
             metrics: None,
             negative_ttl_secs: default_negative_ttl(),
+            verify_every_secs: 0,
+            verify_sample: DEFAULT_VERIFY_SAMPLE,
             storage: default_storage(),
         }
     }
@@ -242,6 +260,17 @@ impl Config {
         }
         if let Some(v) = get("CAIRN_METRICS") {
             self.metrics = (!v.is_empty()).then_some(v);
+        }
+        let number = |key: &str, v: String| -> Result<u64, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("{key}: `{v}` is not a whole number")))
+        };
+        if let Some(v) = get("CAIRN_VERIFY_EVERY") {
+            self.verify_every_secs = number("CAIRN_VERIFY_EVERY", v)?;
+        }
+        if let Some(v) = get("CAIRN_VERIFY_SAMPLE") {
+            self.verify_sample = number("CAIRN_VERIFY_SAMPLE", v)? as usize;
         }
         if let Some(v) = get("CAIRN_LOCAL_STORAGE") {
             self.storage = vec![StorageConfig::local("*", v.into())];

@@ -106,3 +106,48 @@ fn corruption_never_reaches_a_build_dir_silently() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), good);
 }
+
+/// The periodic scrub, configured in the config file (`verify_every_secs`, `verify_sample`), finds a
+/// blob corrupted behind the daemon's back and quarantines it without anyone asking; the next
+/// bootstrap downloads it again and the build dir gets the good bytes.
+#[test]
+fn the_configured_periodic_scrub_quarantines_a_corrupt_blob_by_itself() {
+    use cairn_testkit::daemon::{Daemon, Options};
+    let world = World::publish_two_runs("local").unwrap();
+    let config = world.tmp.path().join("cairnd.toml");
+    std::fs::write(&config, "verify_every_secs = 1\nverify_sample = 1000000\n").unwrap();
+    let daemon = Daemon::start_with(
+        world.storage.clone(),
+        Options {
+            args: vec!["--config".into(), config.display().to_string()],
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let src = &world.checkout.root;
+    let dest = world.tmp.path().join("build");
+    let (out, _) = bootstrap_with(daemon.cairn(), src, &dest, &[]);
+    expect_code(&out, 0);
+    let (_, file) = some_file(&dest);
+    let good = std::fs::read(dest.join(&file)).unwrap();
+    let blob = blob_path(&daemon.store_dir(), &Blake3::of(&good));
+    let mode = std::fs::metadata(&blob).unwrap().permissions().mode();
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    flip_byte(&blob);
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(mode)).unwrap();
+
+    // Bounded wait: the scrub runs every second; 30 s is far beyond one pass over this store.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while blob.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !blob.exists(),
+        "the periodic scrub did not quarantine the corrupt blob; log:\n{}",
+        daemon.log()
+    );
+    let fresh = world.tmp.path().join("fresh");
+    let (out, _) = bootstrap_with(daemon.cairn(), src, &fresh, &["--verify"]);
+    expect_code(&out, 0);
+    assert_eq!(std::fs::read(fresh.join(&file)).unwrap(), good);
+}

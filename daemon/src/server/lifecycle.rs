@@ -79,16 +79,15 @@ pub struct ServeArgs {
     #[arg(long)]
     pub group_access: bool,
     /// Scrub the store every SECS seconds: re-hash a random sample of `--verify-sample` blobs and
-    /// quarantine corrupt ones, as `cairn verify --sample` does (0 or unset = never).
-    #[arg(long, value_name = "SECS", env = "CAIRN_VERIFY_EVERY")]
+    /// quarantine corrupt ones, as `cairn verify --sample` does (0 = never) [config:
+    /// `verify_every_secs`; env: CAIRN_VERIFY_EVERY].
+    #[arg(long, value_name = "SECS")]
     pub verify_every: Option<u64>,
-    /// Blobs each periodic scrub re-hashes.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_VERIFY_SAMPLE)]
-    pub verify_sample: usize,
+    /// Blobs each periodic scrub re-hashes [default: 1000; config: `verify_sample`; env:
+    /// CAIRN_VERIFY_SAMPLE].
+    #[arg(long, value_name = "N")]
+    pub verify_sample: Option<usize>,
 }
-
-/// Blobs a periodic scrub (`--verify-every`) re-hashes by default.
-pub const DEFAULT_VERIFY_SAMPLE: usize = 1000;
 
 impl ServeArgs {
     /// The effective configuration: file, then environment, then these flags.
@@ -110,6 +109,8 @@ impl ServeArgs {
                 }
                 "CAIRN_S3_ENDPOINT" => self.s3_endpoint.clone(),
                 "CAIRN_S3_BUCKET" => self.s3_bucket.clone(),
+                "CAIRN_VERIFY_EVERY" => self.verify_every.map(|s| s.to_string()),
+                "CAIRN_VERIFY_SAMPLE" => self.verify_sample.map(|n| n.to_string()),
                 "AWS_REGION" => std::env::var("AWS_REGION").ok(),
                 _ => None,
             }
@@ -154,12 +155,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     } else {
         None
     };
-    if let Some(secs) = args.verify_every.filter(|s| *s > 0) {
+    if cfg.verify_every_secs > 0 {
         let rx = stop_tx.subscribe();
         tokio::spawn(scrub_periodically(
             service.clone(),
-            Duration::from_secs(secs),
-            args.verify_sample,
+            Duration::from_secs(cfg.verify_every_secs),
+            cfg.verify_sample,
             rx,
         ));
     }
@@ -246,7 +247,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
         }));
     }
+    // Every listener is bound and served: tell systemd (`Type=notify`), if it is asking.
+    if let Err(e) = crate::server::notify::notify("READY=1\nSTATUS=serving") {
+        warn!(error = %e, "could not notify the service manager (NOTIFY_SOCKET)");
+    }
     shutdown.recv().await;
+    let _ = crate::server::notify::notify("STOPPING=1");
     info!("shutting down: finishing in-flight requests");
     let _ = stop_tx.send(());
     for t in tasks {

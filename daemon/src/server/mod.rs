@@ -21,6 +21,7 @@ pub mod convert;
 pub mod http;
 pub mod lifecycle;
 pub mod listen;
+pub mod notify;
 pub mod peer;
 pub mod status;
 
