@@ -243,6 +243,8 @@ pub struct Policy {
     pub allow_failed: bool,
     /// Only this run (explicit run id fallback).
     pub run_id: Option<String>,
+    /// The repository of `run_id` (`--run-github-repo`; default ROCm/TheRock).
+    pub run_repo: Option<String>,
 }
 
 /// One resolve/fetch request: a stage's artifacts for one family, with their fingerprints.
@@ -281,6 +283,7 @@ impl Request {
                 allow_untrusted: self.policy.allow_untrusted,
                 allow_failed: self.policy.allow_failed,
                 run_id: self.policy.run_id.clone().unwrap_or_default(),
+                run_repo: self.policy.run_repo.clone().unwrap_or_default(),
             }),
             exclude_components: self.exclude_components.clone(),
         }

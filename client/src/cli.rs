@@ -130,6 +130,10 @@ pub struct SelectArgs {
     /// an earlier run — the run that built exactly that fingerprint.
     #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: Option<String>,
+    /// The repository `--run-id` belongs to (TheRock's flag), e.g. ROCm/rocm-libraries: its runs
+    /// live under their own prefix (`ROCm-rocm-libraries/{run}-{platform}/`) [default: ROCm/TheRock].
+    #[arg(long, value_name = "OWNER/REPO", requires = "run_id")]
+    pub run_github_repo: Option<String>,
     /// Accept producers from forks and developer machines.
     #[arg(long)]
     pub allow_untrusted: bool,

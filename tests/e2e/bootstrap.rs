@@ -1305,3 +1305,58 @@ fn push_records_the_bootstrapped_inbound_archives_as_reused() {
     assert!(!names.is_empty());
     assert!(names.iter().all(|n| n.starts_with("miopen_")), "{names:?}");
 }
+
+/// `--run-github-repo` (TheRock's flag): a run of another repository lives under its own prefix
+/// (`ROCm-rocm-libraries/3002-linux/`, published without Cairn). `fetch --run-id 3002
+/// --run-github-repo ROCm/rocm-libraries` takes its archives; without the flag, run 3002 of TheRock
+/// has none and the exact producers are taken instead.
+#[test]
+fn run_github_repo_pins_a_run_of_another_repository() {
+    use cairn_fingerprint::layout::{RunOutputRoot, RunSpec};
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let mut spec = RunSpec::new("3002", cairn_fingerprint::Platform::Linux);
+    spec.repo = "ROCm/rocm-libraries".parse().unwrap();
+    let prefix = RunOutputRoot::from_run(&spec).unwrap().prefix();
+    assert!(prefix.starts_with("ROCm-rocm-libraries/"), "{prefix}");
+    // TheRock's CI for rocm-libraries uploaded run 1001's archives and sidecars, nothing of Cairn.
+    let from = world.storage_root().join("1001-linux");
+    let to = world.storage_root().join(&prefix);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let fetch = |extra: &[&str]| -> Value {
+        let out_dir = world.tmp.path().join(format!("o-{}", extra.len()));
+        let out = world
+            .daemon
+            .cairn()
+            .args([
+                "--json", "fetch", "--stage", STAGE, "--family", FAMILY, "--run-id", "3002",
+            ])
+            .args(extra)
+            .arg("--output-dir")
+            .arg(&out_dir)
+            .arg("--checkout")
+            .arg(&world.checkout.root)
+            .output()
+            .unwrap();
+        expect_code(&out, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let pinned = found_runs(&fetch(&["--run-github-repo", "ROCm/rocm-libraries"]));
+    assert!(!pinned.is_empty());
+    assert!(
+        pinned.values().all(|r| r == "3002"),
+        "every archive from rocm-libraries run 3002: {pinned:?}"
+    );
+    let default = found_runs(&fetch(&[]));
+    assert!(
+        default.values().all(|r| r != "3002"),
+        "TheRock's run 3002 has no archives: {default:?}"
+    );
+}

@@ -185,6 +185,7 @@ fn fetch_plan(
             allow_untrusted: select.allow_untrusted,
             allow_failed: select.allow_failed,
             run_id: select.run_id.clone(),
+            run_repo: select.run_github_repo.clone(),
         },
     };
     let plan = plan::plan(&topology, &checkout, &spec)?;

@@ -293,6 +293,7 @@ pub async fn exact_producers(
                 allow_untrusted,
                 allow_failed: false,
                 run_id: String::new(),
+                run_repo: String::new(),
             }),
             exclude_components: Vec::new(),
         })

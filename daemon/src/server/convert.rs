@@ -112,6 +112,14 @@ pub fn resolve_request(req: pb::ResolveRequest) -> Result<ResolveRequest> {
         "" => None,
         id => Some(bounded("run id", id)?.to_string()),
     };
+    let run_repo = match policy.run_repo.as_str() {
+        "" => None,
+        repo => Some(
+            bounded("run repo", repo)?
+                .parse()
+                .map_err(|e| invalid(format!("policy.run_repo: {e}")))?,
+        ),
+    };
     Ok(ResolveRequest {
         stage: bounded("stage", &req.stage)?.to_string(),
         family: bounded("family", &req.family)?.to_string(),
@@ -121,6 +129,7 @@ pub fn resolve_request(req: pb::ResolveRequest) -> Result<ResolveRequest> {
             allow_untrusted: policy.allow_untrusted,
             allow_failed: policy.allow_failed,
             run_id,
+            run_repo,
         },
         exclude_components,
     })

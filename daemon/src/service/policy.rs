@@ -60,6 +60,8 @@ pub struct Policy {
     pub allow_failed: bool,
     /// Only this run id may be used (never empty).
     pub run_id: Option<String>,
+    /// The repository of `run_id` (default ROCm/TheRock): where its listing is read.
+    pub run_repo: Option<cairn_fingerprint::layout::GithubRepo>,
 }
 
 /// What one wanted entry names: a topology artifact (every archive of it that the

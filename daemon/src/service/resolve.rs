@@ -169,8 +169,14 @@ impl Service {
         let filter = input.filter();
         let mut out = policy::resolve(&input.wanted, &candidates, &input.policy, &filter);
         if let Some(run_id) = &input.policy.run_id {
-            self.explicit_run_fallback(&mut out, run_id, input.platform, &filter)
-                .await?;
+            self.explicit_run_fallback(
+                &mut out,
+                run_id,
+                input.policy.run_repo.as_ref(),
+                input.platform,
+                &filter,
+            )
+            .await?;
             policy::follow_reuse(&mut out, &input.wanted, &candidates, &input.policy, &filter);
         }
         Ok(out)
@@ -182,13 +188,17 @@ impl Service {
         &self,
         out: &mut [Resolution],
         run_id: &str,
+        run_repo: Option<&cairn_fingerprint::layout::GithubRepo>,
         platform: Platform,
         filter: &ArchiveFilter,
     ) -> Result<()> {
         if out.iter().all(|r| r.chosen.is_some()) {
             return Ok(());
         }
-        let spec = RunSpec::new(run_id, platform);
+        let mut spec = RunSpec::new(run_id, platform);
+        if let Some(repo) = run_repo {
+            spec.repo = repo.clone();
+        }
         let root = RunOutputRoot::from_run(&spec).map_err(super::invalid)?;
         let cached = self.cached_run_listing(&root)?;
         let from_cache = cached.is_some();
