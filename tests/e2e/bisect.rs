@@ -401,3 +401,61 @@ fn prefetch_warms_a_range_without_materializing() {
     assert_eq!(report["totals"]["downloaded_bytes"], 0, "{report:#}");
     assert_eq!(report["totals"]["prefetched_bytes"], 0, "{report:#}");
 }
+
+#[test]
+fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo() {
+    let world = World::build();
+    let before = repo_state(&world.checkout.root);
+    let build = world.tmp.path().join("interrupted-build");
+    let started = world.tmp.path().join("started");
+    let script = world.tmp.path().join("slow.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch '{}'\nsleep 2\nexit 0\n", started.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = world
+        .daemon
+        .cairn()
+        .args(["--json", "bisect", "run", "--submodule", "rocm-libraries"])
+        .args(["--good", &world.sub[0], "--bad", &world.sub[COMMITS]])
+        .args(["--family", FAMILY, "--stage", "ml-libs", "--build-dir"])
+        .arg(&build)
+        .arg("--checkout")
+        .arg(&world.checkout.root)
+        .arg("--")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !started.exists() {
+        assert!(std::time::Instant::now() < deadline, "the command never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SIGINT to cairn alone (a terminal would send it to the command too).
+    let kill = run(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    assert!(kill.status.success(), "{}", show(&kill));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["result"]["status"], "interrupted", "{report:#}");
+    assert_eq!(report["result"]["signal"], 2);
+    // The first probe is a commit never built (skipped); the command ran at the second.
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report:#}");
+    assert_eq!(steps[1]["result"], "abort", "{report:#}");
+    // The session log says the same, and the build dir holds one complete probe, markers over
+    // complete stage dirs only.
+    let logged: Value =
+        serde_json::from_slice(&std::fs::read(build.join(".cairn-bisect/session.json")).unwrap())
+            .unwrap();
+    assert_eq!(logged["result"], report["result"]);
+    for stage_dir in ["math-libs/blas/stage", "math-libs/rand/stage", "compiler/amd-llvm/stage"] {
+        assert!(build.join(stage_dir).is_dir(), "{stage_dir}");
+        assert!(build.join(format!("{stage_dir}.prebuilt")).is_file(), "{stage_dir}");
+    }
+    assert_eq!(repo_state(&world.checkout.root), before);
+}
