@@ -272,6 +272,19 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
         assert_eq!(missing, BTreeSet::from(["blas", "rand"]), "{s:#}");
         assert_eq!(s["files_written"], 0, "a skipped probe writes nothing");
     }
+    // After a materialized probe, a skip also says which input moved the missing fingerprints.
+    let explained: Vec<&Value> = skipped
+        .iter()
+        .flat_map(|s| s["missing"].as_array().unwrap())
+        .filter(|m| !m["changed_inputs"].as_array().unwrap().is_empty())
+        .collect();
+    assert!(!explained.is_empty(), "{report:#}");
+    for m in explained {
+        assert!(
+            strs(&m["changed_inputs"]).contains(&"submodule rocm-libraries".to_string()),
+            "{m:#}"
+        );
+    }
     // Every tested step ran the command with the documented environment.
     let tested: Vec<&Value> = steps.iter().filter(|s| s["result"] != "skip").collect();
     let calls = std::fs::read_to_string(world.tmp.path().join("calls.log")).unwrap();
@@ -411,7 +424,10 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
     let script = world.tmp.path().join("slow.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\ntouch '{}'\nsleep 2\nexit 0\n", started.display()),
+        format!(
+            "#!/bin/sh\ntouch '{}'\nsleep 2\nexit 0\n",
+            started.display()
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -432,7 +448,10 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !started.exists() {
-        assert!(std::time::Instant::now() < deadline, "the command never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // SIGINT to cairn alone (a terminal would send it to the command too).
@@ -453,9 +472,16 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
         serde_json::from_slice(&std::fs::read(build.join(".cairn-bisect/session.json")).unwrap())
             .unwrap();
     assert_eq!(logged["result"], report["result"]);
-    for stage_dir in ["math-libs/blas/stage", "math-libs/rand/stage", "compiler/amd-llvm/stage"] {
+    for stage_dir in [
+        "math-libs/blas/stage",
+        "math-libs/rand/stage",
+        "compiler/amd-llvm/stage",
+    ] {
         assert!(build.join(stage_dir).is_dir(), "{stage_dir}");
-        assert!(build.join(format!("{stage_dir}.prebuilt")).is_file(), "{stage_dir}");
+        assert!(
+            build.join(format!("{stage_dir}.prebuilt")).is_file(),
+            "{stage_dir}"
+        );
     }
     assert_eq!(repo_state(&world.checkout.root), before);
 }

@@ -238,6 +238,59 @@ impl History {
         if let Some(fps) = self.memo.get(commit) {
             return Ok(fps.clone());
         }
+        let fps = self.with_fingerprinter(commit, |history, topology, fingerprinter| {
+            let names = history.selection.wanted(topology)?;
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            fingerprinter
+                .compute_some(&refs, &history.family, history.platform)
+                .map_err(|source| BisectError::Fingerprint {
+                    commit: commit.to_string(),
+                    source,
+                })
+        })?;
+        self.memo.insert(commit.to_string(), fps.clone());
+        Ok(fps)
+    }
+
+    /// The inputs of `artifact`'s fingerprint that differ between `from` and `to` (`kind name`,
+    /// e.g. `submodule rocm-libraries`, `dep core-hip`): why an artifact changed between two
+    /// candidates.
+    pub fn changed_inputs(
+        &self,
+        from: &str,
+        to: &str,
+        artifact: &str,
+    ) -> Result<Vec<String>, BisectError> {
+        let explain = |commit: &str| {
+            self.with_fingerprinter(commit, |history, _, fingerprinter| {
+                fingerprinter
+                    .explain(artifact, &history.family, history.platform)
+                    .map_err(|source| BisectError::Fingerprint {
+                        commit: commit.to_string(),
+                        source,
+                    })
+            })
+        };
+        let (before, after) = (explain(from)?, explain(to)?);
+        let old: BTreeMap<(&str, &str), &str> = before
+            .inputs
+            .iter()
+            .map(|i| ((i.kind.as_str(), i.name.as_str()), i.value.as_str()))
+            .collect();
+        Ok(after
+            .inputs
+            .iter()
+            .filter(|i| old.get(&(i.kind.as_str(), i.name.as_str())) != Some(&i.value.as_str()))
+            .map(|i| format!("{} {}", i.kind, i.name))
+            .collect())
+    }
+
+    /// Run `f` with the topology and a fingerprinter of `commit`.
+    fn with_fingerprinter<T>(
+        &self,
+        commit: &str,
+        f: impl FnOnce(&History, &Topology, &Fingerprinter<'_>) -> Result<T, BisectError>,
+    ) -> Result<T, BisectError> {
         let git_err = |source| BisectError::Git {
             dir: self.checkout.clone(),
             source,
@@ -254,7 +307,6 @@ impl History {
                 &own
             }
         };
-        let names = self.selection.wanted(topology)?;
         let config = FingerprintConfig {
             variant: self.variant.clone(),
             ..FingerprintConfig::default()
@@ -266,15 +318,7 @@ impl History {
                     source,
                 }
             })?;
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let fps = fingerprinter
-            .compute_some(&refs, &self.family, self.platform)
-            .map_err(|source| BisectError::Fingerprint {
-                commit: commit.to_string(),
-                source,
-            })?;
-        self.memo.insert(commit.to_string(), fps.clone());
-        Ok(fps)
+        f(self, topology, &fingerprinter)
     }
 }
 

@@ -126,6 +126,7 @@ pub fn missing(resolved: &[Resolved]) -> Vec<MissingArtifact> {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "no producer".into()),
+            changed_inputs: Vec::new(),
         });
     }
     out

@@ -124,6 +124,10 @@ pub struct MissingArtifact {
     pub fingerprint: String,
     /// The daemon's first explanation line.
     pub reason: String,
+    /// The inputs of its fingerprint that changed since the previous materialized probe
+    /// (`kind name`, e.g. `submodule rocm-libraries`); empty for the first probe.
+    #[serde(default)]
+    pub changed_inputs: Vec<String>,
 }
 
 /// An artifact `--nearest` took from an ancestor commit.
@@ -334,7 +338,18 @@ impl Report {
                         "missing {}",
                         s.missing
                             .iter()
-                            .map(|m| format!("`{}` ({})", m.artifact, m.reason))
+                            .map(|m| {
+                                if m.changed_inputs.is_empty() {
+                                    format!("`{}` ({})", m.artifact, m.reason)
+                                } else {
+                                    format!(
+                                        "`{}` ({}; changed: {})",
+                                        m.artifact,
+                                        m.reason,
+                                        m.changed_inputs.join(", ")
+                                    )
+                                }
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     )

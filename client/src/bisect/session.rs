@@ -140,6 +140,7 @@ pub async fn run(
         entries: &entries,
         bisection: Bisection::new(entries.len()),
         previous: None,
+        previous_commit: None,
         pending: Vec::new(),
         prefetched: BTreeSet::new(),
     };
@@ -162,6 +163,8 @@ struct Session<'a> {
     bisection: Bisection,
     /// Fingerprints of the last materialized probe.
     previous: Option<BTreeMap<String, Blake3>>,
+    /// Its commit.
+    previous_commit: Option<String>,
     pending: Vec<Pending>,
     /// Candidates already prefetched (by index).
     prefetched: BTreeSet<usize>,
@@ -271,6 +274,15 @@ impl Session<'_> {
             missing = still;
         }
         if !missing.is_empty() {
+            if let Some(prev) = &self.previous_commit {
+                for m in &mut missing {
+                    // Best effort: the explanation is for the reader, not the verdict.
+                    m.changed_inputs = self
+                        .history
+                        .changed_inputs(prev, &commit, &m.artifact)
+                        .unwrap_or_default();
+                }
+            }
             step.reason = "missing artifacts".into();
             step.missing = missing;
             step.materialize_ms = began.elapsed().as_millis() as u64;
@@ -318,6 +330,7 @@ impl Session<'_> {
                 .collect()
         });
         self.previous = Some(fps);
+        self.previous_commit = Some(commit.clone());
 
         if self.spec.prefetch {
             self.start_prefetch(i, number);
