@@ -92,6 +92,12 @@ pub enum Command {
     /// Make the artifacts of a range of commits local in the daemon's store (nothing is
     /// materialized), e.g. to warm a host before a bisect or a wave of CI jobs.
     Prefetch(PrefetchArgs),
+    /// Prefetch a range of commits' artifacts and pin them in the daemon's store (eviction keeps
+    /// them) until `cairn unpin` or the expiry; pins survive daemon restarts (`cairn status` lists
+    /// them).
+    Pin(PinArgs),
+    /// Remove a pin.
+    Unpin(UnpinArgs),
     /// Show the daemon's store usage and counters.
     Status,
     /// Evict least-recently-used blobs from the daemon's store down to a quota.
@@ -368,6 +374,31 @@ pub struct PrefetchArgs {
     /// Which history and artifacts.
     #[command(flatten)]
     pub history: HistoryArgs,
+}
+
+/// `cairn pin`.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The pin's name (letters, digits, `-`, `_`, `.`); pinning an existing name adds to it.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The commits: first-parent commits after A up to B (of the submodule with --submodule).
+    #[arg(long, value_name = "A..B")]
+    pub commits: String,
+    /// Which history and artifacts.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// How long the pin holds: seconds, or with s, m, h, d (`2h`, `7d`).
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    pub ttl: String,
+}
+
+/// `cairn unpin`.
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The pin's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 /// `cairn gc`.

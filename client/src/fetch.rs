@@ -333,6 +333,8 @@ pub struct Warmed {
     pub resolved: Vec<Resolved>,
     /// The daemon's summaries (`storage_bytes`: what it downloaded).
     pub daemon: DaemonTotals,
+    /// The tree digests of the archives made local (what a pin holds).
+    pub trees: Vec<Blake3>,
 }
 
 /// Prefetch: have the daemon make the archives of `requests` local (download and ingest what its
@@ -371,6 +373,11 @@ pub async fn warm(
                 Some(Event::Resolved(r)) => warmed
                     .resolved
                     .extend(r.artifacts.into_iter().map(Resolved::from)),
+                Some(Event::Tree(t)) => {
+                    if let Ok(d) = t.tree_digest.parse() {
+                        warmed.trees.push(d);
+                    }
+                }
                 Some(Event::Summary(s)) => {
                     warmed.daemon.add(&s);
                     break;

@@ -215,6 +215,27 @@ Examples:
 
 Nothing is materialized; artifacts no run built are listed and do not fail the command."
         }
+        "pin" => {
+            "\
+Examples:
+  Keep a week of math-libs artifacts on this host for the bisects of the week (prefetched first):
+    cairn pin week-42 --commits HEAD~50..HEAD --family gfx94X-dcgpu --stage math-libs --ttl 7d
+
+  See the pins and their expiry, then drop one:
+    cairn status
+    cairn unpin week-42
+
+Pinned blobs are never evicted (quota or cairn gc) until unpinned or expired; pins survive daemon
+restarts. cairn bisect pins what it fetches and prefetches for its session and unpins at the end."
+        }
+        "unpin" => {
+            "\
+Examples:
+  cairn unpin week-42
+  cairn status     # the remaining pins
+
+Exit 1 when there is no such pin."
+        }
         "completions" => {
             "\
 Examples:

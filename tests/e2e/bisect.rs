@@ -310,6 +310,9 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
 
     // The repository is exactly as it was: HEADs, index, status, refs, no bisect state.
     assert_eq!(repo_state(&world.checkout.root), before);
+    // The session's pin is gone with the session.
+    let (_, status) = cairn_json(&world, &["status"]);
+    assert!(status["pins"].as_array().unwrap().is_empty(), "{status:#}");
 
     // The same bisect again: same answer, nothing downloaded (probes and prefetches alike).
     let (out, again) = world.bisect(true, &build, &[], &[]);
@@ -454,6 +457,12 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // While the command runs, the session's artifacts are pinned in the daemon.
+    let (_, status) = cairn_json(&world, &["status"]);
+    let pins = status["pins"].as_array().unwrap();
+    assert_eq!(pins.len(), 1, "{status:#}");
+    assert!(pins[0]["name"].as_str().unwrap().starts_with("bisect-"));
+    assert!(pins[0]["bytes"].as_u64().unwrap() > 0, "{status:#}");
     // SIGINT to cairn alone (a terminal would send it to the command too).
     let kill = run(Command::new("kill").args(["-INT", &child.id().to_string()]));
     assert!(kill.status.success(), "{}", show(&kill));
@@ -484,4 +493,109 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
         );
     }
     assert_eq!(repo_state(&world.checkout.root), before);
+    let (_, status) = cairn_json(&world, &["status"]);
+    assert!(status["pins"].as_array().unwrap().is_empty(), "{status:#}");
+}
+
+/// `cairn --json ARGS` against the world's daemon: exit status and the document.
+fn cairn_json(world: &World, args: &[&str]) -> (Output, Value) {
+    let out = run(world.daemon.cairn().arg("--json").args(args));
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, json)
+}
+
+#[test]
+fn pins_hold_a_range_against_gc_across_restarts_until_unpinned() {
+    let mut world = World::build();
+    let range = format!("{}..{}", world.sub[0], world.sub[COMMITS]);
+    let checkout = world.checkout.root.to_str().unwrap().to_string();
+    let (out, pinned) = cairn_json(
+        &world,
+        &[
+            "pin",
+            "week",
+            "--commits",
+            &range,
+            "--submodule",
+            "rocm-libraries",
+            "--family",
+            FAMILY,
+            "--stage",
+            "ml-libs",
+            "--checkout",
+            &checkout,
+            "--ttl",
+            "2h",
+        ],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let bytes = pinned["pin"]["bytes"].as_u64().unwrap();
+    assert!(
+        bytes > 0 && pinned["pin"]["trees"].as_u64().unwrap() > 0,
+        "{pinned:#}"
+    );
+    assert!(pinned["prefetch"]["downloaded_bytes"].as_u64().unwrap() > 0);
+
+    let status = |world: &World| {
+        let (out, s) = cairn_json(world, &["status"]);
+        assert!(out.status.success(), "{}", show(&out));
+        s
+    };
+    let gc_all = |world: &World| {
+        let (out, g) = cairn_json(world, &["gc", "--max-bytes", "1"]);
+        assert!(out.status.success(), "{}", show(&out));
+        g["store_bytes"].as_u64().unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let s = status(&world);
+    let pins = s["pins"].as_array().unwrap();
+    assert_eq!(pins.len(), 1, "{s:#}");
+    assert_eq!(pins[0]["name"], "week");
+    let expires = pins[0]["expires_at"].as_u64().unwrap();
+    assert!(expires > now + 7000 && expires <= now + 7300, "{s:#}");
+    // A gc down to nothing keeps every pinned blob, before and after a restart.
+    assert!(gc_all(&world) >= bytes);
+    world.daemon.restart().unwrap();
+    let s = status(&world);
+    assert_eq!(
+        s["pins"][0]["name"], "week",
+        "pins survive a restart: {s:#}"
+    );
+    assert_eq!(s["pins"][0]["bytes"], bytes);
+    assert!(gc_all(&world) >= bytes);
+    // Unpinned, the blobs go.
+    let (out, _) = cairn_json(&world, &["unpin", "week"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(status(&world)["pins"].as_array().unwrap().is_empty());
+    assert_eq!(gc_all(&world), 0);
+    let (out, again) = cairn_json(&world, &["unpin", "week"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(again["removed"], false);
+    // A bot's bad name is refused with the rule.
+    let (out, _) = cairn_json(
+        &world,
+        &[
+            "pin",
+            "a/b",
+            "--commits",
+            &range,
+            "--submodule",
+            "rocm-libraries",
+            "--family",
+            FAMILY,
+            "--stage",
+            "ml-libs",
+            "--checkout",
+            &checkout,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pin name"),
+        "{}",
+        show(&out)
+    );
 }

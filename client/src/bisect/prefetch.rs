@@ -36,6 +36,38 @@ pub struct PrefetchOutcome {
     pub downloaded_bytes: u64,
     /// Per commit, the artifacts no run produced (best effort: not an error).
     pub missing: BTreeMap<String, Vec<MissingArtifact>>,
+    /// Tree digests of the archives made local (what `cairn pin` pins).
+    #[serde(skip)]
+    pub trees: Vec<Blake3>,
+}
+
+/// A time to live: seconds, or a number with `s`, `m`, `h` or `d` (`90m`, `2h`, `7d`).
+pub fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write e.g. 3600, 90m, 2h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => {
+            return Err(format!(
+                "`{text}` has unit `{unit}`; use s, m, h or d (e.g. 2h)"
+            ));
+        }
+    };
+    if secs == 0 {
+        return Err(format!(
+            "`{text}` is no time at all; a pin needs a positive duration"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Split `A..B` into its two revisions.
@@ -85,6 +117,7 @@ pub async fn prefetch_commits(
         if !gone.is_empty() {
             out.missing.insert(entry.commit.clone(), gone);
         }
+        out.trees.extend(warmed.trees.iter().copied());
         out.archives += warmed.daemon.artifacts;
         out.from_storage += warmed.daemon.from_storage;
         out.downloaded_bytes += warmed.daemon.storage_bytes;
@@ -112,5 +145,17 @@ mod tests {
         assert_eq!(parse_range("main"), None);
         assert_eq!(parse_range("..main"), None);
         assert_eq!(parse_range("a..."), None);
+    }
+
+    #[test]
+    fn ttls_take_a_unit() {
+        let secs = |t| parse_ttl(t).map(|d| d.as_secs());
+        assert_eq!(secs("3600"), Ok(3600));
+        assert_eq!(secs("90m"), Ok(5400));
+        assert_eq!(secs("2h"), Ok(7200));
+        assert_eq!(secs("7d"), Ok(604_800));
+        assert!(secs("0").is_err());
+        assert!(secs("2w").unwrap_err().contains("unit `w`"));
+        assert!(secs("h").is_err());
     }
 }

@@ -5,6 +5,11 @@
 //! both possible next probes, run the command, record its verdict. After every step the report so
 //! far is saved as the session log, `BUILD_DIR/.cairn-bisect/session.json`.
 //!
+//! Everything the session fetched or prefetched is pinned in the daemon under one name
+//! (`bisect-{hash of the build dir}`, [`SESSION_PIN_TTL`]), so eviction cannot undo a prefetch
+//! while the bisect runs; the pin is removed when the session ends (and expires on its own if
+//! `cairn` is killed). Pinning is best effort: a daemon without pins still bisects.
+//!
 //! A stop request (SIGINT/SIGTERM, [`StopFlag`]) ends the session at the next boundary: during a
 //! materialization the materializer stops at a file boundary (markers only over complete stage
 //! dirs), during the command the command is waited for; the report then says `interrupted`.
@@ -39,6 +44,8 @@ pub const LOG_DIR: &str = ".cairn-bisect";
 pub const LOG_FILE: &str = "session.json";
 /// How many ancestors `--nearest` looks back through.
 pub const NEAREST_DEPTH: usize = 64;
+/// How long a session's pin lasts if the session never removes it.
+pub const SESSION_PIN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long the end of a session waits for prefetches still running before abandoning them.
 pub const PREFETCH_GRACE: Duration = Duration::from_secs(30);
 
@@ -133,7 +140,13 @@ pub async fn run(
         prefetches: Vec::new(),
         totals: Totals::default(),
     };
+    let pin = format!(
+        "bisect-{}",
+        &blake3::hash(spec.build_dir.as_os_str().as_encoded_bytes()).to_hex()[..16]
+    );
     let mut session = Session {
+        pin: Some(pin.clone()),
+        pin_name: pin,
         client,
         history,
         spec,
@@ -149,6 +162,7 @@ pub async fn run(
     // abandon them; an interrupted session does not wait.
     let wait = !matches!(report.result, Conclusion::Interrupted { .. }) && result.is_ok();
     session.collect(&mut report, wait).await;
+    let _ = api::unpin(session.client, &session.pin_name).await;
     report.totals.elapsed_ms = started.elapsed().as_millis() as u64;
     report.tally();
     save_log(&spec.build_dir, &report)?;
@@ -156,6 +170,10 @@ pub async fn run(
 }
 
 struct Session<'a> {
+    /// The session's pin; `None` once pinning failed (the daemon does not pin).
+    pin: Option<String>,
+    /// The pin's name, removed at the end whether pinning worked or not.
+    pin_name: String,
     client: &'a mut CairnClient<DaemonChannel>,
     history: &'a mut History,
     spec: &'a SessionSpec,
@@ -311,6 +329,12 @@ impl Session<'_> {
             }
             other => other?,
         };
+        let trees: Vec<Blake3> = outcome
+            .trees
+            .iter()
+            .filter_map(|t| t.tree_digest.parse().ok())
+            .collect();
+        self.pin_trees(&trees).await;
         step.downloaded_bytes = outcome.daemon.storage_bytes;
         step.files_written = outcome.report.files_written;
         step.files_unchanged = outcome.report.files_skipped_unchanged;
@@ -460,6 +484,22 @@ impl Session<'_> {
         }
     }
 
+    /// Add `trees` to the session's pin (best effort).
+    async fn pin_trees(&mut self, trees: &[Blake3]) {
+        let Some(name) = self.pin.clone() else {
+            return;
+        };
+        if trees.is_empty() {
+            return;
+        }
+        if api::pin(self.client, &name, trees, SESSION_PIN_TTL)
+            .await
+            .is_err()
+        {
+            self.pin = None;
+        }
+    }
+
     /// Move finished prefetches into the report; with `wait`, wait for the others up to
     /// [`PREFETCH_GRACE`], then abandon what is left.
     async fn collect(&mut self, report: &mut Report, wait: bool) {
@@ -494,6 +534,9 @@ impl Session<'_> {
                 continue;
             }
             let warmed = p.handle.await.ok().and_then(Result::ok);
+            if let Some(w) = &warmed {
+                self.pin_trees(&w.trees).await;
+            }
             report.prefetches.push(Prefetch {
                 during_step: p.during_step,
                 commit: p.commit,

@@ -10,6 +10,7 @@ mod fingerprint;
 mod gc;
 mod import;
 mod layout;
+mod pin;
 mod prefetch;
 mod push;
 mod resolve;
@@ -50,6 +51,8 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Import(args) => import::run(cli, args, printer),
         Command::Bisect { command } => bisect::run(cli, command, printer),
         Command::Prefetch(args) => prefetch::run(cli, args, printer),
+        Command::Pin(args) => pin::pin(cli, args, printer),
+        Command::Unpin(args) => pin::unpin(cli, args, printer),
         Command::Status => status::run(cli, printer),
         Command::Gc(args) => gc::run(cli, args, printer),
         Command::Verify(args) => verify::run(cli, args, printer),

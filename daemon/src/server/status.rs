@@ -41,6 +41,7 @@ impl From<ServiceError> for Status {
             ServiceError::Store(s) if s.is_no_space() => Status::resource_exhausted(msg),
             ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
             ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
+            ServiceError::Store(StoreError::InvalidPin(_)) => Status::invalid_argument(msg),
             ServiceError::Store(_) | ServiceError::Internal(_) => Status::internal(msg),
         }
     }
