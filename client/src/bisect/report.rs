@@ -104,7 +104,8 @@ impl From<Verdict> for StepResult {
 }
 
 impl StepResult {
-    fn as_str(self) -> &'static str {
+    /// `good`, `bad`, `skip` or `abort`.
+    pub fn as_str(self) -> &'static str {
         match self {
             StepResult::Good => "good",
             StepResult::Bad => "bad",

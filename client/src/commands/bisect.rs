@@ -56,9 +56,9 @@ impl Observer for StepLines {
     fn on_step(&self, step: &Step) {
         if !self.quiet {
             eprintln!(
-                "cairn: bisect: step {}: {:?} ({}); {} downloaded, {} file(s) written",
+                "cairn: bisect: step {}: {} ({}); {} downloaded, {} file(s) written",
                 step.step,
-                step.result,
+                step.result.as_str(),
                 step.reason,
                 super::human_bytes(step.downloaded_bytes),
                 step.files_written
