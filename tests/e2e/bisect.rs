@@ -210,8 +210,13 @@ impl World {
             c.args(cmd);
         }
         let out = run(&mut c);
-        let json: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("--json output is one document ({e}): {}", show(&out)));
+        // An error prints nothing on stdout; anything printed is one JSON document.
+        let json: Value = if out.stdout.is_empty() && !out.status.success() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("--json output is one document ({e}): {}", show(&out)))
+        };
         (out, json)
     }
 
@@ -463,6 +468,14 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
     assert_eq!(pins.len(), 1, "{status:#}");
     assert!(pins[0]["name"].as_str().unwrap().starts_with("bisect-"));
     assert!(pins[0]["bytes"].as_u64().unwrap() > 0, "{status:#}");
+    // A second bisect into the same build dir is refused while this one runs.
+    let (out, _) = world.bisect(true, &build, &[], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another `cairn bisect` is running"),
+        "{}",
+        show(&out)
+    );
     // SIGINT to cairn alone (a terminal would send it to the command too).
     let kill = run(Command::new("kill").args(["-INT", &child.id().to_string()]));
     assert!(kill.status.success(), "{}", show(&kill));

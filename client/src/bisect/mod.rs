@@ -116,6 +116,13 @@ pub enum BisectError {
         #[source]
         source: std::io::Error,
     },
+    /// Another bisect holds the build dir.
+    #[error(
+        "another `cairn bisect` is running with the build dir `{}`; wait for it, or use another \
+         --build-dir",
+        .0.display()
+    )]
+    Busy(PathBuf),
     /// The command could not be started.
     #[error("cannot run the command `{program}`: {source}")]
     Command {

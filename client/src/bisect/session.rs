@@ -109,6 +109,7 @@ pub async fn run(
     observer: &dyn Observer,
 ) -> Result<Report, BisectError> {
     let started = Instant::now();
+    let _session_lock = lock_session(&spec.build_dir)?;
     let (good, bad, entries) = history.candidates(&spec.good, &spec.bad)?;
     observer.on_start(entries.len());
     let (stage, artifacts) = match history.selection() {
@@ -563,6 +564,35 @@ impl End {
             _ => None,
         }
     }
+}
+
+/// One bisect per build dir: an exclusive, non-blocking `flock` on `.cairn-bisect/lock`, held for
+/// the session (two sessions would overwrite each other's probes between a materialization and its
+/// command). Released when the handle drops, or when the process dies.
+fn lock_session(build_dir: &Path) -> Result<std::fs::File, BisectError> {
+    use std::os::fd::AsRawFd;
+    let dir = build_dir.join(LOG_DIR);
+    let path = dir.join("lock");
+    let io = |source| BisectError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(BisectError::Busy(build_dir.to_path_buf()));
+        }
+        return Err(io(e));
+    }
+    Ok(file)
 }
 
 /// Write the report as the session log (temp file, then rename).
