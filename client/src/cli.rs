@@ -351,6 +351,10 @@ pub struct BisectRunArgs {
     /// Do not prefetch the next probes while the command runs.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// Continue the bisect the build dir's session log records (e.g. after Ctrl-C): its good,
+    /// bad and skip verdicts are kept, the rest is probed.
+    #[arg(long)]
+    pub resume: bool,
     /// The test, run in the current directory with CAIRN_BISECT_COMMIT, CAIRN_BUILD_DIR and
     /// CAIRN_FAMILY set.
     #[arg(last = true, required = true, value_name = "CMD")]

@@ -193,8 +193,10 @@ Examples:
     cairn bisect run --good v7.13.0 --bad origin/main --family gfx94X-dcgpu \\
         --artifacts blas,core-hip --build-dir build --nearest --json -- ./check-blas.sh
 
-  The report of the last bisect in a build dir (also written after every step):
+  The report of the last bisect in a build dir (also written after every step), and continuing
+  it after Ctrl-C (its verdicts are kept, the rest is probed):
     cairn bisect log --build-dir build
+    cairn bisect run --resume ...the same arguments... -- ./repro.sh
 
 The command runs in the current directory with CAIRN_BISECT_COMMIT, CAIRN_BUILD_DIR and
 CAIRN_FAMILY set; exit 0 is good, 125 skip, 1-124/126/127 bad, anything else (>= 128, a signal)

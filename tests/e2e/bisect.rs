@@ -424,7 +424,7 @@ fn prefetch_warms_a_range_without_materializing() {
 }
 
 #[test]
-fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo() {
+fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo_and_resumes() {
     let world = World::build();
     let before = repo_state(&world.checkout.root);
     let build = world.tmp.path().join("interrupted-build");
@@ -508,6 +508,28 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
     assert_eq!(repo_state(&world.checkout.root), before);
     let (_, status) = cairn_json(&world, &["status"]);
     assert!(status["pins"].as_array().unwrap().is_empty(), "{status:#}");
+
+    // --resume continues from the session log: the skip is kept (never probed again), the
+    // interrupted probe is probed again, and the answer is the regression.
+    let (out, resumed) = world.bisect(true, &build, &["--resume"], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        resumed["result"]["commit"], world.sub[REGRESSION],
+        "{resumed:#}"
+    );
+    let again = resumed["steps"].as_array().unwrap();
+    assert_eq!(again[..2], steps[..], "the earlier steps head the report");
+    let skipped_commit = &steps[0]["commit"];
+    assert!(
+        again[2..].iter().all(|s| &s["commit"] != skipped_commit),
+        "{resumed:#}"
+    );
+    assert!(again[2..].iter().any(|s| s["commit"] == steps[1]["commit"]));
+    // Resuming another bisect's log is refused.
+    let (out, _) = world.bisect(false, &build, &["--resume"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is for another bisect"));
+    assert_eq!(repo_state(&world.checkout.root), before);
 }
 
 /// `cairn --json ARGS` against the world's daemon: exit status and the document.

@@ -116,6 +116,13 @@ pub enum BisectError {
         #[source]
         source: std::io::Error,
     },
+    /// `--resume` with a session log of another bisect.
+    #[error(
+        "the session log in `{}` is for another bisect (good, bad, submodule, family or \
+         artifacts differ); drop --resume, or use another --build-dir",
+        .0.display()
+    )]
+    ResumeMismatch(PathBuf),
     /// Another bisect holds the build dir.
     #[error(
         "another `cairn bisect` is running with the build dir `{}`; wait for it, or use another \

@@ -10,6 +10,9 @@
 //! while the bisect runs; the pin is removed when the session ends (and expires on its own if
 //! `cairn` is killed). Pinning is best effort: a daemon without pins still bisects.
 //!
+//! With `--resume`, the verdicts of the build dir's session log are recorded before the first
+//! probe (mirroring `git bisect replay`), so an interrupted bisect continues where it stopped.
+//!
 //! A stop request (SIGINT/SIGTERM, [`StopFlag`]) ends the session at the next boundary: during a
 //! materialization the materializer stops at a file boundary (markers only over complete stage
 //! dirs), during the command the command is waited for; the report then says `interrupted`.
@@ -75,6 +78,9 @@ pub struct SessionSpec {
     pub transfer: Transfer,
     /// Where a stop request arrives.
     pub stop: Arc<StopFlag>,
+    /// `--resume`: the session log of an earlier run of the same bisect, whose verdicts are taken
+    /// as they are (its steps head the new report) instead of probing those commits again.
+    pub resume: Option<Report>,
 }
 
 /// Progress callbacks (the CLI prints a line per step on stderr).
@@ -158,6 +164,9 @@ pub async fn run(
         pending: Vec::new(),
         prefetched: BTreeSet::new(),
     };
+    if let Some(earlier) = &spec.resume {
+        session.resume(&mut report, earlier)?;
+    }
     let result = session.bisect(&mut report, observer, started).await;
     // Prefetches still running: wait a little (their downloads would be lost otherwise), then
     // abandon them; an interrupted session does not wait.
@@ -256,6 +265,34 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Take the verdicts of an earlier session of the same bisect (good, bad and submodule must
+    /// match); its steps head `report`.
+    fn resume(&mut self, report: &mut Report, earlier: &Report) -> Result<(), BisectError> {
+        if earlier.good != report.good
+            || earlier.bad != report.bad
+            || earlier.submodule != report.submodule
+            || earlier.family != report.family
+            || earlier.stage != report.stage
+            || earlier.artifacts != report.artifacts
+        {
+            return Err(BisectError::ResumeMismatch(report.build_dir.clone()));
+        }
+        for step in &earlier.steps {
+            let verdict = match step.result {
+                StepResult::Good => Verdict::Good,
+                StepResult::Bad => Verdict::Bad,
+                StepResult::Skip => Verdict::Skip,
+                StepResult::Abort => continue,
+            };
+            if let Some(i) = self.entries.iter().position(|e| e.commit == step.commit) {
+                self.bisection.record(i, verdict);
+            }
+        }
+        report.steps = earlier.steps.clone();
+        report.prefetches = earlier.prefetches.clone();
+        Ok(())
     }
 
     /// Test candidate `i` as step `number`.

@@ -84,8 +84,19 @@ fn bisect_run(
     let mut history = super::bisect_history(cli, &args.history, printer)?;
     let build_dir = prepare_build_dir(&args.build_dir)
         .with_context(|| format!("creating the build dir `{}`", args.build_dir.display()))?;
+    let resume = if args.resume {
+        Some(session::load_log(&build_dir).with_context(|| {
+            format!(
+                "--resume: no readable session log in `{}`",
+                build_dir.display()
+            )
+        })?)
+    } else {
+        None
+    };
     let addr = super::daemon_addr(cli);
     let spec = SessionSpec {
+        resume,
         good: args.good.clone(),
         bad: args.bad.clone(),
         build_dir,
