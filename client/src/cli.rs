@@ -294,7 +294,7 @@ pub struct ImportArgs {
 pub enum BisectCommand {
     /// Bisect between --good and --bad: at each probe, materialize the commit's artifacts into the
     /// build dir and run the command after `--` (exit 0 good, 125 skip, 1-127 bad, else abort).
-    Run(BisectRunArgs),
+    Run(Box<BisectRunArgs>),
     /// Print the report of the last bisect in a build dir (its session log).
     Log(BisectLogArgs),
 }

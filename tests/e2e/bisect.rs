@@ -439,7 +439,7 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut child = world
+    let child = world
         .daemon
         .cairn()
         .args(["--json", "bisect", "run", "--submodule", "rocm-libraries"])
