@@ -173,7 +173,8 @@ pub struct Step {
     pub files_unchanged: u64,
     /// Stale files removed.
     pub files_removed: u64,
-    /// Resolve, fetch and materialize, in milliseconds.
+    /// Fingerprinting, resolve, fetch and materialize, in milliseconds: the time from the previous
+    /// step's end to this command's start.
     pub materialize_ms: u64,
     /// The command, in milliseconds.
     pub cmd_ms: u64,

@@ -81,7 +81,15 @@ fn bisect_run(
         let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         rt.spawn(stop_on_signal(stop.clone(), int, term));
     }
+    let exclude_components = super::history_excluded_components(&args.history)?;
     let mut history = super::bisect_history(cli, &args.history, printer)?;
+    // Revisions are checked before anything is created or the daemon is asked.
+    let (_, _, candidates) = history.candidates(&args.good, &args.bad)?;
+    printer.detail(&format!(
+        "{} candidate(s) in `{}`",
+        candidates.len(),
+        history.repo().display()
+    ));
     let build_dir = prepare_build_dir(&args.build_dir)
         .with_context(|| format!("creating the build dir `{}`", args.build_dir.display()))?;
     let resume = if args.resume {
@@ -110,7 +118,7 @@ fn bisect_run(
         },
         nearest: args.nearest,
         prefetch: !args.no_prefetch,
-        exclude_components: super::split_list(args.history.exclude_components.as_deref()),
+        exclude_components,
         transfer: Transfer::for_addr(&addr),
         stop,
     };

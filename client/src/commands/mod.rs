@@ -242,6 +242,16 @@ fn bisect_history(cli: &Cli, args: &HistoryArgs, printer: &mut Printer) -> anyho
     })?)
 }
 
+/// `--exclude-components` of `bisect run`, `prefetch` and `pin`, each checked to be a component.
+fn history_excluded_components(args: &HistoryArgs) -> anyhow::Result<Vec<String>> {
+    let names = split_list(args.exclude_components.as_deref());
+    for c in &names {
+        <cairn_fingerprint::Component as std::str::FromStr>::from_str(c)
+            .with_context(|| format!("--exclude-components names `{c}`"))?;
+    }
+    Ok(names)
+}
+
 /// `12.3 MiB`.
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

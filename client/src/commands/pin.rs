@@ -30,7 +30,7 @@ pub fn pin(cli: &Cli, args: &PinArgs, printer: &mut Printer) -> anyhow::Result<E
     };
     let ttl = parse_ttl(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl {e}"))?;
     let mut history = super::bisect_history(cli, &args.history, printer)?;
-    let exclude = super::split_list(args.history.exclude_components.as_deref());
+    let exclude = super::history_excluded_components(&args.history)?;
     let addr = super::daemon_addr(cli);
     let (out, pin) = super::runtime()?.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;

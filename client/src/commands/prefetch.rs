@@ -20,7 +20,7 @@ pub fn run(cli: &Cli, args: &PrefetchArgs, printer: &mut Printer) -> anyhow::Res
         );
     };
     let mut history = super::bisect_history(cli, &args.history, printer)?;
-    let exclude = super::split_list(args.history.exclude_components.as_deref());
+    let exclude = super::history_excluded_components(&args.history)?;
     let addr = super::daemon_addr(cli);
     let out: PrefetchOutcome = super::runtime()?.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;
