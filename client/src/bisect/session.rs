@@ -169,8 +169,11 @@ pub async fn run(
     }
     let result = session.bisect(&mut report, observer, started).await;
     // Prefetches still running: wait a little (their downloads would be lost otherwise), then
-    // abandon them; an interrupted session does not wait.
-    let wait = !matches!(report.result, Conclusion::Interrupted { .. }) && result.is_ok();
+    // abandon them; an interrupted, aborted or failed session does not wait.
+    let wait = matches!(
+        report.result,
+        Conclusion::FirstBad { .. } | Conclusion::Ambiguous { .. }
+    ) && result.is_ok();
     session.collect(&mut report, wait).await;
     let _ = api::unpin(session.client, &session.pin_name).await;
     report.totals.elapsed_ms = started.elapsed().as_millis() as u64;
