@@ -12,6 +12,10 @@ pub fn command() -> clap::Command {
     Cli::command()
         .after_long_help(TOP)
         .mut_subcommands(|sub| match examples(sub.get_name()) {
+            // `cairn bisect run --help` shows the bisect examples too.
+            Some(text) if sub.get_name() == "bisect" => sub
+                .after_long_help(text)
+                .mut_subcommand("run", |run| run.after_long_help(text)),
             Some(text) => sub.after_long_help(text),
             None => sub,
         })
