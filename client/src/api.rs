@@ -1,5 +1,6 @@
 //! The daemon's answers in client terms: serializable types converted from the `cairn.v1` wire
-//! messages, thin wrappers for the unary RPCs (`Resolve`, `Publish`, `Import`, `Stats`, `Gc`, `Verify`), and
+//! messages, thin wrappers for the unary RPCs (`Resolve`, `Publish`, `Import`, `Stats`, `Gc`,
+//! `Verify`, `Pin`, `Unpin`), and
 //! [`ClientError`], the one error type of online operations.
 //!
 //! The types here are what `cairn --json` prints, so their field names are part of the CLI contract.
@@ -385,32 +386,110 @@ impl QuotaState {
     }
 }
 
+/// A pin (`PinInfo`): blobs held against eviction under a name until it is removed or expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinInfo {
+    /// Its name.
+    pub name: String,
+    /// Trees (archive contents) pinned.
+    pub trees: u64,
+    /// Distinct blobs held.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Unix seconds of its expiry.
+    pub expires_at: u64,
+}
+
+impl From<pb::PinInfo> for PinInfo {
+    fn from(p: pb::PinInfo) -> PinInfo {
+        PinInfo {
+            name: p.name,
+            trees: p.trees,
+            blobs: p.blobs,
+            bytes: p.bytes,
+            expires_at: p.expires_at,
+        }
+    }
+}
+
+/// `Pin`: hold the blobs of `trees` (known to the daemon) under `name` for `ttl` from now, adding
+/// to the pin if it exists.
+pub async fn pin(
+    client: &mut CairnClient<DaemonChannel>,
+    name: &str,
+    trees: &[Blake3],
+    ttl: std::time::Duration,
+) -> Result<PinInfo, ClientError> {
+    let resp = client
+        .pin(pb::PinRequest {
+            name: name.to_string(),
+            tree_digests: trees.iter().map(Blake3::to_hex).collect(),
+            ttl_seconds: ttl.as_secs().max(1),
+        })
+        .await
+        .map_err(|s| ClientError::from_status("Pin", s))?
+        .into_inner();
+    resp.pin
+        .map(PinInfo::from)
+        .ok_or_else(|| ClientError::Protocol {
+            rpc: "Pin",
+            detail: "the answer has no pin".into(),
+        })
+}
+
+/// `Unpin`; `false` when there was no such pin.
+pub async fn unpin(
+    client: &mut CairnClient<DaemonChannel>,
+    name: &str,
+) -> Result<bool, ClientError> {
+    Ok(client
+        .unpin(pb::UnpinRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(|s| ClientError::from_status("Unpin", s))?
+        .into_inner()
+        .removed)
+}
+
 /// `Stats`.
 pub async fn stats(client: &mut CairnClient<DaemonChannel>) -> Result<Stats, ClientError> {
+    Ok(stats_and_pins(client).await?.0)
+}
+
+/// `Stats` with the daemon's unexpired pins.
+pub async fn stats_and_pins(
+    client: &mut CairnClient<DaemonChannel>,
+) -> Result<(Stats, Vec<PinInfo>), ClientError> {
     let s = client
         .stats(pb::StatsRequest {})
         .await
         .map_err(|s| ClientError::from_status("Stats", s))?
         .into_inner();
-    Ok(Stats {
-        store_bytes: s.store_bytes,
-        blobs: s.blobs,
-        max_bytes: s.max_bytes,
-        trees: s.trees,
-        hits: s.hits,
-        misses: s.misses,
-        storage_gets: s.storage_gets,
-        storage_bytes: s.storage_bytes,
-        in_flight: s.in_flight,
-        ingests: s.ingests,
-        evicted_blobs: s.evicted_blobs,
-        evicted_bytes: s.evicted_bytes,
-        resolve_requests: s.resolve_requests,
-        fetch_requests: s.fetch_requests,
-        leased_bytes: s.leased_bytes,
-        leased_blobs: s.leased_blobs,
-        quota_state: QuotaState::from_wire(&s.quota_state),
-    })
+    let pins = s.pins.iter().cloned().map(PinInfo::from).collect();
+    Ok((
+        Stats {
+            store_bytes: s.store_bytes,
+            blobs: s.blobs,
+            max_bytes: s.max_bytes,
+            trees: s.trees,
+            hits: s.hits,
+            misses: s.misses,
+            storage_gets: s.storage_gets,
+            storage_bytes: s.storage_bytes,
+            in_flight: s.in_flight,
+            ingests: s.ingests,
+            evicted_blobs: s.evicted_blobs,
+            evicted_bytes: s.evicted_bytes,
+            resolve_requests: s.resolve_requests,
+            fetch_requests: s.fetch_requests,
+            leased_bytes: s.leased_bytes,
+            leased_blobs: s.leased_blobs,
+            quota_state: QuotaState::from_wire(&s.quota_state),
+        },
+        pins,
+    ))
 }
 
 /// What `Gc` did.

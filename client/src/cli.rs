@@ -82,6 +82,22 @@ pub enum Command {
     Push(PushArgs),
     /// Import a run published without Cairn (list its archives once; --ingest downloads them).
     Import(ImportArgs),
+    /// Find the first bad commit of TheRock or of one submodule by testing CI-built artifacts at
+    /// each step (incremental, prefetched); the repository is never checked out or changed.
+    Bisect {
+        /// What to do.
+        #[command(subcommand)]
+        command: BisectCommand,
+    },
+    /// Make the artifacts of a range of commits local in the daemon's store (nothing is
+    /// materialized), e.g. to warm a host before a bisect or a wave of CI jobs.
+    Prefetch(PrefetchArgs),
+    /// Prefetch a range of commits' artifacts and pin them in the daemon's store (eviction keeps
+    /// them) until `cairn unpin` or the expiry; pins survive daemon restarts (`cairn status` lists
+    /// them).
+    Pin(PinArgs),
+    /// Remove a pin.
+    Unpin(UnpinArgs),
     /// Show the daemon's store usage and counters.
     Status,
     /// Evict least-recently-used blobs from the daemon's store down to a quota.
@@ -275,6 +291,122 @@ pub struct ImportArgs {
     /// Download and ingest every archive now instead of on first use.
     #[arg(long)]
     pub ingest: bool,
+}
+
+/// `cairn bisect ...`.
+#[derive(Debug, Subcommand)]
+pub enum BisectCommand {
+    /// Bisect between --good and --bad: at each probe, materialize the commit's artifacts into the
+    /// build dir and run the command after `--` (exit 0 good, 125 skip, 1-127 bad, else abort).
+    Run(Box<BisectRunArgs>),
+    /// Print the report of the last bisect in a build dir (its session log).
+    Log(BisectLogArgs),
+}
+
+/// Which history, and which artifacts per commit (shared by `bisect run` and `prefetch`).
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Bisect this submodule's history (path or name, e.g. rocm-libraries) with the superproject
+    /// fixed at HEAD [default: the superproject's own history].
+    #[arg(long, value_name = "PATH")]
+    pub submodule: Option<String>,
+    /// The GPU family.
+    #[arg(long, value_name = "F")]
+    pub family: String,
+    /// Test with this stage's inbound artifacts.
+    #[arg(long, value_name = "S", required_unless_present = "artifacts")]
+    pub stage: Option<String>,
+    /// Test with these artifacts (`,`-separated topology names) instead of a stage's.
+    #[arg(long, value_name = "A,B", conflicts_with = "stage")]
+    pub artifacts: Option<String>,
+    /// The superproject checkout [default: the current git repository].
+    #[arg(long, value_name = "DIR")]
+    pub checkout: Option<PathBuf>,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// The build variant hashed into target-specific artifacts.
+    #[arg(long, value_name = "V", default_value = "release")]
+    pub variant: String,
+    /// Leave out these components (`,`-separated: lib, run, dev, dbg, doc, test).
+    #[arg(long, value_name = "A,B")]
+    pub exclude_components: Option<String>,
+}
+
+/// `cairn bisect run`.
+#[derive(Debug, Args)]
+pub struct BisectRunArgs {
+    /// A commit without the regression (of the submodule with --submodule).
+    #[arg(long, value_name = "G")]
+    pub good: String,
+    /// A commit with the regression; --good must be a first-parent ancestor.
+    #[arg(long, value_name = "B")]
+    pub bad: String,
+    /// Which history and artifacts.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// The build dir every probe is materialized into (bootstrap layout, incremental).
+    #[arg(long, value_name = "D")]
+    pub build_dir: PathBuf,
+    /// Let an artifact missing at a commit come from the newest ancestor commit that has it
+    /// (marked in the report) instead of skipping the commit.
+    #[arg(long)]
+    pub nearest: bool,
+    /// Do not prefetch the next probes while the command runs.
+    #[arg(long)]
+    pub no_prefetch: bool,
+    /// Continue the bisect the build dir's session log records (e.g. after Ctrl-C): its good,
+    /// bad and skip verdicts are kept, the rest is probed.
+    #[arg(long)]
+    pub resume: bool,
+    /// The test, run in the current directory with CAIRN_BISECT_COMMIT, CAIRN_BUILD_DIR and
+    /// CAIRN_FAMILY set.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `cairn bisect log`.
+#[derive(Debug, Args)]
+pub struct BisectLogArgs {
+    /// The build dir of the bisect.
+    #[arg(long, value_name = "D")]
+    pub build_dir: PathBuf,
+}
+
+/// `cairn prefetch`.
+#[derive(Debug, Args)]
+pub struct PrefetchArgs {
+    /// The commits: first-parent commits after A up to B (of the submodule with --submodule).
+    #[arg(long, value_name = "A..B")]
+    pub commits: String,
+    /// Which history and artifacts.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+}
+
+/// `cairn pin`.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The pin's name (letters, digits, `-`, `_`, `.`); pinning an existing name adds to it.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The commits: first-parent commits after A up to B (of the submodule with --submodule).
+    #[arg(long, value_name = "A..B")]
+    pub commits: String,
+    /// Which history and artifacts.
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// How long the pin holds: seconds, or with s, m, h, d (`2h`, `7d`).
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    pub ttl: String,
+}
+
+/// `cairn unpin`.
+#[derive(Debug, Args)]
+pub struct UnpinArgs {
+    /// The pin's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 /// `cairn gc`.

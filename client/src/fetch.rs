@@ -331,6 +331,69 @@ pub async fn fetch(
     })
 }
 
+/// What a [`warm`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Warmed {
+    /// Every resolved archive and every missing artifact.
+    pub resolved: Vec<Resolved>,
+    /// The daemon's summaries (`storage_bytes`: what it downloaded).
+    pub daemon: DaemonTotals,
+    /// The tree digests of the archives made local (what a pin holds).
+    pub trees: Vec<Blake3>,
+}
+
+/// Prefetch: have the daemon make the archives of `requests` local (download and ingest what its
+/// store lacks) without materializing anything. Each request is one `Fetch` stream asking for CAS
+/// paths, read to its summary and closed (the paths are not used, so this also warms a daemon
+/// reached over TCP); missing artifacts are reported, not an error.
+pub async fn warm(
+    client: &mut CairnClient<DaemonChannel>,
+    requests: &[Request],
+) -> Result<Warmed, ClientError> {
+    let mut warmed = Warmed::default();
+    for request in requests {
+        if request.artifacts.is_empty() {
+            continue;
+        }
+        let req = pb::FetchRequest {
+            resolve: Some(request.to_pb()),
+            local_paths: true,
+            blob_path_batches: true,
+        };
+        let mut stream = client
+            .fetch(req)
+            .await
+            .map_err(|s| ClientError::from_status("Fetch", s))?
+            .into_inner();
+        loop {
+            let event = stream
+                .message()
+                .await
+                .map_err(|s| ClientError::from_status("Fetch", s))?
+                .ok_or_else(|| ClientError::Lost {
+                    rpc: "Fetch",
+                    message: "the stream ended before its summary".into(),
+                })?;
+            match event.event {
+                Some(Event::Resolved(r)) => warmed
+                    .resolved
+                    .extend(r.artifacts.into_iter().map(Resolved::from)),
+                Some(Event::Tree(t)) => {
+                    if let Ok(d) = t.tree_digest.parse() {
+                        warmed.trees.push(d);
+                    }
+                }
+                Some(Event::Summary(s)) => {
+                    warmed.daemon.add(&s);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(warmed)
+}
+
 fn protocol(detail: impl Into<String>) -> ClientError {
     ClientError::Protocol {
         rpc: "Fetch",

@@ -12,6 +12,10 @@ pub fn command() -> clap::Command {
     Cli::command()
         .after_long_help(TOP)
         .mut_subcommands(|sub| match examples(sub.get_name()) {
+            // `cairn bisect run --help` shows the bisect examples too.
+            Some(text) if sub.get_name() == "bisect" => sub
+                .after_long_help(text)
+                .mut_subcommand("run", |run| run.after_long_help(text)),
             Some(text) => sub.after_long_help(text),
             None => sub,
         })
@@ -179,6 +183,64 @@ Examples:
 
   Two runs, every file, as JSON:
     cairn diff 123456 123789 --json"
+        }
+        "bisect" => {
+            "\
+Examples:
+  Which rocm-libraries commit broke hipInfo on gfx1151, TheRock fixed at HEAD (no checkout, no
+  build: each probe materializes CI's artifacts into build/, only what changed is rewritten):
+    cairn bisect run --submodule rocm-libraries --good 1a2b3c4 --bad origin/develop \\
+        --family gfx1151 --stage math-libs --build-dir build -- ./repro.sh
+
+  TheRock's own history, two artifacts only, a missing artifact taken from the newest ancestor
+  that has one (marked in the report), the report as JSON:
+    cairn bisect run --good v7.13.0 --bad origin/main --family gfx94X-dcgpu \\
+        --artifacts blas,core-hip --build-dir build --nearest --json -- ./check-blas.sh
+
+  The report of the last bisect in a build dir (also written after every step), and continuing
+  it after Ctrl-C (its verdicts are kept, the rest is probed):
+    cairn bisect log --build-dir build
+    cairn bisect run --resume ...the same arguments... -- ./repro.sh
+
+The command runs in the current directory with CAIRN_BISECT_COMMIT, CAIRN_BUILD_DIR and
+CAIRN_FAMILY set; exit 0 is good, 125 skip, 1-124/126/127 bad, anything else (>= 128, a signal)
+aborts. A commit whose artifacts no run built is skipped, never substituted (unless --nearest).
+Cairn bisects by itself: the work tree, index and HEAD are never touched, and Ctrl-C leaves the
+build dir consistent. While the command runs, the artifacts of both possible next probes are
+prefetched. Exit 0 when the first bad commit is found, 1 when skips leave a range, 2 on abort."
+        }
+        "prefetch" => {
+            "\
+Examples:
+  Warm this host for a bisect of rocm-libraries (first-parent commits after A up to B):
+    cairn prefetch --submodule rocm-libraries --commits 1a2b3c4..origin/develop \\
+        --family gfx1151 --stage math-libs
+
+  Every inbound artifact of math-libs for the last 20 TheRock commits:
+    cairn prefetch --commits HEAD~20..HEAD --family gfx94X-dcgpu --stage math-libs
+
+Nothing is materialized; artifacts no run built are listed and do not fail the command."
+        }
+        "pin" => {
+            "\
+Examples:
+  Keep a week of math-libs artifacts on this host for the bisects of the week (prefetched first):
+    cairn pin week-42 --commits HEAD~50..HEAD --family gfx94X-dcgpu --stage math-libs --ttl 7d
+
+  See the pins and their expiry, then drop one:
+    cairn status
+    cairn unpin week-42
+
+Pinned blobs are never evicted (quota or cairn gc) until unpinned or expired; pins survive daemon
+restarts. cairn bisect pins what it fetches and prefetches for its session and unpins at the end."
+        }
+        "unpin" => {
+            "\
+Examples:
+  cairn unpin week-42
+  cairn status     # the remaining pins
+
+Exit 1 when there is no such pin."
         }
         "completions" => {
             "\

@@ -2,6 +2,7 @@
 //! build directories. The CLI in `main.rs` is glue.
 
 pub mod api;
+pub mod bisect;
 pub mod checkout;
 pub mod connect;
 pub mod fetch;

@@ -214,6 +214,24 @@ impl<'t> Fingerprinter<'t> {
             });
         }
         let snapshot = GitSnapshot::read(checkout)?;
+        Self::from_snapshot(topology, snapshot, config)
+    }
+
+    /// Fingerprints of a snapshot read (or derived) elsewhere: a commit not checked out
+    /// ([`GitSnapshot::at_commit`]), or a tree with a submodule moved
+    /// ([`GitSnapshot::with_gitlink`]). `topology` must validate.
+    pub fn from_snapshot(
+        topology: &'t Topology,
+        snapshot: GitSnapshot,
+        config: FingerprintConfig,
+    ) -> Result<Self, FingerprintError> {
+        let problems = topology.validate();
+        if let Some(first) = problems.first() {
+            return Err(FingerprintError::InvalidTopology {
+                count: problems.len(),
+                first: first.to_string(),
+            });
+        }
         Ok(Fingerprinter {
             topology,
             snapshot,
@@ -771,6 +789,56 @@ artifact_deps = ["c1"]
             changed(&before, &f.compute("gfx94X-dcgpu")),
             set("b1 b2 c1 c2")
         );
+    }
+
+    #[test]
+    fn commits_and_moved_gitlinks_fingerprint_without_a_checkout() {
+        let f = Fixture::new();
+        let fp_of = |snapshot: GitSnapshot| {
+            Fingerprinter::from_snapshot(&f.topology, snapshot, Fixture::config())
+                .unwrap()
+                .compute("gfx94X-dcgpu", Platform::Linux)
+                .unwrap()
+        };
+        let first = f.compute("gfx94X-dcgpu");
+        let old_beta = git(&f.root.join("beta"), &["rev-parse", "HEAD"]);
+        f.bump("beta", "beta");
+        let second = f.compute("gfx94X-dcgpu");
+        let head = git(&f.root, &["rev-parse", "HEAD"]);
+        let status = git(&f.root, &["status", "--porcelain"]);
+
+        // An older commit's tree, read without checking it out, is what that commit checked out.
+        assert_eq!(
+            fp_of(GitSnapshot::at_commit(&f.root, "HEAD~1").unwrap()),
+            first
+        );
+        assert_eq!(
+            fp_of(GitSnapshot::at_commit(&f.root, "HEAD").unwrap()),
+            second
+        );
+        // HEAD with beta's gitlink put back (by path or by name) is the first commit again.
+        let at_head = GitSnapshot::at_commit(&f.root, "HEAD").unwrap();
+        assert_eq!(
+            fp_of(at_head.with_gitlink("beta", &old_beta).unwrap()),
+            first
+        );
+        let moved_alpha = at_head.with_gitlink("alpha", "0123abcd").unwrap();
+        assert_eq!(
+            moved_alpha.submodules["alpha"].commit.as_deref(),
+            Some("0123abcd")
+        );
+        assert_eq!(moved_alpha.tree["deps/alpha"].oid, "0123abcd");
+        assert!(matches!(
+            at_head.with_gitlink("mid", "0123abcd"),
+            Err(GitError::NotASubmodule { .. })
+        ));
+        assert!(matches!(
+            GitSnapshot::at_commit(&f.root, "no-such-rev"),
+            Err(GitError::UnknownRevision { .. })
+        ));
+        // Nothing was checked out.
+        assert_eq!(git(&f.root, &["rev-parse", "HEAD"]), head);
+        assert_eq!(git(&f.root, &["status", "--porcelain"]), status);
     }
 
     #[test]

@@ -2,7 +2,13 @@
 //!
 //! Besides the snapshot, a few small questions other crates ask about a checkout live here so that
 //! no other module spawns git: [`toplevel`], [`rev_parse_commit`], [`is_ancestor`], [`merge_base`],
-//! [`first_parent_log`] and [`remote_url`].
+//! [`first_parent_log`], [`first_parent_range`], [`read_blob`] and [`remote_url`].
+//!
+//! Besides the checkout as it is ([`GitSnapshot::read`]), a snapshot can describe a commit without
+//! checking it out ([`GitSnapshot::at_commit`]: its tree and `.gitmodules`, nothing dirty), and a
+//! snapshot can have one gitlink replaced ([`GitSnapshot::with_gitlink`]): what the superproject's
+//! tree would be with a submodule moved to another commit. `cairn bisect` fingerprints its
+//! candidates this way, so it never touches the user's work tree, index or `HEAD`.
 //!
 //! A [`GitSnapshot`] is everything fingerprints need from a checkout, read once: the superproject's
 //! `HEAD` tree (every blob and gitlink with its mode and object id), the submodules (`.gitmodules`
@@ -65,6 +71,22 @@ pub enum GitError {
         args: String,
         /// The offending record (truncated).
         line: String,
+    },
+    /// A revision that names no commit in the repository.
+    #[error("`{rev}` names no commit in `{dir}` (fetch it, or check the spelling)")]
+    UnknownRevision {
+        /// The revision given.
+        rev: String,
+        /// The repository.
+        dir: PathBuf,
+    },
+    /// A path that is not a submodule (gitlink) in the superproject's tree.
+    #[error("`{path}` is not a submodule of the superproject at {commit} (no gitlink there)")]
+    NotASubmodule {
+        /// The path given.
+        path: String,
+        /// The superproject commit.
+        commit: String,
     },
     /// A dirty file could not be read for hashing.
     #[error("cannot read `{path}` to hash it: {error}")]
@@ -181,10 +203,15 @@ impl GitSnapshot {
             }
             Err(e) => return Err(e),
         };
-        let tree = read_tree(checkout)?;
+        let tree = read_tree(checkout, "HEAD")?;
         let mut work = WorkState::default();
         read_dirty(checkout, checkout, "", &mut work)?;
-        let submodules = read_submodules(checkout, &tree, &work.moved)?;
+        let gitmodules = if checkout.join(".gitmodules").is_file() {
+            Gitmodules::WorkTree
+        } else {
+            Gitmodules::None
+        };
+        let submodules = read_submodules(checkout, gitmodules, &tree, &work.moved)?;
         let dirty = work.dirty;
         Ok(GitSnapshot {
             head,
@@ -192,6 +219,64 @@ impl GitSnapshot {
             submodules,
             dirty,
         })
+    }
+
+    /// The committed state of `rev` in the repository at `checkout`, read without checking anything
+    /// out: `rev`'s tree, the submodules its `.gitmodules` declares with the commits its gitlinks
+    /// record, and no dirty file (local changes never describe another commit).
+    pub fn at_commit(checkout: &Path, rev: &str) -> Result<GitSnapshot, GitError> {
+        let head = rev_parse_commit(checkout, rev)?.ok_or_else(|| GitError::UnknownRevision {
+            rev: rev.to_string(),
+            dir: checkout.to_path_buf(),
+        })?;
+        let tree = read_tree(checkout, &head)?;
+        let gitmodules = if tree.contains_key(".gitmodules") {
+            Gitmodules::Blob(format!("{head}:.gitmodules"))
+        } else {
+            Gitmodules::None
+        };
+        let submodules = read_submodules(checkout, gitmodules, &tree, &BTreeMap::new())?;
+        Ok(GitSnapshot {
+            head,
+            tree,
+            submodules,
+            dirty: BTreeMap::new(),
+        })
+    }
+
+    /// This snapshot with the submodule at `path` (a path, or a `.gitmodules` name) moved to
+    /// `commit`: its gitlink and checked-out commit replaced, its moved nested submodules dropped
+    /// (they are implied by `commit`). [`GitError::NotASubmodule`] when `path` has no gitlink.
+    pub fn with_gitlink(&self, path: &str, commit: &str) -> Result<GitSnapshot, GitError> {
+        let sub_path = self.submodule_path(path)?;
+        let mut out = self.clone();
+        if let Some(item) = out.tree.get_mut(&sub_path) {
+            item.oid = commit.to_string();
+        }
+        for sub in out.submodules.values_mut().filter(|s| s.path == sub_path) {
+            sub.commit = Some(commit.to_string());
+            sub.nested.clear();
+        }
+        out.dirty.retain(|p, _| !is_under(p, &sub_path));
+        Ok(out)
+    }
+
+    /// The gitlink path of the submodule `path_or_name` names (its path, else its `.gitmodules`
+    /// name).
+    pub fn submodule_path(&self, path_or_name: &str) -> Result<String, GitError> {
+        let trimmed = path_or_name.trim_end_matches('/');
+        if self.tree.get(trimmed).is_some_and(TreeItem::is_gitlink) {
+            return Ok(trimmed.to_string());
+        }
+        match self.submodules.get(trimmed) {
+            Some(sub) if self.tree.get(&sub.path).is_some_and(TreeItem::is_gitlink) => {
+                Ok(sub.path.clone())
+            }
+            _ => Err(GitError::NotASubmodule {
+                path: path_or_name.to_string(),
+                commit: self.head.clone(),
+            }),
+        }
     }
 
     /// The submodule whose path contains `path` (the deepest top-level one), if any.
@@ -265,6 +350,58 @@ pub fn first_parent_log(dir: &Path, from: &str, max: usize) -> Result<Vec<String
         .collect())
 }
 
+/// One commit of a history: its full SHA and the first line of its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The full SHA.
+    pub commit: String,
+    /// The subject line.
+    pub subject: String,
+}
+
+/// The first-parent commits after `good` up to and including `bad`, oldest first (`git log
+/// --first-parent --reverse GOOD..BAD`): the candidates of a bisection. Both must name commits.
+pub fn first_parent_range(dir: &Path, good: &str, bad: &str) -> Result<Vec<LogEntry>, GitError> {
+    const ARGS: &str = "log --first-parent --reverse --format=%H%x00%s GOOD..BAD";
+    let mut ids = Vec::with_capacity(2);
+    for rev in [good, bad] {
+        ids.push(
+            rev_parse_commit(dir, rev)?.ok_or_else(|| GitError::UnknownRevision {
+                rev: rev.to_string(),
+                dir: dir.to_path_buf(),
+            })?,
+        );
+    }
+    let range = format!("{}..{}", ids[0], ids[1]);
+    let out = git(
+        dir,
+        &[
+            "log",
+            "--first-parent",
+            "--reverse",
+            "--format=%H%x00%s",
+            &range,
+        ],
+    )?;
+    let mut entries = Vec::new();
+    for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let text = utf8(ARGS, line)?;
+        let (commit, subject) = text
+            .split_once('\0')
+            .ok_or_else(|| parse_error(ARGS, line))?;
+        entries.push(LogEntry {
+            commit: commit.to_string(),
+            subject: subject.to_string(),
+        });
+    }
+    Ok(entries)
+}
+
+/// The content of the blob `oid` (`git cat-file blob OID`), e.g. a file of a [`GitSnapshot::tree`].
+pub fn read_blob(dir: &Path, oid: &str) -> Result<Vec<u8>, GitError> {
+    git(dir, &["cat-file", "blob", oid])
+}
+
 /// The URL of the remote `name` of the repository around `dir` (`git remote get-url NAME`); an
 /// error when there is no such remote or no repository.
 pub fn remote_url(dir: &Path, name: &str) -> Result<String, GitError> {
@@ -334,10 +471,10 @@ fn utf8(args: &str, record: &[u8]) -> Result<String, GitError> {
     String::from_utf8(record.to_vec()).map_err(|_| parse_error(args, record))
 }
 
-/// `git ls-tree -r -z --full-tree HEAD`: `<mode> <type> <oid>\t<path>` records.
-fn read_tree(checkout: &Path) -> Result<BTreeMap<String, TreeItem>, GitError> {
-    const ARGS: &str = "ls-tree -r -z --full-tree HEAD";
-    let out = git(checkout, &["ls-tree", "-r", "-z", "--full-tree", "HEAD"])?;
+/// `git ls-tree -r -z --full-tree REV`: `<mode> <type> <oid>\t<path>` records.
+fn read_tree(checkout: &Path, rev: &str) -> Result<BTreeMap<String, TreeItem>, GitError> {
+    const ARGS: &str = "ls-tree -r -z --full-tree REV";
+    let out = git(checkout, &["ls-tree", "-r", "-z", "--full-tree", rev])?;
     let mut tree = BTreeMap::new();
     for record in out.split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let record = utf8(ARGS, record)?;
@@ -361,24 +498,37 @@ fn read_tree(checkout: &Path) -> Result<BTreeMap<String, TreeItem>, GitError> {
     Ok(tree)
 }
 
-/// `.gitmodules` names and paths; each submodule's commit is `HEAD`'s gitlink unless `moved`
+/// Where `.gitmodules` is read from.
+enum Gitmodules {
+    /// None: no submodules.
+    None,
+    /// The work tree's file (the checkout as it is).
+    WorkTree,
+    /// A blob, `COMMIT:.gitmodules` (a commit not checked out).
+    Blob(String),
+}
+
+/// `.gitmodules` names and paths; each submodule's commit is the tree's gitlink unless `moved`
 /// (path → checked-out commit) says otherwise.
 fn read_submodules(
     checkout: &Path,
+    gitmodules: Gitmodules,
     tree: &BTreeMap<String, TreeItem>,
     moved: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, Submodule>, GitError> {
-    if !checkout.join(".gitmodules").is_file() {
-        return Ok(BTreeMap::new());
-    }
+    let (source_flag, source) = match &gitmodules {
+        Gitmodules::None => return Ok(BTreeMap::new()),
+        Gitmodules::WorkTree => ("--file", ".gitmodules"),
+        Gitmodules::Blob(spec) => ("--blob", spec.as_str()),
+    };
     const ARGS: &str = "config -z --file .gitmodules --get-regexp ^submodule\\..*\\.path$";
     let out = match git(
         checkout,
         &[
             "config",
             "-z",
-            "--file",
-            ".gitmodules",
+            source_flag,
+            source,
             "--get-regexp",
             r"^submodule\..*\.path$",
         ],
@@ -635,6 +785,19 @@ mod tests {
         let log = first_parent_log(&root, "main", 2).unwrap();
         assert_eq!(log, [main[2].clone(), main[1].clone()]);
         assert_eq!(first_parent_log(&root, "side", 10).unwrap().len(), 3);
+        let range = first_parent_range(&root, &main[0], "main").unwrap();
+        let commits: Vec<&str> = range.iter().map(|e| e.commit.as_str()).collect();
+        assert_eq!(commits, [main[1].as_str(), main[2].as_str()]);
+        assert_eq!(range[1].subject, "c2");
+        assert!(
+            first_parent_range(&root, "main", &main[0])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            first_parent_range(&root, "nope", "main"),
+            Err(GitError::UnknownRevision { .. })
+        ));
         assert!(remote_url(&root, "origin").is_err());
         setup(
             &root,

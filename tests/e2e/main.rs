@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary, one module per topic.
 
 mod activation; // systemd socket activation: cairnd serves on the socket passed as fd 3
+mod bisect; // cairn bisect run over a submodule's history with runs missing: the first bad commit, skips, --nearest, an untouched repository, 0 bytes the second time, SIGINT; cairn prefetch, pin/unpin across restarts and gc
 mod bootstrap; // cairnd + cairn processes: bootstrap across two runs, warm, concurrency, missing, incremental, kill
 mod crash; // the local store survives SIGKILL at any point of an ingest
 mod crash_daemon; // SIGKILL of cairnd during publish, fetch and gc: verify clean, records complete

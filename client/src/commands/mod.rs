@@ -1,6 +1,7 @@
 //! Commands: each turns parsed arguments into work and output, returning an [`ExitStatus`].
 //! One module per top-level subcommand; the dispatcher below is the only `match` over [`Command`].
 
+mod bisect;
 mod completions;
 mod diff;
 mod fetch;
@@ -9,6 +10,8 @@ mod fingerprint;
 mod gc;
 mod import;
 mod layout;
+mod pin;
+mod prefetch;
 mod push;
 mod resolve;
 mod status;
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cairn_client::api::{ClientError, Policy};
+use cairn_client::bisect::{History, HistorySpec, Selection, Subject};
 use cairn_client::checkout::checkout_dir;
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
@@ -29,7 +33,7 @@ use cairn_fingerprint::layout::GithubRepo;
 use cairn_fingerprint::{Platform, Topology};
 use cairn_proto::v1::cairn_client::CairnClient;
 
-use crate::cli::{Cli, Command, SelectArgs};
+use crate::cli::{Cli, Command, HistoryArgs, SelectArgs};
 use crate::output::{ExitStatus, Printer};
 
 /// Run the command `cli` names.
@@ -45,6 +49,10 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Resolve(args) => resolve::run(cli, args, printer),
         Command::Push(args) => push::run(cli, args, printer),
         Command::Import(args) => import::run(cli, args, printer),
+        Command::Bisect { command } => bisect::run(cli, command, printer),
+        Command::Prefetch(args) => prefetch::run(cli, args, printer),
+        Command::Pin(args) => pin::pin(cli, args, printer),
+        Command::Unpin(args) => pin::unpin(cli, args, printer),
         Command::Status => status::run(cli, printer),
         Command::Gc(args) => gc::run(cli, args, printer),
         Command::Verify(args) => verify::run(cli, args, printer),
@@ -197,6 +205,52 @@ fn fetch_plan(
         plan.elapsed
     ));
     Ok(plan)
+}
+
+/// The history of `bisect run` and `prefetch`: the checkout ([`checkout_dir`]), the superproject's
+/// or a submodule's commits, and the topology: `--topology` when given; in submodule mode the
+/// checkout's own (the superproject is fixed at HEAD); else each superproject commit's own
+/// `BUILD_TOPOLOGY.toml`, since a topology change between commits changes fingerprints.
+fn bisect_history(cli: &Cli, args: &HistoryArgs, printer: &mut Printer) -> anyhow::Result<History> {
+    let checkout = checkout_dir(args.checkout.as_deref())?;
+    let subject = match &args.submodule {
+        Some(s) => Subject::Submodule(s.clone()),
+        None => Subject::Superproject,
+    };
+    let topology = if cli.topology_explicit || args.submodule.is_some() {
+        Some(checkout_topology(cli, &checkout, printer)?)
+    } else {
+        None
+    };
+    let selection = match (&args.stage, &args.artifacts) {
+        (Some(stage), _) => Selection::Stage(stage.clone()),
+        (None, list) => {
+            let names = split_list(list.as_deref());
+            if names.is_empty() {
+                anyhow::bail!("--artifacts names no artifact; give `A,B` or use --stage");
+            }
+            Selection::Artifacts(names)
+        }
+    };
+    Ok(History::open(HistorySpec {
+        checkout,
+        subject,
+        topology,
+        family: args.family.clone(),
+        platform: args.platform.unwrap_or_else(Platform::host),
+        variant: args.variant.clone(),
+        selection,
+    })?)
+}
+
+/// `--exclude-components` of `bisect run`, `prefetch` and `pin`, each checked to be a component.
+fn history_excluded_components(args: &HistoryArgs) -> anyhow::Result<Vec<String>> {
+    let names = split_list(args.exclude_components.as_deref());
+    for c in &names {
+        <cairn_fingerprint::Component as std::str::FromStr>::from_str(c)
+            .with_context(|| format!("--exclude-components names `{c}`"))?;
+    }
+    Ok(names)
 }
 
 /// `12.3 MiB`.

@@ -5,9 +5,11 @@
 //! `storage_bytes`, `in_flight`, `ingests`, `evicted_blobs`, `evicted_bytes`, `resolve_requests`,
 //! `fetch_requests`, `leased_bytes`, `leased_blobs`, `quota_state` — `no_quota`, `under_quota`,
 //! `over_quota_leased` (over only by what running fetches hold leased; back under when they end),
-//! `over_quota`, or `unknown` from an older daemon) plus `daemon` (its address).
+//! `over_quota`, or `unknown` from an older daemon) plus `daemon` (its address) and `pins` (each
+//! `{name, trees, blobs, bytes, expires_at}`, `expires_at` in Unix seconds; plain output: one
+//! `pin NAME` line each, with its expiry in RFC 3339).
 
-use cairn_client::api::{self, Stats};
+use cairn_client::api::{self, PinInfo, Stats};
 use serde::Serialize;
 
 use crate::cli::Cli;
@@ -18,14 +20,15 @@ struct StatusJson<'a> {
     daemon: String,
     #[serde(flatten)]
     stats: &'a Stats,
+    pins: &'a [PinInfo],
 }
 
 /// Print the daemon's stats.
 pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     let addr = super::daemon_addr(cli);
-    let stats = super::runtime()?.block_on(async {
+    let (stats, pins) = super::runtime()?.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;
-        api::stats(&mut client)
+        api::stats_and_pins(&mut client)
             .await
             .map_err(|e| super::explain(e, &addr))
     })?;
@@ -33,6 +36,7 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         printer.json_value(&StatusJson {
             daemon: addr.to_string(),
             stats: &stats,
+            pins: &pins,
         })?;
         return Ok(ExitStatus::Success);
     }
@@ -80,6 +84,22 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     ];
     for (k, v) in lines {
         printer.line(&format!("{k}\t{v}"))?;
+    }
+    for p in &pins {
+        let expires = time::OffsetDateTime::from_unix_timestamp(p.expires_at as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| p.expires_at.to_string());
+        printer.line(&format!(
+            "pin {}\t{} in {} blob(s) of {} tree(s), expires {expires}",
+            p.name,
+            super::human_bytes(p.bytes),
+            p.blobs,
+            p.trees
+        ))?;
     }
     Ok(ExitStatus::Success)
 }

@@ -34,6 +34,8 @@ pub mod defaults {
     pub const COMPRESSION: Compression = Compression::Zstd;
     /// A publish that names no status publishes a successful run.
     pub const RUN_STATUS: RunStatus = RunStatus::Success;
+    /// A pin without a time to live lasts one day.
+    pub const PIN_TTL_SECONDS: u64 = 24 * 60 * 60;
 
     /// Runs belong to TheRock unless a request names another repository.
     pub fn repo() -> GithubRepo {
@@ -206,6 +208,35 @@ pub fn import_request(r: pb::ImportRequest) -> Result<ImportRequest> {
 }
 
 /// A FindRuns request, validated (an empty repo or platform means any).
+/// `Pin`: the name, the tree digests and the time to live (0 = [`defaults::PIN_TTL_SECONDS`]).
+pub fn pin_request(r: pb::PinRequest) -> Result<(String, Vec<Blake3>, u64)> {
+    crate::store::pins::check_name(&r.name).map_err(ServiceError::InvalidArgument)?;
+    let trees = r
+        .tree_digests
+        .iter()
+        .map(|d| {
+            d.parse::<Blake3>()
+                .map_err(|e| ServiceError::InvalidArgument(format!("tree digest `{d}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ttl = match r.ttl_seconds {
+        0 => defaults::PIN_TTL_SECONDS,
+        n => n,
+    };
+    Ok((r.name, trees, ttl))
+}
+
+/// A pin as the wire lists it.
+pub fn pin_to_pb(p: crate::store::pins::PinInfo) -> pb::PinInfo {
+    pb::PinInfo {
+        name: p.name,
+        trees: p.trees,
+        blobs: p.blobs,
+        bytes: p.bytes,
+        expires_at: p.expires_at,
+    }
+}
+
 pub fn find_runs_request(r: pb::FindRunsRequest) -> Result<FindRunsRequest> {
     Ok(FindRunsRequest {
         commit: bounded("commit", &r.commit)?.to_string(),

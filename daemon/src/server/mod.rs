@@ -207,6 +207,13 @@ impl Cairn for CairnService {
                 leased_bytes: store.leased_bytes,
                 leased_blobs: store.leased_blobs,
                 quota_state: store.quota_state().as_str().to_string(),
+                pins: self
+                    .inner
+                    .store()
+                    .pins()
+                    .into_iter()
+                    .map(convert::pin_to_pb)
+                    .collect(),
             })
         })
         .await
@@ -252,6 +259,33 @@ impl Cairn for CairnService {
             let mut response = convert::verify_to_pb(&report);
             response.seconds = started.elapsed().as_secs_f64();
             Ok(response)
+        })
+        .await
+    }
+
+    async fn pin(&self, req: Request<pb::PinRequest>) -> Result<Response<pb::PinResponse>, Status> {
+        let req = req.into_inner();
+        self.observed("Pin", "", "", async {
+            let (name, trees, ttl) = convert::pin_request(req)?;
+            let store = self.inner.store().clone();
+            let info = tokio::task::spawn_blocking(move || store.pin(&name, &trees, ttl))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
+            Ok(pb::PinResponse {
+                pin: Some(convert::pin_to_pb(info)),
+            })
+        })
+        .await
+    }
+
+    async fn unpin(
+        &self,
+        req: Request<pb::UnpinRequest>,
+    ) -> Result<Response<pb::UnpinResponse>, Status> {
+        let name = req.into_inner().name;
+        self.observed("Unpin", "", "", async {
+            let removed = self.inner.store().unpin(&name)?;
+            Ok(pb::UnpinResponse { removed })
         })
         .await
     }

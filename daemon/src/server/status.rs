@@ -52,6 +52,7 @@ fn status_of(e: &ServiceError) -> Status {
         ServiceError::Store(s) if s.is_no_space() => Status::resource_exhausted(msg),
         ServiceError::Store(StoreError::Sha256Mismatch { .. }) => Status::data_loss(msg),
         ServiceError::Store(StoreError::Archive { .. }) => Status::data_loss(msg),
+        ServiceError::Store(StoreError::InvalidPin(_)) => Status::invalid_argument(msg),
         ServiceError::Store(_) | ServiceError::Internal(_) => Status::internal(msg),
     }
 }

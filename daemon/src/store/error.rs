@@ -25,6 +25,9 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A pin request that cannot be honoured (bad name, unknown tree).
+    #[error("{0}")]
+    InvalidPin(String),
     /// The index could not be read or written.
     #[error(transparent)]
     Index(#[from] IndexError),

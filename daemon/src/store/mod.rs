@@ -12,6 +12,7 @@ pub mod flight;
 pub mod index;
 pub mod ingest;
 pub mod layout;
+pub mod pins;
 pub mod syncer;
 pub mod tree_cache;
 
@@ -256,6 +257,8 @@ pub struct LocalStore {
     recovered: std::sync::Mutex<Option<Recovery>>,
     /// A background evictor keeps the quota (see [`LocalStore::set_background_eviction`]).
     background_eviction: std::sync::atomic::AtomicBool,
+    /// Named, persisted leases (`pins.rs`).
+    pins: pins::PinTable,
 }
 
 /// What a rebuild of the index from the CAS did.
@@ -346,6 +349,7 @@ impl LocalStore {
         }
         let counts = index.counts()?;
         let store = LocalStore::assemble(root, config, cas, index, counts);
+        store.restore_pins();
         if let Some(moved) = damaged {
             let report = store.rebuild()?;
             tracing::warn!(
@@ -409,6 +413,7 @@ impl LocalStore {
             trees: TreeCache::new(tree_cache::DEFAULT_MAX_ENTRIES),
             recovered: std::sync::Mutex::new(None),
             background_eviction: std::sync::atomic::AtomicBool::new(false),
+            pins: pins::PinTable::default(),
         })
     }
 
@@ -736,6 +741,137 @@ impl LocalStore {
         Ok(lease)
     }
 
+    /// Pin the blobs of `trees` under `name` for `ttl_secs` from now: added to the pin's trees if
+    /// it exists (its expiry moves to now + `ttl_secs`), persisted, and held against eviction until
+    /// [`LocalStore::unpin`] or the expiry. Trees the store does not know are refused, naming one.
+    pub fn pin(&self, name: &str, trees: &[Blake3], ttl_secs: u64) -> Result<pins::PinInfo> {
+        pins::check_name(name).map_err(StoreError::InvalidPin)?;
+        for t in trees {
+            if self.tree(t)?.is_none() {
+                return Err(StoreError::InvalidPin(format!(
+                    "tree {t} is not in the store (fetch or prefetch it first)"
+                )));
+            }
+        }
+        let mut table = self.pins.pins.lock().expect("not poisoned");
+        let mut record = table
+            .get(name)
+            .map(|p| p.record.clone())
+            .unwrap_or_else(|| pins::PinRecord {
+                trees: Default::default(),
+                expires_at: 0,
+            });
+        record.trees.extend(trees.iter().copied());
+        record.expires_at = pins::now().saturating_add(ttl_secs);
+        let json =
+            serde_json::to_vec(&record).map_err(|e| StoreError::InvalidPin(e.to_string()))?;
+        self.index
+            .put_meta(&format!("{}{name}", pins::META_PREFIX), &json)?;
+        let pinned = self.hold(record)?;
+        let info = pinned.info(name);
+        // The old lease is dropped after the new one holds every blob: nothing is released between.
+        table.insert(name.to_string(), pinned);
+        Ok(info)
+    }
+
+    /// Remove the pin `name`; `false` when there is none.
+    pub fn unpin(&self, name: &str) -> Result<bool> {
+        let removed = self
+            .pins
+            .pins
+            .lock()
+            .expect("not poisoned")
+            .remove(name)
+            .is_some();
+        let persisted = self
+            .index
+            .remove_meta(&format!("{}{name}", pins::META_PREFIX))?;
+        if removed || persisted {
+            self.leases.released().notify_one();
+        }
+        Ok(removed || persisted)
+    }
+
+    /// The unexpired pins, by name.
+    pub fn pins(&self) -> Vec<pins::PinInfo> {
+        self.expire_pins();
+        let table = self.pins.pins.lock().expect("not poisoned");
+        table.iter().map(|(n, p)| p.info(n)).collect()
+    }
+
+    /// A lease over the blobs of `record`'s trees.
+    fn hold(&self, record: pins::PinRecord) -> Result<pins::Pinned> {
+        let mut blobs: Vec<(Blake3, u64)> = Vec::new();
+        for t in &record.trees {
+            if let Some(tree) = self.tree(t)? {
+                blobs.extend(file_blobs(&tree));
+            }
+        }
+        blobs.sort();
+        blobs.dedup_by_key(|(d, _)| *d);
+        let bytes = blobs.iter().map(|(_, s)| s).sum();
+        let mut lease = self.leases.lease();
+        lease.extend(blobs);
+        Ok(pins::Pinned {
+            record,
+            lease,
+            bytes,
+        })
+    }
+
+    /// Drop pins whose expiry has passed (records and leases).
+    fn expire_pins(&self) {
+        let now = pins::now();
+        let expired: Vec<String> = {
+            let mut table = self.pins.pins.lock().expect("not poisoned");
+            let names: Vec<String> = table
+                .iter()
+                .filter(|(_, p)| p.record.expires_at <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &names {
+                table.remove(n);
+            }
+            names
+        };
+        for n in expired {
+            if let Err(e) = self.index.remove_meta(&format!("{}{n}", pins::META_PREFIX)) {
+                tracing::warn!(pin = %n, "cannot remove the expired pin's record: {e}");
+            }
+        }
+    }
+
+    /// Lease the blobs of every unexpired persisted pin again (at open); unreadable records are
+    /// dropped with a warning (a pin is a cache hint, never needed for correctness).
+    fn restore_pins(&self) {
+        let records = match self.index.meta_with_prefix(pins::META_PREFIX) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read pins: {e}");
+                return;
+            }
+        };
+        let now = pins::now();
+        for (key, json) in records {
+            let name = key
+                .strip_prefix(pins::META_PREFIX)
+                .unwrap_or(&key)
+                .to_string();
+            let record: Option<pins::PinRecord> = serde_json::from_slice(&json).ok();
+            match record {
+                Some(r) if r.expires_at > now => match self.hold(r) {
+                    Ok(p) => {
+                        self.pins.pins.lock().expect("not poisoned").insert(name, p);
+                    }
+                    Err(e) => tracing::warn!(pin = %name, "cannot restore the pin: {e}"),
+                },
+                _ => {
+                    let _ = self.index.remove_meta(&key);
+                }
+            }
+        }
+    }
+
     /// Hand quota enforcement to a background evictor (`on`), which calls
     /// [`LocalStore::evict_step`] whenever [`LocalStore::eviction_wakeup`] fires; ingests then only
     /// wake it instead of evicting inline.
@@ -763,6 +899,7 @@ impl LocalStore {
     /// blobs towards the low watermark ([`LOW_WATERMARK`] of the quota). Returns what it did; `more`
     /// says another step (with `continuing`) has work.
     pub fn evict_step(&self, max_victims: usize, continuing: bool) -> Result<evict::StepReport> {
+        self.expire_pins();
         let Some(max) = self.config.max_bytes else {
             return Ok(evict::StepReport::default());
         };
@@ -857,6 +994,7 @@ impl LocalStore {
     }
 
     fn collect(&self, max_bytes: u64, sweep_orphans: bool) -> Result<GcReport> {
+        self.expire_pins();
         let report = evict::collect(
             &self.index,
             &self.cas,
