@@ -1360,3 +1360,51 @@ fn run_github_repo_pins_a_run_of_another_repository() {
         "TheRock's run 3002 has no archives: {default:?}"
     );
 }
+
+/// Messages that say what to do: `gc` without a quota names `--max-bytes`; a checkout without a
+/// topology names `--checkout` and `--topology`.
+#[test]
+fn errors_name_the_flag_that_fixes_them() {
+    let tmp = scratch_dir("e2e-messages-").unwrap();
+    let daemon = Daemon::start(Storage::Local(tmp.path().join("storage"))).unwrap();
+    let out = daemon.cairn().arg("gc").output().unwrap();
+    expect_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("pass `cairn gc --max-bytes SIZE`")
+            && err.contains("cairnd serve --max-bytes"),
+        "{err}"
+    );
+
+    let empty = tmp.path().join("not-therock");
+    std::fs::create_dir_all(&empty).unwrap();
+    let git = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&empty)
+        .status()
+        .unwrap();
+    assert!(git.success());
+    let out = daemon
+        .cairn()
+        .args([
+            "bootstrap",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--build-dir",
+        ])
+        .arg(tmp.path().join("b"))
+        .arg("--checkout")
+        .arg(&empty)
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("no topology at")
+            && err.contains("--checkout DIR")
+            && err.contains("--topology FILE"),
+        "{err}"
+    );
+}

@@ -302,7 +302,23 @@ fn load_topology(path: &Path, printer: &mut Printer) -> anyhow::Result<Topology>
 /// Load the topology at `path` without validating it (`cairn topology validate` reports the
 /// problems itself).
 fn load_unchecked(path: &Path, printer: &mut Printer) -> anyhow::Result<Topology> {
-    let topology = Topology::load(path)?;
+    let topology = Topology::load(path).map_err(|e| {
+        let missing = matches!(
+            &e,
+            cairn_fingerprint::TopologyError::Read { error, .. }
+                if error.kind() == std::io::ErrorKind::NotFound
+        );
+        let err = anyhow::Error::new(e);
+        if missing {
+            err.context(format!(
+                "no topology at `{}`; hint: pass --checkout DIR (a TheRock checkout, whose \
+                 BUILD_TOPOLOGY.toml is read) or --topology FILE",
+                path.display()
+            ))
+        } else {
+            err
+        }
+    })?;
     printer.detail(&format!(
         "topology `{}`: {} stages, {} artifacts",
         path.display(),

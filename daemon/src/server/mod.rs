@@ -228,7 +228,9 @@ impl Cairn for CairnService {
             };
             if quota == 0 {
                 return Err(ServiceError::InvalidArgument(
-                    "no quota: pass max_bytes or configure `max_bytes` for cairnd".into(),
+                    "no quota to collect down to: pass `cairn gc --max-bytes SIZE` (e.g. 50G), or give \
+                     cairnd one (`cairnd serve --max-bytes SIZE`, or `max_bytes` in its config)"
+                        .into(),
                 ));
             }
             let store = self.inner.store().clone();
