@@ -246,6 +246,8 @@ pub struct Policy {
     pub run_id: Option<String>,
     /// The repository of `run_id` (`--run-github-repo`; default ROCm/TheRock).
     pub run_repo: Option<String>,
+    /// Skip the daemon's cached "no producer" answers (`--refresh`).
+    pub refresh: bool,
 }
 
 /// One resolve/fetch request: a stage's artifacts for one family, with their fingerprints.
@@ -285,6 +287,7 @@ impl Request {
                 allow_failed: self.policy.allow_failed,
                 run_id: self.policy.run_id.clone().unwrap_or_default(),
                 run_repo: self.policy.run_repo.clone().unwrap_or_default(),
+                refresh: self.policy.refresh,
             }),
             exclude_components: self.exclude_components.clone(),
         }

@@ -156,6 +156,10 @@ pub struct SelectArgs {
     /// Accept producers from runs that did not succeed.
     #[arg(long)]
     pub allow_failed: bool,
+    /// Ask storage again for artifacts cairnd remembers as having no producer (it caches that
+    /// answer for a minute by default).
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 /// How `bootstrap` and `fetch` write the destination.

@@ -746,6 +746,35 @@ fn missing_fingerprint_is_reported_never_substituted() {
             "`{name}` was substituted"
         );
     }
+
+    // The bootstrap's "no producer" came from cairnd's cache (resolve asked storage first): it says
+    // so, and for how long; `--refresh` asks storage again.
+    let llvm = json["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "amd-llvm")
+        .unwrap()
+        .clone();
+    let lines: Vec<&str> = llvm["explanation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("cached answer from")
+            && l.contains("storage is asked again after")
+            && l.contains("--refresh")),
+        "{lines:?}"
+    );
+    let (out, json) = world.bootstrap(&world.daemon, &dest, &["--refresh"]);
+    expect_code(&out, 1);
+    let explained = json.unwrap()["missing"].to_string();
+    assert!(
+        !explained.contains("cached answer"),
+        "--refresh asks storage: {explained}"
+    );
 }
 
 /// Re-bootstrapping a build dir after some artifacts changed rewrites only their files: every other

@@ -194,6 +194,7 @@ fn fetch_plan(
             allow_failed: select.allow_failed,
             run_id: select.run_id.clone(),
             run_repo: select.run_github_repo.clone(),
+            refresh: select.refresh,
         },
     };
     let plan = plan::plan(&topology, &checkout, &spec)?;

@@ -294,6 +294,7 @@ pub async fn exact_producers(
                 allow_failed: false,
                 run_id: String::new(),
                 run_repo: String::new(),
+                refresh: false,
             }),
             exclude_components: Vec::new(),
         })

@@ -132,6 +132,7 @@ pub fn resolve_request(req: pb::ResolveRequest) -> Result<ResolveRequest> {
             allow_failed: policy.allow_failed,
             run_id,
             run_repo,
+            refresh: policy.refresh,
         },
         exclude_components,
     })

@@ -62,6 +62,8 @@ pub struct Policy {
     pub run_id: Option<String>,
     /// The repository of `run_id` (default ROCm/TheRock): where its listing is read.
     pub run_repo: Option<cairn_fingerprint::layout::GithubRepo>,
+    /// Ask storage again for fingerprints whose "none found" answer is cached (`--refresh`).
+    pub refresh: bool,
 }
 
 /// What one wanted entry names: a topology artifact (every archive of it that the

@@ -62,18 +62,29 @@ struct CachedCandidates {
 }
 
 impl Service {
-    /// Candidates for one fingerprint, from the index cache or one LIST per backend and area.
-    async fn candidates(&self, fp: &Blake3, allow_untrusted: bool) -> Result<Vec<Candidate>> {
+    /// Candidates for one fingerprint, from the index cache or one LIST per backend and area, and,
+    /// when a cached "none found" answered, how old that answer is (seconds). `refresh` skips
+    /// cached "none found" answers.
+    async fn candidates(
+        &self,
+        fp: &Blake3,
+        allow_untrusted: bool,
+        refresh: bool,
+    ) -> Result<(Vec<Candidate>, Option<u64>)> {
         let mut out = Vec::new();
+        let mut negative_age: Option<u64> = None;
         for &area in Area::readable(allow_untrusted) {
             let cache_key = candidates_cache_key(area, fp);
-            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+            if let Some((cached, age)) = self.cached_candidates(&cache_key, fp, refresh)? {
                 out.extend(cached);
+                negative_age = negative_age.max(age);
                 continue;
             }
             let _turn = self.lookups.turn(cache_key.clone()).await;
-            // Another request may have listed this fingerprint while we waited.
-            if let Some(cached) = self.cached_candidates(&cache_key, fp)? {
+            // Another request may have listed this fingerprint while we waited (always fresh).
+            if let Some((cached, _)) = self.cached_candidates(&cache_key, fp, false)?
+                && (!refresh || !cached.is_empty())
+            {
                 out.extend(cached);
                 continue;
             }
@@ -118,13 +129,20 @@ impl Service {
                 .put_meta(&cache_key, &json)
                 .map_err(StoreError::from)?;
         }
-        Ok(out)
+        Ok((out, negative_age))
     }
 
     /// The cached candidates of `cache_key`, if the cache still answers: positive answers are kept
     /// forever (records are immutable), "none found" only for the negative TTL so a new producer is
     /// seen soon.
-    fn cached_candidates(&self, cache_key: &str, fp: &Blake3) -> Result<Option<Vec<Candidate>>> {
+    /// Also returns, for a cached "none found", its age in seconds. `refresh`: such an answer is
+    /// not used.
+    fn cached_candidates(
+        &self,
+        cache_key: &str,
+        fp: &Blake3,
+        refresh: bool,
+    ) -> Result<Option<(Vec<Candidate>, Option<u64>)>> {
         let cached = self
             .store
             .index()
@@ -134,12 +152,12 @@ impl Service {
         let Some(cached) = cached else {
             return Ok(None);
         };
-        if cached.records.is_empty()
-            && now_secs().saturating_sub(cached.at) >= self.negative_ttl.as_secs()
-        {
+        let age = now_secs().saturating_sub(cached.at);
+        if cached.records.is_empty() && (refresh || age >= self.negative_ttl.as_secs()) {
             return Ok(None);
         }
-        Ok(Some(
+        let negative = cached.records.is_empty().then_some(age);
+        Ok(Some((
             cached
                 .records
                 .into_iter()
@@ -149,7 +167,8 @@ impl Service {
                         .map(|record| Candidate::from_record(&record, trusted))
                 })
                 .collect(),
-        ))
+            negative,
+        )))
     }
 
     /// Resolve every wanted archive. Fingerprints are looked up concurrently, once each.
@@ -160,14 +179,35 @@ impl Service {
             .fetch_add(1, Ordering::Relaxed);
         let fps: BTreeSet<Blake3> = input.wanted.iter().map(|w| w.fingerprint).collect();
         let lookups = fps.iter().map(|fp| async move {
-            (*fp, self.candidates(fp, input.policy.allow_untrusted).await)
+            (
+                *fp,
+                self.candidates(fp, input.policy.allow_untrusted, input.policy.refresh)
+                    .await,
+            )
         });
         let mut candidates = BTreeMap::new();
+        let mut negative_ages = BTreeMap::new();
         for (fp, result) in futures::future::join_all(lookups).await {
-            candidates.insert(fp, result?);
+            let (found, negative_age) = result?;
+            candidates.insert(fp, found);
+            if let Some(age) = negative_age {
+                negative_ages.insert(fp, age);
+            }
         }
         let filter = input.filter();
         let mut out = policy::resolve(&input.wanted, &candidates, &input.policy, &filter);
+        // A "none found" that came from the cache says so: a producer published since is seen
+        // after the TTL, or at once with `--refresh`.
+        let ttl = self.negative_ttl.as_secs();
+        for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
+            if let Some(age) = negative_ages.get(&r.fingerprint) {
+                r.explanation.push(format!(
+                    "\"no producer\" is cairnd's cached answer from {age} s ago; storage is asked \
+                     again after {} s, or now with --refresh",
+                    ttl.saturating_sub(*age)
+                ));
+            }
+        }
         if let Some(run_id) = &input.policy.run_id {
             self.explicit_run_fallback(
                 &mut out,
