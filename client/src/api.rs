@@ -728,6 +728,17 @@ pub struct Imported {
     pub archives: Vec<String>,
     /// Archives ingested now (with `ingest`).
     pub ingested: u32,
+    /// Archives that could not be ingested, with the daemon's error (with `ingest`).
+    pub failures: Vec<ImportFailure>,
+}
+
+/// One archive `import --ingest` could not make local.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportFailure {
+    /// Object key.
+    pub key: String,
+    /// Why.
+    pub message: String,
 }
 
 /// `Import` a run published without Cairn.
@@ -752,5 +763,13 @@ pub async fn import(
         prefix: r.prefix,
         archives: r.archives,
         ingested: r.ingested,
+        failures: r
+            .failures
+            .into_iter()
+            .map(|f| ImportFailure {
+                key: f.key,
+                message: f.message,
+            })
+            .collect(),
     })
 }

@@ -269,7 +269,7 @@ async fn explicit_run_fallback_imports_a_plain_therock_run() {
     for s in &specs[5..7] {
         upload_plain(tmp.path(), "555-linux", s);
     }
-    let (listing, ingested) = svc.import(&import_request("555", true)).await.unwrap();
+    let (listing, ingested, _) = svc.import(&import_request("555", true)).await.unwrap();
     assert_eq!(listing.archives.len(), 2);
     assert_eq!(ingested, 2);
     let res = svc
@@ -348,7 +348,7 @@ async fn explicit_run_fallback_lists_a_growing_run_again_on_a_miss() {
     );
     // An explicit import lists the run again: it sees what the run gained.
     upload(&specs[10]);
-    let (listing, _) = svc.import(&import_request("556", false)).await.unwrap();
+    let (listing, _, _) = svc.import(&import_request("556", false)).await.unwrap();
     assert_eq!(listing.archives.len(), 4, "{listing:?}");
     // Still absent after listing again: reported missing, never substituted.
     let res = svc
@@ -546,7 +546,7 @@ async fn in_flight_maps_are_empty_after_thousands_of_distinct_resolves_and_fetch
         let archive = prefix.join(format!("art{i}_lib_generic.tar.zst"));
         cairn_daemon::archive::create_archive(&dir, &archive, Compression::Zstd, 1).unwrap();
     }
-    let (listing, ingested) = svc.import(&import_request("4242", true)).await.unwrap();
+    let (listing, ingested, _) = svc.import(&import_request("4242", true)).await.unwrap();
     assert_eq!((listing.archives.len(), ingested), (1000, 1000));
     assert_eq!(
         svc.in_flight_keys(),

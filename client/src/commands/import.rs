@@ -1,5 +1,6 @@
 //! `cairn import --run-id ID`: make the daemon list a run published without Cairn once and remember
-//! its archives (with `--ingest`, download them now). Exit 1 when the run has no archives.
+//! its archives (with `--ingest`, download them now, going on past an archive that fails, which is
+//! reported). Exit 1 when the run has no archives or an archive could not be ingested.
 //!
 //! Plain output: one archive key per line. `--json`: the [`Imported`](cairn_client::api::Imported)
 //! document (`prefix`, `archives[]`, `ingested`).
@@ -43,13 +44,25 @@ pub fn run(cli: &Cli, args: &ImportArgs, printer: &mut Printer) -> anyhow::Resul
             printer.line(key)?;
         }
     }
+    for f in &imported.failures {
+        printer.problem(&format!("not ingested: `{}`: {}", f.key, f.message));
+    }
     printer.note(&format!(
-        "cairn: import run {}: {} archive(s) under `{}`, {} ingested; {:.2} s",
+        "cairn: import run {}: {} archive(s) under `{}`, {} ingested{}; {:.2} s",
         args.run_id,
         imported.archives.len(),
         imported.prefix,
         imported.ingested,
+        if imported.failures.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed", imported.failures.len())
+        },
         started.elapsed().as_secs_f64()
     ));
-    Ok(ExitStatus::Success)
+    Ok(if imported.failures.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }

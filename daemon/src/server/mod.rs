@@ -171,11 +171,15 @@ impl Cairn for CairnService {
         let req = req.into_inner();
         self.observed("Import", "", "", async {
             let input = convert::import_request(req)?;
-            let (listing, ingested) = self.inner.import(&input).await?;
+            let (listing, ingested, failures) = self.inner.import(&input).await?;
             Ok(pb::ImportResponse {
                 prefix: listing.prefix,
                 archives: listing.archives.into_iter().map(|a| a.key).collect(),
                 ingested,
+                failures: failures
+                    .into_iter()
+                    .map(|(key, message)| pb::ImportFailure { key, message })
+                    .collect(),
             })
         })
         .await

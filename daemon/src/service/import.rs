@@ -84,8 +84,13 @@ impl Service {
         Ok(run)
     }
 
-    /// Import a run published without Cairn; with `ingest`, make every archive local now.
-    pub async fn import(&self, request: &ImportRequest) -> Result<(RunListing, u32)> {
+    /// Import a run published without Cairn; with `ingest`, make every archive local now. One
+    /// archive that cannot be ingested (a bad sidecar, a corrupt archive) does not stop the others:
+    /// it is returned with its error, as (key, message).
+    pub async fn import(
+        &self,
+        request: &ImportRequest,
+    ) -> Result<(RunListing, u32, Vec<(String, String)>)> {
         let root = RunOutputRoot::from_run(&request.run).map_err(invalid)?;
         // Asked for explicitly: list now, so importing a run again picks up what it gained since.
         let listing = self.list_run(&root).await?;
@@ -97,15 +102,21 @@ impl Service {
             )));
         }
         let mut ingested = 0;
+        let mut failures = Vec::new();
         if request.ingest {
             let candidate = listed_candidate(&request.run, &root, self);
             for a in &listing.archives {
                 let offered = OfferedArchive::listed(a);
-                let _ = self.make_local(&candidate, &offered).await?;
-                ingested += 1;
+                match self.make_local(&candidate, &offered).await {
+                    Ok(_) => ingested += 1,
+                    Err(e) => {
+                        tracing::warn!(key = %a.key, error = %e, "import: archive not ingested");
+                        failures.push((a.key.clone(), e.to_string()));
+                    }
+                }
             }
         }
-        Ok((listing, ingested))
+        Ok((listing, ingested, failures))
     }
 }
 
