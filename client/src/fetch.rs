@@ -58,8 +58,9 @@ impl Transfer {
 pub trait FetchReporter: Reporter + Send {
     /// The daemon resolved one request.
     fn on_resolved(&self, _resolved: &[Resolved]) {}
-    /// The daemon made archive number `done` of `total` local (`message`: from cache or downloaded).
-    fn on_archive_ready(&self, _artifact: &str, _done: u64, _total: u64, _message: &str) {}
+    /// The daemon made archive number `done` of `total` local, downloading `downloaded_bytes`
+    /// compressed bytes for it (0: it came from the cache).
+    fn on_archive_ready(&self, _artifact: &str, _done: u64, _total: u64, _downloaded_bytes: u64) {}
     /// Blob bytes received over the stream.
     fn on_blob_bytes(&self, _bytes: u64) {}
 }
@@ -265,9 +266,12 @@ pub async fn fetch(
                     reporter.on_resolved(&rs);
                     resolved.extend(rs);
                 }
-                Some(Event::Progress(p)) => {
-                    reporter.on_archive_ready(&p.artifact, p.bytes_done, p.bytes_total, &p.message)
-                }
+                Some(Event::Progress(p)) => reporter.on_archive_ready(
+                    &p.artifact,
+                    p.bytes_done,
+                    p.bytes_total,
+                    p.downloaded_bytes,
+                ),
                 Some(Event::Tree(t)) => run.pending.push(t),
                 Some(Event::BlobPath(b)) => run.add_path(b)?,
                 Some(Event::BlobPaths(batch)) => {

@@ -3,6 +3,7 @@
 //! bytes while blobs stream in or files are written.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cairn_client::api::Resolved;
@@ -13,6 +14,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// A [`FetchReporter`] drawing one bar (hidden when not on a terminal).
 pub struct Progress {
     bar: ProgressBar,
+    /// Compressed bytes the daemon downloaded so far.
+    downloaded: AtomicU64,
 }
 
 impl Progress {
@@ -27,7 +30,10 @@ impl Progress {
         };
         bar.set_style(Self::count_style());
         bar.set_message("resolving");
-        Progress { bar }
+        Progress {
+            bar,
+            downloaded: AtomicU64::new(0),
+        }
     }
 
     fn count_style() -> ProgressStyle {
@@ -69,14 +75,30 @@ impl Reporter for Progress {
 
 impl FetchReporter for Progress {
     fn on_resolved(&self, resolved: &[Resolved]) {
-        self.bar
-            .set_message(format!("resolved {} archive(s)", resolved.len()));
+        // Until the first archive is local the bar shows 0 of the archives found, not an empty
+        // (and so full-looking) bar.
+        let found = resolved
+            .iter()
+            .filter(|r| r.status == cairn_client::api::Status::Found)
+            .count() as u64;
+        self.bar.inc_length(found);
+        self.bar.set_message(format!(
+            "making {} archive(s) local",
+            self.bar.length().unwrap_or(0)
+        ));
     }
 
-    fn on_archive_ready(&self, artifact: &str, done: u64, total: u64, _message: &str) {
+    fn on_archive_ready(&self, artifact: &str, done: u64, total: u64, downloaded_bytes: u64) {
+        let downloaded = self
+            .downloaded
+            .fetch_add(downloaded_bytes, Ordering::Relaxed)
+            + downloaded_bytes;
         self.bar.set_length(total);
         self.bar.set_position(done);
-        self.bar.set_message(artifact.to_string());
+        self.bar.set_message(format!(
+            "{artifact} ({} downloaded)",
+            indicatif::HumanBytes(downloaded)
+        ));
     }
 
     fn on_blob_bytes(&self, bytes: u64) {

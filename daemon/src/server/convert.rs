@@ -376,6 +376,7 @@ pub fn fetch_event_to_pb(e: FetchEvent, delivery: Delivery) -> Vec<pb::FetchEven
             // The wire's names predate this message; they carry archive counts.
             bytes_done: archives_done,
             bytes_total: archives_total,
+            downloaded_bytes: if from_cas { 0 } else { downloaded_bytes },
             message: if from_cas {
                 "from cache".into()
             } else {
