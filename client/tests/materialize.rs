@@ -294,6 +294,35 @@ fn expected(arts: &[&Art], layout: Layout, into: &Path) {
             }
         }
     }
+    if layout != Layout::Plain {
+        populator_modes(into);
+    }
+}
+
+/// The modes TheRock's `ArtifactPopulator` (bootstrap, flatten) leaves where `tar -x` kept the
+/// archive's: files get the default mode (0666 less the umask) plus their execute bits, directories
+/// the default `mkdir` mode.
+fn populator_modes(dir: &Path) {
+    let umask = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if m.is_dir() {
+            populator_modes(&p);
+            0o777 & !umask
+        } else {
+            (0o666 & !umask) | (m.permissions().mode() & 0o111)
+        };
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
 }
 
 /// Path → kind, mode and content digest (or link target), state file excluded. `exec_only`

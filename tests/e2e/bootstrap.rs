@@ -1431,7 +1431,7 @@ fn errors_name_the_flag_that_fixes_them() {
     expect_code(&out, 2);
     let err = stderr(&out);
     assert!(
-        err.contains("no topology at")
+        err.contains("cannot read topology")
             && err.contains("--checkout DIR")
             && err.contains("--topology FILE"),
         "{err}"

@@ -309,15 +309,14 @@ fn load_unchecked(path: &Path, printer: &mut Printer) -> anyhow::Result<Topology
             cairn_fingerprint::TopologyError::Read { error, .. }
                 if error.kind() == std::io::ErrorKind::NotFound
         );
-        let err = anyhow::Error::new(e);
         if missing {
-            err.context(format!(
-                "no topology at `{}`; hint: pass --checkout DIR (a TheRock checkout, whose \
-                 BUILD_TOPOLOGY.toml is read) or --topology FILE",
-                path.display()
-            ))
+            // One line: the error, then what to do.
+            anyhow::anyhow!(
+                "{e}; hint: pass --checkout DIR (a TheRock checkout, whose BUILD_TOPOLOGY.toml \
+                 is read) or --topology FILE"
+            )
         } else {
-            err
+            anyhow::Error::new(e)
         }
     })?;
     printer.detail(&format!(

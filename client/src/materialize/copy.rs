@@ -248,7 +248,7 @@ impl From<io::Error> for CopyError {
 /// The process's umask, read once from `/proc/self/status` (`umask(2)` can only read it by
 /// changing it, which would race with other threads creating files). Unknown counts as "strips
 /// everything", which makes every write take the explicit `fchmod`.
-fn process_umask() -> u32 {
+pub(super) fn process_umask() -> u32 {
     static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *UMASK.get_or_init(|| {
         std::fs::read_to_string("/proc/self/status")

@@ -82,6 +82,7 @@ impl Plan {
     ) -> Result<Plan, Vec<TreeProblem>> {
         let mut b = Builder {
             plan: Plan::default(),
+            layout,
             area_index: HashMap::new(),
             problems: Vec::new(),
             items,
@@ -110,9 +111,39 @@ impl Plan {
 
 struct Builder<'a> {
     plan: Plan,
+    layout: Layout,
     area_index: HashMap<String, usize>,
     problems: Vec<TreeProblem>,
     items: &'a [MaterializeItem],
+}
+
+/// The mode a file whose archive mode is `mode` gets, as TheRock's tools give it (the one rule of
+/// destination modes). Bootstrap and flatten follow `ArtifactPopulator`: the file is created with the
+/// default mode (0666 less the umask) and gains the archive's execute bits, so a `0444` CMake config
+/// becomes `0644` and a `0700` helper `0744`. Plain follows `tarfile.extractall(filter="tar")`: the
+/// archive's mode without setuid, setgid, sticky and group/other write.
+pub(crate) fn file_mode(layout: Layout, mode: u32) -> u32 {
+    match layout {
+        Layout::Plain => mode & 0o755,
+        Layout::Bootstrap | Layout::Flatten => {
+            // An unreadable umask reads as 0777; a file must still be readable: take the usual 022.
+            let umask = match super::copy::process_umask() {
+                0o777 => 0o022,
+                u => u,
+            };
+            (0o666 & !umask) | (mode & 0o111)
+        }
+    }
+}
+
+/// The mode of a directory the archive lists: plain keeps it (as `tarfile` does, less group/other
+/// write); bootstrap and flatten create directories with the default mode (`mkdir`), as
+/// `ArtifactPopulator` does.
+fn dir_mode(layout: Layout, mode: u32) -> Option<u32> {
+    match layout {
+        Layout::Plain => Some(mode & 0o755),
+        Layout::Bootstrap | Layout::Flatten => None,
+    }
 }
 
 /// True when a single path component is safe to use as a directory name.
@@ -287,13 +318,13 @@ impl Builder<'_> {
         }
         let node = match e.kind {
             EntryKind::Dir => Node::Dir {
-                mode: Some(e.mode & 0o777),
+                mode: dir_mode(self.layout, e.mode),
             },
             EntryKind::File => match e.blake3 {
                 Some(blake3) => Node::File {
                     blake3,
                     size: e.size,
-                    mode: e.mode & 0o777,
+                    mode: file_mode(self.layout, e.mode),
                 },
                 None => {
                     self.problems.push(TreeProblem::MissingDigest {
@@ -328,7 +359,7 @@ impl Builder<'_> {
                             .blake3
                             .expect("resolve_hardlink returns files with digests"),
                         size: f.size,
-                        mode: f.mode & 0o777,
+                        mode: file_mode(self.layout, f.mode),
                     },
                     None => {
                         self.problems.push(TreeProblem::BadHardlink {

@@ -636,6 +636,58 @@ fn reporter_sees_start_every_file_and_every_artifact() {
     );
 }
 
+/// Modes as TheRock's tools leave them: bootstrap and flatten (`ArtifactPopulator`) give the default
+/// mode plus the archive's execute bits (`0444` → `0644`, `0700` → `0744` under umask 022); plain
+/// (`tarfile.extractall(filter="tar")`) keeps the archive's mode less group/other write.
+#[test]
+fn modes_follow_therocks_rules_per_layout() {
+    use super::plan::file_mode;
+    // The rule, under the usual umask.
+    assert_eq!(
+        super::copy::process_umask(),
+        0o022,
+        "these expectations assume umask 022"
+    );
+    assert_eq!(file_mode(Layout::Bootstrap, 0o444), 0o644);
+    assert_eq!(file_mode(Layout::Bootstrap, 0o700), 0o744);
+    assert_eq!(file_mode(Layout::Flatten, 0o755), 0o755);
+    assert_eq!(file_mode(Layout::Plain, 0o444), 0o444);
+    assert_eq!(file_mode(Layout::Plain, 0o777), 0o755);
+    // And on disk.
+    let cas = Cas::new();
+    let mut t = TB::new(&cas, &["stage"]);
+    t.file("stage/share/x-config-version.cmake", b"cmake", 0o444)
+        .file("stage/bin/helper", b"#!/bin/sh\n", 0o700);
+    let boot = tempfile::tempdir().unwrap();
+    run(
+        &[t.item("m_dev_generic")],
+        &cas,
+        boot.path(),
+        Layout::Bootstrap,
+    )
+    .unwrap();
+    let s = snapshot(boot.path());
+    assert_eq!(s["stage/share/x-config-version.cmake"], "file 644 cmake");
+    assert_eq!(s["stage/bin/helper"], "file 744 #!/bin/sh\n");
+    let plain = tempfile::tempdir().unwrap();
+    run(
+        &[t.item("m_dev_generic")],
+        &cas,
+        plain.path(),
+        Layout::Plain,
+    )
+    .unwrap();
+    let s = snapshot(plain.path());
+    assert_eq!(
+        s["artifacts/m_dev_generic/stage/share/x-config-version.cmake"],
+        "file 444 cmake"
+    );
+    assert_eq!(
+        s["artifacts/m_dev_generic/stage/bin/helper"],
+        "file 700 #!/bin/sh\n"
+    );
+}
+
 #[test]
 fn state_file_is_versioned_json_listing_every_path() {
     let cas = Cas::new();
@@ -658,7 +710,7 @@ fn state_file_is_versioned_json_listing_every_path() {
     let f = &v["entries"]["stage/f"];
     assert_eq!(f["kind"], "file");
     assert_eq!(f["blake3"], Blake3::of(b"x").to_hex());
-    assert_eq!(f["mode"], 0o640);
+    assert_eq!(f["mode"], super::plan::file_mode(Layout::Bootstrap, 0o640));
     assert_eq!(f["stat"]["size"], 1);
     assert_eq!(v["entries"]["stage/l"]["target"], "f");
     assert_eq!(v["entries"]["stage.prebuilt"]["kind"], "marker");
@@ -682,10 +734,18 @@ fn fresh_destination_is_written_in_place_with_exact_modes_and_existing_paths_are
     )
     .unwrap();
     let snap = snapshot(dest.path());
-    assert_eq!(snap["stage/bin/tool"], "file 755 tool");
-    assert_eq!(snap["stage/lib/private"], "file 600 secret");
-    assert_eq!(snap["stage/lib/readonly"], "file 444 ro");
-    assert_eq!(snap["stage/include/a.h"], "file 644 a");
+    // TheRock's bootstrap modes: the default mode plus the archive's execute bits.
+    let boot = |m: u32| format!("{:o}", super::plan::file_mode(Layout::Bootstrap, m));
+    assert_eq!(snap["stage/bin/tool"], format!("file {} tool", boot(0o755)));
+    assert_eq!(
+        snap["stage/lib/private"],
+        format!("file {} secret", boot(0o600))
+    );
+    assert_eq!(
+        snap["stage/lib/readonly"],
+        format!("file {} ro", boot(0o444))
+    );
+    assert_eq!(snap["stage/include/a.h"], format!("file {} a", boot(0o644)));
     assert_eq!(snap["stage/lib/alias"], "link private");
     assert!(
         snap.keys().all(|k| !k.contains(fsops::TMP_PREFIX)),
