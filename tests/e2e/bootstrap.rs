@@ -775,6 +775,24 @@ fn missing_fingerprint_is_reported_never_substituted() {
         !explained.contains("cached answer"),
         "--refresh asks storage: {explained}"
     );
+
+    // A run id with no archives at all says so first, rather than only "no eligible producer".
+    let (out, json) = world.bootstrap(
+        &world.daemon,
+        &world.tmp.path().join("no-such-run"),
+        &["--run-id", "777777"],
+    );
+    expect_code(&out, 1);
+    let json = json.unwrap();
+    let first = json["missing"][0]["explanation"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        first.starts_with("run 777777 of ROCm/TheRock (linux) has no archives under")
+            && first.contains("--run-github-repo"),
+        "{first}"
+    );
 }
 
 /// Re-bootstrapping a build dir after some artifacts changed rewrites only their files: every other

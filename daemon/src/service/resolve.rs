@@ -248,12 +248,26 @@ impl Service {
         };
         let candidate = listed_candidate(&spec, &root, self);
         policy::pick_from_listing(out, &listing, &candidate, filter);
+        let mut empty = listing.archives.is_empty();
         if from_cache && out.iter().any(|r| r.chosen.is_none()) {
             // A run still in progress gains archives after it was first listed (the next stage's
             // jobs fetch what the previous stage just uploaded): list it again before calling
             // anything missing.
             let fresh = self.list_run(&root).await?;
+            empty = fresh.archives.is_empty();
             policy::pick_from_listing(out, &fresh, &candidate, filter);
+        }
+        if empty {
+            // Said first, once per missing entry: the run itself is the problem, not each artifact.
+            let line = format!(
+                "run {run_id} of {} ({platform}) has no archives under `{}`; check --run-id, \
+                 --run-github-repo and --platform",
+                spec.repo,
+                root.s3_uri()
+            );
+            for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
+                r.explanation.insert(0, line.clone());
+            }
         }
         Ok(())
     }
