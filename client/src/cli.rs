@@ -121,8 +121,15 @@ pub struct CompletionsArgs {
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// The GPU family (e.g. gfx94X-dcgpu); `generic` archives always come along.
-    #[arg(long, value_name = "F", required_unless_present = "amdgpu_families")]
+    #[arg(
+        long,
+        value_name = "F",
+        required_unless_present_any = ["amdgpu_families", "generic_only"]
+    )]
     pub family: Option<String>,
+    /// Only generic (host) artifacts, no GPU family's (TheRock's flag).
+    #[arg(long, conflicts_with_all = ["family", "amdgpu_families"])]
+    pub generic_only: bool,
     /// More GPU families, `;`-separated as TheRock spells them ("gfx94X-dcgpu;gfx110X-all").
     #[arg(long, value_name = "A;B")]
     pub amdgpu_families: Option<String>,

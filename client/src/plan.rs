@@ -97,7 +97,8 @@ pub enum PlanError {
 }
 
 /// The artifacts `spec` wants from `topology`: the stage's inbound artifacts (every artifact without
-/// a stage) minus the exclusions, in the topology's order. Checks the exclusions.
+/// a stage) minus the exclusions, in the topology's order, and only target-neutral ones when the
+/// sole family is `generic`. Checks the exclusions.
 pub fn wanted<'t>(topology: &'t Topology, spec: &PlanSpec) -> Result<Vec<&'t str>, PlanError> {
     let mut names: Vec<&str> = match &spec.stage {
         Some(stage) => topology.inbound(stage)?.into_iter().collect(),
@@ -124,6 +125,15 @@ pub fn wanted<'t>(topology: &'t Topology, spec: &PlanSpec) -> Result<Vec<&'t str
     }
     if spec.families.is_empty() {
         return Err(PlanError::NoFamily);
+    }
+    // Only the `generic` family (`--generic-only`): target-specific artifacts have no generic
+    // archive, so they are not wanted rather than reported missing.
+    if spec
+        .families
+        .iter()
+        .all(|f| f == cairn_fingerprint::names::GENERIC)
+    {
+        names.retain(|n| topology.artifact(n).is_ok_and(|a| !a.is_target_specific()));
     }
     Ok(names)
 }

@@ -1455,3 +1455,40 @@ fn errors_name_the_flag_that_fixes_them() {
         "{err}"
     );
 }
+
+/// TheRock's `fetch --stage all --generic-only`: every artifact of the topology, generic archives only.
+#[test]
+fn fetch_stage_all_generic_only_takes_every_generic_archive() {
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args([
+                "--json",
+                "fetch",
+                "--stage",
+                "all",
+                "--generic-only",
+                "--output-dir",
+            ])
+            .arg(world.tmp.path().join("all-generic"))
+            .arg("--checkout")
+            .arg(&world.checkout.root),
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = found_runs(&json);
+    assert!(!found.is_empty());
+    assert!(found.keys().all(|a| a.ends_with("_generic")), "{found:?}");
+    let topology = world.topology();
+    let generic_inbound_of_math = topology.inbound("math-libs").unwrap();
+    for name in generic_inbound_of_math {
+        assert!(
+            found.keys().any(|a| a.starts_with(&format!("{name}_"))),
+            "`{name}` (built by an earlier stage) is part of --stage all: {found:?}"
+        );
+    }
+    assert_eq!(json["stage"], "all");
+}

@@ -176,7 +176,13 @@ fn fetch_plan(
 ) -> anyhow::Result<FetchPlan> {
     let checkout = checkout_dir(select.checkout.as_deref())?;
     let topology = checkout_topology(cli, &checkout, printer)?;
+    // TheRock's `--stage all` (its default): every artifact, unless a stage is really named `all`.
+    let stage = stage.filter(|s| *s != "all" || topology.stages().iter().any(|t| t.name == *s));
     let mut families: Vec<String> = select.family.iter().cloned().collect();
+    if select.generic_only {
+        // TheRock's `--generic-only`: host artifacts only.
+        families = vec![cairn_fingerprint::names::GENERIC.to_string()];
+    }
     for f in split_list(select.amdgpu_families.as_deref()) {
         if !families.contains(&f) {
             families.push(f);
