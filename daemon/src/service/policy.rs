@@ -494,10 +494,7 @@ pub fn resolve(
                 }
                 None => explanation.insert(
                     0,
-                    format!(
-                        "MISSING: no eligible producer for fingerprint {}",
-                        w.fingerprint
-                    ),
+                    format!("no eligible producer for fingerprint {}", w.fingerprint),
                 ),
             }
             Resolution {
@@ -607,7 +604,7 @@ mod tests {
         );
         assert_eq!(run_of(&out[0]), Some("1"));
         assert!(out[1].chosen.is_none());
-        assert!(out[1].explanation[0].starts_with("MISSING"));
+        assert!(out[1].explanation[0].starts_with("no eligible producer"));
     }
 
     #[test]
@@ -893,6 +890,6 @@ mod tests {
             "what run 1002 built comes from 1002"
         );
         assert_eq!(run_of(&out[2]), None);
-        assert!(out[2].explanation[0].starts_with("MISSING"));
+        assert!(out[2].explanation[0].starts_with("no eligible producer"));
     }
 }
