@@ -58,7 +58,11 @@ pub enum GithubError {
         message: String,
     },
     /// The request did not complete (connection, TLS, timeout).
-    #[error("github api request `{url}` failed: {source}")]
+    #[error(
+        "github api request `{url}` failed: {source}; hint: GitHub is not reachable from here: \
+         `--offline` answers from Cairn's records alone (`--fallback --offline` walks the local git \
+         history over them), or point CAIRN_GITHUB_API at a reachable API"
+    )]
     Http {
         /// The request.
         url: String,

@@ -654,6 +654,26 @@ fn find_exit_codes_for_bad_input_and_unreachable_daemon() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to cairnd"));
+    // No GitHub: the error says what answers without it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = cairn_command(&f.daemon.addr())
+        .args(["find", "--commit", &sha("x"), "--platform", "linux"])
+        .current_dir(f.tmp.path())
+        .env("CAIRN_GITHUB_API", format!("http://127.0.0.1:{closed}"))
+        .env("GITHUB_TOKEN", "t")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hint: GitHub is not reachable from here: `--offline` answers from Cairn's records alone")
+            && err.contains("CAIRN_GITHUB_API"),
+        "{err}"
+    );
 }
 
 #[test]
