@@ -7,18 +7,11 @@
 //! `over_quota_leased` (over only by what running fetches hold leased; back under when they end),
 //! `over_quota`, or `unknown` from an older daemon) plus `daemon` (its address).
 
-use cairn_client::api::{self, Stats};
-use serde::Serialize;
+use cairn_client::api;
+use cairn_client::documents::StatusJson;
 
 use crate::cli::Cli;
 use crate::output::{ExitStatus, Printer};
-
-#[derive(Serialize)]
-struct StatusJson<'a> {
-    daemon: String,
-    #[serde(flatten)]
-    stats: &'a Stats,
-}
 
 /// Print the daemon's stats.
 pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
