@@ -8,6 +8,7 @@ nested documents included.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
@@ -20,7 +21,7 @@ def _convert(tp: Any, value: Any) -> Any:
     args = typing.get_args(tp)
     if value is None:
         return None
-    if origin is Union or (origin is not None and str(origin) == "types.UnionType"):
+    if origin is Union or origin is types.UnionType:
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value) if len(inner) == 1 else value
     if origin is list:
