@@ -18,7 +18,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from . import Client, fingerprints
+from . import ArtifactRunInfo, Client, fingerprints
 from .errors import CairnError, InvalidTopology, MissingArtifacts
 
 
@@ -29,7 +29,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cairn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cairn",
+        description="Cairn with the flags of TheRock's artifact_manager.py (fetch, push) and "
+        "find_artifacts_for_commit.py.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch", help="artifact_manager.py fetch: a stage's inbound artifacts")
@@ -74,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_info(info) -> None:  # type: ignore[no-untyped-def]
+def _print_info(info: ArtifactRunInfo) -> None:
     status = info.workflow_run_status
     if info.workflow_run_conclusion:
         status = f"{status} ({info.workflow_run_conclusion})"
@@ -126,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1 if r.missing else 0
         if args.command == "push":
-            p = Client(args.daemon).push(
+            published = Client(args.daemon).push(
                 args.stage, args.amdgpu_families, args.build_dir, args.run_id,
                 checkout=args.checkout, platform=args.platform, repo=args.repo, commit=args.commit,
             )  # fmt: skip
-            for a in p.archives:
+            for a in published.archives:
                 print(f"{a.key}\t{a.compressed_size}\t{a.sha256}")
             return 0
         if args.command in ("find_artifacts_for_commit", "find-artifacts-for-commit"):
@@ -168,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cairn: error: {e}", file=sys.stderr)
         return 1
     except InvalidTopology as e:
-        for p in e.problems:
-            print(f"cairn: {p}", file=sys.stderr)
+        for problem in e.problems:
+            print(f"cairn: {problem}", file=sys.stderr)
         print(f"cairn: error: {e}", file=sys.stderr)
         return 1
     except CairnError as e:

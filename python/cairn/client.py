@@ -58,7 +58,7 @@ def fingerprints(
     With ``stage``: its inbound and produced artifacts; else ``artifacts``; else every artifact.
     The topology is the checkout's own ``BUILD_TOPOLOGY.toml`` unless ``topology`` is given.
     """
-    return json.loads(
+    fps: dict[str, str] = json.loads(
         _native.fingerprints(
             family,
             _path(checkout),
@@ -69,6 +69,7 @@ def fingerprints(
             _path(topology),
         )
     )
+    return fps
 
 
 def explain(
@@ -370,7 +371,8 @@ class Client:
             self.daemon, commit, repo, _families(amdgpu_families), workflow, platform,
             _path(checkout), offline, require_successful_run, allow_untrusted,
         )  # fmt: skip
-        return json.loads(doc)
+        report: dict[str, Any] = json.loads(doc)
+        return report
 
     def find_artifacts_for_commit(
         self,

@@ -28,12 +28,13 @@ def _convert(tp: Any, value: Any) -> Any:
         return [_convert(args[0], v) for v in value]
     if origin is dict:
         return {k: _convert(args[1], v) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value)
     return value
 
 
 def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """``cls(**data)`` with nested documents converted by the field types."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]

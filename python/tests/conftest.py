@@ -45,16 +45,18 @@ class World:
     def daemon(self) -> str:
         return f"unix:{self.socket}"
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run `cairn --daemon unix:SOCKET ARGS...`."""
+    def cli(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `cairn --daemon unix:SOCKET ARGS...` (with `env` added to the environment)."""
         cmd = [str(self.bins / "cairn"), "--daemon", self.daemon, *args]
-        p = subprocess.run(cmd, capture_output=True, text=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
         if check and p.returncode != 0:
             raise AssertionError(f"{cmd} exited {p.returncode}: {p.stderr}")
         return p
 
-    def cli_json(self, *args: str, check: bool = True) -> dict:
-        return json.loads(self.cli(*args, "--json", check=check).stdout)
+    def cli_json(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> dict:
+        return json.loads(self.cli(*args, "--json", check=check, env=env).stdout)
 
     def data(self, *args: str) -> str:
         """Run `cairn-demo-data ARGS...` and return its stdout."""

@@ -294,3 +294,52 @@ def test_the_package_is_typed_and_self_contained() -> None:
     # No `cairn` binary is needed: the package never looks one up.
     src = "".join(p.read_text() for p in pkg.glob("*.py"))
     assert "subprocess" not in src and "shutil.which" not in src
+
+
+def test_find_falls_back_to_github_for_runs_published_without_cairn(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain TheRock run 2001: run 1002's archives under its own prefix, without Cairn's records.
+    [src] = [d for d in (world.work / "bucket").glob("**/1002-linux") if any(d.glob("*.tar.zst"))]
+    dst = src.parent / "2001-linux"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            (dst / f.name).write_bytes(f.read_bytes())
+    sha = "ab" * 20
+    mock = subprocess.Popen(
+        [str(world.bins / "cairn-demo-data"), "github-mock",
+         "--run", f"ROCm/TheRock:multi_arch_ci.yml:2001:{sha}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert mock.stdout is not None
+        url = mock.stdout.readline().strip()
+        monkeypatch.setenv("CAIRN_GITHUB_API", url)
+        monkeypatch.setenv("GITHUB_TOKEN", "")
+        info = cairn.find_artifacts_for_commit(
+            sha, "ROCm/TheRock", FAMILY, platform="linux", daemon=world.daemon,
+            checkout=world.checkout,
+        )  # fmt: skip
+        cli = world.cli_json("find", "--commit", sha, "--repo", "ROCm/TheRock", "--family", FAMILY,
+                             "--platform", "linux", "--checkout", str(world.checkout),
+                             env={"CAIRN_GITHUB_API": url, "GITHUB_TOKEN": ""})  # fmt: skip
+    finally:
+        mock.stdin.close()  # type: ignore[union-attr]
+        mock.wait(timeout=10)
+    assert info is not None and cli["status"] == "found"
+    r = cli["results"][0]
+    assert info.source == r["source"] == "github"
+    assert info.workflow_run_id == r["run_id"] == "2001"
+    assert (info.workflow_run_status, info.workflow_run_conclusion) == ("completed", "success")
+    assert info.workflow_run_html_url == r["run_url"] and info.workflow_run_html_url
+    assert info.s3_uri == r["s3_uri"] and info.s3_index_url == r["index_url"]
+    assert sorted(info.artifacts) == sorted(r["artifacts"]) and info.artifacts
+
+
+def test_the_installed_package_type_checks_strictly(tmp_path: Path) -> None:
+    """The signatures type checkers see (`py.typed`, `_native.pyi`) agree with the code."""
+    pytest.importorskip("mypy")
+    p = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path),
+                        "-p", "cairn"], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr

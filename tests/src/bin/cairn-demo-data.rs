@@ -1,9 +1,11 @@
 //! `cairn-demo-data`: the data side of `scripts/demo` and of the Python tests — a TheRock-shaped git
 //! checkout over the small topology of [`cairn_testkit::ci`] (or any topology file, e.g. TheRock's
-//! real one), build dirs as a stage's CI job would leave them under the checkout's own topology, and
-//! submodule bumps between runs. Deterministic: artifact contents are seeded by fingerprints.
+//! real one), build dirs as a stage's CI job would leave them under the checkout's own topology,
+//! submodule bumps between runs, and the GitHub REST stand-in for processes (the Python tests).
+//! Deterministic: artifact contents are seeded by fingerprints.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +13,7 @@ use anyhow::{Context, Result};
 use cairn_fingerprint::{Blake3, Topology};
 use cairn_testkit::checkout::Checkout;
 use cairn_testkit::ci;
+use cairn_testkit::github_mock::{GithubMock, MockRun};
 use clap::{Parser, Subcommand};
 
 /// Demo data for cairn: checkout, build dirs, submodule bumps.
@@ -63,6 +66,13 @@ enum Command {
         /// Bytes of content per lib/dev archive.
         #[arg(long, default_value_t = 256 << 10)]
         bytes: u64,
+    },
+    /// Serve the GitHub REST stand-in of the tests (`cairn_testkit::github_mock`) on 127.0.0.1:
+    /// print its base URL (for `CAIRN_GITHUB_API`), then serve until stdin closes.
+    GithubMock {
+        /// A successful workflow run to serve, `OWNER/REPO:WORKFLOW:RUN_ID:HEAD_SHA` (repeatable).
+        #[arg(long = "run")]
+        runs: Vec<String>,
     },
 }
 
@@ -121,6 +131,23 @@ fn run(args: Args) -> Result<()> {
             {
                 println!("{dir}");
             }
+        }
+        Command::GithubMock { runs } => {
+            let mock = GithubMock::start()?;
+            for spec in &runs {
+                let parts: Vec<&str> = spec.split(':').collect();
+                let [repo, workflow, id, sha] = parts[..] else {
+                    anyhow::bail!("--run `{spec}`: expected OWNER/REPO:WORKFLOW:RUN_ID:HEAD_SHA");
+                };
+                let id: u64 = id
+                    .parse()
+                    .with_context(|| format!("--run `{spec}`: run id `{id}`"))?;
+                mock.add_run(repo, workflow, MockRun::success(id, sha));
+            }
+            println!("{}", mock.url());
+            std::io::stdout().flush()?;
+            // Serve until the parent closes our stdin (or kills us).
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
         }
     }
     Ok(())
