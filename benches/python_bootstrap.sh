@@ -60,7 +60,7 @@ export CAIRN_SOCKET="unix:$WORK/d.sock"
   --build-dir "$WORK/ci" --run-id 9001 --platform linux
 rm -rf "$WORK/ci"
 sel=(--checkout "$C" --stage math-libs --family gfx94X-dcgpu --platform linux)
-"$BIN/cairn" bootstrap --quiet "${sel[@]}" --build-dir "$WORK/warmup"   # makes the CAS warm
+"$BIN/cairn" bootstrap --quiet "${sel[@]}" --build-dir "$WORK/warmup" >/dev/null   # makes the CAS warm
 rm -rf "$WORK/warmup"
 
 cli() { "$BIN/cairn" bootstrap --quiet "${sel[@]}" --build-dir "$1"; }
