@@ -4,8 +4,10 @@
   real topology, on a generated checkout, for generic and per-arch families;
 - `Topology` answers as `cairn topology`, `RunOutputRoot` as `cairn layout`;
 - bootstrap and fetch write trees identical to the CLI's, and return the CLI's documents;
-- find answers from Cairn's records as `cairn find`;
-- errors are the documented exceptions with the CLI's messages.
+- find answers from Cairn's records, and from GitHub's runs (the testkit's mock), as `cairn find`;
+- errors are the documented exceptions with the CLI's messages;
+- `python -m cairn` takes TheRock's flags; docs/python.md's example runs as written; the installed
+  package passes `mypy --strict`.
 """
 
 from __future__ import annotations
@@ -343,3 +345,30 @@ def test_the_installed_package_type_checks_strictly(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path),
                         "-p", "cairn"], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_the_composition_example_of_docs_python_md_runs(world: World) -> None:
+    """docs/python.md's example (find, then bootstrap), run as written from the checkout."""
+    text = (REPO / "docs" / "python.md").read_text()
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(example.strip().splitlines()) <= 10
+    head = subprocess.run(["git", "-C", str(world.checkout), "rev-parse", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    env = {
+        **os.environ,
+        "CAIRN_SOCKET": world.daemon,
+        # Cairn's records answer; GitHub must not be needed (an unroutable API fails loudly).
+        "CAIRN_GITHUB_API": "http://127.0.0.1:9",
+        "GITHUB_TOKEN": "",
+    }
+    build = world.checkout / "build"
+    try:
+        p = subprocess.run([sys.executable, "-c", f"commit = {head!r}\n{example}"],
+                           cwd=world.checkout, env=env, capture_output=True, text=True)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert f"using run {RUN_MATH}" in p.stdout
+        assert tree(build) == tree(world.work / "bootstrap-cli")
+    finally:
+        import shutil  # noqa: PLC0415
+
+        shutil.rmtree(build, ignore_errors=True)
