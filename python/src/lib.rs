@@ -20,7 +20,7 @@ use cairn_client::fetch::{self as fetching, Summary, Transfer};
 use cairn_client::github::{self, GithubClient};
 use cairn_client::history::report::Query;
 use cairn_client::history::{Criteria, FindReport, Sources, commits, search};
-use cairn_client::materialize::{CopyMode, Layout, NoReporter, Options};
+use cairn_client::materialize::{CopyMode, Layout, NoReporter, Options, StopFlag};
 use cairn_client::plan::{self, FetchPlan, PlanSpec};
 use cairn_fingerprint::layout::{BucketRules, GithubRepo, RunSpec, parse_timestamp};
 use cairn_fingerprint::names::GENERIC;
@@ -443,6 +443,11 @@ struct Write {
 /// `cairn bootstrap --json` / `cairn fetch --json`: plan, fetch and materialize through the same
 /// library code as the CLI. Missing artifacts raise `MissingArtifacts` (carrying the document)
 /// after everything found was materialized, unless `allow_missing`.
+///
+/// The work runs on its own thread while this one waits without the GIL and checks for Python
+/// signals: on `KeyboardInterrupt` the materializer is asked to stop, as `cairn` does on SIGINT
+/// (at the next file boundary, state saved, no `.prebuilt` marker over an unfinished stage dir, or
+/// before its first change), and the interrupt is raised once it has stopped.
 #[pyfunction]
 #[pyo3(signature = (daemon, stage, destination, select, write))]
 fn fetch(
@@ -453,7 +458,59 @@ fn fetch(
     select: Select,
     write: Write,
 ) -> PyResult<String> {
-    detached(py, move || {
+    let stop = Arc::new(StopFlag::default());
+    let worker_stop = stop.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("cairn-fetch".into())
+        .spawn(move || {
+            let _ = tx.send(fetch_blocking(
+                daemon,
+                stage,
+                destination,
+                select,
+                write,
+                worker_stop,
+            ));
+        })
+        .map_err(|e| Failure::Cairn(format!("starting the fetch thread: {e}")).into_pyerr(py))?;
+    let mut interrupt: Option<PyErr> = None;
+    let mut rx = rx;
+    let outcome = loop {
+        // The receiver is `Send` but not `Sync`: move it into the GIL-free closure and back.
+        let (received, back) =
+            py.detach(move || (rx.recv_timeout(std::time::Duration::from_millis(50)), rx));
+        rx = back;
+        match received {
+            Ok(outcome) => break outcome,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(Failure::Cairn("the fetch thread panicked".into()));
+            }
+        }
+        if interrupt.is_none()
+            && let Err(e) = py.check_signals()
+        {
+            stop.request(libc::SIGINT);
+            interrupt = Some(e);
+        }
+    };
+    match interrupt {
+        Some(e) => Err(e),
+        None => outcome.map_err(|f| f.into_pyerr(py)),
+    }
+}
+
+/// The work of [`fetch`], on its own thread.
+fn fetch_blocking(
+    daemon: Option<String>,
+    stage: Option<String>,
+    destination: PathBuf,
+    select: Select,
+    write: Write,
+    stop: Arc<StopFlag>,
+) -> Outcome<String> {
+    {
         let started = Instant::now();
         let (command, layout) = match write.layout.as_str() {
             "bootstrap" => ("bootstrap", Layout::Bootstrap),
@@ -473,6 +530,7 @@ fn fetch(
             },
             incremental: !write.full,
             verify: write.verify,
+            stop: Some(stop),
             ..Options::new(layout)
         };
         let plan = select.plan(stage.as_deref())?;
@@ -533,7 +591,7 @@ fn fetch(
             ));
         }
         Ok(json)
-    })
+    }
 }
 
 /// `cairn push --json`: publish the artifacts `stage` produced in `build_dir` as part of a run.

@@ -372,3 +372,33 @@ def test_the_composition_example_of_docs_python_md_runs(world: World) -> None:
         import shutil  # noqa: PLC0415
 
         shutil.rmtree(build, ignore_errors=True)
+
+
+def test_keyboard_interrupt_stops_a_bootstrap_at_a_consistent_point(world: World) -> None:
+    """SIGINT during `bootstrap()` raises KeyboardInterrupt once the materializer has stopped as
+    `cairn` stops on SIGINT: every `.prebuilt` marker left covers a complete stage dir, and the
+    next bootstrap finishes the tree."""
+    dest = world.work / "interrupted"
+    script = f"""
+import os, signal, sys, threading, time
+import cairn
+threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+r = None
+try:
+    r = cairn.Client({world.daemon!r}).bootstrap(
+        "math-libs", {FAMILY!r}, {str(dest)!r}, checkout={str(world.checkout)!r}, platform="linux")
+    time.sleep(2)  # a late signal lands here
+except KeyboardInterrupt:
+    print("completed" if r is not None else "interrupted")
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.stdout.strip() in ("interrupted", "completed"), p.stdout + p.stderr
+    expected = tree(world.work / "bootstrap-cli")
+    got = tree(dest) if dest.exists() else {}
+    for marker in (k for k in got if k.endswith(".prebuilt")):
+        stage_dir = marker[: -len(".prebuilt")]
+        sub = lambda t: {k: v for k, v in t.items() if k.startswith(stage_dir + "/")}  # noqa: E731
+        assert sub(got) == sub(expected), f"{marker} marks an incomplete stage dir"
+    cairn.Client(world.daemon).bootstrap("math-libs", FAMILY, dest, checkout=world.checkout,
+                                         platform="linux")  # fmt: skip
+    assert tree(dest) == expected
