@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _native
+from .errors import CairnError
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,22 @@ class RunOutputRoot:
                 "full_name"
             )
             updated_at = workflow_run.get("updated_at")
-        doc = json.loads(
-            _native.run_output_root(
-                str(run_id),
-                platform,
-                repo,
-                head_repository,
-                release_type if release_type is not None else os.environ.get("RELEASE_TYPE") or None,
-                updated_at,
-                legacy,
+        try:
+            doc = json.loads(
+                _native.run_output_root(
+                    str(run_id),
+                    platform,
+                    repo,
+                    head_repository,
+                    release_type
+                    if release_type is not None
+                    else os.environ.get("RELEASE_TYPE") or None,
+                    updated_at,
+                    legacy,
+                )
             )
-        )
+        except ValueError as e:
+            raise CairnError(str(e)) from None
         return cls(**doc)
 
     @classmethod

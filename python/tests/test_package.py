@@ -133,6 +133,8 @@ def test_run_output_root_equals_cairn_layout(world: World, repo: str, head: str 
     assert root.artifact("blas_lib_gfx94X-dcgpu.tar.zst").s3_uri == (
         f"{cli['s3_uri']}/blas_lib_gfx94X-dcgpu.tar.zst"
     )
+    with pytest.raises(cairn.CairnError, match="not-a-repo"):
+        cairn.RunOutputRoot.from_workflow_run("12345", "linux", "not-a-repo")
 
 
 # -- online: a real cairnd -----------------------------------------------------------------------
