@@ -374,6 +374,8 @@ struct Select {
 
 impl Select {
     /// [`plan::plan`] over the checkout's topology: the CLI's `fetch_plan`.
+    // `..Policy::default()`: policy fields this package does not expose yet keep the CLI's defaults.
+    #[allow(clippy::needless_update)]
     fn plan(&self, stage: Option<&str>) -> Outcome<FetchPlan> {
         let checkout = checkout(self.checkout.as_deref())?;
         let topology = checked_topology(self.topology.as_deref(), &checkout)?;
@@ -388,6 +390,7 @@ impl Select {
                 allow_untrusted: self.allow_untrusted,
                 allow_failed: self.allow_failed,
                 run_id: self.run_id.clone(),
+                ..Policy::default()
             },
         };
         plan::plan(&topology, &checkout, &spec).map_err(|e| Failure::of(&e))
