@@ -4,7 +4,7 @@
 //! # Rules
 //! 1. **Every Rust file starts with a `//!` doc comment** (its first line), test binaries' `main.rs`
 //!    included. Walked: every `.rs` file below `proto/`, `fingerprint/`, `daemon/`, `client/`,
-//!    `tests/`, `benches/` and `fuzz/`, skipping directories named `target`, hidden directories
+//!    `tests/`, `benches/`, `python/` and `fuzz/`, skipping directories named `target`, hidden directories
 //!    (`.cache`, `.git`) and the fuzzer's `corpus`, `artifacts` and `coverage`.
 //! 2. **Every module is in ARCHITECTURE.md's code map.** A *crate* is a walked directory with a
 //!    `Cargo.toml` and a `src/`; its *modules* are the `.rs` files below `src/` other than `lib.rs`,
@@ -41,6 +41,7 @@ const ROOTS: &[&str] = &[
     "client",
     "tests",
     "benches",
+    "python",
     "fuzz",
 ];
 

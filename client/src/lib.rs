@@ -5,6 +5,7 @@ pub mod api;
 pub mod bisect;
 pub mod checkout;
 pub mod connect;
+pub mod documents;
 pub mod fetch;
 pub mod github;
 pub mod history;

@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """A tiny Python client for cairnd, generated from proto/ with grpcio-tools.
 
+This is the wire contract as any language sees it, without Cairn's crates. TheRock's scripts should
+use the `cairn` package instead (`pip install ./python`, docs/python.md): it computes fingerprints
+and materializes in process, with the CLI's rules. (The generated stubs live in the `cairn.v1`
+namespace, so do not put them on the path of an environment where the `cairn` package is installed.)
+
 This is how TheRock's Python build tooling would call Cairn: resolve the inbound artifacts of a build
 stage to producing runs, then fetch them into a directory laid out like artifact_manager's default
 extraction (OUTPUT/artifacts/{name}_{component}_{family}/, artifact_manifest.txt included).
@@ -31,8 +36,8 @@ daemon's store (`blob_path`, same machine only; faster). Every file written is c
 size in its tree entry. Checking content hashes is optional: `--verify-blake3` needs the `blake3`
 package (`pip install blake3`); the daemon already verified every blob when it ingested the archive.
 
-Over a Unix socket, set the channel option `grpc.default_authority` (to e.g. `localhost`): gRPC's
-default authority for a `unix:` target is the socket path, which cairnd's HTTP/2 server refuses.
+Over a Unix socket, gRPC's default authority (the socket path) works: cairnd ignores an authority
+that is not a valid one (vendor/README.md) instead of resetting the stream.
 
 Output: one JSON document on stdout; progress on stderr with -v. Exit status 0 success, 1 an artifact is
 missing, 2 error (unreachable daemon, size or hash mismatch, bad arguments).
@@ -98,9 +103,7 @@ def connect(args) -> "pb_grpc.CairnStub":
     if target.startswith("http://"):
         target = target[len("http://"):]
     channel = grpc.insecure_channel(target, options=[
-        # gRPC's default `:authority` for a `unix:` target is the socket path, which is not a valid
-        # HTTP/2 authority; cairnd's HTTP/2 server (hyper) resets such streams (PROTOCOL_ERROR).
-        ("grpc.default_authority", "localhost"),
+        # No `grpc.default_authority`: the default (the socket path) must work (vendor/README.md).
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.max_send_message_length", MAX_MESSAGE),
     ])

@@ -101,8 +101,18 @@ pub fn produced_fingerprints(
     family: &str,
 ) -> Result<BTreeMap<String, Blake3>> {
     let topology = Topology::parse(TOPOLOGY).context("parsing the test topology")?;
+    produced_fingerprints_in(&topology, checkout, stage, family)
+}
+
+/// [`produced_fingerprints`] under another topology (e.g. TheRock's real one).
+pub fn produced_fingerprints_in(
+    topology: &Topology,
+    checkout: &Path,
+    stage: &str,
+    family: &str,
+) -> Result<BTreeMap<String, Blake3>> {
     let names: Vec<&str> = topology.produced(stage)?.into_iter().collect();
-    let fp = Fingerprinter::new(&topology, checkout, FingerprintConfig::default())?;
+    let fp = Fingerprinter::new(topology, checkout, FingerprintConfig::default())?;
     Ok(fp.compute_some(&names, family, Platform::Linux)?)
 }
 
@@ -128,6 +138,18 @@ pub fn write_build_dir(
     bytes: u64,
 ) -> Result<Vec<String>> {
     let topology = Topology::parse(TOPOLOGY)?;
+    write_build_dir_in(&topology, build_dir, family, fingerprints, only, bytes)
+}
+
+/// [`write_build_dir`] under another topology (e.g. TheRock's real one).
+pub fn write_build_dir_in(
+    topology: &Topology,
+    build_dir: &Path,
+    family: &str,
+    fingerprints: &BTreeMap<String, Blake3>,
+    only: Option<&BTreeSet<String>>,
+    bytes: u64,
+) -> Result<Vec<String>> {
     let artifacts = build_dir.join("artifacts");
     std::fs::create_dir_all(&artifacts)?;
     let mut written = Vec::new();
@@ -141,7 +163,7 @@ pub fn write_build_dir(
             let spec = ArtifactSpec {
                 name: name.clone(),
                 component: component.to_string(),
-                family: archive_family(&topology, name, family)?,
+                family: archive_family(topology, name, family)?,
                 group: artifact.artifact_group.clone(),
                 // dbg archives are small, as in TheRock's split debug info of tiny test builds.
                 bytes: if *component == "dbg" {

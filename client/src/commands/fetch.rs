@@ -6,74 +6,23 @@
 //! what changed (the materializer's state file).
 //!
 //! Plain output: one line per archive, `FOUND<TAB>{archive}<TAB>run {id}<TAB>{cas|storage}` or
-//! `MISSING<TAB>{artifact}<TAB>{first explanation line}`. `--json`: one [`FetchJson`] document.
+//! `MISSING<TAB>{artifact}<TAB>{first explanation line}`. `--json`: one [`FetchJson`] document (`cairn_client::documents`).
 //! The summary goes to stderr.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use cairn_client::api::ClientError;
 use cairn_client::api::{Resolved, Status};
-use cairn_client::fetch::{self, FetchedTree, Summary, Transfer};
+use cairn_client::documents::{self, FetchJson};
+use cairn_client::fetch::{self, Summary, Transfer};
 use cairn_client::materialize::{CopyMode, Layout, MaterializeError, Options, StopFlag};
-use cairn_fingerprint::Blake3;
-use serde::Serialize;
 
 use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs, WriteArgs};
 use crate::output::{ExitStatus, Printer};
 use crate::progress::Progress;
-
-/// The `--json` document of `cairn bootstrap` and `cairn fetch`.
-///
-/// ```json
-/// {
-///   "command": "bootstrap",              // or "fetch"
-///   "stage": "math-libs",                // null for `fetch` without --stage
-///   "families": ["gfx94X-dcgpu"],
-///   "platform": "linux",
-///   "destination": "/abs/build",
-///   "layout": "bootstrap",               // "plain" | "flatten"
-///   "daemon": "unix:/run/user/1000/cairn/cairnd.sock",
-///   "checkout_head": "<commit>",
-///   "fingerprints": {"gfx94X-dcgpu": {"amd-llvm": "<64 hex>"}},
-///   "resolved": [Resolved],              // every archive found and every artifact missing
-///   "missing": [Resolved],               // the missing subset
-///   "trees": [FetchedTree],              // what was materialized
-///   "summary": Summary
-/// }
-/// ```
-#[derive(Debug, Serialize)]
-pub struct FetchJson {
-    /// `bootstrap` or `fetch`.
-    pub command: &'static str,
-    /// The stage, if one was given.
-    pub stage: Option<String>,
-    /// Families fetched (besides `generic`).
-    pub families: Vec<String>,
-    /// Platform.
-    pub platform: String,
-    /// Absolute destination.
-    pub destination: PathBuf,
-    /// `bootstrap`, `plain` or `flatten`.
-    pub layout: &'static str,
-    /// Daemon address.
-    pub daemon: String,
-    /// The checkout's HEAD commit.
-    pub checkout_head: String,
-    /// Family → artifact → fingerprint.
-    pub fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
-    /// Every archive found and every artifact missing.
-    pub resolved: Vec<Resolved>,
-    /// The missing subset.
-    pub missing: Vec<Resolved>,
-    /// The trees materialized.
-    pub trees: Vec<FetchedTree>,
-    /// Totals.
-    pub summary: Summary,
-}
 
 /// `cairn bootstrap`.
 pub fn bootstrap(
@@ -122,14 +71,6 @@ fn options(layout: Layout, write: &WriteArgs) -> Options {
         verify: write.verify,
         stop: Some(Arc::new(StopFlag::default())),
         ..Options::new(layout)
-    }
-}
-
-fn layout_name(layout: Layout) -> &'static str {
-    match layout {
-        Layout::Bootstrap => "bootstrap",
-        Layout::Plain => "plain",
-        Layout::Flatten => "flatten",
     }
 }
 
@@ -210,7 +151,7 @@ fn run(
             families: plan.families.clone(),
             platform: plan.platform.to_string(),
             destination: dest.clone(),
-            layout: layout_name(layout),
+            layout: documents::layout_name(layout),
             daemon: addr.to_string(),
             checkout_head: plan.head.clone(),
             fingerprints: plan.fingerprints.clone(),

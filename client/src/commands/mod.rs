@@ -26,6 +26,7 @@ use cairn_client::bisect::{History, HistorySpec, Selection, Subject};
 use cairn_client::checkout::checkout_dir;
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
+use cairn_client::documents;
 use cairn_client::github::{self, GithubClient};
 use cairn_client::history::Sources;
 use cairn_client::plan::{self, FetchPlan, PlanSpec};
@@ -85,18 +86,12 @@ async fn connect_daemon(addr: &DaemonAddr) -> anyhow::Result<CairnClient<DaemonC
         .map_err(|e| explain(ClientError::from(e), addr))
 }
 
-/// An online error for the user: unreachable or vanished daemons get a hint.
+/// An online error for the user: unreachable or vanished daemons get a hint
+/// ([`documents::hint`]).
 fn explain(err: ClientError, addr: &DaemonAddr) -> anyhow::Error {
-    match &err {
-        ClientError::Connect(_) => anyhow::Error::new(err).context(format!(
-            "cairnd is not reachable at `{addr}`; start it with `cairnd serve` \
-             (or point --daemon / CAIRN_SOCKET at a running daemon)"
-        )),
-        ClientError::Lost { .. } => anyhow::Error::new(err).context(format!(
-            "cairnd at `{addr}` went away before the command finished; run it again once \
-             `cairnd serve` is back (a rerun completes an interrupted materialization)"
-        )),
-        _ => anyhow::Error::new(err),
+    match documents::hint(&err, addr) {
+        Some(hint) => anyhow::Error::new(err).context(hint),
+        None => anyhow::Error::new(err),
     }
 }
 

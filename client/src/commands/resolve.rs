@@ -4,60 +4,15 @@
 //!
 //! Plain output: one line per archive, `FOUND<TAB>{archive}<TAB>run {id}<TAB>{why}` or
 //! `MISSING<TAB>{artifact}<TAB>{why}`; `-v` adds every explanation line on stderr. `--json`: one
-//! [`ResolveJson`] document. Exit status 0 when everything was found, 1 when something is missing.
+//! [`ResolveJson`] document (`cairn_client::documents`). Exit status 0 when everything was found, 1 when something is missing.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use cairn_client::api::{self, Resolved, Status};
-use cairn_fingerprint::Blake3;
-use serde::Serialize;
+use cairn_client::api::Status;
+use cairn_client::documents::{self, ResolveJson};
 
 use crate::cli::{Cli, ResolveArgs};
 use crate::output::{ExitStatus, Printer};
-
-/// The `--json` document of `cairn resolve`.
-///
-/// ```json
-/// {
-///   "command": "resolve",
-///   "stage": "math-libs",
-///   "families": ["gfx94X-dcgpu"],
-///   "platform": "linux",
-///   "daemon": "unix:/run/user/1000/cairn/cairnd.sock",
-///   "checkout_head": "<commit>",
-///   "fingerprints": {"gfx94X-dcgpu": {"amd-llvm": "<64 hex>"}},
-///   "resolved": [Resolved],   // every archive found and every artifact missing, with explanations
-///   "missing": [Resolved],    // the missing subset
-///   "runs": ["1001", "1002"], // the runs the found archives come from
-///   "elapsed_ms": 12
-/// }
-/// ```
-#[derive(Debug, Serialize)]
-pub struct ResolveJson {
-    /// Always `resolve`.
-    pub command: &'static str,
-    /// The stage.
-    pub stage: String,
-    /// Families resolved (besides `generic`).
-    pub families: Vec<String>,
-    /// Platform.
-    pub platform: String,
-    /// Daemon address.
-    pub daemon: String,
-    /// The checkout's HEAD commit.
-    pub checkout_head: String,
-    /// Family → artifact → fingerprint.
-    pub fingerprints: BTreeMap<String, BTreeMap<String, Blake3>>,
-    /// Every archive found and every artifact missing.
-    pub resolved: Vec<Resolved>,
-    /// The missing subset.
-    pub missing: Vec<Resolved>,
-    /// Runs the found archives come from.
-    pub runs: Vec<String>,
-    /// Wall time, fingerprinting included.
-    pub elapsed_ms: u64,
-}
 
 /// `cairn resolve`.
 pub fn run(cli: &Cli, args: &ResolveArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
@@ -67,27 +22,11 @@ pub fn run(cli: &Cli, args: &ResolveArgs, printer: &mut Printer) -> anyhow::Resu
     let rt = super::runtime()?;
     let (resolved, runs) = rt.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;
-        let mut resolved: Vec<Resolved> = Vec::new();
-        let mut runs = BTreeSet::new();
-        for request in plan.requests.iter().filter(|r| !r.artifacts.is_empty()) {
-            let (answer, request_runs) = api::resolve(&mut client, request)
-                .await
-                .map_err(|e| super::explain(e, &addr))?;
-            // A `generic` archive is the answer of every family's request: list it once.
-            for r in answer {
-                if !resolved.iter().any(|seen| seen.artifact == r.artifact) {
-                    resolved.push(r);
-                }
-            }
-            runs.extend(request_runs);
-        }
-        anyhow::Ok((resolved, runs.into_iter().collect::<Vec<_>>()))
+        documents::resolve_all(&mut client, &plan.requests)
+            .await
+            .map_err(|e| super::explain(e, &addr))
     })?;
-    let missing: Vec<Resolved> = resolved
-        .iter()
-        .filter(|r| r.status == Status::Missing)
-        .cloned()
-        .collect();
+    let missing = documents::missing(&resolved);
     let found = resolved.len() - missing.len();
 
     if printer.json() {

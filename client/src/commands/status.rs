@@ -9,19 +9,11 @@
 //! `{name, trees, blobs, bytes, expires_at}`, `expires_at` in Unix seconds; plain output: one
 //! `pin NAME` line each, with its expiry in RFC 3339).
 
-use cairn_client::api::{self, PinInfo, Stats};
-use serde::Serialize;
+use cairn_client::api;
+use cairn_client::documents::StatusJson;
 
 use crate::cli::Cli;
 use crate::output::{ExitStatus, Printer};
-
-#[derive(Serialize)]
-struct StatusJson<'a> {
-    daemon: String,
-    #[serde(flatten)]
-    stats: &'a Stats,
-    pins: &'a [PinInfo],
-}
 
 /// Print the daemon's stats.
 pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {

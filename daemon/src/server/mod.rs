@@ -383,10 +383,18 @@ pub async fn run_authenticated(
     health_reporter
         .set_serving::<CairnServer<CairnService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: grpcurl speaks v1, Python's `grpcio-reflection` client and
+    // older tools still speak v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .expect("descriptor sets are valid");
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .expect("descriptor sets are valid");
     let cairn = CairnServer::new(service)
         .max_decoding_message_size(256 << 20)
@@ -397,6 +405,7 @@ pub async fn run_authenticated(
         )))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(cairn);
     match listener {
         Listener::Unix(l) => {
