@@ -1,5 +1,5 @@
 """Fixtures of the `cairn` package's tests: the Rust binaries, a real `cairnd` on a local-directory
-store, a generated TheRock-shaped checkout over TheRock's real `BUILD_TOPOLOGY.toml`, and a CI run
+store (`world`) or on the S3 test server (`s3_world`), a generated TheRock-shaped checkout over TheRock's real `BUILD_TOPOLOGY.toml`, and a CI run
 published into it with the `cairn` CLI. No daemon is mocked.
 
 The binaries come from `$CAIRN_BIN_DIR` (set by `scripts/python-tests`), else `target/debug`.
@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,14 +66,27 @@ class World:
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def world() -> Iterator[World]:
+def _world(storage: str) -> Iterator[World]:
+    """A daemon over `storage` (`local`: a directory; `s3`: a fresh bucket on the S3 test server of
+    `CAIRN_TEST_S3_ENDPOINT`, which `scripts/test` starts), with one CI run pushed through the CLI."""
     bins = _bin_dir()
     for b in ("cairn", "cairnd", "cairn-demo-data"):
         if not (bins / b).exists():
             pytest.exit(f"`{bins / b}` is missing; run `cargo build --workspace --bins` first", 2)
     # A private directory: cairn refuses sockets in directories others could write.
     work = Path(tempfile.mkdtemp(prefix="cairn-pytest-"))
+    if storage == "s3":
+        endpoint = os.environ.get("CAIRN_TEST_S3_ENDPOINT")
+        if not endpoint:
+            if os.environ.get("CI"):
+                pytest.fail("CAIRN_TEST_S3_ENDPOINT is not set under CI: run the tests through scripts/test")
+            pytest.skip("CAIRN_TEST_S3_ENDPOINT is not set (scripts/test starts the S3 test server)")
+        bucket = f"cairn-pytest-{uuid.uuid4().hex[:12]}"
+        # The test server takes an unsigned bucket creation.
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=30)
+        storage_args = ["--s3-endpoint", endpoint, "--s3-bucket", bucket]
+    else:
+        storage_args = ["--local-storage", str(work / "bucket")]
     checkout = Path(
         subprocess.run(
             [str(bins / "cairn-demo-data"), "checkout", str(work / "src"),
@@ -82,8 +97,8 @@ def world() -> Iterator[World]:
     socket = work / "cairnd.sock"
     log = open(work / "cairnd.log", "w")
     daemon = subprocess.Popen(
-        [str(bins / "cairnd"), "serve", "--store", str(work / "store"),
-         "--local-storage", str(work / "bucket"), "--socket", str(socket)],
+        [str(bins / "cairnd"), "serve", "--store", str(work / "store"), *storage_args,
+         "--socket", str(socket)],
         stderr=log, stdout=log, env={**os.environ, "RUST_LOG": "warn"},
     )  # fmt: skip
     w = World(bins, work, checkout, socket)
@@ -113,3 +128,13 @@ def world() -> Iterator[World]:
         daemon.wait(timeout=30)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def world() -> Iterator[World]:
+    yield from _world("local")
+
+
+@pytest.fixture(scope="session")
+def s3_world() -> Iterator[World]:
+    yield from _world("s3")

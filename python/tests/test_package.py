@@ -140,7 +140,11 @@ def test_run_output_root_equals_cairn_layout(world: World, repo: str, head: str 
 # -- online: a real cairnd -----------------------------------------------------------------------
 
 
-def test_bootstrap_writes_the_clis_tree_and_document(world: World) -> None:
+@pytest.mark.parametrize("storage", ["world", "s3_world"])
+def test_bootstrap_writes_the_clis_tree_and_document(
+    storage: str, request: pytest.FixtureRequest
+) -> None:
+    world: World = request.getfixturevalue(storage)
     c = str(world.checkout)
     cli_dir, py_dir = world.work / "bootstrap-cli", world.work / "bootstrap-py"
     cli = world.cli_json("bootstrap", "--checkout", c, "--stage", "math-libs", "--family", FAMILY,
