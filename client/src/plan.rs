@@ -166,6 +166,32 @@ pub fn plan(topology: &Topology, checkout: &Path, spec: &PlanSpec) -> Result<Fet
     })
 }
 
+/// The reuse a job records when it publishes (`cairn push`): every inbound artifact of `stage` that
+/// the build dir's last bootstrap took from a run (`sources`, from
+/// [`crate::materialize::recorded_sources`]) and that `stage` does not build, as artifact name →
+/// run id. Archives whose names do not parse are left out. When components of one artifact came
+/// from different runs, the first in name order is recorded.
+pub fn reused_inbound(
+    topology: &Topology,
+    stage: &str,
+    sources: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, TopologyError> {
+    let inbound = topology.inbound(stage)?;
+    let produced = topology.produced(stage)?;
+    let mut out = BTreeMap::new();
+    for (archive, run_id) in sources {
+        let Ok(name) = cairn_fingerprint::ArtifactName::parse(archive) else {
+            continue;
+        };
+        let name = name.name.as_str();
+        if inbound.contains(&name) && !produced.contains(&name) {
+            out.entry(name.to_string())
+                .or_insert_with(|| run_id.clone());
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,30 +258,4 @@ artifact_deps = ["amd-llvm"]
             "{err}"
         );
     }
-}
-
-/// The reuse a job records when it publishes (`cairn push`): every inbound artifact of `stage` that
-/// the build dir's last bootstrap took from a run (`sources`, from
-/// [`crate::materialize::recorded_sources`]) and that `stage` does not build, as artifact name →
-/// run id. Archives whose names do not parse are left out. When components of one artifact came
-/// from different runs, the first in name order is recorded.
-pub fn reused_inbound(
-    topology: &Topology,
-    stage: &str,
-    sources: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, String>, TopologyError> {
-    let inbound = topology.inbound(stage)?;
-    let produced = topology.produced(stage)?;
-    let mut out = BTreeMap::new();
-    for (archive, run_id) in sources {
-        let Ok(name) = cairn_fingerprint::ArtifactName::parse(archive) else {
-            continue;
-        };
-        let name = name.name.as_str();
-        if inbound.contains(&name) && !produced.contains(&name) {
-            out.entry(name.to_string())
-                .or_insert_with(|| run_id.clone());
-        }
-    }
-    Ok(out)
 }
