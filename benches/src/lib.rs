@@ -2,6 +2,8 @@
 //! micro-benchmarks: generating a whole TheRock-shaped run at a [`Scale`], and materializing trees
 //! straight from a [`LocalStore`] (the warm-bootstrap path without the RPC hop).
 
+pub mod trace;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

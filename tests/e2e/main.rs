@@ -19,6 +19,7 @@ mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` afte
 mod quota; // a quota below the working set: fetches succeed, background eviction, online verify
 mod security; // symlinks planted in build dirs and in the store, a damaged index rebuilt at start
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import
+mod soak; // a real cairnd through 20,000 distinct objects and fingerprints: in-flight maps empty, RSS near its baseline
 mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify
 mod trust; // socket mode, TCP bearer token, untrusted writes, credentials never logged

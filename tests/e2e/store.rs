@@ -386,6 +386,83 @@ fn eviction_respects_leases_and_recency() {
     assert!(stats.evicted_bytes >= total);
 }
 
+/// Cost-aware eviction through the real store (ingest, lease, `gc` and the background evictor's
+/// bounded step): of two archives used alike, the `.tar.xz` one (≈ 11× the decode cost of zstd) is
+/// kept although it is the older, and an archive fetched four times outranks a newer one fetched
+/// once; LRU, on the same histories, evicts the older archive first.
+#[test]
+fn cost_aware_eviction_keeps_costly_and_reused_archives_that_lru_would_evict() {
+    use cairn_daemon::store::score::EvictionPolicy;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let xz_spec = ArtifactSpec::new("hipfft", "lib", "generic", 256 << 10, 41);
+    let zst_spec = ArtifactSpec::new("rocfft", "lib", "generic", 256 << 10, 42);
+    let xz = datagen::write_archive(&xz_spec, &out, Compression::Xz).unwrap();
+    let zst = datagen::write_archive(&zst_spec, &out, Compression::Zstd).unwrap();
+    let run = |policy: EvictionPolicy, name: &str| {
+        let config = StoreConfig {
+            max_bytes: Some(u64::MAX / 2),
+            eviction: policy,
+            ..StoreConfig::default()
+        };
+        let store = LocalStore::open(tmp.path().join(name), config).unwrap();
+        // The xz archive first, the zstd one after: each fetched (ingest + lease) once.
+        let a = store.ingest_file("xz", &xz.path, None).unwrap();
+        drop(store.lease(&a.tree).unwrap());
+        let b = store.ingest_file("zst", &zst.path, None).unwrap();
+        drop(store.lease(&b.tree).unwrap());
+        let total = store.stats().unwrap().bytes;
+        // Evict about half: one archive's worth.
+        store.gc(total - total / 3).unwrap();
+        (
+            store.has_blobs(&a.tree).unwrap(),
+            store.has_blobs(&b.tree).unwrap(),
+        )
+    };
+    assert_eq!(
+        run(EvictionPolicy::CostAware, "cost"),
+        (true, false),
+        "cost-aware keeps the older xz archive and evicts the zstd one"
+    );
+    assert_eq!(
+        run(EvictionPolicy::Lru, "lru"),
+        (false, true),
+        "LRU evicts the older (xz) archive"
+    );
+
+    // The background evictor's bounded step ranks the same way: of two zstd archives, the older
+    // one fetched four times outranks the newer one fetched once, so a step limited to the newer
+    // one's blob count takes exactly those (LRU would take the older).
+    let config = StoreConfig {
+        max_bytes: Some(1),
+        ..StoreConfig::default()
+    };
+    let store = LocalStore::open(tmp.path().join("step"), config).unwrap();
+    store.set_background_eviction(true);
+    let reused = datagen::write_archive(&xz_spec, &out, Compression::Zstd).unwrap();
+    let a = store.ingest_file("reused", &reused.path, None).unwrap();
+    for _ in 0..4 {
+        drop(store.lease(&a.tree).unwrap());
+    }
+    let b = store.ingest_file("zst", &zst.path, None).unwrap();
+    drop(store.lease(&b.tree).unwrap());
+    let blobs_of = |o: &IngestOutcome| {
+        o.tree
+            .entries
+            .iter()
+            .filter_map(|e| e.blake3)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert!(blobs_of(&a).is_disjoint(&blobs_of(&b)));
+    let r = store.evict_step(blobs_of(&b).len(), false).unwrap();
+    assert_eq!(r.evicted_blobs as usize, blobs_of(&b).len());
+    assert!(!store.has_blobs(&b.tree).unwrap(), "the zstd archive went");
+    assert!(
+        store.has_blobs(&a.tree).unwrap(),
+        "the older xz archive stayed"
+    );
+}
+
 /// A quota set at open is enforced after each ingest; the just-ingested tree is kept.
 #[test]
 fn quota_is_enforced_after_ingest() {

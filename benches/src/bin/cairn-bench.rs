@@ -105,6 +105,22 @@ enum Command {
         /// Archive files.
         archives: Vec<PathBuf>,
     },
+    /// Replay the eviction trace (`cairn_benches::trace`) under quotas of a fraction of its working
+    /// set, cost-aware and LRU eviction alternately, and print a Markdown table.
+    Trace {
+        /// Scratch directory for the indexes (a tmpfs is fastest; removed afterwards).
+        #[arg(long)]
+        work: PathBuf,
+        /// Quotas, percent of the working set.
+        #[arg(long, value_delimiter = ',', default_value = "25,50,75")]
+        quotas: Vec<u32>,
+        /// Trace seed.
+        #[arg(long, default_value_t = 16)]
+        seed: u64,
+        /// Cost-aware half-life as a multiple of the quota (the store uses 1).
+        #[arg(long, default_value_t = 1.0)]
+        half_life: f64,
+    },
     /// Materialize archives already in a store into `--dest` (bootstrap layout by default).
     Materialize {
         /// Store directory.
@@ -201,6 +217,12 @@ fn run(args: Args) -> Result<()> {
                 println!("{ms:.3} {archives}");
             }
         }
+        Command::Trace {
+            work,
+            quotas,
+            seed,
+            half_life,
+        } => trace(&work, &quotas, seed, half_life)?,
         Command::Ingest { store, archives } => {
             let store = cairn_benches::open_store(&store)?;
             let bytes = ingest_all(&store, &archives)?;
@@ -236,6 +258,77 @@ fn run(args: Args) -> Result<()> {
                 r.copies.read_write,
                 r.copies.hardlink_blob,
                 r.elapsed.as_millis()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn trace(work: &std::path::Path, quotas: &[u32], seed: u64, half_life: f64) -> Result<()> {
+    use cairn_benches::trace::{TraceShape, generate, replay};
+    use cairn_daemon::store::score::EvictionPolicy;
+    let shape = TraceShape {
+        seed,
+        ..TraceShape::default()
+    };
+    let t = generate(&shape);
+    let s = &t.summary;
+    let gb = |b: u64| b as f64 / 1e9;
+    println!(
+        "Trace (seed {seed}): {} commits, {} CI runs × {} jobs ({} families), bisect over {} commits \
+         ({} probe/prefetch fetches); {} archive fetches of {} distinct archives ({} .tar.xz); {} \
+         distinct blobs, working set {:.2} GB; one run fetches {:.2} GB distinct; first downloads \
+         (compulsory) {:.2} GB compressed",
+        shape.commits,
+        s.runs,
+        s.ci_jobs / s.runs.max(1),
+        shape.families,
+        shape.bisect_commits,
+        s.bisect_fetches,
+        s.accesses,
+        s.archives,
+        s.xz_archives,
+        s.blobs,
+        gb(s.working_set),
+        gb(s.run_bytes),
+        gb(s.compulsory_archive_bytes),
+    );
+    println!();
+    println!(
+        "| Quota (of working set) | Policy | Downloads | Re-downloads | Re-downloaded | Decode CPU-s (re-downloads) | Decode CPU-s (all) | Re-downloaded vs LRU | Replay time |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &pct in quotas {
+        let quota = s.working_set * u64::from(pct) / 100;
+        let mut lru_bytes = None;
+        // LRU first, then cost-aware, each on a fresh index: same trace, same run.
+        for policy in [EvictionPolicy::Lru, EvictionPolicy::CostAware] {
+            let dir = tempfile::Builder::new().prefix("trace-").tempdir_in(work)?;
+            let r = replay(&t, dir.path(), quota, policy, half_life)?;
+            let vs = match lru_bytes {
+                None => {
+                    lru_bytes = Some(r.redownloaded_bytes);
+                    "—".to_string()
+                }
+                Some(l) if l > 0 => format!(
+                    "{:+.1}%",
+                    (r.redownloaded_bytes as f64 / l as f64 - 1.0) * 100.0
+                ),
+                Some(_) => "n/a".into(),
+            };
+            println!(
+                "| {pct}% ({:.2} GB) | {} | {} | {} | {:.2} GB | {:.1} | {:.1} | {vs} | {:.1} s |",
+                gb(quota),
+                match policy {
+                    EvictionPolicy::Lru => "LRU",
+                    EvictionPolicy::CostAware => "cost-aware",
+                },
+                r.downloads,
+                r.redownloads,
+                gb(r.redownloaded_bytes),
+                r.redownload_decode_secs,
+                r.decode_secs,
+                r.elapsed_secs,
             );
         }
     }

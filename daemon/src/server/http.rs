@@ -233,6 +233,7 @@ pub fn status_json(service: &Service) -> serde_json::Value {
     let c = &service.counters;
     let t = service.backends().transfer_totals();
     let s = service.store().stats().unwrap_or_default();
+    let (downloads, lookups) = service.in_flight_keys();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": service.metrics.uptime().as_secs(),
@@ -248,6 +249,8 @@ pub fn status_json(service: &Service) -> serde_json::Value {
         "hits": c.hits.load(Ordering::Relaxed),
         "misses": c.misses.load(Ordering::Relaxed),
         "in_flight": c.in_flight.load(Ordering::Relaxed),
+        "in_flight_downloads": downloads,
+        "in_flight_lookups": lookups,
         "resolve_requests": c.resolve_requests.load(Ordering::Relaxed),
         "fetch_requests": c.fetch_requests.load(Ordering::Relaxed),
         "storage_get_requests": t.get_requests,

@@ -1,5 +1,6 @@
-//! Leases and eviction: a byte quota enforced least-recently-used first, never touching a blob that a
-//! request in flight has leased.
+//! Leases and eviction: a byte quota enforced in the order `score.rs` ranks blobs (by default the
+//! lowest expected refetch cost per byte kept first), never touching a blob that a request in flight
+//! has leased.
 //!
 //! A *lease* ([`Lease`]) is a guard holding a set of blob digests; while it lives, eviction and garbage
 //! collection skip those blobs. Ingest leases every blob as soon as it knows the digest (before it
@@ -31,6 +32,7 @@ use cairn_fingerprint::Blake3;
 use crate::store::cas::Cas;
 use crate::store::error::{Result, StoreError};
 use crate::store::index::Index;
+use crate::store::score::Ranker;
 
 /// Lease counts per blob, shared by every [`Lease`] of a store.
 #[derive(Debug, Default)]
@@ -164,12 +166,13 @@ pub struct GcReport {
     pub orphan_bytes: u64,
 }
 
-/// Evict least-recently-used, unleased blobs until the index accounts for at most `max_bytes`; with
+/// Evict unleased blobs in `ranker`'s order until the index accounts for at most `max_bytes`; with
 /// `sweep_orphans`, also delete blob files the index does not name and no lease holds.
 pub fn collect(
     index: &Index,
     cas: &Cas,
     leases: &Leases,
+    ranker: &Ranker,
     max_bytes: u64,
     sweep_orphans: bool,
 ) -> Result<GcReport> {
@@ -182,7 +185,7 @@ pub fn collect(
     };
     let mut total = report.bytes_before;
 
-    blobs.sort_by_key(|(d, r)| (r.last_use, *d));
+    blobs.sort_by_cached_key(|(d, r)| (ranker.rank(r), *d));
     let mut victims = Vec::new();
     for (digest, record) in &blobs {
         if total <= max_bytes {
@@ -233,23 +236,24 @@ pub struct StepReport {
     pub evicted_blobs: u64,
     /// Bytes the index no longer accounts for.
     pub evicted_bytes: u64,
-    /// Least-recently-used blobs passed over because a lease holds them.
+    /// Candidate blobs passed over because a lease holds them.
     pub skipped_leased: u64,
     /// True when the step stopped at its victim limit with more to evict: call again.
     pub more: bool,
 }
 
-/// Evict up to `max_victims` least-recently-used, unleased blobs, as many as it takes to bring the
-/// `current` bytes the index accounts for down to `target`.
+/// Evict up to `max_victims` unleased blobs, first in `ranker`'s order, as many as it takes to bring
+/// the `current` bytes the index accounts for down to `target`.
 ///
-/// The index is read without the lock (one pass keeping the oldest candidates in a bounded heap),
-/// then the lock is held only while the chosen victims are re-checked against the leases, dropped
-/// from the index and deleted. A blob leased between the two is spared; one used between the two
-/// may go although it is no longer the oldest (recency is a hint, leases are the guarantee).
+/// The index is read without the lock (one pass keeping the lowest-ranked candidates in a bounded
+/// heap), then the lock is held only while the chosen victims are re-checked against the leases,
+/// dropped from the index and deleted. A blob leased between the two is spared; one used between
+/// the two may go although it no longer ranks lowest (the rank is a hint, leases are the guarantee).
 pub fn evict_step(
     index: &Index,
     cas: &Cas,
     leases: &Leases,
+    ranker: &Ranker,
     current: u64,
     target: u64,
     max_victims: usize,
@@ -259,10 +263,10 @@ pub fn evict_step(
         return Ok(report);
     }
     let need = current - target;
-    // The oldest unleased blobs, enough to cover `need` (at most `max_victims`), in one pass. A
+    // The lowest-ranked unleased blobs, enough to cover `need` (at most `max_victims`), in one pass. A
     // snapshot of the leased set keeps leased blobs from filling the heap.
     let leased: HashSet<Blake3> = leases.lock().keys().copied().collect();
-    let mut heap: BinaryHeap<(u64, Blake3, u64)> = BinaryHeap::new();
+    let mut heap: BinaryHeap<((u64, u64), Blake3, u64)> = BinaryHeap::new();
     let mut heap_bytes = 0u64;
     let mut candidates = 0u64;
     for (digest, record) in index.blobs()? {
@@ -271,9 +275,9 @@ pub fn evict_step(
             continue;
         }
         candidates += 1;
-        heap.push((record.last_use, digest, record.size));
+        heap.push((ranker.rank(&record), digest, record.size));
         heap_bytes += record.size;
-        // Drop the newest while the rest still covers what is needed (or the limit is exceeded).
+        // Drop the highest-ranked while the rest still covers what is needed (or the limit is exceeded).
         while let Some(&(_, _, size)) = heap.peek() {
             if heap.len() > max_victims || heap_bytes - size >= need {
                 heap.pop();
@@ -283,7 +287,7 @@ pub fn evict_step(
             }
         }
     }
-    let mut victims: Vec<(u64, Blake3, u64)> = heap.into_vec();
+    let mut victims: Vec<((u64, u64), Blake3, u64)> = heap.into_vec();
     victims.sort();
     report.more = heap_bytes < need && candidates > victims.len() as u64;
     let counts = leases.lock();

@@ -8,7 +8,7 @@
 //! | `archives`  | archive SHA-256              | tree digest                             |
 //! | `keys`      | archive key (storage key)    | (archive SHA-256, tree digest)          |
 //! | `trees`     | tree digest                  | tree manifest JSON (`Tree::to_json`)    |
-//! | `blobs`     | blob BLAKE3                  | (size, last use as a logical clock)     |
+//! | `blobs-v2`  | blob BLAKE3                  | [`BlobRecord`]: size, last use, uses, trees referencing it, its source archive (bytes, content bytes, compression) |
 //! | `meta`      | string                       | JSON (run listings, commit index, ...)  |
 //!
 //! `archives`, `keys` and `trees` record facts (what an archive contains) and stay true forever;
@@ -17,12 +17,18 @@
 //! process dies — ingest fsyncs blob files and their directories before the one transaction that adds
 //! the blobs, the tree, the archive and the key; eviction removes entries before it deletes files.
 //!
+//! The `blobs-v2` table replaced `blobs` (size, last use) when eviction became cost-aware
+//! (`store/score.rs`); an index that still has `blobs` is migrated in place at open
+//! ([`Index::open`]): each row keeps its size and last use, and gets one use, one referencing tree
+//! and an unknown source archive (costed as a zstd archive of the blob alone), then `blobs` is
+//! deleted, in one transaction.
+//!
 //! Leases are not persisted: a lease belongs to a request in flight in this process, and a lease
 //! written to disk would outlive the crash that ended its request. They live in `evict.rs`.
 
 use std::path::Path;
 
-use cairn_fingerprint::{Blake3, Sha256, Tree};
+use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
@@ -30,7 +36,12 @@ use redb::{
 const ARCHIVES: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("archives");
 const KEYS: TableDefinition<&str, ([u8; 32], [u8; 32])> = TableDefinition::new("keys");
 const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("trees");
-const BLOBS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("blobs");
+/// The blob table before cost-aware eviction: (size, last use). Only read to migrate it.
+const BLOBS_V1: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("blobs");
+/// (size, last use, uses, referencing trees, source archive bytes, source content bytes, source
+/// compression code): see [`BlobRecord`].
+type BlobRow = (u64, u64, u32, u32, u64, u64, u8);
+const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs-v2");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Why the index could not be read or written.
@@ -83,13 +94,101 @@ impl<T, E: Into<redb::Error>> Db<T> for Result<T, E> {
     }
 }
 
-/// A blob's index record.
+/// A blob's index record: what eviction needs to weigh it (`store/score.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobRecord {
     /// Content length.
     pub size: u64,
-    /// Last use on the store's logical clock (larger is more recent).
+    /// Last use on the store's clock (larger is more recent). The clock counts bytes leased and
+    /// ingested, so the difference of two values is the traffic between them.
     pub last_use: u64,
+    /// Leases that used it (fetches and pins), saturating; an ingest alone does not count.
+    pub uses: u32,
+    /// Distinct trees the index learned referencing it (at least 1): a `_generic` blob every
+    /// family's archive carries has one per family.
+    pub refs: u32,
+    /// The archive it was last ingested from: evicting the blob means fetching and decoding all of
+    /// it again.
+    pub source: SourceArchive,
+}
+
+/// The archive a blob came from, as far as the cost of fetching it again goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceArchive {
+    /// Compressed (downloaded) bytes.
+    pub archive_bytes: u64,
+    /// Content bytes of its tree (what decoding produces).
+    pub content_bytes: u64,
+    /// Its compression; `None` when unknown (a blob found in the CAS by a rebuild, or migrated).
+    pub compression: Option<Compression>,
+}
+
+impl SourceArchive {
+    /// The source of a blob nothing is known about: an archive of that blob alone, uncompressed
+    /// size, costed as zstd.
+    pub fn unknown(size: u64) -> SourceArchive {
+        SourceArchive {
+            archive_bytes: size,
+            content_bytes: size,
+            compression: None,
+        }
+    }
+}
+
+fn compression_code(c: Option<Compression>) -> u8 {
+    match c {
+        Some(Compression::Zstd) => 1,
+        Some(Compression::Xz) => 2,
+        None => 0,
+    }
+}
+
+fn compression_of_code(code: u8) -> Option<Compression> {
+    match code {
+        1 => Some(Compression::Zstd),
+        2 => Some(Compression::Xz),
+        _ => None,
+    }
+}
+
+impl BlobRecord {
+    fn from_row(row: BlobRow) -> BlobRecord {
+        let (size, last_use, uses, refs, archive_bytes, content_bytes, compression) = row;
+        BlobRecord {
+            size,
+            last_use,
+            uses,
+            refs: refs.max(1),
+            source: SourceArchive {
+                archive_bytes,
+                content_bytes,
+                compression: compression_of_code(compression),
+            },
+        }
+    }
+
+    fn row(&self) -> BlobRow {
+        (
+            self.size,
+            self.last_use,
+            self.uses,
+            self.refs,
+            self.source.archive_bytes,
+            self.source.content_bytes,
+            compression_code(self.source.compression),
+        )
+    }
+
+    /// The record of a blob with no history: used once, one tree, unknown source.
+    pub fn fresh(size: u64, last_use: u64) -> BlobRecord {
+        BlobRecord {
+            size,
+            last_use,
+            uses: 1,
+            refs: 1,
+            source: SourceArchive::unknown(size),
+        }
+    }
 }
 
 /// Everything one ingest adds, committed in one transaction.
@@ -107,6 +206,8 @@ pub struct IngestCommit<'a> {
     pub blobs: &'a [(Blake3, u64)],
     /// The logical time to record as their last use.
     pub now: u64,
+    /// The archive they come from (recorded on each blob for eviction's cost model).
+    pub source: SourceArchive,
 }
 
 /// Totals over the index.
@@ -193,9 +294,34 @@ impl Index {
         tx.open_table(TREES).db()?;
         tx.open_table(BLOBS).db()?;
         tx.open_table(META).db()?;
+        migrate_v1_blobs(&tx)?;
         tx.commit().db()?;
         Ok(Index { db })
     }
+}
+
+/// Move the rows of the pre-cost-aware `blobs` table, if there is one, into `blobs-v2` (within the
+/// caller's transaction): size and last use kept, the rest as for a blob with no history.
+fn migrate_v1_blobs(tx: &redb::WriteTransaction) -> Result<(), IndexError> {
+    let has_v1 = tx
+        .list_tables()
+        .db()?
+        .any(|t| redb::TableHandle::name(&t) == "blobs");
+    if !has_v1 {
+        return Ok(());
+    }
+    {
+        let old = tx.open_table(BLOBS_V1).db()?;
+        let mut new = tx.open_table(BLOBS).db()?;
+        for row in old.iter().db()? {
+            let (k, v) = row.db()?;
+            let (size, last_use) = v.value();
+            new.insert(k.value(), BlobRecord::fresh(size, last_use).row())
+                .db()?;
+        }
+    }
+    tx.delete_table(BLOBS_V1).db()?;
+    Ok(())
 }
 
 /// True for errors that say nothing about the file's content: the lock is held by another process,
@@ -278,15 +404,36 @@ impl Index {
         let tx = self.db.begin_write().db()?;
         let mut added = Vec::new();
         {
+            let mut trees = tx.open_table(TREES).db()?;
+            let new_tree = trees.get(c.tree_digest.0).db()?.is_none();
             let mut blobs = tx.open_table(BLOBS).db()?;
             for (digest, size) in c.blobs {
-                let old = blobs.insert(digest.0, (*size, c.now)).db()?;
-                if old.is_none() {
-                    added.push((*digest, *size));
-                }
+                let old = blobs
+                    .get(digest.0)
+                    .db()?
+                    .map(|v| BlobRecord::from_row(v.value()));
+                let record = match old {
+                    // Known: one more referencing tree when this tree is new; uses are counted by
+                    // the leases that follow, not by the ingest.
+                    Some(old) => BlobRecord {
+                        size: *size,
+                        last_use: c.now,
+                        uses: old.uses,
+                        refs: old.refs.saturating_add(u32::from(new_tree)),
+                        source: c.source,
+                    },
+                    None => {
+                        added.push((*digest, *size));
+                        BlobRecord {
+                            uses: 0,
+                            source: c.source,
+                            ..BlobRecord::fresh(*size, c.now)
+                        }
+                    }
+                };
+                blobs.insert(digest.0, record.row()).db()?;
             }
-            let mut trees = tx.open_table(TREES).db()?;
-            if trees.get(c.tree_digest.0).db()?.is_none() {
+            if new_tree {
                 // Serialized straight into the page redb reserves: no JSON copy in our memory.
                 let mut value = trees
                     .insert_reserve(c.tree_digest.0, c.tree.json_len())
@@ -363,7 +510,7 @@ impl Index {
             let mut t = tx.open_table(BLOBS).db()?;
             for (digest, size) in blobs {
                 if t.get(digest.0).db()?.is_none() {
-                    t.insert(digest.0, (*size, 0)).db()?;
+                    t.insert(digest.0, BlobRecord::fresh(*size, 0).row()).db()?;
                     added += 1;
                 }
             }
@@ -376,10 +523,9 @@ impl Index {
     pub fn blob(&self, digest: &Blake3) -> Result<Option<BlobRecord>, IndexError> {
         let tx = self.db.begin_read().db()?;
         let t = tx.open_table(BLOBS).db()?;
-        Ok(t.get(digest.0).db()?.map(|v| {
-            let (size, last_use) = v.value();
-            BlobRecord { size, last_use }
-        }))
+        Ok(t.get(digest.0)
+            .db()?
+            .map(|v| BlobRecord::from_row(v.value())))
     }
 
     /// The records of several blobs, in one read transaction (a stage's worth of lookups would
@@ -389,12 +535,7 @@ impl Index {
         let t = tx.open_table(BLOBS).db()?;
         digests
             .iter()
-            .map(|d| {
-                Ok(t.get(d.0).db()?.map(|v| {
-                    let (size, last_use) = v.value();
-                    BlobRecord { size, last_use }
-                }))
-            })
+            .map(|d| Ok(t.get(d.0).db()?.map(|v| BlobRecord::from_row(v.value()))))
             .collect()
     }
 
@@ -410,8 +551,9 @@ impl Index {
         Ok(true)
     }
 
-    /// Set the last use of those blobs that are present. Not made durable on its own: losing recency
-    /// in a crash only makes eviction slightly less accurate, and it saves an fsync per request.
+    /// Set the last use of those blobs that are present and count one more use. Not made durable on
+    /// its own: losing recency in a crash only makes eviction slightly less accurate, and it saves an
+    /// fsync per request.
     pub fn touch_blobs(&self, digests: &[Blake3], now: u64) -> Result<(), IndexError> {
         let mut tx = self.db.begin_write().db()?;
         tx.set_durability(Durability::None)
@@ -422,9 +564,11 @@ impl Index {
         {
             let mut t = tx.open_table(BLOBS).db()?;
             for d in digests {
-                let size = t.get(d.0).db()?.map(|v| v.value().0);
-                if let Some(size) = size {
-                    t.insert(d.0, (size, now)).db()?;
+                let old = t.get(d.0).db()?.map(|v| BlobRecord::from_row(v.value()));
+                if let Some(mut r) = old {
+                    r.last_use = now;
+                    r.uses = r.uses.saturating_add(1);
+                    t.insert(d.0, r.row()).db()?;
                 }
             }
         }
@@ -439,8 +583,7 @@ impl Index {
         let mut out = Vec::with_capacity(t.len().db()? as usize);
         for row in t.iter().db()? {
             let (k, v) = row.db()?;
-            let (size, last_use) = v.value();
-            out.push((Blake3(k.value()), BlobRecord { size, last_use }));
+            out.push((Blake3(k.value()), BlobRecord::from_row(v.value())));
         }
         Ok(out)
     }
@@ -509,7 +652,7 @@ impl Index {
             ..IndexCounts::default()
         };
         for row in blobs.iter().db()? {
-            let (size, last_use) = row.db()?.1.value();
+            let (size, last_use, ..) = row.db()?.1.value();
             c.bytes += size;
             c.max_last_use = c.max_last_use.max(last_use);
         }
@@ -570,5 +713,76 @@ mod tests {
         assert_eq!(index.meta_with_prefix("runs/").unwrap().len(), 2);
         assert!(index.remove_meta("runt").unwrap());
         assert_eq!(index.meta("runt").unwrap(), None);
+    }
+
+    /// An index written before cost-aware eviction (a `blobs` table of (size, last use)) opens with
+    /// every blob migrated to `blobs-v2`, sizes and recency kept, and the old table gone.
+    #[test]
+    fn a_v1_blob_table_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.redb");
+        let (a, b) = (Blake3::of(b"a"), Blake3::of(b"b"));
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(BLOBS_V1).unwrap();
+                t.insert(a.0, (10u64, 7u64)).unwrap();
+                t.insert(b.0, (20u64, 9u64)).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.blob(&a).unwrap(), Some(BlobRecord::fresh(10, 7)));
+        assert_eq!(
+            index.blob(&b).unwrap().map(|r| (r.size, r.last_use)),
+            Some((20, 9))
+        );
+        let c = index.counts().unwrap();
+        assert_eq!((c.blobs, c.bytes, c.max_last_use), (2, 30, 9));
+        let tx = index.db.begin_read().unwrap();
+        assert!(
+            !tx.list_tables()
+                .unwrap()
+                .any(|t| redb::TableHandle::name(&t) == "blobs"),
+            "the v1 table is deleted"
+        );
+        drop(tx);
+        drop(index);
+        // Opening again finds nothing to migrate.
+        assert_eq!(Index::open(&path).unwrap().counts().unwrap(), c);
+    }
+
+    /// Ingests count referencing trees, leases count uses, and the source archive is recorded.
+    #[test]
+    fn ingests_count_trees_and_leases_count_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.redb")).unwrap();
+        let shared = Blake3::of(b"shared");
+        let source = SourceArchive {
+            archive_bytes: 3,
+            content_bytes: 9,
+            compression: Some(Compression::Xz),
+        };
+        let empty = Tree::new(Vec::new(), Vec::new());
+        for (i, digest) in [Blake3::of(b"t1"), Blake3::of(b"t2"), Blake3::of(b"t2")]
+            .into_iter()
+            .enumerate()
+        {
+            index
+                .commit_ingest(&IngestCommit {
+                    archive: Sha256([i as u8; 32]),
+                    key: None,
+                    tree_digest: digest,
+                    tree: &empty,
+                    blobs: &[(shared, 5)],
+                    now: 10 + i as u64,
+                    source,
+                })
+                .unwrap();
+        }
+        index.touch_blobs(&[shared], 20).unwrap();
+        let r = index.blob(&shared).unwrap().unwrap();
+        assert_eq!((r.refs, r.uses, r.last_use, r.source), (2, 1, 20, source));
     }
 }

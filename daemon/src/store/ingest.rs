@@ -27,7 +27,7 @@ use crate::archive::{self, Limits};
 use crate::store::cas::{Cas, Staged, StagedBlob};
 use crate::store::error::{Result, StoreError};
 use crate::store::evict::{self, Lease, Leases};
-use crate::store::index::{Index, IngestCommit};
+use crate::store::index::{Index, IngestCommit, SourceArchive};
 use crate::store::syncer;
 
 /// What one ingest produced (before single-flight sharing).
@@ -61,8 +61,8 @@ pub(crate) struct Ctx<'a> {
     pub cas: &'a Cas,
     pub leases: &'a Arc<Leases>,
     pub limits: &'a Limits,
-    /// Returns the next value of the store's logical clock.
-    pub tick: &'a dyn Fn() -> u64,
+    /// Advances the store's clock by the given bytes and returns its new value.
+    pub tick: &'a dyn Fn(u64) -> u64,
 }
 
 /// Ingest the archive read from `src`. See the module docs for the order of events.
@@ -163,7 +163,12 @@ pub(crate) fn ingest(
         tree_digest,
         tree: &tree,
         blobs: &blobs,
-        now: (ctx.tick)(),
+        now: (ctx.tick)(summary.uncompressed_bytes),
+        source: SourceArchive {
+            archive_bytes: summary.compressed_bytes,
+            content_bytes: summary.uncompressed_bytes,
+            compression: Some(compression),
+        },
     };
     let added = match ctx.index.commit_ingest(&commit) {
         Ok(added) => added,

@@ -13,6 +13,7 @@ pub mod index;
 pub mod ingest;
 pub mod layout;
 pub mod pins;
+pub mod score;
 pub mod syncer;
 pub mod tree_cache;
 
@@ -30,6 +31,7 @@ use crate::archive::Limits;
 use crate::store::error::{Result, StoreError};
 use crate::store::flight::{Role, SingleFlight};
 use crate::store::index::Index;
+use crate::store::score::{EvictionPolicy, Ranker};
 use cas::Cas;
 use evict::{GcReport, Lease, Leases};
 use ingest::Ctx;
@@ -47,12 +49,14 @@ const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
 # For information about cache directory tags see https://bford.info/cachedir/\n";
 
 /// How a store is opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct StoreConfig {
     /// Byte quota for blobs. `None`: no quota. Without a background evictor (see
-    /// [`LocalStore::set_background_eviction`]) each ingest evicts least-recently-used, unleased
-    /// blobs down to it before returning; with one, the ingest only wakes the evictor.
+    /// [`LocalStore::set_background_eviction`]) each ingest evicts unleased blobs down to it before
+    /// returning; with one, the ingest only wakes the evictor.
     pub max_bytes: Option<u64>,
+    /// Which blobs eviction takes first (`score.rs`; cost-aware by default).
+    pub eviction: EvictionPolicy,
     /// Bounds on what an archive may declare.
     pub limits: Limits,
 }
@@ -492,8 +496,21 @@ impl LocalStore {
         &self.index
     }
 
-    fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    /// Advance the store's clock by `bytes` of traffic (at least 1) and return the new time: ages
+    /// on this clock are bytes leased or ingested since, which `score.rs` compares with the quota.
+    fn tick(&self, bytes: u64) -> u64 {
+        let bytes = bytes.max(1);
+        self.clock.fetch_add(bytes, Ordering::Relaxed) + bytes
+    }
+
+    /// How `gc` and eviction rank blobs now: the configured policy, with a half-life of `quota`
+    /// bytes of traffic.
+    fn ranker(&self, quota: u64) -> Ranker {
+        Ranker::new(
+            self.config.eviction,
+            self.clock.load(Ordering::Relaxed),
+            quota.max(1 << 20),
+        )
     }
 
     /// Ingest an archive file; its compression comes from its name (`.tar.zst` / `.tar.xz`).
@@ -577,7 +594,7 @@ impl LocalStore {
         expected: Option<Sha256>,
     ) -> Result<(IngestOutcome, IngestLease)> {
         self.counters.ingests.fetch_add(1, Ordering::Relaxed);
-        let tick = || self.tick();
+        let tick = |bytes| self.tick(bytes);
         let ctx = Ctx {
             index: &self.index,
             cas: &self.cas,
@@ -736,8 +753,9 @@ impl LocalStore {
         blobs.sort();
         blobs.dedup_by_key(|(d, _)| *d);
         let digests: Vec<Blake3> = blobs.iter().map(|(d, _)| *d).collect();
+        let bytes = blobs.iter().map(|(_, s)| s).sum();
         lease.extend(blobs);
-        self.index.touch_blobs(&digests, self.tick())?;
+        self.index.touch_blobs(&digests, self.tick(bytes))?;
         Ok(lease)
     }
 
@@ -895,8 +913,8 @@ impl LocalStore {
     }
 
     /// One bounded unit of background eviction: when the store is over its quota (or, `continuing`
-    /// a pass, over the low watermark), evict at most `max_victims` least-recently-used, unleased
-    /// blobs towards the low watermark ([`LOW_WATERMARK`] of the quota). Returns what it did; `more`
+    /// a pass, over the low watermark), evict at most `max_victims` unleased blobs, lowest rank
+    /// first (`score.rs`), towards the low watermark ([`LOW_WATERMARK`] of the quota). Returns what it did; `more`
     /// says another step (with `continuing`) has work.
     pub fn evict_step(&self, max_victims: usize, continuing: bool) -> Result<evict::StepReport> {
         self.expire_pins();
@@ -912,6 +930,7 @@ impl LocalStore {
             &self.index,
             &self.cas,
             &self.leases,
+            &self.ranker(max),
             current,
             low,
             max_victims,
@@ -988,17 +1007,20 @@ impl LocalStore {
         })
     }
 
-    /// Evict least-recently-used, unleased blobs down to `max_bytes` and delete unreferenced blob files.
+    /// Evict unleased blobs (lowest rank first, `score.rs`) down to `max_bytes` and delete
+    /// unreferenced blob files.
     pub fn gc(&self, max_bytes: u64) -> Result<GcReport> {
         self.collect(max_bytes, true)
     }
 
     fn collect(&self, max_bytes: u64, sweep_orphans: bool) -> Result<GcReport> {
         self.expire_pins();
+        let quota = self.config.max_bytes.unwrap_or(max_bytes);
         let report = evict::collect(
             &self.index,
             &self.cas,
             &self.leases,
+            &self.ranker(quota),
             max_bytes,
             sweep_orphans,
         )?;
