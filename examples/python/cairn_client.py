@@ -151,9 +151,18 @@ def resolved_json(resp) -> list[dict]:
 
 
 def cmd_stats(args) -> int:
+    from google.protobuf.json_format import MessageToDict
+
     s = connect(args).Stats(pb.StatsRequest())
-    print(json.dumps({f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields},
-                     indent=2, sort_keys=True))
+
+    # Scalars as they are (numbers stay numbers); repeated messages (pins) as dicts.
+    def value(f):
+        v = getattr(s, f.name)
+        if f.message_type is not None:
+            return [MessageToDict(m, preserving_proto_field_name=True) for m in v]
+        return v
+
+    print(json.dumps({f.name: value(f) for f in s.DESCRIPTOR.fields}, indent=2, sort_keys=True))
     return 0
 
 
