@@ -4,7 +4,7 @@
 //! and real git histories. Output is checked through `--json` documents parsed into structs declared
 //! here with `deny_unknown_fields`, so any schema change is deliberate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
@@ -863,6 +863,101 @@ artifact_group = "g-math"
 type = "target-specific"
 artifact_deps = ["llvm"]
 "#;
+
+/// The issue's case: run 1001 built `base` and run 1002 built `llvm` at the same commit, each with the
+/// commit's exact fingerprint. Together they cover math-libs: `find --stage` says found (exit 0), the
+/// table names both producers, and `--fallback` stops at that commit; only `--require-single-run`
+/// asks for one run holding everything (exit 1). The verdict, the exit code and the table agree.
+#[test]
+fn find_stage_coverage_is_multi_run() {
+    let f = Fixture::start("find_stage_coverage_is_multi_run");
+    let co = Checkout::create(&f.tmp.path().join("src"), TOPOLOGY).unwrap();
+    let topo = co.root.join("BUILD_TOPOLOGY.toml");
+    let topo = topo.to_str().unwrap().to_string();
+    let root = co.root.to_str().unwrap().to_string();
+    let out = f.cairn(&[
+        "fingerprint",
+        "--topology",
+        &topo,
+        "--checkout",
+        &root,
+        "--family",
+        "gfx94X-dcgpu",
+        "--platform",
+        "linux",
+        "--artifact",
+        "base",
+        "--artifact",
+        "llvm",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let fps: BTreeMap<String, String> = serde_json::from_slice(&out.stdout).unwrap();
+    let c = co.head().unwrap();
+    f.publish(
+        "1001",
+        &c,
+        "foundation",
+        "generic",
+        &[spec("base", "lib", "generic", 16, 31)],
+        &fps,
+    );
+    f.publish(
+        "1002",
+        &c,
+        "compiler",
+        "generic",
+        &[spec("llvm", "lib", "generic", 32, 32)],
+        &fps,
+    );
+    let query = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "find",
+            "--commit",
+            &c,
+            "--stage",
+            "math-libs",
+            "--family",
+            "gfx94X-dcgpu",
+            "--platform",
+            "linux",
+            "--offline",
+            "--topology",
+            &topo,
+            "--checkout",
+            &root,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    let found: FindJson = f.json(&strs(&query(&[])), 0);
+    assert_eq!(found.status, "found");
+    let runs: BTreeSet<&str> = found.results.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(runs, BTreeSet::from(["1001", "1002"]));
+    let table = found.fingerprints.as_ref().expect("the inbound table");
+    let producer = |name: &str| {
+        table
+            .iter()
+            .find(|x| x.artifact == name)
+            .and_then(|x| x.producer_run_id.clone())
+    };
+    assert_eq!(producer("base").as_deref(), Some("1001"));
+    assert_eq!(producer("llvm").as_deref(), Some("1002"));
+
+    let baseline: FindJson = f.json(&strs(&query(&["--fallback"])), 0);
+    let b = baseline.baseline.as_ref().unwrap();
+    assert_eq!(
+        (b.commit.as_deref(), b.distance),
+        (Some(c.as_str()), Some(0))
+    );
+
+    let single: FindJson = f.json(&strs(&query(&["--require-single-run"])), 1);
+    assert_eq!(single.status, "not_found");
+}
 
 #[test]
 fn fallback_walks_a_real_history_to_the_newest_complete_commit() {

@@ -229,6 +229,20 @@ impl FindReport {
                 .collect();
             found = lacking.is_empty();
             missing = lacking;
+            // `--require-single-run`: the exact producers must be one run, or the answer is no.
+            let producers: std::collections::BTreeSet<&str> = fps
+                .iter()
+                .filter_map(|f| f.producer_run_id.as_deref())
+                .collect();
+            if found && query.require_single_run && producers.len() > 1 {
+                found = false;
+                missing = vec![format!(
+                    "--require-single-run: the exact producers are {} runs ({}); no single run \
+                     holds every inbound artifact",
+                    producers.len(),
+                    producers.into_iter().collect::<Vec<_>>().join(", ")
+                )];
+            }
         }
         FindReport {
             schema: FIND_SCHEMA.into(),
