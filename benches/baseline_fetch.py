@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""Baseline for the cold-fetch benchmark: TheRock's way of fetching a stage's artifacts.
+"""Baseline for the cold-fetch benchmarks: TheRock's own `artifact_manager.py fetch --bootstrap`.
 
-It follows `build_tools/artifact_manager.py fetch --bootstrap` (FACTS §8): one paginated
-ListObjectsV2 over the run prefix (no delimiter), keep the wanted archive names (`.tar.zst` preferred
-over `.tar.xz`), download them with boto3 `download_file` on a thread pool of 10
-(`--download-concurrency 10`, client `max_pool_connections=100`) into `OUT/.download_cache/`, then
-extract on a `ThreadPoolExecutor()` (default workers `min(32, cpu + 4)`) with `tarfile` streaming over
-`pyzstd.ZstdFile` (xz: tarfile's own `r|xz`). Bootstrap semantics: each manifest relpath is removed
-once under a lock and gets an empty `{relpath}.prebuilt` marker; members are written with one
-`read()` per file and execute bits applied with `fchmod`, as TheRock's `ArtifactPopulator` does. The
-download cache is deleted afterwards.
+It mirrors ROCm/TheRock `build_tools/artifact_manager.py` at commit 06f2b19f9401 (`do_fetch`,
+`download_artifact`, `extract_artifact`, `BootstrappingPopulator`), with the populator of
+`_therock_utils/artifacts.py` at 2c8851472b66 and the backends of `_therock_utils/artifact_backend.py`
+at 0352e56ee50d:
+
+- listing: one paginated ListObjectsV2 over the run prefix (no delimiter), archive basenames kept
+  (`.tar.zst` preferred over `.tar.xz`); with `--local-staging-dir`, a directory listing instead;
+- downloads: `s3.download_file` (boto3's managed transfer: ranged parts of 8 MiB, 10 threads per
+  object) on a `ThreadPoolExecutor(max_workers=--download-concurrency)` (TheRock's default 10; client
+  `max_pool_connections=100`) into `OUT/.download_cache/`; the local staging backend copies the
+  archive and its `.sha256sum` with `shutil.copy2`;
+- the pipeline: each archive is submitted for extraction as its download completes
+  (`as_completed`), on a `ThreadPoolExecutor(max_workers=--extract-concurrency)` (TheRock's default
+  `None`: Python's `min(32, cpu + 4)`);
+- bootstrap: each manifest relpath is removed once under a lock and gets an empty
+  `{relpath}.prebuilt` marker; members are streamed with `tarfile` over `pyzstd.ZstdFile` (xz:
+  tarfile's own `r:xz`), each file written with one `read()` and its execute bits added with
+  `fchmod`; the download cache is deleted afterwards.
 
 Subcommands:
   upload  --endpoint URL --bucket B --prefix P DIR [--list FILE]   put archives + sidecars
-  fetch   --endpoint URL --bucket B --prefix P --names FILE --output-dir OUT
+  fetch   (--endpoint URL --bucket B | --local-staging-dir D) --prefix P --names FILE --output-dir OUT
 Prints one JSON line with timings and byte counts.
 """
 
@@ -89,8 +98,8 @@ def open_archive(path):
         import pyzstd
 
         zf = pyzstd.ZstdFile(str(path))
-        return zf, tarfile.open(fileobj=zf, mode="r|")
-    return None, tarfile.open(str(path), mode="r|xz")
+        return zf, tarfile.TarFile(fileobj=zf, mode="r")
+    return None, tarfile.open(str(path), mode="r:xz")
 
 
 class Bootstrap:
@@ -156,15 +165,29 @@ class Bootstrap:
         return written
 
 
+def list_staged(staging, prefix):
+    """TheRock's `LocalDirectoryBackend.list_artifacts`: archive names in `{staging}/{prefix}/`."""
+    base = Path(staging) / prefix
+    return {
+        p.name: (str(p), p.stat().st_size)
+        for p in base.iterdir()
+        if p.name.endswith(ARCHIVE_SUFFIXES)
+    }
+
+
 def cmd_fetch(args):
-    s3 = client(args.endpoint)
     wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
     out = Path(args.output_dir)
     cache = out / ".download_cache"
     cache.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
-    listed = list_archives(s3, args.bucket, args.prefix)
+    if args.local_staging_dir:
+        s3 = None
+        listed = list_staged(args.local_staging_dir, args.prefix)
+    else:
+        s3 = client(args.endpoint)
+        listed = list_archives(s3, args.bucket, args.prefix)
     # Dedupe per artifact stem, preferring .tar.zst (as artifact_manager does).
     chosen = {}
     for name in wanted:
@@ -180,16 +203,32 @@ def cmd_fetch(args):
 
     def download(name):
         key, size = listed[name]
-        s3.download_file(args.bucket, key, str(cache / name))
-        return size
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.download_concurrency) as pool:
-        downloaded = sum(pool.map(download, chosen.values()))
-    t_download = time.monotonic() - start
+        dest = cache / name
+        if s3 is None:
+            shutil.copy2(key, dest)
+            sidecar = Path(key + ".sha256sum")
+            if sidecar.exists():
+                shutil.copy2(sidecar, cache / (name + ".sha256sum"))
+        else:
+            s3.download_file(args.bucket, key, str(dest))
+        return dest, size
 
     boot = Bootstrap(out)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.extract_concurrency) as pool:
-        written = sum(pool.map(lambda n: boot.extract(cache / n), chosen.values()))
+    downloaded = 0
+    written = 0
+    t_download = 0.0
+    # TheRock's pipeline: extraction of an archive is submitted as soon as its download completes.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.download_concurrency) as dl_pool:
+        dl_futures = [dl_pool.submit(download, n) for n in chosen.values()]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.extract_concurrency) as ex_pool:
+            ex_futures = []
+            for f in concurrent.futures.as_completed(dl_futures):
+                path, size = f.result()
+                downloaded += size
+                ex_futures.append(ex_pool.submit(boot.extract, path))
+            t_download = time.monotonic() - start
+            for f in concurrent.futures.as_completed(ex_futures):
+                written += f.result()
     shutil.rmtree(cache)
     total = time.monotonic() - start
     print(
@@ -211,8 +250,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("upload", "fetch"):
         s = sub.add_parser(name)
-        s.add_argument("--endpoint", required=True)
-        s.add_argument("--bucket", required=True)
+        s.add_argument("--endpoint", required=name == "upload")
+        s.add_argument("--bucket", required=name == "upload")
         s.add_argument("--prefix", required=True, help="run prefix, e.g. 123-linux")
     up = sub.choices["upload"]
     up.add_argument("dir")
@@ -222,7 +261,13 @@ def main():
     fe.add_argument("--output-dir", required=True)
     fe.add_argument("--download-concurrency", type=int, default=10)
     fe.add_argument("--extract-concurrency", type=int, default=None)
+    fe.add_argument(
+        "--local-staging-dir",
+        help="fetch from {DIR}/{prefix}/ instead of S3 (THEROCK_LOCAL_STAGING_DIR)",
+    )
     args = p.parse_args()
+    if args.cmd == "fetch" and not args.local_staging_dir and not (args.endpoint and args.bucket):
+        p.error("fetch needs --endpoint and --bucket, or --local-staging-dir")
     return cmd_upload(args) if args.cmd == "upload" else cmd_fetch(args)
 
 
