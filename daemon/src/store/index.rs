@@ -639,7 +639,7 @@ impl Index {
     /// How many blobs are recorded as unsynced.
     pub fn unsynced_count(&self) -> Result<u64, IndexError> {
         let tx = self.db.begin_read().db()?;
-        Ok(tx.open_table(UNSYNCED).db()?.len().db()?)
+        tx.open_table(UNSYNCED).db()?.len().db()
     }
 
     /// Forget the unsynced records of blobs now durable. A record is removed only when it still
