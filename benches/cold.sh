@@ -207,6 +207,10 @@ sed 's/_.*//' "$DATA/stage-zst.txt" | sort -u >"$T/stage-names.txt"
 EXCLUDED="$("$CAIRN" --topology "$TOPOLOGY" topology inbound --stage "$STAGE" \
   | awk '{print $1}' | grep -vxF -f "$T/stage-names.txt" | paste -sd, -)"
 
+# The previous run's trees were deleted above: wait out ext4's recently-deleted-inode window, which
+# slows file creation down several-fold for about a minute (see benches/e2e.sh).
+if [ "$SMOKE" = 0 ]; then log "waiting 65 s for ext4's recently-deleted-inode window"; sleep 65; fi
+
 log "cold bootstrap of $STAGE ($FAMILY): $(summary stage_archives) archives, $(summary stage_files) files, $(summary stage_uncompressed) bytes"
 for src in ${SOURCES//,/ }; do
   for comp in ${COMPRESSIONS//,/ }; do
