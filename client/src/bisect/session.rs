@@ -439,9 +439,6 @@ impl Session<'_> {
         self.previous = Some(fps);
         self.previous_commit = Some(commit.clone());
 
-        if self.spec.prefetch {
-            self.start_prefetch(i, number);
-        }
         if let Some(signal) = self.spec.stop.requested() {
             step.reason = "interrupted before the command".into();
             step.result = StepResult::Abort;
@@ -452,17 +449,23 @@ impl Session<'_> {
         let build_dir = self.spec.build_dir.clone();
         let family = self.history.family().to_string();
         let for_commit = commit.clone();
-        let status =
-            tokio::task::spawn_blocking(move || command.run(&for_commit, &build_dir, &family))
-                .await
-                .map_err(|e| BisectError::Command {
-                    program: self.program(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
-                .map_err(|source| BisectError::Command {
-                    program: self.program(),
-                    source,
-                })?;
+        let running =
+            tokio::task::spawn_blocking(move || command.run(&for_commit, &build_dir, &family));
+        // The next probes are fingerprinted and their prefetch started while the command runs, so
+        // neither delays its start.
+        if self.spec.prefetch {
+            self.start_prefetch(i, number);
+        }
+        let status = running
+            .await
+            .map_err(|e| BisectError::Command {
+                program: self.program(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|source| BisectError::Command {
+                program: self.program(),
+                source,
+            })?;
         step.cmd_ms = ran.elapsed().as_millis() as u64;
         step.exit_code = status.code();
         let end = match probe::classify(status) {
