@@ -13,7 +13,7 @@ download cache is deleted afterwards.
 
 Subcommands:
   upload  --endpoint URL --bucket B --prefix P DIR [--list FILE]   put archives + sidecars
-  fetch   --endpoint URL --bucket B --prefix P --names FILE --output-dir OUT
+  fetch   --endpoint URL --bucket B --prefix P (--names FILE | --keys FILE) --output-dir OUT
 Prints one JSON line with timings and byte counts.
 """
 
@@ -84,11 +84,29 @@ def list_archives(s3, bucket, prefix):
     return keys
 
 
+class _ZstdPipe:
+    """`zstd -dc PATH` as a stream, for machines without pyzstd (offline): same tarfile reader."""
+
+    def __init__(self, path):
+        import subprocess
+
+        self.proc = subprocess.Popen(["zstd", "-dcq", str(path)], stdout=subprocess.PIPE)
+        self.read = self.proc.stdout.read
+
+    def close(self):
+        self.proc.stdout.close()
+        if self.proc.wait() != 0:
+            raise IOError(f"zstd -dc exited {self.proc.returncode}")
+
+
 def open_archive(path):
     if path.name.endswith(".tar.zst"):
-        import pyzstd
+        try:
+            import pyzstd
 
-        zf = pyzstd.ZstdFile(str(path))
+            zf = pyzstd.ZstdFile(str(path))
+        except ImportError:
+            zf = _ZstdPipe(path)
         return zf, tarfile.open(fileobj=zf, mode="r|")
     return None, tarfile.open(str(path), mode="r|xz")
 
@@ -100,6 +118,7 @@ class Bootstrap:
         self.out = out
         self.lock = threading.Lock()
         self.cleaned = set()
+        self.files = 0
 
     def first_sight(self, relpath):
         with self.lock:
@@ -136,6 +155,8 @@ class Bootstrap:
                             data = src.read()
                             dst.write(data)
                             written += len(data)
+                            with self.lock:
+                                self.files += 1
                             st = os.fstat(dst.fileno())
                             os.fchmod(dst.fileno(), st.st_mode | (m.mode & 0o111))
                     elif m.isdir():
@@ -158,13 +179,24 @@ class Bootstrap:
 
 def cmd_fetch(args):
     s3 = client(args.endpoint)
-    wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
+    wanted = []
+    if args.names:
+        wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
     out = Path(args.output_dir)
     cache = out / ".download_cache"
     cache.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
-    listed = list_archives(s3, args.bucket, args.prefix)
+    if args.keys:
+        # Full keys (`{prefix}/{archive}`), one per line: a commit's artifact set spread over the
+        # runs that built it, as one CI run holding every package would list it.
+        listed = {}
+        for key in Path(args.keys).read_text().split():
+            head = s3.head_object(Bucket=args.bucket, Key=key)
+            listed[key.rsplit("/", 1)[-1]] = (key, head["ContentLength"])
+        wanted = list(listed)
+    else:
+        listed = list_archives(s3, args.bucket, args.prefix)
     # Dedupe per artifact stem, preferring .tar.zst (as artifact_manager does).
     chosen = {}
     for name in wanted:
@@ -198,6 +230,7 @@ def cmd_fetch(args):
                 "archives": len(chosen),
                 "downloaded_bytes": downloaded,
                 "written_bytes": written,
+                "files": boot.files,
                 "download_seconds": round(t_download, 3),
                 "seconds": round(total, 3),
             }
@@ -218,7 +251,8 @@ def main():
     up.add_argument("dir")
     up.add_argument("--list", help="file of archive names to upload (default: all in DIR)")
     fe = sub.choices["fetch"]
-    fe.add_argument("--names", required=True, help="file of archive names, one per line")
+    fe.add_argument("--names", help="file of archive names under --prefix, one per line")
+    fe.add_argument("--keys", help="file of full object keys instead (--prefix is then unused)")
     fe.add_argument("--output-dir", required=True)
     fe.add_argument("--download-concurrency", type=int, default=10)
     fe.add_argument("--extract-concurrency", type=int, default=None)
