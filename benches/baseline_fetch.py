@@ -22,7 +22,8 @@ at 0352e56ee50d:
 
 Subcommands:
   upload  --endpoint URL --bucket B --prefix P DIR [--list FILE]   put archives + sidecars
-  fetch   (--endpoint URL --bucket B | --local-staging-dir D) --prefix P --names FILE --output-dir OUT
+  fetch   (--endpoint URL --bucket B | --local-staging-dir D) --prefix P (--names FILE | --keys FILE)
+          --output-dir OUT
 Prints one JSON line with timings and byte counts.
 """
 
@@ -93,10 +94,30 @@ def list_archives(s3, bucket, prefix):
     return keys
 
 
+class _ZstdPipe:
+    """`zstd -dc PATH` as a stream, for machines without pyzstd (offline): same tarfile reader."""
+
+    def __init__(self, path):
+        import subprocess
+
+        self.proc = subprocess.Popen(["zstd", "-dcq", str(path)], stdout=subprocess.PIPE)
+        self.read = self.proc.stdout.read
+
+    def close(self):
+        self.proc.stdout.close()
+        if self.proc.wait() != 0:
+            raise IOError(f"zstd -dc exited {self.proc.returncode}")
+
+
 def open_archive(path):
     if path.name.endswith(".tar.zst"):
-        import pyzstd
+        try:
+            import pyzstd
 
+        except ImportError:
+            # A pipe cannot seek: tarfile's stream mode reads it the same way, member by member.
+            zf = _ZstdPipe(path)
+            return zf, tarfile.open(fileobj=zf, mode="r|")
         zf = pyzstd.ZstdFile(str(path))
         return zf, tarfile.TarFile(fileobj=zf, mode="r")
     return None, tarfile.open(str(path), mode="r:xz")
@@ -109,6 +130,7 @@ class Bootstrap:
         self.out = out
         self.lock = threading.Lock()
         self.cleaned = set()
+        self.files = 0
 
     def first_sight(self, relpath):
         with self.lock:
@@ -145,6 +167,8 @@ class Bootstrap:
                             data = src.read()
                             dst.write(data)
                             written += len(data)
+                            with self.lock:
+                                self.files += 1
                             st = os.fstat(dst.fileno())
                             os.fchmod(dst.fileno(), st.st_mode | (m.mode & 0o111))
                     elif m.isdir():
@@ -176,7 +200,9 @@ def list_staged(staging, prefix):
 
 
 def cmd_fetch(args):
-    wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
+    wanted = []
+    if args.names:
+        wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
     out = Path(args.output_dir)
     cache = out / ".download_cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -185,6 +211,15 @@ def cmd_fetch(args):
     if args.local_staging_dir:
         s3 = None
         listed = list_staged(args.local_staging_dir, args.prefix)
+    elif args.keys:
+        s3 = client(args.endpoint)
+        # Full keys (`{prefix}/{archive}`), one per line: a commit's artifact set spread over the
+        # runs that built it, as one CI run holding every package would list it.
+        listed = {}
+        for key in Path(args.keys).read_text().split():
+            head = s3.head_object(Bucket=args.bucket, Key=key)
+            listed[key.rsplit("/", 1)[-1]] = (key, head["ContentLength"])
+        wanted = list(listed)
     else:
         s3 = client(args.endpoint)
         listed = list_archives(s3, args.bucket, args.prefix)
@@ -237,6 +272,7 @@ def cmd_fetch(args):
                 "archives": len(chosen),
                 "downloaded_bytes": downloaded,
                 "written_bytes": written,
+                "files": boot.files,
                 "download_seconds": round(t_download, 3),
                 "seconds": round(total, 3),
             }
@@ -257,7 +293,8 @@ def main():
     up.add_argument("dir")
     up.add_argument("--list", help="file of archive names to upload (default: all in DIR)")
     fe = sub.choices["fetch"]
-    fe.add_argument("--names", required=True, help="file of archive names, one per line")
+    fe.add_argument("--names", help="file of archive names under --prefix, one per line")
+    fe.add_argument("--keys", help="file of full object keys instead (--prefix is then unused)")
     fe.add_argument("--output-dir", required=True)
     fe.add_argument("--download-concurrency", type=int, default=10)
     fe.add_argument("--extract-concurrency", type=int, default=None)
