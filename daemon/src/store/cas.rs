@@ -208,7 +208,7 @@ impl Cas {
         pin: &mut dyn FnMut(&Blake3),
         touched: &mut BTreeSet<u8>,
     ) -> io::Result<WrittenBlob> {
-        match self.stage_blob(src, size, pin)? {
+        match self.stage_blob(src, size, pin, &|_| true)? {
             Staged::Present { digest, size } => Ok(WrittenBlob {
                 digest,
                 size,
@@ -234,6 +234,10 @@ impl Cas {
     /// existing copy: the caller leases the blob there, so eviction cannot delete an existing copy
     /// between "it exists, skip the write" and the index transaction that references it.
     ///
+    /// An existing file is used only when `trusted` says so for its digest (the index names it): a
+    /// file nothing names may be the torn leftover of an ingest that died before its commit and
+    /// before the flusher synced it, so it is written again (and [`Cas::publish`] replaces it).
+    ///
     /// Returns an error of kind `UnexpectedEof` when `src` ends before `size` bytes; errors from `src`
     /// are returned unchanged so the caller can tell read failures from write failures.
     pub fn stage_blob(
@@ -241,6 +245,7 @@ impl Cas {
         src: &mut dyn Read,
         size: u64,
         pin: &mut dyn FnMut(&Blake3),
+        trusted: &dyn Fn(&Blake3) -> bool,
     ) -> io::Result<Staged> {
         if size <= SMALL_BLOB {
             let mut buf = Vec::with_capacity(size as usize);
@@ -250,7 +255,7 @@ impl Cas {
             }
             let digest = Blake3::of(&buf);
             pin(&digest);
-            if self.contains(&digest, size) {
+            if trusted(&digest) && self.contains(&digest, size) {
                 return Ok(Staged::Present { digest, size });
             }
             let mut tmp = self.temp_file()?;
@@ -276,7 +281,7 @@ impl Cas {
         }
         let digest: Blake3 = hasher.finalize().into();
         pin(&digest);
-        if self.contains(&digest, size) {
+        if trusted(&digest) && self.contains(&digest, size) {
             return Ok(Staged::Present { digest, size });
         }
         self.close_staged(tmp, digest, size)
@@ -305,30 +310,16 @@ impl Cas {
         }))
     }
 
-    /// Rename a staged blob, which the caller has made durable with [`sync_staged`], to its final
-    /// name without replacing an existing file. Returns false when an identical blob won the race
-    /// (the staged copy is deleted). `touched` collects the shard of a blob renamed into place, for
-    /// [`Cas::sync_shards`].
+    /// Rename a staged blob to its final name, replacing whatever file is there: the staged copy is
+    /// complete and hashed by us, while an existing file may be the unsynced leftover of an ingest
+    /// that died (see [`Cas::stage_blob`]), and a concurrent writer's copy has the same content.
+    /// `touched` collects the shard, for [`Cas::sync_shards`]. Returns true (the blob file is ours).
     pub fn publish(&self, staged: StagedBlob, touched: &mut BTreeSet<u8>) -> io::Result<bool> {
-        let StagedBlob { digest, size, tmp } = staged;
+        let StagedBlob { digest, tmp, .. } = staged;
         let dest = self.blob_path(&digest);
-        match tmp.persist_noclobber(&dest) {
-            Ok(()) => {
-                touched.insert(self.shard_of(&digest));
-                Ok(true)
-            }
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                if self.contains(&digest, size) {
-                    // Another writer of the same content finished first; ours is dropped.
-                    return Ok(false);
-                }
-                // The file there has the wrong size (damaged since it was written): replace it.
-                e.path.persist(&dest).map_err(|e| e.error)?;
-                touched.insert(self.shard_of(&digest));
-                Ok(true)
-            }
-            Err(e) => Err(e.error),
-        }
+        tmp.persist(&dest).map_err(|e| e.error)?;
+        touched.insert(self.shard_of(&digest));
+        Ok(true)
     }
 
     /// fsync the shard directories renames went into, making those renames durable. Several at once:

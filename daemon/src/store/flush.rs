@@ -3,6 +3,10 @@
 //! background flusher makes them durable a moment later and only then forgets them, and an open
 //! after an unclean stop re-hashes whatever is still listed.
 //!
+//! A blob file the index does not name is never trusted, since it may be the torn leftover of an
+//! ingest that died before its commit: an ingest that meets one writes its own copy over it
+//! (`Cas::stage_blob`'s `known`).
+//!
 //! Why: a per-blob `fdatasync` before the index commit put the disk's write-back on every cold
 //! fetch's critical path (the whole stage written to disk before the first file reaches the build
 //! dir), while TheRock's own fetch never syncs. Now a crash of the process (SIGKILL, OOM) loses

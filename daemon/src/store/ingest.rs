@@ -83,7 +83,9 @@ pub(crate) fn ingest(
                 lease.add(*d, size);
             }
         };
-        match ctx.cas.stage_blob(content, size, pin)? {
+        // Only a blob file the index names is used as it is (see `Cas::stage_blob`).
+        let trusted = |d: &Blake3| ctx.index.blob(d).is_ok_and(|r| r.is_some());
+        match ctx.cas.stage_blob(content, size, pin, &trusted)? {
             Staged::Present { digest, .. } => Ok(digest),
             // A member identical to one already staged by this ingest: its temp copy is deleted at
             // once (dropping it), so temp space holds each distinct content once.

@@ -665,9 +665,8 @@ impl LocalStore {
         };
         self.bytes
             .fetch_add(ingested.indexed_bytes, Ordering::Relaxed);
-        if ingested.new_blobs > 0
-            && let Some(f) = self.flusher.get()
-        {
+        // Its blobs and its index commit become durable with the next flush.
+        if let Some(f) = self.flusher.get() {
             f.notify();
         }
         self.counters
