@@ -259,8 +259,9 @@ pub struct Request {
     pub family: String,
     /// `linux` or `windows`.
     pub platform: String,
-    /// Bare artifact names (or archive names) and their fingerprints.
-    pub artifacts: Vec<(String, Blake3)>,
+    /// Bare artifact names (or archive names) and their fingerprints (`None` only with
+    /// `policy.run_id`: the run's artifact set by name, as a client without a checkout asks).
+    pub artifacts: Vec<(String, Option<Blake3>)>,
     /// Components to leave out (`dbg`, `test`, ...).
     pub exclude_components: Vec<String>,
     /// Acceptable producers.
@@ -279,7 +280,7 @@ impl Request {
                 .iter()
                 .map(|(artifact, fp)| pb::ArtifactRequest {
                     artifact: artifact.clone(),
-                    fingerprint: fp.to_hex(),
+                    fingerprint: fp.map(|fp| fp.to_hex()).unwrap_or_default(),
                 })
                 .collect(),
             policy: Some(pb::Policy {

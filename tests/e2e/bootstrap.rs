@@ -304,7 +304,11 @@ impl World {
             stage: STAGE.into(),
             family: FAMILY.into(),
             platform: "linux".into(),
-            artifacts: self.inbound_fingerprints(STAGE).into_iter().collect(),
+            artifacts: self
+                .inbound_fingerprints(STAGE)
+                .into_iter()
+                .map(|(n, fp)| (n, Some(fp)))
+                .collect(),
             exclude_components: vec![],
             policy: Default::default(),
         };
@@ -1492,4 +1496,134 @@ fn fetch_stage_all_generic_only_takes_every_generic_archive() {
         );
     }
     assert_eq!(json["stage"], "all");
+}
+
+/// `--run-id X` is run X's artifact set — what X built plus what X recorded as reused, taken from
+/// the run that built it — and needs no git checkout (no fingerprints). A chain: run 1003's
+/// math-libs job bootstrapped from 1001 and 1002 and built math-libs; run 1004's ml-libs job
+/// bootstrapped `--run-id 1003` from a directory that is no checkout (1003's reuse followed to
+/// 1001/1002) and recorded all of it as reused; `bootstrap --run-id 1004`, again without a
+/// checkout, gets the exact tree of 1001's, 1002's and 1003's archives.
+#[test]
+fn run_id_is_the_runs_artifact_set_through_recorded_reuse_without_a_checkout() {
+    let Some(mut world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let topology = world.topology();
+    // A directory no git repository encloses, with the topology beside it.
+    let elsewhere = world.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let topo_file = elsewhere.join("BUILD_TOPOLOGY.toml");
+    std::fs::write(&topo_file, ci::TOPOLOGY).unwrap();
+    let ceiling = world.tmp.path().to_path_buf();
+    let no_checkout = |daemon: &Daemon| {
+        let mut cmd = daemon.cairn();
+        cmd.current_dir(&elsewhere)
+            .env("GIT_CEILING_DIRECTORIES", &ceiling);
+        cmd
+    };
+
+    // Run 1003, math-libs job: bootstrapped (with a checkout), built, pushed with its reuse.
+    let b3 = world
+        .tmp
+        .path()
+        .join(format!("build-1003-math-libs-{FAMILY}"));
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args([
+                "--quiet",
+                "bootstrap",
+                "--stage",
+                "math-libs",
+                "--family",
+                FAMILY,
+            ])
+            .arg("--build-dir")
+            .arg(&b3)
+            .arg("--checkout")
+            .arg(&world.checkout.root),
+    );
+    expect_code(&out, 0);
+    let fps = ci::produced_fingerprints(&world.checkout.root, "math-libs", FAMILY).unwrap();
+    world.push("1003", "math-libs", FAMILY, &fps, None);
+
+    // Run 1004, ml-libs job: `--run-id 1003` without a checkout.
+    let b4 = world
+        .tmp
+        .path()
+        .join(format!("build-1004-{STAGE}-{FAMILY}"));
+    let out = no_checkout(&world.daemon)
+        .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+        .args(["--run-id", "1003", "--build-dir"])
+        .arg(&b4)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let math: BTreeSet<&str> = topology
+        .produced("math-libs")
+        .unwrap()
+        .into_iter()
+        .collect();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime"].map(String::from).into();
+    let mut expected = world.expected(STAGE, &run2_has);
+    for (archive, run) in expected.iter_mut() {
+        if math.contains(archive.split('_').next().unwrap()) {
+            *run = "1003".to_string();
+        }
+    }
+    assert_eq!(
+        found_runs(&doc),
+        expected,
+        "1003's own build from 1003, its reuse from 1001/1002"
+    );
+    let reused_expl: Vec<String> = doc["resolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["producer"]["run_id"] == RUN1)
+        .map(|r| r["explanation"][0].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        reused_expl
+            .iter()
+            .all(|e| e.contains("recorded by run 1003 as reused from run 1001")),
+        "{reused_expl:?}"
+    );
+    let fps = ci::produced_fingerprints(&world.checkout.root, STAGE, FAMILY).unwrap();
+    world.push("1004", STAGE, FAMILY, &fps, None);
+
+    // `--run-id 1004`, no checkout: run 1004's complete inbound set, from the runs that built it.
+    let dest = world.tmp.path().join("from-1004");
+    let out = no_checkout(&world.daemon)
+        .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+        .args(["--run-id", "1004", "--build-dir"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found_runs(&doc), expected);
+    assert_bootstrap_tree(&world, &dest, &expected);
+    assert_eq!(doc["checkout_head"], "", "no checkout was read");
+
+    // `resolve` says the same; without --run-id and without a checkout it names both ways out.
+    let out = no_checkout(&world.daemon)
+        .args(["resolve", "--stage", STAGE, "--family", FAMILY])
+        .args(["--run-id", "1004"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let out = no_checkout(&world.daemon)
+        .args(["resolve", "--stage", STAGE, "--family", FAMILY])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("pass --checkout DIR"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -153,7 +153,7 @@ fn resolve_input() -> ResolveRequest {
             .iter()
             .map(|n| Wanted {
                 selector: ArchiveSelector::parse(n).unwrap(),
-                fingerprint: fp(n),
+                fingerprint: Some(fp(n)),
             })
             .collect(),
         policy: Policy::default(),

@@ -56,7 +56,7 @@ fn wanted(names: &[(&str, u8)]) -> Vec<Wanted> {
         .iter()
         .map(|(n, v)| Wanted {
             selector: ArchiveSelector::parse(n).unwrap(),
-            fingerprint: fp(n, *v),
+            fingerprint: Some(fp(n, *v)),
         })
         .collect()
 }
@@ -520,7 +520,7 @@ async fn in_flight_maps_are_empty_after_thousands_of_distinct_resolves_and_fetch
     let wanted: Vec<Wanted> = (0..2000u32)
         .map(|i| Wanted {
             selector: ArchiveSelector::parse("blas").unwrap(),
-            fingerprint: Blake3::of(format!("fp-{i}").as_bytes()),
+            fingerprint: Some(Blake3::of(format!("fp-{i}").as_bytes())),
         })
         .collect();
     let res = svc

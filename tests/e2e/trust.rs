@@ -427,7 +427,7 @@ async fn untrusted_writes_never_reach_the_trusted_area() {
 
     let wanted = vec![Wanted {
         selector: ArchiveSelector::parse("blas").unwrap(),
-        fingerprint: fp,
+        fingerprint: Some(fp),
     }];
     let request = |policy: Policy| ResolveRequest {
         stage: "math-libs".into(),

@@ -183,10 +183,7 @@ fn run(
         }
     }
     for m in &missing {
-        printer.problem(&format!(
-            "missing: `{}` (fingerprint {}) has no acceptable producer",
-            m.artifact, m.fingerprint
-        ));
+        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
         for line in &m.explanation {
             printer.problem(&format!("  {line}"));
         }

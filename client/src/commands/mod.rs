@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cairn_client::api::{ClientError, Policy};
 use cairn_client::bisect::{History, HistorySpec, Selection, Subject};
-use cairn_client::checkout::checkout_dir;
+use cairn_client::checkout::{CheckoutError, checkout_dir};
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
 use cairn_client::documents;
@@ -169,8 +169,16 @@ fn fetch_plan(
     select: &SelectArgs,
     printer: &mut Printer,
 ) -> anyhow::Result<FetchPlan> {
-    let checkout = checkout_dir(select.checkout.as_deref())?;
-    let topology = checkout_topology(cli, &checkout, printer)?;
+    // `--run-id` needs no checkout: without one, the run's artifact set is asked for by name.
+    let checkout = match checkout_dir(select.checkout.as_deref()) {
+        Ok(c) => Some(c),
+        Err(CheckoutError::NotInCheckout) if select.run_id.is_some() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let topology = match &checkout {
+        Some(c) => checkout_topology(cli, c, printer)?,
+        None => load_topology(&topology_path(cli, None), printer)?,
+    };
     // TheRock's `--stage all` (its default): every artifact, unless a stage is really named `all`.
     let stage = stage.filter(|s| *s != "all" || topology.stages().iter().any(|t| t.name == *s));
     let mut families: Vec<String> = select.family.iter().cloned().collect();
@@ -197,6 +205,11 @@ fn fetch_plan(
             run_repo: select.run_github_repo.clone(),
             refresh: select.refresh,
         },
+    };
+    let Some(checkout) = checkout else {
+        printer
+            .detail("no git checkout: asking for the run's artifact set by name (no fingerprints)");
+        return Ok(plan::plan_by_name(&topology, &spec)?);
     };
     let plan = plan::plan(&topology, &checkout, &spec)?;
     printer.detail(&format!(
@@ -253,6 +266,16 @@ fn history_excluded_components(args: &HistoryArgs) -> anyhow::Result<Vec<String>
             .with_context(|| format!("--exclude-components names `{c}`"))?;
     }
     Ok(names)
+}
+
+/// The first line of a MISSING artifact's report; a request by name (`--run-id` without a
+/// checkout) has no fingerprint to show.
+fn missing_line(artifact: &str, fingerprint: &str) -> String {
+    if fingerprint.is_empty() {
+        format!("missing: `{artifact}` has no acceptable producer")
+    } else {
+        format!("missing: `{artifact}` (fingerprint {fingerprint}) has no acceptable producer")
+    }
 }
 
 /// `12.3 MiB`.
