@@ -616,6 +616,8 @@ pub struct PublishSpec {
     pub status: String,
     /// `zstd` or `xz`.
     pub compression: String,
+    /// Compression level; `None`: TheRock's default for the compression.
+    pub compression_level: Option<u32>,
     /// Fingerprint per artifact name; only these artifacts are published.
     pub fingerprints: Vec<(String, Blake3)>,
     /// Artifacts the job used but did not build: artifact name → the run it came from.
@@ -679,6 +681,7 @@ pub async fn publish(
         commit: spec.commit.clone(),
         status: spec.status.clone(),
         compression: spec.compression.clone(),
+        compression_level: spec.compression_level,
         head_repo: spec.head_repo.clone(),
         fingerprints: spec
             .fingerprints

@@ -1627,3 +1627,184 @@ fn run_id_is_the_runs_artifact_set_through_recorded_reuse_without_a_checkout() {
         stderr(&out)
     );
 }
+
+/// TheRock's flags with a meaning for Cairn do what TheRock's do: `fetch --bootstrap` is a
+/// bootstrap (the compatibility-only knobs change nothing, the download cache dir is not
+/// written), `fetch --no-extract` writes nothing, `--local-staging-dir` is refused naming cairnd's
+/// flag, `push --compression-level` reaches the daemon, and `copy` records a stage's archives in
+/// another run — `--dry-run` lists them first — so that `--run-id` of that run yields them.
+#[test]
+fn therock_fetch_push_and_copy_flags_do_what_therock_does() {
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let tmp = world.tmp.path();
+    let cairn = || {
+        let mut c = world.daemon.cairn();
+        c.current_dir(&world.checkout.root);
+        c
+    };
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+
+    // fetch --bootstrap.
+    let dest = tmp.join("fetch-bootstrap");
+    let cache = tmp.join("download-cache");
+    let out = cairn()
+        .args([
+            "--json",
+            "fetch",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--bootstrap",
+        ])
+        .args(["--download-concurrency", "4", "--extract-concurrency", "2"])
+        .args(["--expand-family-to-targets", "--download-cache-dir"])
+        .arg(&cache)
+        .arg("--output-dir")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_bootstrap_tree(&world, &dest, &world.expected(STAGE, &run2_has));
+    assert!(!cache.exists(), "the daemon's store is the download cache");
+
+    // fetch --no-extract.
+    let dest = tmp.join("no-extract");
+    let out = cairn()
+        .args([
+            "fetch",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--no-extract",
+        ])
+        .arg("--output-dir")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        lines.lines().filter(|l| l.starts_with("FOUND\t")).count(),
+        world.expected(STAGE, &run2_has).len(),
+        "{lines}"
+    );
+    assert!(
+        !dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none(),
+        "--no-extract writes nothing to the output dir"
+    );
+
+    // --local-staging-dir names what to do instead.
+    let out = cairn()
+        .args(["fetch", "--family", FAMILY, "--output-dir"])
+        .arg(tmp.join("x"))
+        .arg("--local-staging-dir")
+        .arg(tmp.join("staging"))
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cairnd serve --local-storage"),
+        "{}",
+        stderr(&out)
+    );
+
+    // push --compression-level reaches the daemon, which checks it.
+    let fps = ci::produced_fingerprints(&world.checkout.root, STAGE, FAMILY).unwrap();
+    let b = tmp.join("push-level");
+    ci::write_build_dir(&b, FAMILY, &fps, None, ARTIFACT_BYTES).unwrap();
+    let push = |level: &str| {
+        cairn()
+            .args(["--quiet", "push", "--stage", STAGE, "--family", FAMILY])
+            .args(["--run-id", "1030", "--compression-level", level])
+            .args(["--compress-concurrency", "2", "--upload-concurrency", "2"])
+            .arg("--build-dir")
+            .arg(&b)
+            .output()
+            .unwrap()
+    };
+    let out = push("30");
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("compression level 30 is out of range for zstd (1-22)"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&push("19"), 0);
+
+    // copy: run 1001's compiler-runtime and math-libs become part of run 1020, nothing copied.
+    let copy = |extra: &[&str]| {
+        cairn()
+            .args(["copy", "--source-run-id", RUN1, "--run-id", "1020"])
+            .args([
+                "--stage",
+                "compiler-runtime,math-libs",
+                "--amdgpu-families",
+                FAMILY,
+            ])
+            .args(["--concurrency", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let all_from_run1 = world.expected(STAGE, &BTreeSet::new());
+    let out = copy(&["--dry-run"]);
+    expect_code(&out, 0);
+    let dry: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == "WOULD-RECORD").then(|| {
+                (
+                    f[1].to_string(),
+                    f[2].trim_start_matches("built by run ").into(),
+                )
+            })
+        })
+        .collect();
+    // Every archive the two stages build (a superset of what ml-libs needs), with its builder.
+    for (archive, run) in &all_from_run1 {
+        assert_eq!(dry.get(archive), Some(run), "{dry:?}");
+    }
+    assert!(dry.values().all(|r| r == RUN1), "{dry:?}");
+    assert!(dry.keys().any(|k| k.starts_with("hipify_")), "{dry:?}");
+    assert_eq!(
+        find_file_opt(world.storage_root(), "1020-linux"),
+        None,
+        "--dry-run writes nothing"
+    );
+    let out = copy(&[]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("recorded as reused in 2 job manifest(s), nothing copied"),
+        "{}",
+        stderr(&out)
+    );
+    let dest = tmp.join("from-1020");
+    let (out, doc) = world.bootstrap(&world.daemon, &dest, &["--run-id", "1020"]);
+    expect_code(&out, 0);
+    assert_eq!(found_runs(&doc.unwrap()), all_from_run1);
+    assert_bootstrap_tree(&world, &dest, &all_from_run1);
+}
+
+/// The first path under `dir` whose path contains `needle`.
+fn find_file_opt(dir: &Path, needle: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()? {
+            let p = e.ok()?.path();
+            if p.to_string_lossy().contains(needle) {
+                return Some(p);
+            }
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    None
+}

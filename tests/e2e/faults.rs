@@ -132,6 +132,7 @@ impl Rig {
                 .map(|n| (n.to_string(), fp(n)))
                 .collect(),
             reused_from: BTreeMap::new(),
+            compression_level: None,
         }
     }
 

@@ -332,6 +332,7 @@ impl Fixture {
             head_repo: String::new(),
             fingerprints: fps.into_iter().collect(),
             reused_from: Default::default(),
+            compression_level: None,
         };
         self.rt.block_on(async {
             let mut client = connect(&self.addr()).await.unwrap();
@@ -1493,6 +1494,7 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
                 .into_iter()
                 .collect(),
             reused_from: Default::default(),
+            compression_level: None,
         })
         .await
         .unwrap();

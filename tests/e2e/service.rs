@@ -93,6 +93,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             compression: Compression::Zstd,
             fingerprints: fps1,
             reused_from: BTreeMap::new(),
+            compression_level: None,
         })
         .await
         .unwrap();
@@ -118,6 +119,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         compression: Compression::Xz,
         fingerprints: [("blas".to_string(), fp("blas", 2))].into(),
         reused_from: BTreeMap::new(),
+        compression_level: None,
     })
     .await
     .unwrap();
@@ -133,6 +135,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             compression: Compression::Zstd,
             fingerprints: [("amd-llvm".to_string(), fp("amd-llvm", 9))].into(),
             reused_from: BTreeMap::new(),
+            compression_level: None,
         })
         .await
         .unwrap();
@@ -387,6 +390,7 @@ async fn publish_one(
         compression: Compression::Zstd,
         fingerprints: [(name.to_string(), fp(name, 1))].into(),
         reused_from: BTreeMap::new(),
+        compression_level: None,
     })
     .await
     .unwrap()

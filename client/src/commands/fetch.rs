@@ -43,7 +43,12 @@ pub fn bootstrap(
 
 /// `cairn fetch`.
 pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
-    let layout = if args.flatten {
+    if args.no_extract {
+        return download_only(cli, args, printer);
+    }
+    let layout = if args.bootstrap {
+        Layout::Bootstrap
+    } else if args.flatten {
         Layout::Flatten
     } else {
         Layout::Plain
@@ -57,6 +62,71 @@ pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Resu
         &args.select,
         printer,
     )
+}
+
+/// `cairn fetch --no-extract` (TheRock's "download only"): the daemon makes every archive local in
+/// its store — the shared download cache — and nothing is written to the output dir. Plain output:
+/// the FOUND/MISSING lines of a fetch (source `local`); `--json`: `{"command": "fetch",
+/// "no_extract": true, "resolved": [...], "missing": [...]}`. Exit 1 when something is missing.
+fn download_only(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    let started = Instant::now();
+    let plan = super::fetch_plan(cli, args.stage.as_deref(), &args.select, printer)?;
+    let addr = super::daemon_addr(cli);
+    let warmed = super::runtime()?.block_on(async {
+        let mut client = super::connect_daemon(&addr).await?;
+        fetch::warm(&mut client, &plan.requests)
+            .await
+            .map_err(|e| super::explain(e, &addr))
+    })?;
+    let missing: Vec<&Resolved> = warmed
+        .resolved
+        .iter()
+        .filter(|r| r.status != Status::Found)
+        .collect();
+    if printer.json() {
+        printer.json_value(&serde_json::json!({
+            "command": "fetch",
+            "no_extract": true,
+            "stage": args.stage,
+            "families": plan.families,
+            "platform": plan.platform.to_string(),
+            "resolved": warmed.resolved,
+            "missing": missing,
+        }))?;
+    } else {
+        for r in &warmed.resolved {
+            match (&r.status, &r.producer) {
+                (Status::Found, Some(p)) => {
+                    printer.line(&format!("FOUND\t{}\trun {}\tlocal", r.artifact, p.run_id))?
+                }
+                _ => printer.line(&format!(
+                    "MISSING\t{}\t{}",
+                    r.artifact,
+                    r.explanation.first().map_or("", String::as_str)
+                ))?,
+            }
+        }
+    }
+    for m in &missing {
+        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
+        for line in &m.explanation {
+            printer.problem(&format!("  {line}"));
+        }
+    }
+    let found = warmed.resolved.len() - missing.len();
+    printer.note(&format!(
+        "cairn: fetch --no-extract: {found} archive(s) local in cairnd's store ({} downloaded), {} \
+         missing; nothing written to `{}`; {:.2} s",
+        super::human_bytes(warmed.daemon.storage_bytes),
+        missing.len(),
+        args.output_dir.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(if missing.is_empty() && found > 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }
 
 /// How to materialize: `layout`, copies or hard links, incremental unless `--full`.

@@ -171,7 +171,9 @@ pub fn fetch_request(req: pb::FetchRequest) -> Result<FetchRequest> {
 /// A publish request, validated.
 pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
     let build_dir = PathBuf::from(&r.build_dir);
-    if !build_dir.is_absolute() {
+    // A record-only publish (no fingerprints: `cairn copy`) reads no build dir and may name none.
+    let record_only = r.fingerprints.is_empty() && r.build_dir.is_empty();
+    if !build_dir.is_absolute() && !record_only {
         return Err(invalid(format!(
             "build dir `{}` must be an absolute path",
             build_dir.display()
@@ -183,6 +185,19 @@ pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
             .parse::<Compression>()
             .map_err(|_| invalid(format!("compression `{other}` is neither `zstd` nor `xz`")))?,
     };
+    let range = match compression {
+        Compression::Zstd => 1..=22,
+        Compression::Xz => 0..=9,
+    };
+    if let Some(level) = r.compression_level
+        && !range.contains(&level)
+    {
+        return Err(invalid(format!(
+            "compression level {level} is out of range for {compression} ({}-{})",
+            range.start(),
+            range.end()
+        )));
+    }
     let mut fingerprints = BTreeMap::new();
     for (name, fp) in r.fingerprints {
         let d: Blake3 = fp
@@ -207,6 +222,7 @@ pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
             head_repo: r.head_repo,
         },
         compression,
+        compression_level: r.compression_level,
         fingerprints,
         reused_from: r.reused_from.into_iter().collect(),
     })

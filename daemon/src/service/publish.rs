@@ -41,6 +41,8 @@ pub struct PublishRequest {
     pub run: RunIdentity,
     /// Archive compression.
     pub compression: Compression,
+    /// Compression level (checked at the edge); `None`: TheRock's default for `compression`.
+    pub compression_level: Option<u32>,
     /// Fingerprint per artifact name; only artifacts named here are published.
     pub fingerprints: BTreeMap<String, Blake3>,
     /// Artifact name → run it was reused from (not built by this job).
@@ -107,20 +109,32 @@ impl Service {
         let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
         let backend = self.backend(root.bucket())?.clone();
 
+        // A record-only publish (`cairn copy`, TheRock's stage reuse): no artifact built, only the
+        // reuse of another run's archives recorded; the build dir is not read.
+        let record_only = input.fingerprints.is_empty();
+        if record_only && input.reused_from.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "nothing to publish: no artifact fingerprints and no reused artifacts".into(),
+            ));
+        }
         // Which artifact dirs to publish, listed with the caller's rights.
         let build_dir = input.build_dir.clone();
         let wanted = input.fingerprints.clone();
         let first_identity = identity.clone();
-        let listed = tokio::task::spawn_blocking(move || {
-            buildtree::par_map_as(first_identity, vec![()], 1, |()| {
-                list_artifacts(&build_dir, &wanted)
+        let dirs = if record_only {
+            Vec::new()
+        } else {
+            let listed = tokio::task::spawn_blocking(move || {
+                buildtree::par_map_as(first_identity, vec![()], 1, |()| {
+                    list_artifacts(&build_dir, &wanted)
+                })
             })
-        })
-        .await
-        .map_err(internal)?
-        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let dirs = listed.into_iter().next().expect("one listing")?;
-        if dirs.is_empty() {
+            .await
+            .map_err(internal)?
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            listed.into_iter().next().expect("one listing")?
+        };
+        if dirs.is_empty() && !record_only {
             return Err(ServiceError::NotFound(format!(
                 "no artifact directory under `{}` matches the {} artifact(s) to publish",
                 input.build_dir.join("artifacts").display(),
@@ -134,7 +148,9 @@ impl Service {
         let compression = input.compression;
         let opts = archive::CreateOptions {
             compression,
-            level: compression.default_level(),
+            level: input
+                .compression_level
+                .unwrap_or_else(|| compression.default_level()),
             reverse_order: false,
         };
         let mut jobs = Vec::with_capacity(dirs.len());
@@ -251,6 +267,17 @@ impl Service {
 
         // What this job used without building it: recorded, not uploaded again.
         let reused = self.reused_records(&backend, &input, &archives).await?;
+        if record_only && reused.is_empty() {
+            let runs: BTreeSet<&str> = input.reused_from.values().map(String::as_str).collect();
+            return Err(ServiceError::NotFound(format!(
+                "run(s) {} have no Cairn record of the {} artifact(s) to record for family `{}` \
+                 (a run published without Cairn has none): nothing recorded; take them with \
+                 --run-id instead",
+                runs.into_iter().collect::<Vec<_>>().join(", "),
+                input.reused_from.len(),
+                input.family
+            )));
+        }
 
         // Records last.
         let run_prefix = root.prefix();
@@ -314,8 +341,10 @@ impl Service {
             }
         }
 
-        if let Ok(commit_entry_key) =
-            root.commit_entry_key(&input.run.commit, &input.stage, &input.family)
+        // A record-only publish built nothing at this commit: no commit index entry.
+        if !record_only
+            && let Ok(commit_entry_key) =
+                root.commit_entry_key(&input.run.commit, &input.stage, &input.family)
         {
             let entry = CommitRecord {
                 run: input.run.clone(),
