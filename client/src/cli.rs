@@ -223,6 +223,35 @@ pub struct BootstrapArgs {
     /// How the build dir is written.
     #[command(flatten)]
     pub write: WriteArgs,
+    /// TheRock's `buildctl.py bootstrap --artifact-dir` (bootstrap from a local directory of
+    /// artifacts). Refused with the Cairn route: `cairn push` that build's artifacts, then
+    /// bootstrap, which finds them by fingerprint.
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Option<PathBuf>,
+    /// After bootstrapping, as `buildctl.py enable|disable`: over the build system's stage dirs
+    /// (`.*stage.marker`), `enable` builds those matching INCLUDE (all if none) and no --exclude
+    /// (their `.prebuilt` marker removed) and keeps the rest prebuilt; `disable` keeps all
+    /// prebuilt. CMake is re-run when a marker changed.
+    #[arg(long, value_enum)]
+    pub mode: Option<PrebuiltMode>,
+    /// Regular expressions of stage dirs (paths relative to the build dir) --mode applies to.
+    #[arg(value_name = "INCLUDE", requires = "mode")]
+    pub include: Vec<String>,
+    /// Regular expressions of stage dirs --mode leaves prebuilt.
+    #[arg(long, value_name = "REGEX", num_args = 1.., requires = "mode")]
+    pub exclude: Vec<String>,
+    /// With --mode: re-run CMake even if no marker changed.
+    #[arg(long, requires = "mode")]
+    pub force_reconfigure: bool,
+}
+
+/// `cairn bootstrap --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrebuiltMode {
+    /// Build the selected stage dirs.
+    Enable,
+    /// Keep every stage dir prebuilt.
+    Disable,
 }
 
 /// `cairn resolve`.

@@ -1672,6 +1672,77 @@ fn therock_fetch_push_and_copy_flags_do_what_therock_does() {
     assert_bootstrap_tree(&world, &dest, &world.expected(STAGE, &run2_has));
     assert!(!cache.exists(), "the daemon's store is the download cache");
 
+    // buildctl's `bootstrap --mode enable INCLUDE --exclude ...`: over the build system's stage
+    // dirs (`.stage.marker`), the selected one is built (marker removed), CMake re-run.
+    let relpaths: Vec<String> = markers(&dest).into_iter().collect();
+    for r in &relpaths {
+        let stage = dest.join(r);
+        let name = stage.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::write(stage.parent().unwrap().join(format!(".{name}.marker")), "").unwrap();
+    }
+    let fake_cmake = tmp.join("fake-cmake");
+    std::fs::write(&fake_cmake, "#!/bin/sh\ntouch \"$1/reconfigured\"\n").unwrap();
+    std::fs::set_permissions(&fake_cmake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dest.join("CMakeCache.txt"),
+        format!("CMAKE_COMMAND:INTERNAL={}\n", fake_cmake.display()),
+    )
+    .unwrap();
+    let (keep, build) = (&relpaths[0], &relpaths[1]);
+    let out = cairn()
+        .args([
+            "bootstrap",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--build-dir",
+        ])
+        .arg(&dest)
+        .args([
+            "--mode",
+            "enable",
+            &format!("^{build}$"),
+            &format!("^{keep}$"),
+        ])
+        .args(["--exclude", &format!("^{keep}$")])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!("[X] {build}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("[ ] {keep}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.join(format!("{build}.prebuilt")).exists());
+    assert!(dest.join(format!("{keep}.prebuilt")).exists());
+    assert!(dest.join("reconfigured").exists(), "CMake re-run");
+    let out = cairn()
+        .args([
+            "bootstrap",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--build-dir",
+        ])
+        .arg(&dest)
+        .arg("--artifact-dir")
+        .arg(tmp.join("artifacts"))
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cairn push --build-dir"),
+        "{}",
+        stderr(&out)
+    );
+
     // fetch --no-extract.
     let dest = tmp.join("no-extract");
     let out = cairn()

@@ -20,7 +20,9 @@ use cairn_client::documents::{self, FetchJson};
 use cairn_client::fetch::{self, Summary, Transfer};
 use cairn_client::materialize::{CopyMode, Layout, MaterializeError, Options, StopFlag};
 
-use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs, WriteArgs};
+use cairn_client::prebuilt;
+
+use crate::cli::{BootstrapArgs, Cli, FetchArgs, PrebuiltMode, SelectArgs, WriteArgs};
 use crate::output::{ExitStatus, Printer};
 use crate::progress::Progress;
 
@@ -30,7 +32,15 @@ pub fn bootstrap(
     args: &BootstrapArgs,
     printer: &mut Printer,
 ) -> anyhow::Result<ExitStatus> {
-    run(
+    if let Some(dir) = &args.artifact_dir {
+        anyhow::bail!(
+            "--artifact-dir `{}`: cairn bootstraps from what cairnd can resolve, not from a \
+             directory; publish that build's artifacts with `cairn push --build-dir ...` (its \
+             `artifacts/`), then `cairn bootstrap` takes them by fingerprint",
+            dir.display()
+        );
+    }
+    let status = run(
         cli,
         "bootstrap",
         Some(&args.stage),
@@ -38,7 +48,27 @@ pub fn bootstrap(
         options(Layout::Bootstrap, &args.write),
         &args.select,
         printer,
-    )
+    )?;
+    if let Some(mode) = args.mode {
+        let mode = match mode {
+            PrebuiltMode::Enable => prebuilt::Mode::Enable,
+            PrebuiltMode::Disable => prebuilt::Mode::Disable,
+        };
+        let applied = prebuilt::apply(&args.build_dir, mode, &args.include, &args.exclude)?;
+        printer.note("Projects marked with an 'X' will be build enabled:");
+        for s in &applied.stages {
+            printer.note(&format!(
+                "[{}] {}",
+                if s.enabled { 'X' } else { ' ' },
+                s.relpath
+            ));
+        }
+        if applied.changed || args.force_reconfigure {
+            printer.note("Reconfiguring...");
+            prebuilt::reconfigure(&args.build_dir)?;
+        }
+    }
+    Ok(status)
 }
 
 /// `cairn fetch`.
