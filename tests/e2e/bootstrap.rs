@@ -1879,3 +1879,97 @@ fn find_file_opt(dir: &Path, needle: &str) -> Option<PathBuf> {
     }
     None
 }
+
+/// `push` takes TheRock's pre-compressed `artifacts/*.tar.zst|.tar.xz` beside artifact dirs: each is
+/// published as it is (same bytes, same SHA-256), after ingest checked it; a corrupt one is refused
+/// naming the file, and nothing of the job is recorded.
+#[test]
+fn push_publishes_pre_compressed_archives_as_they_are() {
+    use sha2::Digest as _;
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let stage = "compiler-runtime";
+    let fps = ci::produced_fingerprints(&world.checkout.root, stage, "generic").unwrap();
+    let b = world.tmp.path().join("pre-compressed");
+    // amd-llvm as a dir (written by the generator); every other artifact of the stage as the
+    // archive run 1001 published.
+    let dirs: BTreeSet<String> = ["amd-llvm".to_string()].into();
+    ci::write_build_dir(&b, "generic", &fps, Some(&dirs), ARTIFACT_BYTES).unwrap();
+    let mut expected_sha = BTreeMap::new();
+    for name in fps.keys().filter(|n| !dirs.contains(*n)) {
+        for c in ci::COMPONENTS {
+            let artifact = format!("{name}_{c}_generic");
+            let src = world.archive(RUN1, &artifact);
+            let bytes = std::fs::read(&src).unwrap();
+            expected_sha.insert(artifact.clone(), hex(&sha2::Sha256::digest(&bytes)));
+            std::fs::write(
+                b.join("artifacts").join(format!("{artifact}.tar.zst")),
+                bytes,
+            )
+            .unwrap();
+        }
+    }
+    let push = |run: &str| {
+        world
+            .daemon
+            .cairn()
+            .args(["--json", "push", "--stage", stage, "--family", "generic"])
+            .args(["--run-id", run, "--build-dir"])
+            .arg(&b)
+            .arg("--checkout")
+            .arg(&world.checkout.root)
+            .output()
+            .unwrap()
+    };
+    let out = push("1040");
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let published: BTreeMap<String, String> = doc["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["artifact"].as_str().unwrap().to_string(),
+                a["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (artifact, sha) in &expected_sha {
+        assert_eq!(
+            published.get(artifact),
+            Some(sha),
+            "{artifact}: published as it is"
+        );
+    }
+    assert!(
+        published.keys().any(|a| a.starts_with("amd-llvm_")),
+        "the artifact dir is archived as before: {published:?}"
+    );
+
+    // A corrupt pre-compressed archive is refused, naming it.
+    let victim = expected_sha.keys().next().unwrap();
+    std::fs::write(
+        b.join("artifacts").join(format!("{victim}.tar.zst")),
+        b"not a zstd stream",
+    )
+    .unwrap();
+    let out = push("1041");
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!(
+            "pre-compressed archive `artifacts/{victim}.tar.zst`"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        find_file_opt(world.storage_root(), "1041-linux/cairn"),
+        None
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
