@@ -13,12 +13,11 @@
 //! fingerprint is reported as missing, never substituted by another fingerprint's archive.
 //!
 //! With an explicit run id X (`--run-id`, "this run's artifact set"), in this order: a producer
-//! record of X with the exact fingerprint; else X's job manifests by name
-//! ([`pick_from_run_records`]: what X built, from X; what X recorded as reused, from the run that
-//! built it, following chains of reuse records); else X's own listing by name
-//! ([`pick_from_listing`], runs published without Cairn; fingerprints unverified); else — only when
-//! the request has fingerprints — the run that built exactly that fingerprint, by the same policy as
-//! without a run id ([`follow_reuse`]). Only what none of these supplies is MISSING. The by-name
+//! record of X with the exact fingerprint; else X's own listing by name ([`pick_from_listing`]:
+//! what X uploaded, also for runs published without Cairn; fingerprints unverified); else X's job
+//! manifests by name ([`pick_from_run_records`]: what X recorded as reused, from the run that built
+//! it, following chains of reuse records); else — only when the request has fingerprints — the run
+//! that built exactly that fingerprint, by the same policy as without a run id ([`follow_reuse`]). Only what none of these supplies is MISSING. The by-name
 //! steps need no fingerprint, so a client without a checkout can ask (`Wanted::fingerprint` is
 //! `None`, allowed only with a run id).
 

@@ -223,9 +223,9 @@ impl Service {
     }
 
     /// With an explicit run id, archives without a matching producer record are taken from the run's
-    /// job manifests (what it built; what it recorded as reused, from the run that built it), then
-    /// from its listing by name (the user asked for that run; the explanation says the fingerprint
-    /// is unverified).
+    /// listing by name (the user asked for that run; the explanation says the fingerprint is
+    /// unverified), then from its job manifests (what it recorded as reused, from the run that
+    /// built it). A listing answer costs no LIST when the run's listing is remembered.
     async fn explicit_run_fallback(
         &self,
         out: &mut [Resolution],
@@ -242,12 +242,6 @@ impl Service {
             spec.repo = repo.clone();
         }
         let root = RunOutputRoot::from_run(&spec).map_err(super::invalid)?;
-        // Cairn's records of the run first: what it built and what it recorded as reused.
-        let runs = self.run_records(&spec).await?;
-        policy::pick_from_run_records(out, run_id, &runs, filter);
-        if out.iter().all(|r| r.chosen.is_some()) {
-            return Ok(());
-        }
         let cached = self.cached_run_listing(&root)?;
         let from_cache = cached.is_some();
         let listing = match cached {
@@ -257,6 +251,12 @@ impl Service {
         let candidate = listed_candidate(&spec, &root, self);
         policy::pick_from_listing(out, &listing, &candidate, filter);
         let mut empty = listing.archives.is_empty();
+        if out.iter().any(|r| r.chosen.is_none()) {
+            // What the run did not upload itself: Cairn's records of what it reused, taken from
+            // the run that built it (one LIST of the run's job manifests, and of each origin's).
+            let runs = self.run_records(&spec).await?;
+            policy::pick_from_run_records(out, run_id, &runs, filter);
+        }
         if from_cache && out.iter().any(|r| r.chosen.is_none()) {
             // A run still in progress gains archives after it was first listed (the next stage's
             // jobs fetch what the previous stage just uploaded): list it again before calling
