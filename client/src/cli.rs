@@ -169,10 +169,10 @@ pub struct SelectArgs {
     /// The build variant hashed into target-specific artifacts.
     #[arg(long, value_name = "V", default_value = "release")]
     pub variant: String,
-    /// Use this run's artifact set: what the run built, plus what its Cairn records say it reused,
-    /// taken from the run that built it (reuse chains followed); else the run's archives by name
-    /// (runs published without Cairn). A producer of the run with the exact fingerprint comes
-    /// first. Needs no git checkout: outside one, artifacts are asked for by name (--topology
+    /// Use this run's artifact set: what the run uploaded (its producer with the exact
+    /// fingerprint, else its archives by name, also for runs published without Cairn), plus what
+    /// its job manifests record as reused, taken from the run that built it (reuse chains
+    /// followed). Needs no git checkout: outside one, artifacts are asked for by name (--topology
     /// names the topology).
     #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: Option<String>,

@@ -73,6 +73,13 @@ pub fn bootstrap(
 
 /// `cairn fetch`.
 pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    if let Some(dir) = &args.download_cache_dir {
+        printer.note(&format!(
+            "cairn: --download-cache-dir `{}`: downloaded archives stay in cairnd's store (the \
+             shared cache); this directory is not written",
+            dir.display()
+        ));
+    }
     if args.no_extract {
         return download_only(cli, args, printer);
     }
