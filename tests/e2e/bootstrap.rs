@@ -1807,6 +1807,44 @@ fn therock_fetch_push_and_copy_flags_do_what_therock_does() {
         stderr(&out)
     );
     expect_code(&push("19"), 0);
+    // push --stage all: whatever every stage produces that the build dir holds.
+    let out = cairn()
+        .args(["--json", "push", "--stage", "all", "--family", FAMILY])
+        .args(["--run-id", "1031", "--build-dir"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["job_manifest_key"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("1031-linux/cairn/all-{FAMILY}.json")),
+        "{doc}"
+    );
+    assert!(!doc["archives"].as_array().unwrap().is_empty());
+
+    // --amdgpu-targets: each target is one more family request.
+    let out = cairn()
+        .args([
+            "--json",
+            "fetch",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--no-extract",
+        ])
+        .args(["--amdgpu-targets", "gfx942,gfx950", "--output-dir"])
+        .arg(tmp.join("targets"))
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["families"],
+        serde_json::json!([FAMILY, "gfx942", "gfx950"])
+    );
 
     // copy: run 1001's compiler-runtime and math-libs become part of run 1020, nothing copied.
     let copy = |extra: &[&str]| {
