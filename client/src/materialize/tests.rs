@@ -1147,3 +1147,20 @@ fn a_relpath_without_members_gets_only_its_marker() {
         ]
     );
 }
+
+/// A foreign stage dir at a relpath without members goes, as TheRock's once-per-relpath clean
+/// removes it; only the marker is left.
+#[test]
+fn a_foreign_stage_dir_at_a_relpath_without_members_is_cleaned() {
+    let cas = Cas::new();
+    let mut a = TB::new(&cas, &["core/hip/stage", "core/hrx/stage"]);
+    a.file("core/hip/stage/lib.so", b"elf", 0o644);
+    let a = a.item("core_lib_generic");
+    let boot = tempfile::tempdir().unwrap();
+    fs::create_dir_all(boot.path().join("core/hrx/stage")).unwrap();
+    fs::write(boot.path().join("core/hrx/stage/old.txt"), b"stale").unwrap();
+    run(&[a], &cas, boot.path(), Layout::Bootstrap).unwrap();
+    let s = snapshot(boot.path());
+    assert!(!s.contains_key("core/hrx/stage/old.txt"), "{s:?}");
+    assert!(s.contains_key("core/hrx/stage.prebuilt"), "{s:?}");
+}
