@@ -1894,6 +1894,20 @@ fn therock_fetch_push_and_copy_flags_do_what_therock_does() {
         "{}",
         stderr(&out)
     );
+    // A source run without Cairn records cannot be recorded: said, nothing written.
+    let out = cairn()
+        .args(["copy", "--source-run-id", "9999", "--run-id", "1021"])
+        .args(["--stage", "math-libs", "--family", FAMILY])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("run(s) 9999 have no Cairn record")
+            && stderr(&out).contains("--run-id instead"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(find_file_opt(world.storage_root(), "1021-linux"), None);
     let dest = tmp.join("from-1020");
     let (out, doc) = world.bootstrap(&world.daemon, &dest, &["--run-id", "1020"]);
     expect_code(&out, 0);
