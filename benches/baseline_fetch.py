@@ -1,19 +1,29 @@
 #!/usr/bin/env python3
-"""Baseline for the cold-fetch benchmark: TheRock's way of fetching a stage's artifacts.
+"""Baseline for the cold-fetch benchmarks: TheRock's own `artifact_manager.py fetch --bootstrap`.
 
-It follows `build_tools/artifact_manager.py fetch --bootstrap` (FACTS §8): one paginated
-ListObjectsV2 over the run prefix (no delimiter), keep the wanted archive names (`.tar.zst` preferred
-over `.tar.xz`), download them with boto3 `download_file` on a thread pool of 10
-(`--download-concurrency 10`, client `max_pool_connections=100`) into `OUT/.download_cache/`, then
-extract on a `ThreadPoolExecutor()` (default workers `min(32, cpu + 4)`) with `tarfile` streaming over
-`pyzstd.ZstdFile` (xz: tarfile's own `r|xz`). Bootstrap semantics: each manifest relpath is removed
-once under a lock and gets an empty `{relpath}.prebuilt` marker; members are written with one
-`read()` per file and execute bits applied with `fchmod`, as TheRock's `ArtifactPopulator` does. The
-download cache is deleted afterwards.
+It mirrors ROCm/TheRock `build_tools/artifact_manager.py` at commit 06f2b19f9401 (`do_fetch`,
+`download_artifact`, `extract_artifact`, `BootstrappingPopulator`), with the populator of
+`_therock_utils/artifacts.py` at 2c8851472b66 and the backends of `_therock_utils/artifact_backend.py`
+at 0352e56ee50d:
+
+- listing: one paginated ListObjectsV2 over the run prefix (no delimiter), archive basenames kept
+  (`.tar.zst` preferred over `.tar.xz`); with `--local-staging-dir`, a directory listing instead;
+- downloads: `s3.download_file` (boto3's managed transfer: ranged parts of 8 MiB, 10 threads per
+  object) on a `ThreadPoolExecutor(max_workers=--download-concurrency)` (TheRock's default 10; client
+  `max_pool_connections=100`) into `OUT/.download_cache/`; the local staging backend copies the
+  archive and its `.sha256sum` with `shutil.copy2`;
+- the pipeline: each archive is submitted for extraction as its download completes
+  (`as_completed`), on a `ThreadPoolExecutor(max_workers=--extract-concurrency)` (TheRock's default
+  `None`: Python's `min(32, cpu + 4)`);
+- bootstrap: each manifest relpath is removed once under a lock and gets an empty
+  `{relpath}.prebuilt` marker; members are streamed with `tarfile` over `pyzstd.ZstdFile` (xz:
+  tarfile's own `r:xz`), each file written with one `read()` and its execute bits added with
+  `fchmod`; the download cache is deleted afterwards.
 
 Subcommands:
   upload  --endpoint URL --bucket B --prefix P DIR [--list FILE]   put archives + sidecars
-  fetch   --endpoint URL --bucket B --prefix P --names FILE --output-dir OUT
+  fetch   (--endpoint URL --bucket B | --local-staging-dir D) --prefix P (--names FILE | --keys FILE)
+          --output-dir OUT
 Prints one JSON line with timings and byte counts.
 """
 
@@ -84,13 +94,33 @@ def list_archives(s3, bucket, prefix):
     return keys
 
 
+class _ZstdPipe:
+    """`zstd -dc PATH` as a stream, for machines without pyzstd (offline): same tarfile reader."""
+
+    def __init__(self, path):
+        import subprocess
+
+        self.proc = subprocess.Popen(["zstd", "-dcq", str(path)], stdout=subprocess.PIPE)
+        self.read = self.proc.stdout.read
+
+    def close(self):
+        self.proc.stdout.close()
+        if self.proc.wait() != 0:
+            raise IOError(f"zstd -dc exited {self.proc.returncode}")
+
+
 def open_archive(path):
     if path.name.endswith(".tar.zst"):
-        import pyzstd
+        try:
+            import pyzstd
 
+        except ImportError:
+            # A pipe cannot seek: tarfile's stream mode reads it the same way, member by member.
+            zf = _ZstdPipe(path)
+            return zf, tarfile.open(fileobj=zf, mode="r|")
         zf = pyzstd.ZstdFile(str(path))
-        return zf, tarfile.open(fileobj=zf, mode="r|")
-    return None, tarfile.open(str(path), mode="r|xz")
+        return zf, tarfile.TarFile(fileobj=zf, mode="r")
+    return None, tarfile.open(str(path), mode="r:xz")
 
 
 class Bootstrap:
@@ -100,6 +130,7 @@ class Bootstrap:
         self.out = out
         self.lock = threading.Lock()
         self.cleaned = set()
+        self.files = 0
 
     def first_sight(self, relpath):
         with self.lock:
@@ -136,6 +167,8 @@ class Bootstrap:
                             data = src.read()
                             dst.write(data)
                             written += len(data)
+                            with self.lock:
+                                self.files += 1
                             st = os.fstat(dst.fileno())
                             os.fchmod(dst.fileno(), st.st_mode | (m.mode & 0o111))
                     elif m.isdir():
@@ -156,15 +189,40 @@ class Bootstrap:
         return written
 
 
+def list_staged(staging, prefix):
+    """TheRock's `LocalDirectoryBackend.list_artifacts`: archive names in `{staging}/{prefix}/`."""
+    base = Path(staging) / prefix
+    return {
+        p.name: (str(p), p.stat().st_size)
+        for p in base.iterdir()
+        if p.name.endswith(ARCHIVE_SUFFIXES)
+    }
+
+
 def cmd_fetch(args):
-    s3 = client(args.endpoint)
-    wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
+    wanted = []
+    if args.names:
+        wanted = [l.strip() for l in Path(args.names).read_text().splitlines() if l.strip()]
     out = Path(args.output_dir)
     cache = out / ".download_cache"
     cache.mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
-    listed = list_archives(s3, args.bucket, args.prefix)
+    if args.local_staging_dir:
+        s3 = None
+        listed = list_staged(args.local_staging_dir, args.prefix)
+    elif args.keys:
+        s3 = client(args.endpoint)
+        # Full keys (`{prefix}/{archive}`), one per line: a commit's artifact set spread over the
+        # runs that built it, as one CI run holding every package would list it.
+        listed = {}
+        for key in Path(args.keys).read_text().split():
+            head = s3.head_object(Bucket=args.bucket, Key=key)
+            listed[key.rsplit("/", 1)[-1]] = (key, head["ContentLength"])
+        wanted = list(listed)
+    else:
+        s3 = client(args.endpoint)
+        listed = list_archives(s3, args.bucket, args.prefix)
     # Dedupe per artifact stem, preferring .tar.zst (as artifact_manager does).
     chosen = {}
     for name in wanted:
@@ -180,16 +238,32 @@ def cmd_fetch(args):
 
     def download(name):
         key, size = listed[name]
-        s3.download_file(args.bucket, key, str(cache / name))
-        return size
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.download_concurrency) as pool:
-        downloaded = sum(pool.map(download, chosen.values()))
-    t_download = time.monotonic() - start
+        dest = cache / name
+        if s3 is None:
+            shutil.copy2(key, dest)
+            sidecar = Path(key + ".sha256sum")
+            if sidecar.exists():
+                shutil.copy2(sidecar, cache / (name + ".sha256sum"))
+        else:
+            s3.download_file(args.bucket, key, str(dest))
+        return dest, size
 
     boot = Bootstrap(out)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.extract_concurrency) as pool:
-        written = sum(pool.map(lambda n: boot.extract(cache / n), chosen.values()))
+    downloaded = 0
+    written = 0
+    t_download = 0.0
+    # TheRock's pipeline: extraction of an archive is submitted as soon as its download completes.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.download_concurrency) as dl_pool:
+        dl_futures = [dl_pool.submit(download, n) for n in chosen.values()]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.extract_concurrency) as ex_pool:
+            ex_futures = []
+            for f in concurrent.futures.as_completed(dl_futures):
+                path, size = f.result()
+                downloaded += size
+                ex_futures.append(ex_pool.submit(boot.extract, path))
+            t_download = time.monotonic() - start
+            for f in concurrent.futures.as_completed(ex_futures):
+                written += f.result()
     shutil.rmtree(cache)
     total = time.monotonic() - start
     print(
@@ -198,6 +272,7 @@ def cmd_fetch(args):
                 "archives": len(chosen),
                 "downloaded_bytes": downloaded,
                 "written_bytes": written,
+                "files": boot.files,
                 "download_seconds": round(t_download, 3),
                 "seconds": round(total, 3),
             }
@@ -211,18 +286,25 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("upload", "fetch"):
         s = sub.add_parser(name)
-        s.add_argument("--endpoint", required=True)
-        s.add_argument("--bucket", required=True)
+        s.add_argument("--endpoint", required=name == "upload")
+        s.add_argument("--bucket", required=name == "upload")
         s.add_argument("--prefix", required=True, help="run prefix, e.g. 123-linux")
     up = sub.choices["upload"]
     up.add_argument("dir")
     up.add_argument("--list", help="file of archive names to upload (default: all in DIR)")
     fe = sub.choices["fetch"]
-    fe.add_argument("--names", required=True, help="file of archive names, one per line")
+    fe.add_argument("--names", help="file of archive names under --prefix, one per line")
+    fe.add_argument("--keys", help="file of full object keys instead (--prefix is then unused)")
     fe.add_argument("--output-dir", required=True)
     fe.add_argument("--download-concurrency", type=int, default=10)
     fe.add_argument("--extract-concurrency", type=int, default=None)
+    fe.add_argument(
+        "--local-staging-dir",
+        help="fetch from {DIR}/{prefix}/ instead of S3 (THEROCK_LOCAL_STAGING_DIR)",
+    )
     args = p.parse_args()
+    if args.cmd == "fetch" and not args.local_staging_dir and not (args.endpoint and args.bucket):
+        p.error("fetch needs --endpoint and --bucket, or --local-staging-dir")
     return cmd_upload(args) if args.cmd == "upload" else cmd_fetch(args)
 
 

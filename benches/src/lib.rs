@@ -110,7 +110,10 @@ pub fn load_topology(path: &Path) -> Result<Topology> {
 /// the archives plus at most one directory per worker.
 pub fn generate_run(out: &Path, topology: &Topology, opts: &GenOptions) -> Result<GenSummary> {
     let total = opts.bytes.unwrap_or(opts.scale.total_bytes());
-    let specs = scale::run_specs(topology, total, &[opts.family.as_str()], opts.seed);
+    let mut specs = scale::run_specs(topology, total, &[opts.family.as_str()], opts.seed);
+    for s in &mut specs {
+        s.shape = opts.scale.shape();
+    }
     let inbound: Vec<String> = scale::stage_inbound(topology, &specs, &opts.stage, &opts.family)?
         .iter()
         .map(|s| s.dir_name())
@@ -253,7 +256,10 @@ pub fn generate_build_dir(
     stems: &[String],
 ) -> Result<usize> {
     let total = opts.bytes.unwrap_or(opts.scale.total_bytes());
-    let specs = scale::run_specs(topology, total, &[opts.family.as_str()], opts.seed);
+    let mut specs = scale::run_specs(topology, total, &[opts.family.as_str()], opts.seed);
+    for s in &mut specs {
+        s.shape = opts.scale.shape();
+    }
     let wanted: std::collections::BTreeSet<&str> = stems
         .iter()
         .map(|s| s.split('.').next().unwrap_or(s))

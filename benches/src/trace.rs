@@ -487,6 +487,7 @@ pub fn replay(
                     tree_digest: a.id,
                     tree: &empty,
                     blobs: &a.blobs,
+                    written: &[],
                     now: clock,
                     source: SourceArchive {
                         archive_bytes: a.archive_bytes,

@@ -138,7 +138,7 @@ pub enum Status {
 }
 
 /// The run an archive comes from (`Producer` of `cairn.v1`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Producer {
     /// `owner/repo` the run belongs to.
     pub repo: String,

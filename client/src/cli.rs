@@ -519,6 +519,19 @@ pub struct BisectRunArgs {
     /// Do not prefetch the next probes while the command runs.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// For a commit without Cairn records, look its CI run up on GitHub (by head_sha, as `cairn
+    /// find` does) and take that run's artifacts by name, marked unverified in the report
+    /// (CAIRN_GITHUB_API, GITHUB_TOKEN).
+    #[arg(long)]
+    pub github: bool,
+    /// With --github: the repository whose workflow runs built the bisected commits [default: the
+    /// bisected repository's `origin` on GitHub, else ROCm/TheRock for the superproject].
+    #[arg(long, value_name = "OWNER/REPO", requires = "github")]
+    pub github_repo: Option<String>,
+    /// With --github: the workflow file whose runs count [default: TheRock's CI workflow of that
+    /// repository].
+    #[arg(long, value_name = "FILE", requires = "github")]
+    pub workflow: Option<String>,
     /// Continue the bisect the build dir's session log records (e.g. after Ctrl-C): its good,
     /// bad and skip verdicts are kept, the rest is probed.
     #[arg(long)]

@@ -27,8 +27,9 @@ use tokio::sync::mpsc;
 
 use crate::api::{ClientError, Request, Resolved, Status};
 use crate::connect::DaemonAddr;
+use crate::materialize::prestage::Prestager;
 use crate::materialize::{
-    self, BlobSource, DirBlobs, MaterializeItem, NoReporter, Options, Report, Reporter,
+    self, BlobSource, CopyMode, DirBlobs, MaterializeItem, NoReporter, Options, Report, Reporter,
 };
 
 /// Name of the spool directory (under the destination) that receives streamed blobs.
@@ -159,6 +160,9 @@ pub struct Summary {
     pub files_written: u64,
     /// Bytes written by this run.
     pub bytes_written: u64,
+    /// Of the files written, those moved into place from a copy made while the daemon was still
+    /// downloading (a cold fetch into a fresh destination on the daemon's machine).
+    pub files_prestaged: u64,
     /// Files left untouched because an earlier run wrote them and they are unchanged.
     pub files_unchanged: u64,
     /// Stale files removed.
@@ -197,6 +201,7 @@ impl Summary {
             bytes: o.report.bytes,
             files_written: o.report.files_written,
             bytes_written: o.report.bytes_written,
+            files_prestaged: o.report.copies.prestaged,
             files_unchanged: o.report.files_skipped_unchanged,
             files_removed: o.report.files_removed,
             files_verified: o.report.files_verified,
@@ -233,6 +238,16 @@ pub async fn fetch(
         verifying: Vec::new(),
         paths: HashMap::new(),
         spool: None,
+        // Same machine, fresh destination: copy the blobs of downloaded archives while the daemon
+        // is still working on the others (`materialize/prestage.rs`). Best effort: without it the
+        // copies are simply made later.
+        prestager: (transfer == Transfer::LocalPaths
+            && !opts.verify
+            && opts.copy_mode != CopyMode::Hardlink
+            && materialize::is_fresh(dest, opts))
+        .then(|| Prestager::start(dest).ok())
+        .flatten(),
+        cold: HashMap::new(),
     };
     let mut resolved = Vec::new();
     let mut daemon = DaemonTotals::default();
@@ -272,10 +287,13 @@ pub async fn fetch(
                     p.bytes_total,
                     p.downloaded_bytes,
                 ),
-                Some(Event::Tree(t)) => run.pending.push(t),
+                Some(Event::Tree(t)) => {
+                    run.note_cold(&t);
+                    run.pending.push(t)
+                }
                 Some(Event::BlobPath(b)) => run.add_path(b)?,
                 Some(Event::BlobPaths(batch)) => {
-                    // Trees all come before blobs: verify them while the paths stream in.
+                    // Each archive's tree comes before its blobs: verify trees while paths stream in.
                     run.start_absorbing();
                     for b in batch.paths {
                         run.add_path(b)?;
@@ -433,14 +451,39 @@ struct FetchRun {
     /// CAS paths (same machine).
     paths: HashMap<Blake3, PathBuf>,
     spool: Option<Spool>,
+    /// Copies blobs of downloaded archives early (fresh destinations on this machine).
+    prestager: Option<Prestager>,
+    /// Blobs of downloaded archives, with their sizes: the ones worth prestaging.
+    cold: HashMap<Blake3, u64>,
 }
 
 impl FetchRun {
-    /// Remember where a blob lives.
+    /// Remember where a blob lives; start copying it when its archive was downloaded.
     fn add_path(&mut self, b: pb::BlobPath) -> Result<(), ClientError> {
         let digest = parse_digest(&b.blake3)?;
-        self.paths.insert(digest, PathBuf::from(b.path));
+        let path = PathBuf::from(b.path);
+        if let Some(p) = self.prestager.as_mut()
+            && let Some(size) = self.cold.get(&digest)
+        {
+            p.submit(digest, path.clone(), *size);
+        }
+        self.paths.insert(digest, path);
         Ok(())
+    }
+
+    /// Note the blobs of a tree the daemon downloaded (not served from its cache): copying them
+    /// early pays off, since the daemon still has work to do.
+    fn note_cold(&mut self, t: &pb::ArtifactTree) {
+        if self.prestager.is_none() || t.source != "storage" {
+            return;
+        }
+        for e in &t.entries {
+            if e.kind == "file"
+                && let Ok(d) = e.blake3.parse::<Blake3>()
+            {
+                self.cold.insert(d, e.size);
+            }
+        }
     }
 
     /// Start verifying the pending trees on a blocking thread (hashing: off the runtime threads);
@@ -496,10 +539,11 @@ impl FetchRun {
         let opts = self.opts.clone();
         let reporter = self.reporter.clone();
         let paths = std::mem::take(&mut self.paths);
+        let prestager = self.prestager.take();
         let report = tokio::task::spawn_blocking(move || {
             let reporter: &dyn Reporter = &*reporter;
-            match spool {
-                Some(dir) => {
+            match (spool, prestager) {
+                (Some(dir), _) => {
                     let blobs = DirBlobs::flat(dir);
                     materialize::materialize(
                         &items,
@@ -509,7 +553,11 @@ impl FetchRun {
                         reporter,
                     )
                 }
-                None => materialize::materialize(&items, &paths, &dest, &opts, reporter),
+                (None, Some(prestager)) => {
+                    let blobs = prestager.finish(paths);
+                    materialize::materialize(&items, &blobs, &dest, &opts, reporter)
+                }
+                (None, None) => materialize::materialize(&items, &paths, &dest, &opts, reporter),
             }
         })
         .await

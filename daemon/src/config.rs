@@ -12,6 +12,7 @@
 //! negative_ttl_secs = 60
 //! verify_every_secs = 3600         # optional: scrub a random sample of blobs hourly (0 = never)
 //! verify_sample = 1000             # blobs each scrub re-hashes
+//! flush_delay_secs = 5             # newly written blobs are synced at most this long after their ingest
 //!
 //! [[storage]]                      # one entry per bucket; `bucket = "*"` catches every bucket
 //! bucket = "therock-ci-artifacts"
@@ -64,6 +65,10 @@ pub struct Config {
     /// Blobs each periodic scrub re-hashes.
     #[serde(default = "default_verify_sample")]
     pub verify_sample: usize,
+    /// Blob files an ingest writes are synced in the background at most this many seconds later
+    /// (`store/flush.rs`): what a power loss can cost in downloads, never in correctness.
+    #[serde(default = "default_flush_delay")]
+    pub flush_delay_secs: u64,
     /// Storage backends by bucket.
     #[serde(default = "default_storage")]
     pub storage: Vec<StorageConfig>,
@@ -120,6 +125,10 @@ fn default_negative_ttl() -> u64 {
 
 /// Blobs a periodic scrub re-hashes unless told otherwise.
 pub const DEFAULT_VERIFY_SAMPLE: usize = 1000;
+
+fn default_flush_delay() -> u64 {
+    crate::store::flush::FlushOptions::default().delay.as_secs()
+}
 
 fn default_verify_sample() -> usize {
     DEFAULT_VERIFY_SAMPLE
@@ -178,6 +187,7 @@ impl Default for Config {
             negative_ttl_secs: default_negative_ttl(),
             verify_every_secs: 0,
             verify_sample: DEFAULT_VERIFY_SAMPLE,
+            flush_delay_secs: default_flush_delay(),
             storage: default_storage(),
         }
     }
@@ -271,6 +281,9 @@ impl Config {
         }
         if let Some(v) = get("CAIRN_VERIFY_SAMPLE") {
             self.verify_sample = number("CAIRN_VERIFY_SAMPLE", v)? as usize;
+        }
+        if let Some(v) = get("CAIRN_FLUSH_DELAY") {
+            self.flush_delay_secs = number("CAIRN_FLUSH_DELAY", v)?;
         }
         if let Some(v) = get("CAIRN_LOCAL_STORAGE") {
             self.storage = vec![StorageConfig::local("*", v.into())];

@@ -117,6 +117,7 @@ class Summary(_Document):
     received_bytes: int
     runs: list[str]
     elapsed_ms: int
+    files_prestaged: int = 0
 
 
 @dataclass(frozen=True)

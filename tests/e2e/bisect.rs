@@ -11,9 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cairn_daemon::storage::{LocalStorage, PutBody};
 use cairn_testkit::checkout::{Checkout, git};
 use cairn_testkit::ci;
 use cairn_testkit::daemon::{Daemon, Storage, scratch_dir};
+use cairn_testkit::github_mock::{GithubMock, MockRun};
+use cairn_testkit::s3server::S3Server;
 use serde_json::Value;
 
 const FAMILY: &str = "gfx94X-dcgpu";
@@ -24,6 +27,9 @@ const REGRESSION: usize = 13;
 /// Commits CI never built: the first probe's (the middle), one just before the regression's
 /// neighbourhood, one near the end.
 const NEVER_BUILT: [usize; 3] = [10, 11, 17];
+/// Commits whose CI run was uploaded the way plain TheRock CI does (archives only, no Cairn
+/// record): the regression's and the one before it, so only `--github` can tell them apart.
+const PLAIN: [usize; 2] = [12, 13];
 /// The file the regression changes, relative to the build dir.
 const REGRESS_FILE: &str = "math-libs/blas/stage/share/regress.txt";
 const BYTES: u64 = 16 << 10;
@@ -36,6 +42,8 @@ struct World {
     sub: Vec<String>,
     /// Superproject commits: `[0]` the one recording the good commit, `[k]` the bump to `sub[k]`.
     sup: Vec<String>,
+    /// `CAIRN_GITHUB_API` for `cairn` (the testkit's mock), when a test serves one.
+    github_api: Option<String>,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -82,8 +90,24 @@ fn repo_state(root: &Path) -> Vec<String> {
 impl World {
     fn build() -> World {
         let tmp = scratch_dir("e2e-bisect-").unwrap();
+        let storage = Storage::Local(tmp.path().join("storage"));
+        World::build_in(tmp, storage, &[], &|_, _| {})
+    }
+
+    /// The world over `storage`, the runs of the `plain` commits uploaded the way plain TheRock CI
+    /// does: built and pushed on another machine into another bucket, then only their archives and
+    /// `.sha256sum` sidecars put under the run's prefix by `upload(key, file)` (no Cairn record).
+    fn build_in(
+        tmp: tempfile::TempDir,
+        storage: Storage,
+        plain: &[usize],
+        upload: &dyn Fn(&str, &Path),
+    ) -> World {
         let checkout = Checkout::create(&tmp.path().join("src"), ci::TOPOLOGY).unwrap();
-        let daemon = Daemon::start(Storage::Local(tmp.path().join("storage"))).unwrap();
+        let daemon = Daemon::start(storage.clone()).unwrap();
+        let side_root = tmp.path().join("side-storage");
+        let side =
+            (!plain.is_empty()).then(|| Daemon::start(Storage::Local(side_root.clone())).unwrap());
         let sub_head = |c: &Checkout| git(&c.root.join("rocm-libraries"), &["rev-parse", "HEAD"]);
         let mut world = World {
             sub: vec![sub_head(&checkout).unwrap()],
@@ -91,6 +115,7 @@ impl World {
             tmp,
             checkout,
             daemon,
+            github_api: None,
         };
         // The first run builds everything; later runs only the math libraries.
         let fps =
@@ -114,23 +139,48 @@ impl World {
                 ["blas", "rand"],
                 "math-libs builds blas and rand"
             );
-            world.push(
-                &(3000 + k).to_string(),
-                "math-libs",
-                FAMILY,
-                &fps,
-                k >= REGRESSION,
-            );
+            let run_id = (3000 + k).to_string();
+            let regressed = k >= REGRESSION;
+            match &side {
+                Some(side) if plain.contains(&k) => {
+                    world.push_with(side, &run_id, "math-libs", FAMILY, &fps, regressed);
+                    let prefix = format!("{run_id}-linux");
+                    let mut uploaded = 0;
+                    for entry in std::fs::read_dir(side_root.join(&prefix)).unwrap() {
+                        let path = entry.unwrap().path();
+                        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                        if name.contains(".tar.") && path.is_file() {
+                            upload(&format!("{prefix}/{name}"), &path);
+                            uploaded += 1;
+                        }
+                    }
+                    assert!(uploaded > 0, "run {run_id} uploaded archives");
+                }
+                _ => world.push(&run_id, "math-libs", FAMILY, &fps, regressed),
+            }
         }
         // The publishing daemon holds every archive in its CAS; the developer's machine does not:
         // a fresh daemon over the same storage downloads each archive once.
-        world.daemon = Daemon::start(Storage::Local(world.tmp.path().join("storage"))).unwrap();
+        world.daemon = Daemon::start(storage).unwrap();
         world
     }
 
     /// Generate a job's build dir (blas carrying the regression or not) and `cairn push` it.
     fn push(
         &self,
+        run_id: &str,
+        stage: &str,
+        family: &str,
+        fps: &BTreeMap<String, cairn_fingerprint::Blake3>,
+        regressed: bool,
+    ) {
+        self.push_with(&self.daemon, run_id, stage, family, fps, regressed);
+    }
+
+    /// [`World::push`] through `daemon` (and so into its storage).
+    fn push_with(
+        &self,
+        daemon: &Daemon,
         run_id: &str,
         stage: &str,
         family: &str,
@@ -149,8 +199,7 @@ impl World {
             std::fs::create_dir_all(file.parent().unwrap()).unwrap();
             std::fs::write(&file, if regressed { "broken\n" } else { "ok\n" }).unwrap();
         }
-        let out = run(self
-            .daemon
+        let out = run(daemon
             .cairn()
             .args(["--quiet", "push", "--stage", stage, "--family", family])
             .args(["--run-id", run_id, "--build-dir"])
@@ -192,6 +241,10 @@ impl World {
             (&self.sup[0], &self.sup[COMMITS])
         };
         let mut c = self.daemon.cairn();
+        if let Some(api) = &self.github_api {
+            c.env("CAIRN_GITHUB_API", api)
+                .env("GITHUB_TOKEN", "test-token");
+        }
         c.current_dir(self.tmp.path())
             .args(["--json", "bisect", "run", "--good", good, "--bad", bad])
             .args(["--family", FAMILY, "--stage", "ml-libs", "--build-dir"])
@@ -633,4 +686,125 @@ fn pins_hold_a_range_against_gc_across_restarts_until_unpinned() {
         "{}",
         show(&out)
     );
+}
+
+#[test]
+fn github_mode_takes_a_commits_run_published_without_cairn_by_name_marked_unverified() {
+    let test = "bisect-github";
+    let tmp = scratch_dir("e2e-bisect-gh-").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // S3 when the test server is configured (as under `scripts/test`), else a local directory.
+    let (bucket, backing): (Box<dyn cairn_daemon::storage::Storage>, Storage) =
+        match S3Server::from_env(test) {
+            Some(s3) => {
+                let storage = rt.block_on(s3.new_bucket(test)).unwrap();
+                let bucket = storage.config().bucket.clone();
+                let endpoint = s3.endpoint().to_string();
+                (Box::new(storage), Storage::S3 { endpoint, bucket })
+            }
+            None => {
+                eprintln!("`{test}` runs on a local-directory backend instead");
+                let root = tmp.path().join("storage");
+                std::fs::create_dir_all(&root).unwrap();
+                (
+                    Box::new(LocalStorage::new(&root).unwrap()),
+                    Storage::Local(root),
+                )
+            }
+        };
+    let upload = |key: &str, file: &Path| {
+        rt.block_on(bucket.put(key, PutBody::File(file.to_path_buf())))
+            .unwrap_or_else(|e| panic!("uploading {key}: {e}"));
+    };
+    let mut world = World::build_in(tmp, backing, &PLAIN, &upload);
+    let github = GithubMock::start().unwrap();
+    let run_of = |k: usize| (3000 + k) as u64;
+    for k in PLAIN {
+        github.add_run(
+            "ROCm/TheRock",
+            "multi_arch_ci.yml",
+            MockRun::success(run_of(k), &world.sup[k]),
+        );
+    }
+    world.github_api = Some(github.url());
+    let before = repo_state(&world.checkout.root);
+
+    // Without --github the two plain commits are skipped like unbuilt ones: the answer is a range.
+    let (out, without) = world.bisect(false, &world.tmp.path().join("build-a"), &[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(without["result"]["status"], "ambiguous", "{without:#}");
+    assert!(
+        github.requests().is_empty(),
+        "GitHub is asked only with --github"
+    );
+
+    // With --github they take their run's archives by name, and the first bad commit is exact.
+    let (out, report) = world.bisect(false, &world.tmp.path().join("build-b"), &["--github"], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(report["result"]["status"], "first_bad", "{report:#}");
+    assert_eq!(
+        report["result"]["commit"], world.sup[REGRESSION],
+        "{report:#}"
+    );
+    let steps = report["steps"].as_array().unwrap();
+    let from_github: Vec<&Value> = steps
+        .iter()
+        .filter(|s| !s["github_run"].is_null())
+        .collect();
+    let probed: BTreeSet<usize> = from_github
+        .iter()
+        .map(|s| world.index_of(&world.sup, s["commit"].as_str().unwrap()))
+        .collect();
+    assert_eq!(probed, BTreeSet::from(PLAIN), "{report:#}");
+    for s in &from_github {
+        let k = world.index_of(&world.sup, s["commit"].as_str().unwrap());
+        assert_eq!(s["github_run"], run_of(k).to_string(), "{s:#}");
+        // The run rebuilt the math libraries: those are unverified; the compiler and runtime it
+        // did not build still come by exact fingerprint from run 3000.
+        assert_eq!(strs(&s["unverified"]), ["blas", "rand"], "{s:#}");
+        assert!(s["missing"].as_array().unwrap().is_empty(), "{s:#}");
+        assert_ne!(s["result"], "skip", "{s:#}");
+    }
+    for s in steps.iter().filter(|s| s["github_run"].is_null()) {
+        assert!(s.get("unverified").is_none(), "{s:#}");
+        let k = world.index_of(&world.sup, s["commit"].as_str().unwrap());
+        if s["result"] == "skip" {
+            assert!(NEVER_BUILT.contains(&k), "{s:#}");
+        }
+    }
+    // GitHub was asked only about commits without Cairn records.
+    let asked: Vec<String> = github.requests().into_iter().map(|r| r.path).collect();
+    assert!(!asked.is_empty());
+    for path in &asked {
+        let sha = path
+            .split("head_sha=")
+            .nth(1)
+            .map(|q| q.split('&').next().unwrap());
+        if let Some(sha) = sha {
+            let k = world.index_of(&world.sup, sha);
+            assert!(
+                PLAIN.contains(&k) || NEVER_BUILT.contains(&k),
+                "GitHub asked about commit {k}, which has Cairn records: {path}"
+            );
+        }
+    }
+    // The table says where the artifacts came from.
+    let out = run(world
+        .daemon
+        .cairn()
+        .args(["bisect", "log", "--build-dir"])
+        .arg(world.tmp.path().join("build-b")));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!(
+            "unverified from run {}: blas, rand",
+            run_of(PLAIN[1])
+        )),
+        "{table}"
+    );
+    assert_eq!(repo_state(&world.checkout.root), before);
 }

@@ -571,6 +571,13 @@ fn two_runs_resolve_materialize_and_warm(kind: &str) {
     assert_eq!(summary["artifacts"], expected.len());
     assert_eq!(summary["from_storage"], expected.len());
     assert_eq!(summary["runs"], serde_json::json!([RUN1, RUN2]));
+    // Cold, into a fresh directory: the client copied blobs while the daemon was downloading and
+    // moved those copies into place (with the right content and modes: the tree check below).
+    assert!(
+        summary["files_prestaged"].as_u64().unwrap() > 0,
+        "a cold bootstrap into a fresh directory prestages: {summary}"
+    );
+    assert!(!cold.join(".cairn-prestage").exists());
     assert_bootstrap_tree(&world, &cold, &expected);
     let text = stderr(&out);
     assert!(
@@ -592,6 +599,10 @@ fn two_runs_resolve_materialize_and_warm(kind: &str) {
     let json = json.unwrap();
     assert_eq!(json["summary"]["from_storage"], 0);
     assert_eq!(json["summary"]["from_cas"], expected.len());
+    assert_eq!(
+        json["summary"]["files_prestaged"], 0,
+        "nothing to overlap when warm"
+    );
     assert_bootstrap_tree(&world, &warm, &expected);
 }
 

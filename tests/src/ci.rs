@@ -172,6 +172,7 @@ pub fn write_build_dir_in(
                     bytes
                 },
                 seed: seed.wrapping_add(i as u64),
+                shape: Default::default(),
             };
             generate_artifact_dir(&artifacts, &spec)
                 .with_context(|| format!("generating `{}`", spec.dir_name()))?;

@@ -200,6 +200,7 @@ impl Daemon {
             "CAIRN_S3_BUCKET",
             "CAIRN_TCP_TOKEN",
             "CAIRN_TCP_TOKEN_FILE",
+            "CAIRN_FLUSH_DELAY",
         ] {
             cmd.env_remove(var);
         }
@@ -288,6 +289,26 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM the daemon and wait for its graceful exit (bounded: SIGKILL after 60 s). Returns
+    /// whether it exited by itself.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Kill the daemon if running and start it again on the same store, socket and storage.

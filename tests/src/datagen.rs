@@ -39,6 +39,48 @@ pub struct ArtifactSpec {
     pub bytes: u64,
     /// PRNG seed; same spec, same bytes.
     pub seed: u64,
+    /// How the bytes spread over files and how well they compress.
+    pub shape: Shape,
+}
+
+/// How an artifact's bytes spread over files and how well they compress: the two data shapes the
+/// benchmarks report on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// Most of TheRock's artifacts: 3/4 of the bytes in 1–3 large binaries that compress 3–4× with
+    /// zstd-3, the rest in many small text files (headers, CMake files, docs).
+    #[default]
+    ManyFiles,
+    /// Like `amd-llvm` and `blas`: 95% of the bytes in 2–7 large binaries of low compressibility
+    /// (≈1.6× with zstd-3, like optimised device code), few small files.
+    BigFiles,
+}
+
+impl Shape {
+    /// Share of the bytes in large binaries, in percent.
+    fn large_percent(self) -> u64 {
+        match self {
+            Shape::ManyFiles => 75,
+            Shape::BigFiles => 95,
+        }
+    }
+
+    /// How many large binaries an artifact has: `lo..hi`.
+    fn large_count(self) -> (u64, u64) {
+        match self {
+            Shape::ManyFiles => (1, 4),
+            Shape::BigFiles => (2, 8),
+        }
+    }
+
+    /// Chance in percent that the next run of binary content is random literals (the rest repeats
+    /// the artifact's dictionary): the knob of compressibility.
+    fn literal_percent(self) -> u64 {
+        match self {
+            Shape::ManyFiles => 25,
+            Shape::BigFiles => 80,
+        }
+    }
 }
 
 impl ArtifactSpec {
@@ -51,6 +93,7 @@ impl ArtifactSpec {
             group: "math-libs".into(),
             bytes,
             seed,
+            shape: Shape::default(),
         }
     }
 
@@ -129,11 +172,17 @@ impl Rng {
 /// Binary content that compresses like machine code (about 3–4× with zstd -3): random literal runs
 /// interleaved with copies from a per-artifact dictionary.
 pub fn binary_content(rng: &mut Rng, dict: &[u8], size: usize) -> Vec<u8> {
+    binary_content_with(rng, dict, size, Shape::ManyFiles.literal_percent())
+}
+
+/// Binary content whose next run is random literals with a chance of `literal_percent`, else a copy
+/// from `dict`: 25 compresses like machine code, 80 like optimised device code (≈1.6× with zstd-3).
+fn binary_content_with(rng: &mut Rng, dict: &[u8], size: usize, literal_percent: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(size + 64);
     let mut lit = [0u8; 16];
     while out.len() < size {
         let r = rng.next_u64();
-        if r % 100 < 25 {
+        if r % 100 < literal_percent {
             let n = 1 + (r >> 8) as usize % 12;
             rng.fill(&mut lit[..n]);
             out.extend_from_slice(&lit[..n]);
@@ -239,14 +288,16 @@ pub fn generate_artifact_dir(root: &Path, spec: &ArtifactSpec) -> io::Result<Pat
     rng.fill(&mut dict);
     let name = spec.name.as_str();
     let budget = spec.bytes.max(4096);
-    let large_budget = budget * 3 / 4;
+    let large_budget = budget * spec.shape.large_percent() / 100;
     let small_budget = budget - large_budget;
-    let large_count = rng.range(1, 4) as usize;
+    let (lo, hi) = spec.shape.large_count();
+    let large_count = rng.range(lo, hi) as usize;
 
     let mut w = Writer {
         stage: &stage,
         rng: &mut rng,
         dict: &dict,
+        literal_percent: spec.shape.literal_percent(),
     };
     // Large members by component.
     let large_sizes = split(large_budget, large_count, w.rng);
@@ -353,6 +404,7 @@ struct Writer<'a> {
     stage: &'a Path,
     rng: &'a mut Rng,
     dict: &'a [u8],
+    literal_percent: u64,
 }
 
 impl Writer<'_> {
@@ -365,7 +417,7 @@ impl Writer<'_> {
     }
 
     fn binary(&mut self, rel: &str, size: u64, mode: u32) -> io::Result<()> {
-        let content = binary_content(self.rng, self.dict, size as usize);
+        let content = binary_content_with(self.rng, self.dict, size as usize, self.literal_percent);
         self.put(rel, &content, mode)
     }
 
@@ -521,7 +573,42 @@ pub fn standard_set(seed: u64, bytes: u64) -> Vec<ArtifactSpec> {
                 group: group.to_string(),
                 bytes: bytes * share / total,
                 seed: seed.wrapping_mul(0x100_0000_01B3).wrapping_add(i as u64),
+                shape: Shape::default(),
             },
         )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two shapes differ as their docs say: `BigFiles` puts its bytes in few files that
+    /// compress about 1.6× with zstd-3; `ManyFiles` compresses 3–4× over many small files.
+    #[test]
+    fn shapes_differ_in_file_count_and_compressibility() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let measure = |shape: Shape| {
+            let mut spec = ArtifactSpec::new("blas", "lib", "generic", 8 << 20, 11);
+            spec.shape = shape;
+            let dir = generate_artifact_dir(&tmp.path().join(format!("{shape:?}")), &spec)
+                .expect("generate");
+            let out = tmp.path().join(format!("{shape:?}-out"));
+            fs::create_dir_all(&out).expect("out");
+            let a = archive_artifact_dir(&dir, &out, Compression::Zstd).expect("archive");
+            let ratio = a.info.uncompressed_size as f64 / a.info.compressed_size as f64;
+            (a.info.files, ratio)
+        };
+        let (many_files, many_ratio) = measure(Shape::ManyFiles);
+        let (big_files, big_ratio) = measure(Shape::BigFiles);
+        assert!(
+            (1.4..1.9).contains(&big_ratio),
+            "BigFiles ratio {big_ratio:.2}"
+        );
+        assert!(many_ratio > 2.5, "ManyFiles ratio {many_ratio:.2}");
+        assert!(
+            big_files * 3 < many_files,
+            "BigFiles {big_files} files vs ManyFiles {many_files}"
+        );
+    }
 }

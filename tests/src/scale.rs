@@ -16,7 +16,7 @@ use std::str::FromStr;
 
 use cairn_fingerprint::Topology;
 
-use crate::datagen::ArtifactSpec;
+use crate::datagen::{ArtifactSpec, Shape};
 
 /// A preset total size for a generated run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +27,9 @@ pub enum Scale {
     Medium,
     /// About 8 GB.
     Large,
+    /// About 2.3 GB in the other data shape ([`Shape::BigFiles`]: few files, large binaries, ≈1.6×
+    /// with zstd-3), like `amd-llvm` and `blas`: its bench stage is ~1 GB in ~9k files.
+    Bigfile,
 }
 
 impl Scale {
@@ -36,6 +39,15 @@ impl Scale {
             Scale::Small => 200_000_000,
             Scale::Medium => 2_000_000_000,
             Scale::Large => 8_000_000_000,
+            Scale::Bigfile => 2_300_000_000,
+        }
+    }
+
+    /// The data shape of the preset.
+    pub fn shape(self) -> Shape {
+        match self {
+            Scale::Bigfile => Shape::BigFiles,
+            Scale::Small | Scale::Medium | Scale::Large => Shape::ManyFiles,
         }
     }
 }
@@ -48,7 +60,7 @@ impl fmt::Display for UnknownScale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown scale `{}` (expected `small`, `medium` or `large`)",
+            "unknown scale `{}` (expected `small`, `medium`, `large` or `bigfile`)",
             self.0
         )
     }
@@ -64,6 +76,7 @@ impl FromStr for Scale {
             "small" => Ok(Scale::Small),
             "medium" => Ok(Scale::Medium),
             "large" => Ok(Scale::Large),
+            "bigfile" => Ok(Scale::Bigfile),
             _ => Err(UnknownScale(s.to_string())),
         }
     }
@@ -75,6 +88,7 @@ impl fmt::Display for Scale {
             Scale::Small => "small",
             Scale::Medium => "medium",
             Scale::Large => "large",
+            Scale::Bigfile => "bigfile",
         })
     }
 }
@@ -187,6 +201,7 @@ pub fn run_specs(
                 component: component.to_string(),
                 family,
                 group,
+                shape: Shape::default(),
             }
         })
         .collect()
@@ -353,7 +368,7 @@ mod tests {
 
     #[test]
     fn scale_names_parse_and_print() {
-        for s in [Scale::Small, Scale::Medium, Scale::Large] {
+        for s in [Scale::Small, Scale::Medium, Scale::Large, Scale::Bigfile] {
             assert_eq!(s.to_string().parse::<Scale>(), Ok(s));
         }
         assert_eq!("huge".parse::<Scale>(), Err(UnknownScale("huge".into())));

@@ -10,6 +10,8 @@
 //! - [`session`]: the loop — per probe: resolve (missing → skip, or `--nearest` substitutes from
 //!   ancestors), fetch and materialize into the one build dir (bootstrap layout, incremental), start
 //!   the prefetch of both possible next probes, run the command; the session log after each step;
+//! - [`github`]: `--github`, the commit → run lookup of `cairn find` for commits without Cairn
+//!   records, whose run's artifacts are taken by name (unverified);
 //! - [`prefetch`]: making candidates' artifacts local without materializing (`cairn prefetch`);
 //! - [`report`]: the `cairn-bisect-v1` report and its table.
 //!
@@ -22,6 +24,7 @@
 
 pub mod algorithm;
 pub mod candidates;
+pub mod github;
 pub mod prefetch;
 pub mod probe;
 pub mod report;
@@ -103,6 +106,15 @@ pub enum BisectError {
         /// Why.
         #[source]
         source: FingerprintError,
+    },
+    /// `--github`: the commit → run lookup failed.
+    #[error("looking up the CI runs of commit {commit} (--github)")]
+    Github {
+        /// The commit.
+        commit: String,
+        /// Why.
+        #[source]
+        source: crate::history::HistoryError,
     },
     /// The daemon or the materialization failed.
     #[error(transparent)]

@@ -163,6 +163,13 @@ pub struct Step {
     pub missing: Vec<MissingArtifact>,
     /// Artifacts `--nearest` took from an ancestor.
     pub nearest: Vec<Substitution>,
+    /// `--github`: the CI run (published without Cairn records) this commit's artifacts were taken
+    /// from by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_run: Option<String>,
+    /// Artifacts taken from `github_run`'s listing by name: their fingerprints are not verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified: Vec<String>,
     /// Artifacts whose fingerprint differs from the previous materialized step (`null`: first).
     pub changed: Option<Vec<String>>,
     /// Compressed bytes the daemon downloaded for this step's materialization.
@@ -317,7 +324,13 @@ impl Report {
                             .join(", ")
                     )
                 };
-                format!("{changed}{nearest} [{}]", s.reason)
+                let unverified = match &s.github_run {
+                    Some(run) => {
+                        format!("; unverified from run {run}: {}", s.unverified.join(", "))
+                    }
+                    None => String::new(),
+                };
+                format!("{changed}{nearest}{unverified} [{}]", s.reason)
             };
             let _ = writeln!(
                 out,

@@ -1,6 +1,7 @@
 //! The bisect loop. Per probe: fingerprint the candidate, resolve every artifact to its exact
 //! producer (missing → the probe is skipped, unless `--nearest` finds each missing artifact at the
-//! newest ancestor that has it), fetch and materialize into the build dir (bootstrap layout,
+//! newest ancestor that has it; with `--github`, first the commit's CI run published without Cairn,
+//! taken by name, [`github`]), fetch and materialize into the build dir (bootstrap layout,
 //! incremental: only changed files are written, `.prebuilt` markers kept right), start prefetching
 //! both possible next probes, run the command, record its verdict. After every step the report so
 //! far is saved as the session log, `BUILD_DIR/.cairn-bisect/session.json`.
@@ -34,6 +35,7 @@ use crate::materialize::{Layout, MaterializeError, NoReporter, Options, StopFlag
 use super::BisectError;
 use super::algorithm::{Bisection, Next, Outcome, Verdict};
 use super::candidates::{History, Selection};
+use super::github::{self, GithubLookup};
 use super::prefetch::{self, Running};
 use super::probe::{self, CommandVerdict, TestCommand};
 use super::report::{
@@ -78,6 +80,9 @@ pub struct SessionSpec {
     pub transfer: Transfer,
     /// Where a stop request arrives.
     pub stop: Arc<StopFlag>,
+    /// `--github`: commits without Cairn records take the artifacts of their CI run found on
+    /// GitHub, by name (unverified).
+    pub github: Option<GithubLookup>,
     /// `--resume`: the session log of an earlier run of the same bisect, whose verdicts are taken
     /// as they are (its steps head the new report) instead of probing those commits again.
     pub resume: Option<Report>,
@@ -311,6 +316,8 @@ impl Session<'_> {
             exit_code: None,
             missing: Vec::new(),
             nearest: Vec::new(),
+            github_run: None,
+            unverified: Vec::new(),
             changed: None,
             downloaded_bytes: 0,
             files_written: 0,
@@ -322,6 +329,34 @@ impl Session<'_> {
         let mut fps = self.history.fingerprints(&commit)?;
         let (resolved, _) = api::resolve(self.client, &self.request(&fps)).await?;
         let mut missing = probe::missing(&resolved);
+        let mut from_github = None;
+        if !missing.is_empty()
+            && let Some(lookup) = &self.spec.github
+        {
+            let run = github::run_for_commit(
+                lookup,
+                self.client,
+                &commit,
+                self.history.family(),
+                self.history.platform(),
+                &missing,
+            )
+            .await
+            .map_err(|source| BisectError::Github {
+                commit: commit.clone(),
+                source,
+            })?;
+            if let Some(run) = run {
+                let (again, _) =
+                    api::resolve(self.client, &run.request(&self.request(&fps))).await?;
+                let still = probe::missing(&again);
+                if still.len() < missing.len() {
+                    step.github_run = Some(run.run_id.clone());
+                    missing = still;
+                    from_github = Some(run);
+                }
+            }
+        }
         if !missing.is_empty() && self.spec.nearest {
             let (found, still) = self.nearest(&commit, &fps, missing).await?;
             for s in &found {
@@ -352,9 +387,13 @@ impl Session<'_> {
             stop: Some(self.spec.stop.clone()),
             ..Options::new(Layout::Bootstrap)
         };
+        let request = match &from_github {
+            Some(run) => run.request(&self.request(&fps)),
+            None => self.request(&fps),
+        };
         let outcome = match fetch::fetch(
             self.client,
-            &[self.request(&fps)],
+            &[request],
             &self.spec.build_dir,
             &opts,
             self.spec.transfer,
@@ -380,6 +419,9 @@ impl Session<'_> {
         step.files_written = outcome.report.files_written;
         step.files_unchanged = outcome.report.files_skipped_unchanged;
         step.files_removed = outcome.report.files_removed;
+        if let Some(run) = &from_github {
+            step.unverified = run.unverified(&outcome.resolved);
+        }
         step.materialize_ms = began.elapsed().as_millis() as u64;
         let late = probe::missing(&outcome.resolved);
         if !late.is_empty() {
@@ -397,9 +439,6 @@ impl Session<'_> {
         self.previous = Some(fps);
         self.previous_commit = Some(commit.clone());
 
-        if self.spec.prefetch {
-            self.start_prefetch(i, number);
-        }
         if let Some(signal) = self.spec.stop.requested() {
             step.reason = "interrupted before the command".into();
             step.result = StepResult::Abort;
@@ -410,17 +449,23 @@ impl Session<'_> {
         let build_dir = self.spec.build_dir.clone();
         let family = self.history.family().to_string();
         let for_commit = commit.clone();
-        let status =
-            tokio::task::spawn_blocking(move || command.run(&for_commit, &build_dir, &family))
-                .await
-                .map_err(|e| BisectError::Command {
-                    program: self.program(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
-                .map_err(|source| BisectError::Command {
-                    program: self.program(),
-                    source,
-                })?;
+        let running =
+            tokio::task::spawn_blocking(move || command.run(&for_commit, &build_dir, &family));
+        // The next probes are fingerprinted and their prefetch started while the command runs, so
+        // neither delays its start.
+        if self.spec.prefetch {
+            self.start_prefetch(i, number);
+        }
+        let status = running
+            .await
+            .map_err(|e| BisectError::Command {
+                program: self.program(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(|source| BisectError::Command {
+                program: self.program(),
+                source,
+            })?;
         step.cmd_ms = ran.elapsed().as_millis() as u64;
         step.exit_code = status.code();
         let end = match probe::classify(status) {

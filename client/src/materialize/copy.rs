@@ -30,6 +30,8 @@ pub(crate) enum Method {
     CopyFileRange,
     ReadWrite,
     HardlinkBlob,
+    /// Moved into place from a prestaged copy (`prestage.rs`).
+    Prestaged,
 }
 
 /// Copies blobs according to a [`CopyMode`], remembering for the rest of the run when the

@@ -51,6 +51,7 @@
 mod copy;
 mod fsops;
 mod plan;
+pub mod prestage;
 mod run;
 mod state;
 
@@ -76,6 +77,12 @@ pub const STATE_FILE: &str = ".cairn-state.json";
 pub trait BlobSource: Sync {
     /// The path of the file holding blob `digest`, or `None` when the source does not have it.
     fn blob_path(&self, digest: &Blake3) -> Option<PathBuf>;
+
+    /// A private copy of blob `digest` on the destination's file system that materialization may
+    /// move into place instead of copying (each handed out once; `prestage.rs`), if there is one.
+    fn take_copy(&self, _digest: &Blake3) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A directory of blobs named by their lowercase hex BLAKE3 (streamed blobs spooled by a remote
@@ -248,6 +255,8 @@ pub struct CopyCounts {
     pub hardlink_blob: u64,
     /// Hard-linked to another file of the tree (tar hard links).
     pub hardlink_tree: u64,
+    /// Moved into place from a copy made while the daemon was still downloading (`prestage.rs`).
+    pub prestaged: u64,
 }
 
 /// What a run did.
@@ -500,6 +509,12 @@ pub fn materialize(
 /// (`{name}_{component}_{family}` → run id); empty when `dest` was not bootstrapped by Cairn.
 pub fn recorded_sources(dest: &Path) -> BTreeMap<String, String> {
     State::load(dest, Layout::Bootstrap).sources
+}
+
+/// True when `dest` holds nothing this materializer wrote (no state, or an empty one): every file
+/// of a fetch will be written, so copying blobs early ([`prestage`]) never wastes a copy.
+pub fn is_fresh(dest: &Path, opts: &Options) -> bool {
+    !opts.incremental || State::load(dest, opts.layout).entries.is_empty()
 }
 
 /// The blobs a run of `materialize(items, _, dest, opts, _)` would read now: every file the state

@@ -42,13 +42,16 @@ fn lock_dir(dest: &Path) -> Result<fs::File, MaterializeError> {
     }
 }
 
-/// `dest` holds nothing but this module's own files (the state file, its temp name, write temps),
-/// i.e. it is a fresh destination.
+/// `dest` holds nothing but this module's own files (the state file, its temp name, write temps,
+/// the prestage directory), i.e. it is a fresh destination.
 fn only_own_files(dest: &Path) -> Result<bool, MaterializeError> {
     for entry in fs::read_dir(dest).map_err(io_at(dest))? {
         let name = entry.map_err(io_at(dest))?.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with(STATE_FILE) && !name.starts_with(fsops::TMP_PREFIX) {
+        if !name.starts_with(STATE_FILE)
+            && !name.starts_with(fsops::TMP_PREFIX)
+            && name != super::prestage::PRESTAGE_DIR
+        {
             return Ok(false);
         }
     }
@@ -267,6 +270,7 @@ impl<'a> Run<'a> {
                 Some(Method::CopyFileRange) => report.copies.copy_file_range += 1,
                 Some(Method::ReadWrite) => report.copies.read_write += 1,
                 Some(Method::HardlinkBlob) => report.copies.hardlink_blob += 1,
+                Some(Method::Prestaged) => report.copies.prestaged += 1,
                 None if o.written && matches!(planned.node, Node::Hardlink { .. }) => {
                     report.copies.hardlink_tree += 1
                 }
@@ -663,6 +667,21 @@ impl<'a> Run<'a> {
                     actual,
                 });
             }
+        }
+        // A copy made while the daemon was still downloading: give it its mode and move it in
+        // (atomically, like any replacement). Never in verify mode (the copy was not hashed) or
+        // hard-link mode (the file must then share the blob's inode).
+        if !self.opts.verify
+            && self.opts.copy_mode != CopyMode::Hardlink
+            && let Some(copy) = self.blobs.take_copy(blake3)
+        {
+            let moved = fs::set_permissions(&copy, fs::Permissions::from_mode(mode))
+                .map_err(io_at(&copy))
+                .and_then(|()| Self::rename_into_place(&copy, &full));
+            if moved.is_ok() {
+                return Ok(Method::Prestaged);
+            }
+            let _ = fs::remove_file(&copy);
         }
         if absent {
             match copier.write(&blob, blake3, size, mode, &full, path) {

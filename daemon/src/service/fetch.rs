@@ -2,8 +2,10 @@
 //! per object streamed into ingest), leased, then hand the client the trees and where each blob is
 //! — as [`FetchEvent`]s, which `server/` turns into wire messages.
 //!
-//! Order and sharing: archives are made local largest first, [`ARCHIVES_IN_FLIGHT`] at a time; each
-//! unique blob is announced once per request; every tree stays leased until the client closes the
+//! Order and sharing: archives are made local largest first, [`ARCHIVES_IN_FLIGHT`] at a time; a
+//! same-machine client gets each tree and its blobs' paths as soon as that archive is local (it
+//! starts copying while the rest downloads: `client/src/materialize/prestage.rs`), a remote one all
+//! trees first, then the bytes; each unique blob is announced once per request; every tree stays leased until the client closes the
 //! stream (at most [`LEASE_GRACE`] after the summary), so eviction cannot pull a blob from under a
 //! client that is still copying. A downloaded archive is leased without a gap: its ingest leases
 //! each blob before the index commit and hands that lease over ([`crate::store::IngestLease`], from
@@ -135,9 +137,11 @@ pub enum FetchEvent {
         /// Compressed bytes downloaded for it.
         downloaded_bytes: u64,
     },
-    /// A tree to materialize (after every archive is local).
+    /// A tree to materialize: right after its archive's `Progress` for same-machine clients, after
+    /// every archive is local for remote ones.
     Tree(LocalArchive),
-    /// Where blobs are (same-machine clients): one batch, or one blob for [`Delivery::Paths`].
+    /// Where blobs are (same-machine clients), right after the first tree that has them: one
+    /// batch, or one blob for [`Delivery::Paths`].
     BlobPaths(Vec<BlobLocation>),
     /// Part of a blob's bytes (remote clients).
     BlobChunk {
@@ -192,6 +196,11 @@ impl Service {
         }))
         .buffer_unordered(ARCHIVES_IN_FLIGHT);
         let mut done = 0u64;
+        // Same-machine clients get each tree and its blobs' paths as soon as the archive is local,
+        // so they can start copying while the rest downloads. Remote clients get the trees first
+        // and the bytes after (they decide which blobs to take from the complete set of trees).
+        let early = request.delivery != Delivery::Bytes;
+        let mut announced: HashSet<Blake3> = HashSet::new();
         while let Some(r) = results.next().await {
             match r {
                 Ok((local, lease)) => {
@@ -206,6 +215,20 @@ impl Service {
                         }))
                         .await;
                     leases.push(lease);
+                    if early {
+                        let blobs = new_blobs(&local.tree, &mut announced);
+                        if tx.send(Ok(FetchEvent::Tree(local.clone()))).await.is_err()
+                            || !self
+                                .send_blob_paths(
+                                    blobs,
+                                    &tx,
+                                    request.delivery == Delivery::PathBatches,
+                                )
+                                .await
+                        {
+                            return false;
+                        }
+                    }
                     locals.push(local);
                 }
                 Err(e) => {
@@ -240,28 +263,21 @@ impl Service {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Each unique blob once per request.
-        let mut seen = HashSet::new();
-        let unique: Vec<(Blake3, u64)> = locals
-            .iter()
-            .flat_map(|l| l.tree.entries.iter())
-            .filter(|e| e.kind == EntryKind::File)
-            .filter_map(|e| e.blake3.map(|d| (d, e.size)))
-            .filter(|(d, _)| seen.insert(*d))
-            .collect();
-        drop(seen);
-        for l in locals {
-            if tx.send(Ok(FetchEvent::Tree(l))).await.is_err() {
+        if !early {
+            // Each unique blob once per request.
+            let mut seen = HashSet::new();
+            let unique: Vec<(Blake3, u64)> = locals
+                .iter()
+                .flat_map(|l| new_blobs(&l.tree, &mut seen))
+                .collect();
+            for l in locals {
+                if tx.send(Ok(FetchEvent::Tree(l))).await.is_err() {
+                    return false;
+                }
+            }
+            if !self.send_blob_contents(unique, &tx).await {
                 return false;
             }
-        }
-        let sent = match request.delivery {
-            Delivery::Bytes => self.send_blob_contents(unique, &tx).await,
-            Delivery::Paths => self.send_blob_paths(unique, &tx, false).await,
-            Delivery::PathBatches => self.send_blob_paths(unique, &tx, true).await,
-        };
-        if !sent {
-            return false;
         }
         summary.elapsed = started.elapsed();
         if tx.send(Ok(FetchEvent::Summary(summary))).await.is_err() {
@@ -520,6 +536,16 @@ impl Service {
         }
         Ok((outcome.tree_digest, outcome.tree, bytes, ingest_lease))
     }
+}
+
+/// The file blobs of `tree` not in `seen` yet (each once), adding them to `seen`.
+fn new_blobs(tree: &Tree, seen: &mut HashSet<Blake3>) -> Vec<(Blake3, u64)> {
+    tree.entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .filter_map(|e| e.blake3.map(|d| (d, e.size)))
+        .filter(|(d, _)| seen.insert(*d))
+        .collect()
 }
 
 async fn send_blob_bytes(

@@ -10,12 +10,16 @@
 //! | `trees`     | tree digest                  | tree manifest JSON (`Tree::to_json`)    |
 //! | `blobs-v2`  | blob BLAKE3                  | [`BlobRecord`]: size, last use, uses, trees referencing it, its source archive (bytes, content bytes, compression) |
 //! | `meta`      | string                       | JSON (run listings, commit index, ...)  |
+//! | `unsynced-v1` | blob BLAKE3                | the store clock of the commit that wrote it |
 //!
 //! `archives`, `keys` and `trees` record facts (what an archive contains) and stay true forever;
-//! `blobs` records presence: an entry exists exactly while its file is in the CAS, complete and
-//! durable. **Invariant:** no `blobs` entry names a missing or partial file, whatever moment the
-//! process dies — ingest fsyncs blob files and their directories before the one transaction that adds
-//! the blobs, the tree, the archive and the key; eviction removes entries before it deletes files.
+//! `blobs` records presence: an entry exists while its file is in the CAS. **Invariant:** every
+//! `blobs` entry names a complete, durable file, *or* its digest is in `unsynced-v1` — ingest writes
+//! blob files without syncing them and adds them to `unsynced-v1` in the same transaction that adds
+//! the blobs, the tree, the archive and the key; the store's flusher (`store/flush.rs`) syncs them in
+//! the background and only then removes them from `unsynced-v1`; an open after an unclean stop
+//! re-hashes every blob still listed there and drops those a crash lost or tore before anything is
+//! served. Eviction removes entries before it deletes files.
 //!
 //! The `blobs-v2` table replaced `blobs` (size, last use) when eviction became cost-aware
 //! (`store/score.rs`); an index that still has `blobs` is migrated in place at open
@@ -43,6 +47,8 @@ const BLOBS_V1: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("bl
 type BlobRow = (u64, u64, u32, u32, u64, u64, u8);
 const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs-v2");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Blobs whose files may not be durable yet (see the module docs), with the commit's clock.
+const UNSYNCED: TableDefinition<[u8; 32], u64> = TableDefinition::new("unsynced-v1");
 
 /// Why the index could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -202,8 +208,11 @@ pub struct IngestCommit<'a> {
     pub tree_digest: Blake3,
     /// The tree, stored as its JSON.
     pub tree: &'a Tree,
-    /// Every blob the tree references, with its size. All must be durable in the CAS.
+    /// Every blob the tree references, with its size. All must be in the CAS; those new to the
+    /// index and those in `written` are recorded as unsynced.
     pub blobs: &'a [(Blake3, u64)],
+    /// Blob files this ingest wrote (not yet synced).
+    pub written: &'a [Blake3],
     /// The logical time to record as their last use.
     pub now: u64,
     /// The archive they come from (recorded on each blob for eviction's cost model).
@@ -294,6 +303,7 @@ impl Index {
         tx.open_table(TREES).db()?;
         tx.open_table(BLOBS).db()?;
         tx.open_table(META).db()?;
+        tx.open_table(UNSYNCED).db()?;
         migrate_v1_blobs(&tx)?;
         tx.commit().db()?;
         Ok(Index { db })
@@ -407,6 +417,10 @@ impl Index {
             let mut trees = tx.open_table(TREES).db()?;
             let new_tree = trees.get(c.tree_digest.0).db()?.is_none();
             let mut blobs = tx.open_table(BLOBS).db()?;
+            let mut unsynced = tx.open_table(UNSYNCED).db()?;
+            for digest in c.written {
+                unsynced.insert(digest.0, c.now).db()?;
+            }
             for (digest, size) in c.blobs {
                 let old = blobs
                     .get(digest.0)
@@ -424,6 +438,9 @@ impl Index {
                     },
                     None => {
                         added.push((*digest, *size));
+                        // Possibly written by a concurrent ingest that has not committed yet:
+                        // unsynced until a flush says otherwise.
+                        unsynced.insert(digest.0, c.now).db()?;
                         BlobRecord {
                             uses: 0,
                             source: c.source,
@@ -594,14 +611,53 @@ impl Index {
         let mut bytes = 0;
         {
             let mut t = tx.open_table(BLOBS).db()?;
+            let mut unsynced = tx.open_table(UNSYNCED).db()?;
             for d in digests {
                 if let Some(old) = t.remove(d.0).db()? {
                     bytes += old.value().0;
                 }
+                unsynced.remove(d.0).db()?;
             }
         }
         tx.commit().db()?;
         Ok(bytes)
+    }
+
+    /// Blobs recorded as unsynced, with the clock of the commit that recorded each (for
+    /// [`Index::clear_unsynced`]), at most `limit` of them.
+    pub fn unsynced(&self, limit: usize) -> Result<Vec<(Blake3, u64)>, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        let t = tx.open_table(UNSYNCED).db()?;
+        let mut out = Vec::new();
+        for row in t.iter().db()?.take(limit) {
+            let (k, v) = row.db()?;
+            out.push((Blake3(k.value()), v.value()));
+        }
+        Ok(out)
+    }
+
+    /// How many blobs are recorded as unsynced.
+    pub fn unsynced_count(&self) -> Result<u64, IndexError> {
+        let tx = self.db.begin_read().db()?;
+        tx.open_table(UNSYNCED).db()?.len().db()
+    }
+
+    /// Forget the unsynced records of blobs now durable. A record is removed only when it still
+    /// carries the clock given: a blob written again since (evicted, then ingested anew) keeps its
+    /// newer record until a later flush syncs that file.
+    pub fn clear_unsynced(&self, synced: &[(Blake3, u64)]) -> Result<(), IndexError> {
+        let tx = self.db.begin_write().db()?;
+        {
+            let mut t = tx.open_table(UNSYNCED).db()?;
+            for (d, stamp) in synced {
+                let current = t.get(d.0).db()?.map(|v| v.value());
+                if current == Some(*stamp) {
+                    t.remove(d.0).db()?;
+                }
+            }
+        }
+        tx.commit().db()?;
+        Ok(())
     }
 
     /// Every archive → tree entry.
@@ -776,6 +832,7 @@ mod tests {
                     tree_digest: digest,
                     tree: &empty,
                     blobs: &[(shared, 5)],
+                    written: &[],
                     now: 10 + i as u64,
                     source,
                 })

@@ -3,18 +3,18 @@
 //! Order of events, which is what makes a crash harmless at any instant:
 //! 1. every regular file is hashed and staged in the CAS temp directory as it streams by, its digest
 //!    leased before the CAS is checked for an existing copy (a member whose content this ingest has
-//!    already staged is dropped at once: temp space is the archive's distinct content plus one member); the process's fsync pool
-//!    ([`crate::store::syncer`]) `fdatasync`s staged files meanwhile (one fsync per small file,
-//!    serially, would dominate the ingest);
+//!    already staged is dropped at once: temp space is the archive's distinct content plus one
+//!    member);
 //! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
 //!    with the sidecar's; a mismatch or a refused member stops here, and the staged files are deleted;
-//! 3. staged (now durable) files are renamed to their blob names, and the shard directories that
-//!    received them are fsynced;
-//! 4. one index transaction adds the blobs, the tree, archive → tree and key → archive.
+//! 3. staged files are renamed to their blob names;
+//! 4. one index transaction adds the blobs, the tree, archive → tree and key → archive, and lists
+//!    the blobs written as unsynced; the flusher (`flush.rs`) makes them durable a moment later.
 //!
-//! A process killed before step 4 leaves at most complete, unreferenced blob files (garbage that
-//! `gc` removes) and temp debris (removed at the next open); killed after it, everything the index
-//! names is durable.
+//! No sync on this path: a process killed before step 4 leaves at most unreferenced blob files
+//! (garbage that `gc` removes) and temp debris (removed at the next open); a process killed after it
+//! loses nothing (the page cache survives it); a machine that loses power before the flush loses
+//! blobs the index lists as unsynced, which the next open re-hashes and drops.
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::Read;
@@ -28,7 +28,6 @@ use crate::store::cas::{Cas, Staged, StagedBlob};
 use crate::store::error::{Result, StoreError};
 use crate::store::evict::{self, Lease, Leases};
 use crate::store::index::{Index, IngestCommit, SourceArchive};
-use crate::store::syncer;
 
 /// What one ingest produced (before single-flight sharing).
 #[derive(Debug)]
@@ -77,7 +76,6 @@ pub(crate) fn ingest(
     let mut pinned: HashSet<Blake3> = HashSet::new();
     let mut staged: Vec<StagedBlob> = Vec::new();
     let mut staged_digests: HashSet<Blake3> = HashSet::new();
-    let syncs = syncer::Batch::new();
     let mut sink = |_path: &cairn_fingerprint::RelPath, content: &mut dyn Read, size: u64| {
         let pin = &mut |d: &Blake3| {
             // Lease each digest once, so a failed ingest can tell its own hold from others'.
@@ -92,25 +90,18 @@ pub(crate) fn ingest(
             Staged::New(blob) if !staged_digests.insert(blob.digest) => Ok(blob.digest),
             Staged::New(blob) => {
                 let digest = blob.digest;
-                syncs.submit(blob.path().to_path_buf());
                 staged.push(blob);
                 Ok(digest)
             }
         }
     };
     let summary = archive::read_archive(src, compression, ctx.limits, &mut sink);
-    // Always wait, even for a refused archive: the staged files are deleted below, and a sync
-    // still running on one of them would report a spurious error to nobody.
-    let synced = syncs.wait();
     // On every early return below, `staged` is dropped and its temp files deleted: nothing of a
     // refused archive reaches `blobs/`.
     let summary = summary.map_err(|source| StoreError::Archive {
         key: key.to_string(),
         source,
     })?;
-    if let Err(e) = synced {
-        return Err(StoreError::io(ctx.cas.blobs_dir(), e));
-    }
     if let Some(expected) = expected
         && expected != summary.sha256
     {
@@ -121,6 +112,7 @@ pub(crate) fn ingest(
         });
     }
 
+    // Shards of renamed blobs; synced by the flusher, not here.
     let mut touched: BTreeSet<u8> = BTreeSet::new();
     let mut created: Vec<(Blake3, u64)> = Vec::new();
     let fail = |err: StoreError, created: &[(Blake3, u64)]| {
@@ -142,9 +134,6 @@ pub(crate) fn ingest(
             }
         }
     }
-    if let Err(e) = ctx.cas.sync_shards(&touched) {
-        return Err(fail(StoreError::io(ctx.cas.blobs_dir(), e), &created));
-    }
 
     let tree = summary.tree;
     let tree_digest = tree.digest();
@@ -157,12 +146,14 @@ pub(crate) fn ingest(
     blobs.sort();
     blobs.dedup();
     let already_known = ctx.index.archive_tree(&summary.sha256)?.is_some();
+    let written: Vec<Blake3> = created.iter().map(|(d, _)| *d).collect();
     let commit = IngestCommit {
         archive: summary.sha256,
         key: Some(key),
         tree_digest,
         tree: &tree,
         blobs: &blobs,
+        written: &written,
         now: (ctx.tick)(summary.uncompressed_bytes),
         source: SourceArchive {
             archive_bytes: summary.compressed_bytes,

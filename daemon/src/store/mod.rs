@@ -9,6 +9,7 @@ pub mod cas;
 pub mod error;
 pub mod evict;
 pub mod flight;
+pub mod flush;
 pub mod index;
 pub mod ingest;
 pub mod layout;
@@ -59,6 +60,8 @@ pub struct StoreConfig {
     pub eviction: EvictionPolicy,
     /// Bounds on what an archive may declare.
     pub limits: Limits,
+    /// When the blobs ingests write are synced (`flush.rs`).
+    pub flush: flush::FlushOptions,
 }
 
 /// The result of an ingest, as every caller of a single flight sees it.
@@ -263,6 +266,10 @@ pub struct LocalStore {
     background_eviction: std::sync::atomic::AtomicBool,
     /// Named, persisted leases (`pins.rs`).
     pins: pins::PinTable,
+    /// Syncs what ingests wrote, in the background (`flush.rs`); set once at open.
+    flusher: std::sync::OnceLock<Arc<flush::Flusher>>,
+    /// What this open's recovery of unsynced blobs found (after an unclean stop).
+    unsynced_recovery: flush::RecoveryReport,
 }
 
 /// What a rebuild of the index from the CAS did.
@@ -307,6 +314,26 @@ impl std::fmt::Debug for LocalStore {
     }
 }
 
+impl flush::Flushable for LocalStore {
+    fn flush_now(&self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "syncing newly written blobs failed; retried after the next ingest, checked at the next open");
+        }
+    }
+}
+
+impl Drop for LocalStore {
+    /// A store closed cleanly leaves nothing unsynced for the next open to check.
+    fn drop(&mut self) {
+        if let Some(f) = self.flusher.get() {
+            f.stop();
+        }
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "syncing newly written blobs at close failed; the next open re-checks them");
+        }
+    }
+}
+
 /// The files of the CAS: (digest, path) of well-named blob files, and the paths of anything else.
 type BlobFilesOnDisk = (Vec<(Blake3, PathBuf)>, Vec<PathBuf>);
 
@@ -343,6 +370,18 @@ impl LocalStore {
             Err(e) => return Err(e.into()),
         };
         let cas = Cas::open(&root).map_err(|e| StoreError::io(root.join("cas-v1"), e))?;
+        // Blobs an unclean stop left unsynced are checked before anything can serve them.
+        let unsynced_recovery = flush::recover(&index, &cas)?;
+        if unsynced_recovery.checked > 0 {
+            tracing::warn!(
+                checked = unsynced_recovery.checked,
+                dropped = unsynced_recovery.dropped,
+                "the store was not closed cleanly: re-hashed the {} blobs written just before; {} \
+                 were lost or torn and will be downloaded again when needed",
+                unsynced_recovery.checked,
+                unsynced_recovery.dropped
+            );
+        }
         let scratch = root.join(SCRATCH_DIR);
         layout::ensure_dir(&scratch).map_err(|e| StoreError::io(&scratch, e))?;
         for entry in fs::read_dir(&scratch).map_err(|e| StoreError::io(&scratch, e))? {
@@ -352,7 +391,12 @@ impl LocalStore {
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
         let counts = index.counts()?;
-        let store = LocalStore::assemble(root, config, cas, index, counts);
+        let mut store = LocalStore::assemble(root, config, cas, index, counts);
+        Arc::get_mut(&mut store)
+            .expect("just assembled")
+            .unsynced_recovery = unsynced_recovery;
+        let flusher = flush::Flusher::start(Arc::downgrade(&store), config.flush);
+        let _ = store.flusher.set(flusher);
         store.restore_pins();
         if let Some(moved) = damaged {
             let report = store.rebuild()?;
@@ -418,6 +462,8 @@ impl LocalStore {
             recovered: std::sync::Mutex::new(None),
             background_eviction: std::sync::atomic::AtomicBool::new(false),
             pins: pins::PinTable::default(),
+            flusher: std::sync::OnceLock::new(),
+            unsynced_recovery: flush::RecoveryReport::default(),
         })
     }
 
@@ -619,6 +665,11 @@ impl LocalStore {
         };
         self.bytes
             .fetch_add(ingested.indexed_bytes, Ordering::Relaxed);
+        if ingested.new_blobs > 0
+            && let Some(f) = self.flusher.get()
+        {
+            f.notify();
+        }
         self.counters
             .ingested_bytes
             .fetch_add(ingested.compressed_bytes, Ordering::Relaxed);
@@ -1032,6 +1083,22 @@ impl LocalStore {
             .evicted_bytes
             .fetch_add(report.evicted_bytes, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Make every blob ingests wrote durable now and forget them as unsynced (`flush.rs`). The
+    /// flusher does this in the background; a daemon calls it once more when it shuts down.
+    pub fn flush(&self) -> Result<flush::FlushReport> {
+        flush::flush(&self.index, &self.cas)
+    }
+
+    /// Blobs written but not yet synced (listed for recovery after an unclean stop).
+    pub fn unsynced_blobs(&self) -> Result<u64> {
+        Ok(self.index.unsynced_count()?)
+    }
+
+    /// What this open's recovery of unsynced blobs found (zeros after a clean stop).
+    pub fn unsynced_recovery(&self) -> flush::RecoveryReport {
+        self.unsynced_recovery
     }
 
     /// Move a blob file to `quarantine/` (if present) and drop its index entry.

@@ -1,10 +1,9 @@
-//! One process-wide pool of threads that `fdatasync` staged blobs while ingests stream.
+//! One process-wide pool of threads that `fdatasync` blob files: the flusher's (`flush.rs`).
 //!
-//! An `fdatasync` waits on the disk, not the CPU, and concurrent ones overlap, so an ingest hands
-//! its staged files to these threads instead of syncing them one by one. The pool is shared and
-//! started once: a per-ingest pool would spawn and join its threads for every archive (a stage
-//! fetch ingests ~100 archives, several at a time), which showed up as a few percent of the
-//! daemon's CPU time and left the thread count growing with the number of concurrent ingests.
+//! An `fdatasync` waits on the disk, not the CPU, and concurrent ones overlap, so a flush hands its
+//! files to these threads instead of syncing them one by one (one fsync per small file, serially,
+//! would take minutes for a stage of 40k files). The pool is shared and started once, so the thread
+//! count does not grow with the work.
 
 use std::fs::File;
 use std::io;
@@ -32,6 +31,8 @@ pub struct Batch {
 struct Job {
     path: PathBuf,
     batch: Arc<Batch>,
+    /// A missing file counts as synced (it was deleted meanwhile: nothing left to make durable).
+    optional: bool,
 }
 
 /// The pool's queue; `None` when not a single thread could be started (then callers sync inline).
@@ -49,7 +50,7 @@ fn pool() -> Option<&'static Mutex<mpsc::Sender<Job>>> {
                         loop {
                             let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                             let Ok(job) = next else { break };
-                            job.batch.finish(sync(&job.path));
+                            job.batch.finish(sync_job(&job.path, job.optional));
                         }
                     })
                     .is_ok()
@@ -64,6 +65,13 @@ fn sync(path: &std::path::Path) -> io::Result<()> {
     File::open(path).and_then(|f| f.sync_data())
 }
 
+fn sync_job(path: &std::path::Path, optional: bool) -> io::Result<()> {
+    match sync(path) {
+        Err(e) if optional && e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 impl Batch {
     /// A new, empty batch.
     pub fn new() -> Arc<Batch> {
@@ -72,20 +80,30 @@ impl Batch {
 
     /// Queue `path` to be `fdatasync`ed as part of this batch.
     pub fn submit(self: &Arc<Batch>, path: PathBuf) {
+        self.enqueue(path, false);
+    }
+
+    /// Like [`Batch::submit`], but a file deleted before its turn counts as synced.
+    pub fn submit_if_present(self: &Arc<Batch>, path: PathBuf) {
+        self.enqueue(path, true);
+    }
+
+    fn enqueue(self: &Arc<Batch>, path: PathBuf, optional: bool) {
         self.lock().pending += 1;
         let Some(pool) = pool() else {
             // No threads (the process is at its thread limit): slower, still durable.
-            self.finish(sync(&path));
+            self.finish(sync_job(&path, optional));
             return;
         };
         let job = Job {
             path,
             batch: self.clone(),
+            optional,
         };
         // The pool's threads never exit while the process runs, so the queue stays open.
         let sent = pool.lock().unwrap_or_else(|p| p.into_inner()).send(job);
         if let Err(mpsc::SendError(job)) = sent {
-            job.batch.finish(sync(&job.path));
+            job.batch.finish(sync_job(&job.path, job.optional));
         }
     }
 

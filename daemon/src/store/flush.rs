@@ -1,0 +1,238 @@
+//! Deferred durability: blob files are written without a sync on the fetch's path; the index lists
+//! them as *unsynced* in the same transaction that names them (`index.rs`, table `unsynced-v1`), a
+//! background flusher makes them durable a moment later and only then forgets them, and an open
+//! after an unclean stop re-hashes whatever is still listed.
+//!
+//! Why: a per-blob `fdatasync` before the index commit put the disk's write-back on every cold
+//! fetch's critical path (the whole stage written to disk before the first file reaches the build
+//! dir), while TheRock's own fetch never syncs. Now a crash of the process (SIGKILL, OOM) loses
+//! nothing, since the page cache survives it, and a crash of the machine (power loss) loses at most
+//! the blobs of the last [`FlushOptions::delay`] plus one flush — which recovery finds by their
+//! listing, re-hashes, and drops when lost or torn, so they are downloaded again instead of being
+//! served. The invariant the index keeps is in `index.rs`'s docs; `tests/e2e/crash.rs` proves it
+//! with a simulated power loss (unsynced blob files zeroed, truncated and unlinked between a
+//! SIGKILL and the restart).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
+
+use cairn_fingerprint::Blake3;
+use rayon::prelude::*;
+
+use crate::store::cas::Cas;
+use crate::store::error::{Result, StoreError};
+use crate::store::index::Index;
+use crate::store::syncer;
+
+/// Unsynced records handled per flush transaction: bounds a pass's memory and its index write.
+const FLUSH_BATCH: usize = 4096;
+
+/// When the flusher runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushOptions {
+    /// How long after an ingest its blobs are synced, at most (plus the sync itself). Short enough
+    /// that a power loss costs a few seconds of downloads; long enough that the sync does not compete
+    /// with the fetch that wrote them for the disk.
+    pub delay: Duration,
+}
+
+impl Default for FlushOptions {
+    fn default() -> Self {
+        FlushOptions {
+            delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Blob files synced (and forgotten by the unsynced listing).
+    pub synced: u64,
+}
+
+/// What recovery after an unclean stop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Unsynced blobs re-hashed.
+    pub checked: u64,
+    /// Those found lost or torn, dropped from the index (downloaded again when next needed).
+    pub dropped: u64,
+}
+
+/// Sync every blob listed as unsynced, then the shard directories that name them, then forget them.
+pub(crate) fn flush(index: &Index, cas: &Cas) -> Result<FlushReport> {
+    let mut report = FlushReport::default();
+    loop {
+        let rows = index.unsynced(FLUSH_BATCH)?;
+        if rows.is_empty() {
+            return Ok(report);
+        }
+        let batch = syncer::Batch::new();
+        let mut shards = BTreeSet::new();
+        let mut synced = Vec::with_capacity(rows.len());
+        for (digest, stamp) in &rows {
+            // A listed blob may be evicted meanwhile (its record goes with it): then there is
+            // nothing to sync.
+            batch.submit_if_present(cas.blob_path(digest));
+            shards.insert(digest.0[0]);
+            synced.push((*digest, *stamp));
+        }
+        batch
+            .wait()
+            .map_err(|e| StoreError::io(cas.blobs_dir(), e))?;
+        cas.sync_shards(&shards)
+            .map_err(|e| StoreError::io(cas.blobs_dir(), e))?;
+        index.clear_unsynced(&synced)?;
+        report.synced += synced.len() as u64;
+        if rows.len() < FLUSH_BATCH {
+            return Ok(report);
+        }
+    }
+}
+
+/// At open, before anything is served: re-hash every blob still listed as unsynced (the process
+/// stopped before a flush reached it), drop from the index those whose file is missing, short or
+/// not what its name says, sync the rest, and forget them all.
+pub(crate) fn recover(index: &Index, cas: &Cas) -> Result<RecoveryReport> {
+    let mut report = RecoveryReport::default();
+    loop {
+        let rows = index.unsynced(FLUSH_BATCH)?;
+        if rows.is_empty() {
+            return Ok(report);
+        }
+        let records = index.blob_records(&rows.iter().map(|(d, _)| *d).collect::<Vec<_>>())?;
+        let bad: Vec<Blake3> = rows
+            .par_iter()
+            .zip(records)
+            .filter(|((digest, _), record)| record.is_some_and(|r| !holds(cas, digest, r.size)))
+            .map(|((digest, _), _)| *digest)
+            .collect();
+        if !bad.is_empty() {
+            index.remove_blobs(&bad)?;
+            for digest in &bad {
+                cas.remove_blob(digest)
+                    .map_err(|e| StoreError::io(cas.blob_path(digest), e))?;
+            }
+        }
+        report.checked += rows.len() as u64;
+        report.dropped += bad.len() as u64;
+        // The survivors are made durable now, so the next unclean stop need not check them again.
+        flush(index, cas)?;
+    }
+}
+
+/// True when the blob file is complete: `size` bytes that hash to `digest`.
+fn holds(cas: &Cas, digest: &Blake3, size: u64) -> bool {
+    if !cas.contains(digest, size) {
+        return false;
+    }
+    let Ok(mut file) = std::fs::File::open(cas.blob_path(digest)) else {
+        return false;
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    Blake3::from(hasher.finalize()) == *digest
+}
+
+/// The background flusher: woken by each ingest that wrote blobs, it waits [`FlushOptions::delay`]
+/// (so a stage's ingests are synced together), then flushes. It holds the store weakly and ends
+/// with it.
+pub(crate) struct Flusher {
+    state: Mutex<FlusherState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct FlusherState {
+    pending: bool,
+    stop: bool,
+}
+
+/// What the flusher thread flushes: the store, reached through a weak reference.
+pub(crate) trait Flushable: Send + Sync + 'static {
+    /// Run one flush; errors are logged by the implementation.
+    fn flush_now(&self);
+}
+
+impl Flusher {
+    /// Start the flusher thread for `target`.
+    pub(crate) fn start<T: Flushable>(target: Weak<T>, options: FlushOptions) -> Arc<Flusher> {
+        let flusher = Arc::new(Flusher {
+            state: Mutex::new(FlusherState::default()),
+            wake: Condvar::new(),
+        });
+        let me = flusher.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cairn-flush".into())
+            .spawn(move || me.run(target, options));
+        if let Err(e) = spawned {
+            // Without the thread, blobs stay listed until shutdown or the next open's recovery:
+            // still correct, only slower to recover after a crash.
+            tracing::warn!("could not start the flush thread: {e}");
+        }
+        flusher
+    }
+
+    /// Note that an ingest wrote blobs.
+    pub(crate) fn notify(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.pending = true;
+        self.wake.notify_one();
+    }
+
+    /// Stop the thread after its current flush.
+    pub(crate) fn stop(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.stop = true;
+        self.wake.notify_one();
+    }
+
+    fn run<T: Flushable>(&self, target: Weak<T>, options: FlushOptions) {
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                while !state.pending && !state.stop {
+                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                if state.stop {
+                    return;
+                }
+                // Wait out the delay (a stop ends it early), then take the pending flag: ingests
+                // that land during the flush set it again.
+                let deadline = std::time::Instant::now() + options.delay;
+                while !state.stop {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = self
+                        .wake
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                if state.stop {
+                    return;
+                }
+                state.pending = false;
+            }
+            let Some(target) = target.upgrade() else {
+                return;
+            };
+            target.flush_now();
+        }
+    }
+}
