@@ -28,6 +28,10 @@
 //! 4. **The daemon's layers import only downwards:** no file under `daemon/src/service/` names
 //!    `crate::server`; none under `store/` names `crate::server` or `crate::service`; none under
 //!    `storage/` names those or `crate::store`.
+//! 5. **TheRock flag parity is real:** every row of the `## Flag parity` table of
+//!    `docs/therock-compatibility.md` names a `cairn SUBCOMMAND ...` equivalent in its third
+//!    column, and every `--flag` (and `[POSITIONAL]...`) of that span is in `cairn SUBCOMMAND
+//!    --help` (run from the built `cairn` binary).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -488,4 +492,96 @@ fn no_python_bytecode_is_tracked() {
         offenders.len(),
         offenders.join("\n")
     );
+}
+
+/// The cells of a markdown table row: split on `|` not escaped as `\|`, trimmed.
+fn table_cells(row: &str) -> Vec<String> {
+    let mut cells = Vec::new();
+    let mut cur = String::new();
+    let mut chars = row.trim().trim_start_matches('|').chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                cur.push('|');
+                chars.next();
+            }
+            '|' => cells.push(std::mem::take(&mut cur).trim().to_string()),
+            c => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        cells.push(cur.trim().to_string());
+    }
+    cells
+}
+
+/// The words of a `--help` text: runs of `[A-Za-z0-9_-]`, plus every `[NAME]...` as written.
+fn help_words(help: &str) -> BTreeSet<String> {
+    let mut words: BTreeSet<String> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    words.extend(help.split_whitespace().map(str::to_string));
+    words
+}
+
+#[test]
+fn every_therock_flag_in_the_parity_table_is_in_cairn_help() {
+    let root = workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/therock-compatibility.md"))
+        .expect("docs/therock-compatibility.md");
+    let section = doc
+        .split("\n## ")
+        .find(|s| s.starts_with("Flag parity"))
+        .expect("docs/therock-compatibility.md has a `## Flag parity` section");
+    let cairn = cairn_testkit::bin_path::bin_path("cairn");
+    let mut helps: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    let mut problems = Vec::new();
+    let mut rows = 0;
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        rows += 1;
+        let cells = table_cells(line);
+        let Some(equivalent) = cells.get(2) else {
+            problems.push(format!("row without a Cairn column: {line}"));
+            continue;
+        };
+        let spans: Vec<&str> = equivalent
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("cairn "))
+            .collect();
+        if spans.is_empty() {
+            problems.push(format!(
+                "{} {}: no `cairn ...` equivalent",
+                cells[0], cells[1]
+            ));
+        }
+        for span in spans {
+            let mut words = span.split_whitespace().skip(1);
+            let Some(sub) = words.next() else { continue };
+            let help = helps.entry(sub.to_string()).or_insert_with(|| {
+                let out = Command::new(&cairn)
+                    .args([sub, "--help"])
+                    .output()
+                    .expect("cairn runs");
+                assert!(out.status.success(), "cairn {sub} --help failed");
+                help_words(&String::from_utf8_lossy(&out.stdout))
+            });
+            for w in words.filter(|w| w.starts_with("--") || w.starts_with('[')) {
+                if !help.contains(w) {
+                    problems.push(format!(
+                        "{} {}: `cairn {sub} --help` has no `{w}`",
+                        cells[0], cells[1]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        rows > 50,
+        "the parity table has {rows} rows; is it still a table?"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

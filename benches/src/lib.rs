@@ -400,7 +400,7 @@ pub fn time_resolve(
         stage: stage.to_string(),
         family: family.to_string(),
         platform: "linux".to_string(),
-        artifacts: fps.into_iter().collect(),
+        artifacts: fps.into_iter().map(|(n, fp)| (n, Some(fp))).collect(),
         exclude_components: Vec::new(),
         policy: Policy::default(),
     };

@@ -259,8 +259,9 @@ pub struct Request {
     pub family: String,
     /// `linux` or `windows`.
     pub platform: String,
-    /// Bare artifact names (or archive names) and their fingerprints.
-    pub artifacts: Vec<(String, Blake3)>,
+    /// Bare artifact names (or archive names) and their fingerprints (`None` only with
+    /// `policy.run_id`: the run's artifact set by name, as a client without a checkout asks).
+    pub artifacts: Vec<(String, Option<Blake3>)>,
     /// Components to leave out (`dbg`, `test`, ...).
     pub exclude_components: Vec<String>,
     /// Acceptable producers.
@@ -279,7 +280,7 @@ impl Request {
                 .iter()
                 .map(|(artifact, fp)| pb::ArtifactRequest {
                     artifact: artifact.clone(),
-                    fingerprint: fp.to_hex(),
+                    fingerprint: fp.map(|fp| fp.to_hex()).unwrap_or_default(),
                 })
                 .collect(),
             policy: Some(pb::Policy {
@@ -615,6 +616,8 @@ pub struct PublishSpec {
     pub status: String,
     /// `zstd` or `xz`.
     pub compression: String,
+    /// Compression level; `None`: TheRock's default for the compression.
+    pub compression_level: Option<u32>,
     /// Fingerprint per artifact name; only these artifacts are published.
     pub fingerprints: Vec<(String, Blake3)>,
     /// Artifacts the job used but did not build: artifact name → the run it came from.
@@ -678,6 +681,7 @@ pub async fn publish(
         commit: spec.commit.clone(),
         status: spec.status.clone(),
         compression: spec.compression.clone(),
+        compression_level: spec.compression_level,
         head_repo: spec.head_repo.clone(),
         fingerprints: spec
             .fingerprints

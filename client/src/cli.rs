@@ -82,6 +82,9 @@ pub enum Command {
     Push(PushArgs),
     /// Import a run published without Cairn (list its archives once; --ingest downloads them).
     Import(ImportArgs),
+    /// Make stages' artifacts of one run part of another run (TheRock's `artifact_manager.py
+    /// copy`): recorded as reused in the destination's job manifests, nothing copied.
+    Copy(CopyArgs),
     /// Find the first bad commit of TheRock or of one submodule by testing CI-built artifacts at
     /// each step (incremental, prefetched); the repository is never checked out or changed.
     Bisect {
@@ -124,7 +127,7 @@ pub struct SelectArgs {
     #[arg(
         long,
         value_name = "F",
-        required_unless_present_any = ["amdgpu_families", "generic_only"]
+        required_unless_present_any = ["amdgpu_families", "amdgpu_targets", "generic_only"]
     )]
     pub family: Option<String>,
     /// Only generic (host) artifacts, no GPU family's (TheRock's flag).
@@ -133,6 +136,24 @@ pub struct SelectArgs {
     /// More GPU families, `;`-separated as TheRock spells them ("gfx94X-dcgpu;gfx110X-all").
     #[arg(long, value_name = "A;B")]
     pub amdgpu_families: Option<String>,
+    /// Individual GPU targets (`,`-separated, e.g. gfx942), each requested like a family: for
+    /// KPACK-split archives named per target (TheRock's flag).
+    #[arg(long, value_name = "T,U", conflicts_with = "generic_only")]
+    pub amdgpu_targets: Option<String>,
+    /// TheRock's flag to also look for a family's per-target (KPACK-split) archives. Always on in
+    /// Cairn: a family request matches its targets' archives (`blas_lib_gfx942` for
+    /// gfx94X-dcgpu); accepted for compatibility.
+    #[arg(long)]
+    pub expand_family_to_targets: bool,
+    /// TheRock's "the run of the checkout's HEAD commit": Cairn's default without --run-id
+    /// (every artifact from the run(s) that built exactly the checkout's fingerprints).
+    #[arg(long, conflicts_with = "run_id")]
+    pub find_matching_commit: bool,
+    /// TheRock's local storage directory instead of S3. cairnd's storage is its configuration
+    /// (`cairnd serve --local-storage DIR`, `CAIRN_LOCAL_STORAGE`), so this is refused with that
+    /// hint.
+    #[arg(long, value_name = "DIR")]
+    pub local_staging_dir: Option<PathBuf>,
     /// The platform (default: this machine's).
     #[arg(long, value_name = "linux|windows")]
     pub platform: Option<Platform>,
@@ -148,9 +169,11 @@ pub struct SelectArgs {
     /// The build variant hashed into target-specific artifacts.
     #[arg(long, value_name = "V", default_value = "release")]
     pub variant: String,
-    /// Use this run's artifact set: what the run built with the exact fingerprint, else its
-    /// archives by name (fingerprints unverified), else — what it did not build, e.g. reused from
-    /// an earlier run — the run that built exactly that fingerprint.
+    /// Use this run's artifact set: what the run uploaded (its producer with the exact
+    /// fingerprint, else its archives by name, also for runs published without Cairn), plus what
+    /// its job manifests record as reused, taken from the run that built it (reuse chains
+    /// followed). Needs no git checkout: outside one, artifacts are asked for by name (--topology
+    /// names the topology).
     #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
     pub run_id: Option<String>,
     /// The repository `--run-id` belongs to (TheRock's flag), e.g. ROCm/rocm-libraries: its runs
@@ -200,6 +223,35 @@ pub struct BootstrapArgs {
     /// How the build dir is written.
     #[command(flatten)]
     pub write: WriteArgs,
+    /// TheRock's `buildctl.py bootstrap --artifact-dir` (bootstrap from a local directory of
+    /// artifacts). Refused with the Cairn route: `cairn push` that build's artifacts, then
+    /// bootstrap, which finds them by fingerprint.
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Option<PathBuf>,
+    /// After bootstrapping, as `buildctl.py enable|disable`: over the build system's stage dirs
+    /// (`.*stage.marker`), `enable` builds those matching INCLUDE (all if none) and no --exclude
+    /// (their `.prebuilt` marker removed) and keeps the rest prebuilt; `disable` keeps all
+    /// prebuilt. CMake is re-run when a marker changed.
+    #[arg(long, value_enum)]
+    pub mode: Option<PrebuiltMode>,
+    /// Regular expressions of stage dirs (paths relative to the build dir) --mode applies to.
+    #[arg(value_name = "INCLUDE", requires = "mode")]
+    pub include: Vec<String>,
+    /// Regular expressions of stage dirs --mode leaves prebuilt.
+    #[arg(long, value_name = "REGEX", num_args = 1.., requires = "mode")]
+    pub exclude: Vec<String>,
+    /// With --mode: re-run CMake even if no marker changed.
+    #[arg(long, requires = "mode")]
+    pub force_reconfigure: bool,
+}
+
+/// `cairn bootstrap --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrebuiltMode {
+    /// Build the selected stage dirs.
+    Enable,
+    /// Keep every stage dir prebuilt.
+    Disable,
 }
 
 /// `cairn resolve`.
@@ -223,8 +275,29 @@ pub struct FetchArgs {
     #[arg(long, value_name = "O")]
     pub output_dir: PathBuf,
     /// Merge every stage dir into O instead of `O/artifacts/{name}_{component}_{family}/`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bootstrap")]
     pub flatten: bool,
+    /// Bootstrap O as a build dir (`O/{relpath}/...` plus `.prebuilt` markers), as `cairn
+    /// bootstrap --build-dir O` does (TheRock's `fetch --bootstrap`).
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// Download only: make the archives local in cairnd's store (its shared download cache),
+    /// write nothing to O.
+    #[arg(long, conflicts_with_all = ["flatten", "bootstrap"])]
+    pub no_extract: bool,
+    /// TheRock's kept-archives directory. Cairn keeps every downloaded archive in cairnd's store
+    /// (shared by all fetches, bounded by its quota) and writes no archive files; accepted for
+    /// compatibility, the directory is not written.
+    #[arg(long, value_name = "DIR")]
+    pub download_cache_dir: Option<PathBuf>,
+    /// TheRock's download parallelism. cairnd schedules downloads for all its clients at once
+    /// (parallel ranged GETs, one download per archive); accepted for compatibility.
+    #[arg(long, value_name = "N")]
+    pub download_concurrency: Option<usize>,
+    /// TheRock's extraction parallelism. Cairn materializes on all cores; accepted for
+    /// compatibility.
+    #[arg(long, value_name = "N")]
+    pub extract_concurrency: Option<usize>,
     /// Artifacts and producers.
     #[command(flatten)]
     pub select: SelectArgs,
@@ -279,12 +352,92 @@ pub struct PushArgs {
         default_value_t = cairn_fingerprint::Compression::Zstd
     )]
     pub compression: cairn_fingerprint::Compression,
+    /// Compression level (zstd 1-22, xz 0-9) [default: 3 for zstd, 6 for xz, as TheRock].
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<u32>,
+    /// TheRock's compression parallelism. cairnd compresses on its own threads; accepted for
+    /// compatibility.
+    #[arg(long, value_name = "N")]
+    pub compress_concurrency: Option<usize>,
+    /// TheRock's upload parallelism. cairnd schedules uploads; accepted for compatibility.
+    #[arg(long, value_name = "N")]
+    pub upload_concurrency: Option<usize>,
+    /// TheRock's local storage directory instead of S3; refused with a hint (cairnd's storage is
+    /// its configuration: `cairnd serve --local-storage DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub local_staging_dir: Option<PathBuf>,
     /// The git checkout fingerprints are computed from [default: the current git repository].
     #[arg(long, value_name = "DIR")]
     pub checkout: Option<PathBuf>,
     /// The build variant hashed into target-specific artifacts.
     #[arg(long, value_name = "V", default_value = "release")]
     pub variant: String,
+}
+
+/// `cairn copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The stage(s) whose produced artifacts the destination run takes over (`,`-separated, as
+    /// TheRock's `copy --stage a,b`).
+    #[arg(long, value_name = "S,T")]
+    pub stage: String,
+    /// The run the artifacts come from (its Cairn job manifests name them).
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
+    pub source_run_id: String,
+    /// The repository of --source-run-id [default: the destination's]. Reuse is recorded within
+    /// one repository, so a different one is refused.
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub source_repository: Option<String>,
+    /// The destination run.
+    #[arg(long, value_name = "ID", value_parser = non_empty_run_id)]
+    pub run_id: String,
+    /// The repository both runs belong to.
+    #[arg(
+        long,
+        visible_alias = "run-github-repo",
+        value_name = "OWNER/REPO",
+        default_value = "ROCm/TheRock"
+    )]
+    pub repo: String,
+    /// The platform (default: this machine's).
+    #[arg(long, value_name = "linux|windows")]
+    pub platform: Option<Platform>,
+    /// GPU family; one job manifest per stage and family [default: generic only, as TheRock].
+    #[arg(long, value_name = "F")]
+    pub family: Option<String>,
+    /// More GPU families, `;`-separated as TheRock spells them.
+    #[arg(long, value_name = "A;B")]
+    pub amdgpu_families: Option<String>,
+    /// Individual GPU targets (`,`-separated), each recorded like a family.
+    #[arg(long, value_name = "T,U")]
+    pub amdgpu_targets: Option<String>,
+    /// Only generic (host) artifacts.
+    #[arg(long, conflicts_with_all = ["family", "amdgpu_families", "amdgpu_targets"])]
+    pub generic_only: bool,
+    /// Always on in Cairn (a family's records include its per-target archives); accepted for
+    /// compatibility.
+    #[arg(long)]
+    pub expand_family_to_targets: bool,
+    /// The destination's workflow name.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub workflow: String,
+    /// The destination run's commit [default: the current checkout's HEAD, if any].
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// The destination run's status.
+    #[arg(long, value_name = "S", default_value = "success")]
+    pub status: String,
+    /// TheRock's copy parallelism. Nothing is copied (one job manifest per stage and family);
+    /// accepted for compatibility.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Print what would be recorded (each archive and the run that built it); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// TheRock's local storage directory; refused with a hint (cairnd's storage is its
+    /// configuration: `cairnd serve --local-storage DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub local_staging_dir: Option<PathBuf>,
 }
 
 /// `cairn import`.

@@ -129,6 +129,18 @@ Examples:
 
 The build dir must be readable by cairnd (same machine, or mounted at the same path)."
         }
+        "copy" => {
+            "\
+Examples:
+  A setup job taking the prebuilt stages of run 123456 over into this run (nothing is copied:
+  this run's job manifests record the archives as reused, with the run that built each):
+    cairn copy --source-run-id 123456 --run-id \"$GITHUB_RUN_ID\" \\
+        --stage compiler-runtime,math-libs --amdgpu-families gfx94X-dcgpu
+
+  What would be recorded:
+    cairn copy --source-run-id 123456 --run-id 123999 --stage math-libs --family gfx94X-dcgpu \\
+        --dry-run"
+        }
         "import" => {
             "\
 Examples:

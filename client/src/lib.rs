@@ -11,3 +11,4 @@ pub mod github;
 pub mod history;
 pub mod materialize;
 pub mod plan;
+pub mod prebuilt;

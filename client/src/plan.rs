@@ -94,6 +94,12 @@ pub enum PlanError {
     /// Fingerprinting failed.
     #[error(transparent)]
     Fingerprint(#[from] FingerprintError),
+    /// Artifacts by name without a run to take them from.
+    #[error(
+        "no git checkout to fingerprint: pass --checkout DIR, or --run-id ID to take that run's \
+         artifact set by name"
+    )]
+    NoRunId,
 }
 
 /// The artifacts `spec` wants from `topology`: the stage's inbound artifacts (every artifact without
@@ -159,7 +165,7 @@ pub fn plan(topology: &Topology, checkout: &Path, spec: &PlanSpec) -> Result<Fet
             stage: spec.stage.as_deref().unwrap_or("all").to_string(),
             family: family.clone(),
             platform: spec.platform.to_string(),
-            artifacts: fps.iter().map(|(n, fp)| (n.clone(), *fp)).collect(),
+            artifacts: fps.iter().map(|(n, fp)| (n.clone(), Some(*fp))).collect(),
             exclude_components: spec.exclude_components.clone(),
             policy: spec.policy.clone(),
         });
@@ -173,6 +179,38 @@ pub fn plan(topology: &Topology, checkout: &Path, spec: &PlanSpec) -> Result<Fet
         requests,
         artifacts: names.len(),
         elapsed: started.elapsed(),
+    })
+}
+
+/// The requests of `--run-id X` without a git checkout: the wanted artifacts by name, no
+/// fingerprints, so the daemon answers from run X's artifact set alone (what X built and what it
+/// recorded as reused, else X's listing). `head` is empty. `spec.policy.run_id` must be set: without
+/// it nothing could answer a request without fingerprints ([`PlanError::NoRunId`]).
+pub fn plan_by_name(topology: &Topology, spec: &PlanSpec) -> Result<FetchPlan, PlanError> {
+    let names = wanted(topology, spec)?;
+    if spec.policy.run_id.is_none() {
+        return Err(PlanError::NoRunId);
+    }
+    let requests = spec
+        .families
+        .iter()
+        .map(|family| Request {
+            stage: spec.stage.as_deref().unwrap_or("all").to_string(),
+            family: family.clone(),
+            platform: spec.platform.to_string(),
+            artifacts: names.iter().map(|n| (n.to_string(), None)).collect(),
+            exclude_components: spec.exclude_components.clone(),
+            policy: spec.policy.clone(),
+        })
+        .collect();
+    Ok(FetchPlan {
+        families: spec.families.clone(),
+        platform: spec.platform,
+        head: String::new(),
+        fingerprints: BTreeMap::new(),
+        requests,
+        artifacts: names.len(),
+        elapsed: Duration::ZERO,
     })
 }
 
@@ -267,5 +305,19 @@ artifact_deps = ["amd-llvm"]
                 .starts_with("reading the checkout `/nonexistent/checkout`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn by_name_needs_a_run_id_and_sends_no_fingerprints() {
+        let t = Topology::parse(TOPOLOGY).unwrap();
+        let mut s = spec(Some("libs"), &[], &["gfx1151"]);
+        assert!(matches!(plan_by_name(&t, &s), Err(PlanError::NoRunId)));
+        s.policy.run_id = Some("1002".into());
+        let p = plan_by_name(&t, &s).unwrap();
+        assert_eq!(
+            p.requests[0].artifacts,
+            [("amd-llvm".to_string(), None), ("hipcc".to_string(), None)]
+        );
+        assert!(p.head.is_empty() && p.fingerprints.is_empty());
     }
 }

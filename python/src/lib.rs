@@ -667,6 +667,7 @@ fn push(
             commit: commit.unwrap_or_else(|| f.snapshot().head.clone()),
             status,
             compression: compression.to_string(),
+            compression_level: None,
             fingerprints: fps.into_iter().collect(),
             reused_from,
         };

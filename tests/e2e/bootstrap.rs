@@ -304,7 +304,11 @@ impl World {
             stage: STAGE.into(),
             family: FAMILY.into(),
             platform: "linux".into(),
-            artifacts: self.inbound_fingerprints(STAGE).into_iter().collect(),
+            artifacts: self
+                .inbound_fingerprints(STAGE)
+                .into_iter()
+                .map(|(n, fp)| (n, Some(fp)))
+                .collect(),
             exclude_components: vec![],
             policy: Default::default(),
         };
@@ -1503,4 +1507,532 @@ fn fetch_stage_all_generic_only_takes_every_generic_archive() {
         );
     }
     assert_eq!(json["stage"], "all");
+}
+
+/// `--run-id X` is run X's artifact set — what X built plus what X recorded as reused, taken from
+/// the run that built it — and needs no git checkout (no fingerprints). A chain: run 1003's
+/// math-libs job bootstrapped from 1001 and 1002 and built math-libs; run 1004's ml-libs job
+/// bootstrapped `--run-id 1003` from a directory that is no checkout (1003's reuse followed to
+/// 1001/1002) and recorded all of it as reused; `bootstrap --run-id 1004`, again without a
+/// checkout, gets the exact tree of 1001's, 1002's and 1003's archives.
+#[test]
+fn run_id_is_the_runs_artifact_set_through_recorded_reuse_without_a_checkout() {
+    let Some(mut world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let topology = world.topology();
+    // A directory no git repository encloses, with the topology beside it.
+    let elsewhere = world.tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let topo_file = elsewhere.join("BUILD_TOPOLOGY.toml");
+    std::fs::write(&topo_file, ci::TOPOLOGY).unwrap();
+    let ceiling = world.tmp.path().to_path_buf();
+    let no_checkout = |daemon: &Daemon| {
+        let mut cmd = daemon.cairn();
+        cmd.current_dir(&elsewhere)
+            .env("GIT_CEILING_DIRECTORIES", &ceiling);
+        cmd
+    };
+
+    // Run 1003, math-libs job: bootstrapped (with a checkout), built, pushed with its reuse.
+    let b3 = world
+        .tmp
+        .path()
+        .join(format!("build-1003-math-libs-{FAMILY}"));
+    let out = run_ok(
+        world
+            .daemon
+            .cairn()
+            .args([
+                "--quiet",
+                "bootstrap",
+                "--stage",
+                "math-libs",
+                "--family",
+                FAMILY,
+            ])
+            .arg("--build-dir")
+            .arg(&b3)
+            .arg("--checkout")
+            .arg(&world.checkout.root),
+    );
+    expect_code(&out, 0);
+    let fps = ci::produced_fingerprints(&world.checkout.root, "math-libs", FAMILY).unwrap();
+    world.push("1003", "math-libs", FAMILY, &fps, None);
+
+    // Run 1004, ml-libs job: `--run-id 1003` without a checkout.
+    let b4 = world
+        .tmp
+        .path()
+        .join(format!("build-1004-{STAGE}-{FAMILY}"));
+    let out = no_checkout(&world.daemon)
+        .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+        .args(["--run-id", "1003", "--build-dir"])
+        .arg(&b4)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let math: BTreeSet<&str> = topology
+        .produced("math-libs")
+        .unwrap()
+        .into_iter()
+        .collect();
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime"].map(String::from).into();
+    let mut expected = world.expected(STAGE, &run2_has);
+    for (archive, run) in expected.iter_mut() {
+        if math.contains(archive.split('_').next().unwrap()) {
+            *run = "1003".to_string();
+        }
+    }
+    assert_eq!(
+        found_runs(&doc),
+        expected,
+        "1003's own build from 1003, its reuse from 1001/1002"
+    );
+    let reused_expl: Vec<String> = doc["resolved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["producer"]["run_id"] == RUN1)
+        .map(|r| r["explanation"][0].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        reused_expl
+            .iter()
+            .all(|e| e.contains("recorded by run 1003 as reused from run 1001")),
+        "{reused_expl:?}"
+    );
+    let fps = ci::produced_fingerprints(&world.checkout.root, STAGE, FAMILY).unwrap();
+    world.push("1004", STAGE, FAMILY, &fps, None);
+
+    // `--run-id 1004`, no checkout: run 1004's complete inbound set, from the runs that built it.
+    let dest = world.tmp.path().join("from-1004");
+    let out = no_checkout(&world.daemon)
+        .args(["--json", "bootstrap", "--stage", STAGE, "--family", FAMILY])
+        .args(["--run-id", "1004", "--build-dir"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found_runs(&doc), expected);
+    assert_bootstrap_tree(&world, &dest, &expected);
+    assert_eq!(doc["checkout_head"], "", "no checkout was read");
+
+    // `resolve` says the same; without --run-id and without a checkout it names both ways out.
+    let out = no_checkout(&world.daemon)
+        .args(["resolve", "--stage", STAGE, "--family", FAMILY])
+        .args(["--run-id", "1004"])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let out = no_checkout(&world.daemon)
+        .args(["resolve", "--stage", STAGE, "--family", FAMILY])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("pass --checkout DIR"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// TheRock's flags with a meaning for Cairn do what TheRock's do: `fetch --bootstrap` is a
+/// bootstrap (the compatibility-only knobs change nothing, the download cache dir is not
+/// written), `fetch --no-extract` writes nothing, `--local-staging-dir` is refused naming cairnd's
+/// flag, `push --compression-level` reaches the daemon, and `copy` records a stage's archives in
+/// another run — `--dry-run` lists them first — so that `--run-id` of that run yields them.
+#[test]
+fn therock_fetch_push_and_copy_flags_do_what_therock_does() {
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let tmp = world.tmp.path();
+    let cairn = || {
+        let mut c = world.daemon.cairn();
+        c.current_dir(&world.checkout.root);
+        c
+    };
+    let run2_has: BTreeSet<String> = ["core-hip", "core-runtime", "blas", "rand"]
+        .map(String::from)
+        .into();
+
+    // fetch --bootstrap.
+    let dest = tmp.join("fetch-bootstrap");
+    let cache = tmp.join("download-cache");
+    let out = cairn()
+        .args([
+            "--json",
+            "fetch",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--bootstrap",
+        ])
+        .args(["--download-concurrency", "4", "--extract-concurrency", "2"])
+        .args(["--expand-family-to-targets", "--download-cache-dir"])
+        .arg(&cache)
+        .arg("--output-dir")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_bootstrap_tree(&world, &dest, &world.expected(STAGE, &run2_has));
+    assert!(!cache.exists(), "the daemon's store is the download cache");
+
+    // buildctl's `bootstrap --mode enable INCLUDE --exclude ...`: over the build system's stage
+    // dirs (`.stage.marker`), the selected one is built (marker removed), CMake re-run.
+    let relpaths: Vec<String> = markers(&dest).into_iter().collect();
+    for r in &relpaths {
+        let stage = dest.join(r);
+        let name = stage.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::write(stage.parent().unwrap().join(format!(".{name}.marker")), "").unwrap();
+    }
+    let fake_cmake = tmp.join("fake-cmake");
+    std::fs::write(&fake_cmake, "#!/bin/sh\ntouch \"$1/reconfigured\"\n").unwrap();
+    std::fs::set_permissions(&fake_cmake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dest.join("CMakeCache.txt"),
+        format!("CMAKE_COMMAND:INTERNAL={}\n", fake_cmake.display()),
+    )
+    .unwrap();
+    let (keep, build) = (&relpaths[0], &relpaths[1]);
+    let out = cairn()
+        .args([
+            "bootstrap",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--build-dir",
+        ])
+        .arg(&dest)
+        .args([
+            "--mode",
+            "enable",
+            &format!("^{build}$"),
+            &format!("^{keep}$"),
+        ])
+        .args(["--exclude", &format!("^{keep}$")])
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains(&format!("[X] {build}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("[ ] {keep}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dest.join(format!("{build}.prebuilt")).exists());
+    assert!(dest.join(format!("{keep}.prebuilt")).exists());
+    assert!(dest.join("reconfigured").exists(), "CMake re-run");
+    let out = cairn()
+        .args([
+            "bootstrap",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--build-dir",
+        ])
+        .arg(&dest)
+        .arg("--artifact-dir")
+        .arg(tmp.join("artifacts"))
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cairn push --build-dir"),
+        "{}",
+        stderr(&out)
+    );
+
+    // fetch --no-extract.
+    let dest = tmp.join("no-extract");
+    let out = cairn()
+        .args([
+            "fetch",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--no-extract",
+        ])
+        .arg("--output-dir")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        lines.lines().filter(|l| l.starts_with("FOUND\t")).count(),
+        world.expected(STAGE, &run2_has).len(),
+        "{lines}"
+    );
+    assert!(
+        !dest.exists() || std::fs::read_dir(&dest).unwrap().next().is_none(),
+        "--no-extract writes nothing to the output dir"
+    );
+
+    // --local-staging-dir names what to do instead.
+    let out = cairn()
+        .args(["fetch", "--family", FAMILY, "--output-dir"])
+        .arg(tmp.join("x"))
+        .arg("--local-staging-dir")
+        .arg(tmp.join("staging"))
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("cairnd serve --local-storage"),
+        "{}",
+        stderr(&out)
+    );
+
+    // push --compression-level reaches the daemon, which checks it.
+    let fps = ci::produced_fingerprints(&world.checkout.root, STAGE, FAMILY).unwrap();
+    let b = tmp.join("push-level");
+    ci::write_build_dir(&b, FAMILY, &fps, None, ARTIFACT_BYTES).unwrap();
+    let push = |level: &str| {
+        cairn()
+            .args(["--quiet", "push", "--stage", STAGE, "--family", FAMILY])
+            .args(["--run-id", "1030", "--compression-level", level])
+            .args(["--compress-concurrency", "2", "--upload-concurrency", "2"])
+            .arg("--build-dir")
+            .arg(&b)
+            .output()
+            .unwrap()
+    };
+    let out = push("30");
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("compression level 30 is out of range for zstd (1-22)"),
+        "{}",
+        stderr(&out)
+    );
+    expect_code(&push("19"), 0);
+    // push --stage all: whatever every stage produces that the build dir holds.
+    let out = cairn()
+        .args(["--json", "push", "--stage", "all", "--family", FAMILY])
+        .args(["--run-id", "1031", "--build-dir"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        doc["job_manifest_key"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("1031-linux/cairn/all-{FAMILY}.json")),
+        "{doc}"
+    );
+    assert!(!doc["archives"].as_array().unwrap().is_empty());
+
+    // --amdgpu-targets: each target is one more family request.
+    let out = cairn()
+        .args([
+            "--json",
+            "fetch",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--no-extract",
+        ])
+        .args(["--amdgpu-targets", "gfx942,gfx950", "--output-dir"])
+        .arg(tmp.join("targets"))
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["families"],
+        serde_json::json!([FAMILY, "gfx942", "gfx950"])
+    );
+
+    // copy: run 1001's compiler-runtime and math-libs become part of run 1020, nothing copied.
+    let copy = |extra: &[&str]| {
+        cairn()
+            .args(["copy", "--source-run-id", RUN1, "--run-id", "1020"])
+            .args([
+                "--stage",
+                "compiler-runtime,math-libs",
+                "--amdgpu-families",
+                FAMILY,
+            ])
+            .args(["--concurrency", "3"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let all_from_run1 = world.expected(STAGE, &BTreeSet::new());
+    let out = copy(&["--dry-run"]);
+    expect_code(&out, 0);
+    let dry: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == "WOULD-RECORD").then(|| {
+                (
+                    f[1].to_string(),
+                    f[2].trim_start_matches("built by run ").into(),
+                )
+            })
+        })
+        .collect();
+    // Every archive the two stages build (a superset of what ml-libs needs), with its builder.
+    for (archive, run) in &all_from_run1 {
+        assert_eq!(dry.get(archive), Some(run), "{dry:?}");
+    }
+    assert!(dry.values().all(|r| r == RUN1), "{dry:?}");
+    assert!(dry.keys().any(|k| k.starts_with("hipify_")), "{dry:?}");
+    assert_eq!(
+        find_file_opt(world.storage_root(), "1020-linux"),
+        None,
+        "--dry-run writes nothing"
+    );
+    let out = copy(&[]);
+    expect_code(&out, 0);
+    assert!(
+        stderr(&out).contains("recorded as reused in 2 job manifest(s), nothing copied"),
+        "{}",
+        stderr(&out)
+    );
+    // A source run without Cairn records cannot be recorded: said, nothing written.
+    let out = cairn()
+        .args(["copy", "--source-run-id", "9999", "--run-id", "1021"])
+        .args(["--stage", "math-libs", "--family", FAMILY])
+        .output()
+        .unwrap();
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains("run(s) 9999 have no Cairn record")
+            && stderr(&out).contains("--run-id instead"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(find_file_opt(world.storage_root(), "1021-linux"), None);
+    let dest = tmp.join("from-1020");
+    let (out, doc) = world.bootstrap(&world.daemon, &dest, &["--run-id", "1020"]);
+    expect_code(&out, 0);
+    assert_eq!(found_runs(&doc.unwrap()), all_from_run1);
+    assert_bootstrap_tree(&world, &dest, &all_from_run1);
+}
+
+/// The first path under `dir` whose path contains `needle`.
+fn find_file_opt(dir: &Path, needle: &str) -> Option<PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()? {
+            let p = e.ok()?.path();
+            if p.to_string_lossy().contains(needle) {
+                return Some(p);
+            }
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    None
+}
+
+/// `push` takes TheRock's pre-compressed `artifacts/*.tar.zst|.tar.xz` beside artifact dirs: each is
+/// published as it is (same bytes, same SHA-256), after ingest checked it; a corrupt one is refused
+/// naming the file, and nothing of the job is recorded.
+#[test]
+fn push_publishes_pre_compressed_archives_as_they_are() {
+    use sha2::Digest as _;
+    let Some(world) = World::publish_two_runs("local") else {
+        return;
+    };
+    let stage = "compiler-runtime";
+    let fps = ci::produced_fingerprints(&world.checkout.root, stage, "generic").unwrap();
+    let b = world.tmp.path().join("pre-compressed");
+    // amd-llvm as a dir (written by the generator); every other artifact of the stage as the
+    // archive run 1001 published.
+    let dirs: BTreeSet<String> = ["amd-llvm".to_string()].into();
+    ci::write_build_dir(&b, "generic", &fps, Some(&dirs), ARTIFACT_BYTES).unwrap();
+    let mut expected_sha = BTreeMap::new();
+    for name in fps.keys().filter(|n| !dirs.contains(*n)) {
+        for c in ci::COMPONENTS {
+            let artifact = format!("{name}_{c}_generic");
+            let src = world.archive(RUN1, &artifact);
+            let bytes = std::fs::read(&src).unwrap();
+            expected_sha.insert(artifact.clone(), hex(&sha2::Sha256::digest(&bytes)));
+            std::fs::write(
+                b.join("artifacts").join(format!("{artifact}.tar.zst")),
+                bytes,
+            )
+            .unwrap();
+        }
+    }
+    let push = |run: &str| {
+        world
+            .daemon
+            .cairn()
+            .args(["--json", "push", "--stage", stage, "--family", "generic"])
+            .args(["--run-id", run, "--build-dir"])
+            .arg(&b)
+            .arg("--checkout")
+            .arg(&world.checkout.root)
+            .output()
+            .unwrap()
+    };
+    let out = push("1040");
+    expect_code(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let published: BTreeMap<String, String> = doc["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["artifact"].as_str().unwrap().to_string(),
+                a["sha256"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (artifact, sha) in &expected_sha {
+        assert_eq!(
+            published.get(artifact),
+            Some(sha),
+            "{artifact}: published as it is"
+        );
+    }
+    assert!(
+        published.keys().any(|a| a.starts_with("amd-llvm_")),
+        "the artifact dir is archived as before: {published:?}"
+    );
+
+    // A corrupt pre-compressed archive is refused, naming it.
+    let victim = expected_sha.keys().next().unwrap();
+    std::fs::write(
+        b.join("artifacts").join(format!("{victim}.tar.zst")),
+        b"not a zstd stream",
+    )
+    .unwrap();
+    let out = push("1041");
+    expect_code(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!(
+            "pre-compressed archive `artifacts/{victim}.tar.zst`"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        find_file_opt(world.storage_root(), "1041-linux/cairn"),
+        None
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

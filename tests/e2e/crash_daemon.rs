@@ -64,6 +64,7 @@ fn publish_request(build_dir: &Path, run_id: &str) -> pb::PublishRequest {
         head_repo: String::new(),
         fingerprints: NAMES.iter().map(|n| (n.to_string(), fp(n))).collect(),
         reused_from: HashMap::new(),
+        compression_level: None,
     }
 }
 

@@ -132,6 +132,7 @@ impl Rig {
                 .map(|n| (n.to_string(), fp(n)))
                 .collect(),
             reused_from: BTreeMap::new(),
+            compression_level: None,
         }
     }
 
@@ -153,7 +154,7 @@ fn resolve_input() -> ResolveRequest {
             .iter()
             .map(|n| Wanted {
                 selector: ArchiveSelector::parse(n).unwrap(),
-                fingerprint: fp(n),
+                fingerprint: Some(fp(n)),
             })
             .collect(),
         policy: Policy::default(),

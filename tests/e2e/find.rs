@@ -332,6 +332,7 @@ impl Fixture {
             head_repo: String::new(),
             fingerprints: fps.into_iter().collect(),
             reused_from: Default::default(),
+            compression_level: None,
         };
         self.rt.block_on(async {
             let mut client = connect(&self.addr()).await.unwrap();
@@ -1207,6 +1208,51 @@ fn fallback_walks_a_real_history_to_the_newest_complete_commit() {
             .iter()
             .any(|r| r.path.contains(&format!("/commits?sha={c4}")))
     );
+
+    // GitHub unreachable: --fallback still walks the local history, over Cairn's records alone
+    // (run 103 at c3 has what `compiler` needs; the GitHub-only runs are not seen), and says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = cairn_command(&f.daemon.addr())
+        .args([
+            "--json",
+            "find",
+            "--commit",
+            &c4,
+            "--fallback",
+            "--stage",
+            "compiler",
+        ])
+        .args([
+            "--platform",
+            "linux",
+            "--topology",
+            topo,
+            "--checkout",
+            &root,
+        ])
+        .current_dir(f.tmp.path())
+        .env("CAIRN_GITHUB_API", format!("http://127.0.0.1:{closed}"))
+        .env("GITHUB_TOKEN", "t")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: FindJson = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report.baseline.as_ref().unwrap().commit.as_deref(),
+        Some(c3.as_str())
+    );
+    assert_eq!(report.results[0].run_id, "103");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GitHub is not reachable")
+            && err.contains("as --offline does")
+            && err.contains("CAIRN_GITHUB_API"),
+        "{err}"
+    );
 }
 
 // ----- diff -----
@@ -1493,6 +1539,7 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
                 .into_iter()
                 .collect(),
             reused_from: Default::default(),
+            compression_level: None,
         })
         .await
         .unwrap();

@@ -772,6 +772,7 @@ async fn malformed_grpc_requests_are_refused_clearly() {
             head_repo: String::new(),
             fingerprints: [("blas".to_string(), fp.clone())].into(),
             reused_from: Default::default(),
+            compression_level: None,
         };
         f(&mut r);
         r

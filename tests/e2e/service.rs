@@ -56,7 +56,7 @@ fn wanted(names: &[(&str, u8)]) -> Vec<Wanted> {
         .iter()
         .map(|(n, v)| Wanted {
             selector: ArchiveSelector::parse(n).unwrap(),
-            fingerprint: fp(n, *v),
+            fingerprint: Some(fp(n, *v)),
         })
         .collect()
 }
@@ -93,6 +93,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             compression: Compression::Zstd,
             fingerprints: fps1,
             reused_from: BTreeMap::new(),
+            compression_level: None,
         })
         .await
         .unwrap();
@@ -118,6 +119,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         compression: Compression::Xz,
         fingerprints: [("blas".to_string(), fp("blas", 2))].into(),
         reused_from: BTreeMap::new(),
+        compression_level: None,
     })
     .await
     .unwrap();
@@ -133,6 +135,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             compression: Compression::Zstd,
             fingerprints: [("amd-llvm".to_string(), fp("amd-llvm", 9))].into(),
             reused_from: BTreeMap::new(),
+            compression_level: None,
         })
         .await
         .unwrap();
@@ -387,6 +390,7 @@ async fn publish_one(
         compression: Compression::Zstd,
         fingerprints: [(name.to_string(), fp(name, 1))].into(),
         reused_from: BTreeMap::new(),
+        compression_level: None,
     })
     .await
     .unwrap()
@@ -520,7 +524,7 @@ async fn in_flight_maps_are_empty_after_thousands_of_distinct_resolves_and_fetch
     let wanted: Vec<Wanted> = (0..2000u32)
         .map(|i| Wanted {
             selector: ArchiveSelector::parse("blas").unwrap(),
-            fingerprint: Blake3::of(format!("fp-{i}").as_bytes()),
+            fingerprint: Some(Blake3::of(format!("fp-{i}").as_bytes())),
         })
         .collect();
     let res = svc

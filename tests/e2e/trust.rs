@@ -392,6 +392,7 @@ async fn untrusted_writes_never_reach_the_trusted_area() {
         compression: Compression::Zstd,
         fingerprints: BTreeMap::from([("blas".to_string(), fp)]),
         reused_from: BTreeMap::new(),
+        compression_level: None,
     };
     let fork = svc
         .publish(input(run("900", "ROCm/TheRock", "attacker/TheRock")))
@@ -427,7 +428,7 @@ async fn untrusted_writes_never_reach_the_trusted_area() {
 
     let wanted = vec![Wanted {
         selector: ArchiveSelector::parse("blas").unwrap(),
-        fingerprint: fp,
+        fingerprint: Some(fp),
     }];
     let request = |policy: Policy| ResolveRequest {
         stage: "math-libs".into(),

@@ -99,7 +99,7 @@ pub fn request(
         platform: platform.to_string(),
         artifacts: fingerprints
             .iter()
-            .map(|(n, fp)| (n.clone(), *fp))
+            .map(|(n, fp)| (n.clone(), Some(*fp)))
             .collect(),
         exclude_components: exclude_components.to_vec(),
         policy: Policy::default(),

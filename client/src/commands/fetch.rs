@@ -20,7 +20,9 @@ use cairn_client::documents::{self, FetchJson};
 use cairn_client::fetch::{self, Summary, Transfer};
 use cairn_client::materialize::{CopyMode, Layout, MaterializeError, Options, StopFlag};
 
-use crate::cli::{BootstrapArgs, Cli, FetchArgs, SelectArgs, WriteArgs};
+use cairn_client::prebuilt;
+
+use crate::cli::{BootstrapArgs, Cli, FetchArgs, PrebuiltMode, SelectArgs, WriteArgs};
 use crate::output::{ExitStatus, Printer};
 use crate::progress::Progress;
 
@@ -30,7 +32,15 @@ pub fn bootstrap(
     args: &BootstrapArgs,
     printer: &mut Printer,
 ) -> anyhow::Result<ExitStatus> {
-    run(
+    if let Some(dir) = &args.artifact_dir {
+        anyhow::bail!(
+            "--artifact-dir `{}`: cairn bootstraps from what cairnd can resolve, not from a \
+             directory; publish that build's artifacts with `cairn push --build-dir ...` (its \
+             `artifacts/`), then `cairn bootstrap` takes them by fingerprint",
+            dir.display()
+        );
+    }
+    let status = run(
         cli,
         "bootstrap",
         Some(&args.stage),
@@ -38,12 +48,44 @@ pub fn bootstrap(
         options(Layout::Bootstrap, &args.write),
         &args.select,
         printer,
-    )
+    )?;
+    if let Some(mode) = args.mode {
+        let mode = match mode {
+            PrebuiltMode::Enable => prebuilt::Mode::Enable,
+            PrebuiltMode::Disable => prebuilt::Mode::Disable,
+        };
+        let applied = prebuilt::apply(&args.build_dir, mode, &args.include, &args.exclude)?;
+        printer.note("Projects marked with an 'X' will be build enabled:");
+        for s in &applied.stages {
+            printer.note(&format!(
+                "[{}] {}",
+                if s.enabled { 'X' } else { ' ' },
+                s.relpath
+            ));
+        }
+        if applied.changed || args.force_reconfigure {
+            printer.note("Reconfiguring...");
+            prebuilt::reconfigure(&args.build_dir)?;
+        }
+    }
+    Ok(status)
 }
 
 /// `cairn fetch`.
 pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
-    let layout = if args.flatten {
+    if let Some(dir) = &args.download_cache_dir {
+        printer.note(&format!(
+            "cairn: --download-cache-dir `{}`: downloaded archives stay in cairnd's store (the \
+             shared cache); this directory is not written",
+            dir.display()
+        ));
+    }
+    if args.no_extract {
+        return download_only(cli, args, printer);
+    }
+    let layout = if args.bootstrap {
+        Layout::Bootstrap
+    } else if args.flatten {
         Layout::Flatten
     } else {
         Layout::Plain
@@ -57,6 +99,71 @@ pub fn fetch(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Resu
         &args.select,
         printer,
     )
+}
+
+/// `cairn fetch --no-extract` (TheRock's "download only"): the daemon makes every archive local in
+/// its store — the shared download cache — and nothing is written to the output dir. Plain output:
+/// the FOUND/MISSING lines of a fetch (source `local`); `--json`: `{"command": "fetch",
+/// "no_extract": true, "resolved": [...], "missing": [...]}`. Exit 1 when something is missing.
+fn download_only(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
+    let started = Instant::now();
+    let plan = super::fetch_plan(cli, args.stage.as_deref(), &args.select, printer)?;
+    let addr = super::daemon_addr(cli);
+    let warmed = super::runtime()?.block_on(async {
+        let mut client = super::connect_daemon(&addr).await?;
+        fetch::warm(&mut client, &plan.requests)
+            .await
+            .map_err(|e| super::explain(e, &addr))
+    })?;
+    let missing: Vec<&Resolved> = warmed
+        .resolved
+        .iter()
+        .filter(|r| r.status != Status::Found)
+        .collect();
+    if printer.json() {
+        printer.json_value(&serde_json::json!({
+            "command": "fetch",
+            "no_extract": true,
+            "stage": args.stage,
+            "families": plan.families,
+            "platform": plan.platform.to_string(),
+            "resolved": warmed.resolved,
+            "missing": missing,
+        }))?;
+    } else {
+        for r in &warmed.resolved {
+            match (&r.status, &r.producer) {
+                (Status::Found, Some(p)) => {
+                    printer.line(&format!("FOUND\t{}\trun {}\tlocal", r.artifact, p.run_id))?
+                }
+                _ => printer.line(&format!(
+                    "MISSING\t{}\t{}",
+                    r.artifact,
+                    r.explanation.first().map_or("", String::as_str)
+                ))?,
+            }
+        }
+    }
+    for m in &missing {
+        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
+        for line in &m.explanation {
+            printer.problem(&format!("  {line}"));
+        }
+    }
+    let found = warmed.resolved.len() - missing.len();
+    printer.note(&format!(
+        "cairn: fetch --no-extract: {found} archive(s) local in cairnd's store ({} downloaded), {} \
+         missing; nothing written to `{}`; {:.2} s",
+        super::human_bytes(warmed.daemon.storage_bytes),
+        missing.len(),
+        args.output_dir.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(if missing.is_empty() && found > 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }
 
 /// How to materialize: `layout`, copies or hard links, incremental unless `--full`.
@@ -183,10 +290,7 @@ fn run(
         }
     }
     for m in &missing {
-        printer.problem(&format!(
-            "missing: `{}` (fingerprint {}) has no acceptable producer",
-            m.artifact, m.fingerprint
-        ));
+        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
         for line in &m.explanation {
             printer.problem(&format!("  {line}"));
         }

@@ -14,10 +14,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Context, Result};
-use cairn_client::github;
+use cairn_client::github::{self, GithubError};
 use cairn_client::history::commits::{self, Walk};
 use cairn_client::history::report::Query;
-use cairn_client::history::{Criteria, Eligibility, FindReport, search, select};
+use cairn_client::history::{Criteria, Eligibility, FindReport, HistoryError, search, select};
 use cairn_fingerprint::Platform;
 use cairn_fingerprint::names::GENERIC;
 
@@ -55,7 +55,7 @@ async fn run_async(cli: &Cli, args: &FindArgs, printer: &mut Printer) -> Result<
         (Some(stage), Some(t)) => select::stage_needs(t, stage, platform)?,
         _ => Vec::new(),
     };
-    let criteria = Criteria {
+    let mut criteria = Criteria {
         repo,
         workflow,
         platform,
@@ -102,24 +102,58 @@ async fn run_async(cli: &Cli, args: &FindArgs, printer: &mut Printer) -> Result<
                 main_branch: &args.main_branch,
                 max_commits: args.max_commits,
             };
-            let (candidates, merge_base) =
-                commits::candidate_commits(sources.github.as_ref(), &criteria.repo, &walk, &dir)
+            // An unreachable GitHub does not end the walk: it goes on over the local git history
+            // and Cairn's records alone, as with --offline, and says so.
+            let mut retried = false;
+            let (b, found, eval, merge_base) = loop {
+                let attempt: Result<_, HistoryError> = async {
+                    let (candidates, merge_base) = commits::candidate_commits(
+                        sources.github.as_ref(),
+                        &criteria.repo,
+                        &walk,
+                        &dir,
+                    )
                     .await?;
+                    let (b, found, eval) = search::baseline(
+                        &mut sources,
+                        &criteria,
+                        &commit,
+                        &candidates,
+                        merge_base.clone(),
+                        &mut rejected,
+                    )
+                    .await?;
+                    Ok((b, found, eval, merge_base))
+                }
+                .await;
+                match attempt {
+                    Err(HistoryError::Github(e @ GithubError::Http { .. }))
+                        if !retried && sources.github.is_some() =>
+                    {
+                        printer.problem(&format!(
+                            "cairn: find --fallback: GitHub is not reachable ({}); walking the \
+                             local git history over Cairn's records alone, as --offline does \
+                             (runs published without Cairn are not seen; point CAIRN_GITHUB_API \
+                             at a reachable API to include them)",
+                            match &e {
+                                GithubError::Http { url, source } => format!("{url}: {source}"),
+                                other => other.to_string(),
+                            }
+                        ));
+                        sources.github = None;
+                        criteria.offline = true;
+                        rejected.clear();
+                        retried = true;
+                    }
+                    other => break other?,
+                }
+            };
             if let Some(mb) = &merge_base {
                 printer.note(&format!(
                     "commit {commit} is not on `{}`; continuing from the merge-base {mb}",
                     args.main_branch
                 ));
             }
-            let (b, found, eval) = search::baseline(
-                &mut sources,
-                &criteria,
-                &commit,
-                &candidates,
-                merge_base,
-                &mut rejected,
-            )
-            .await?;
             if let (Some(c), Some(i)) = (&b.commit, b.distance) {
                 printer.detail(&format!("baseline {c} after {i} rejected commit(s)"));
             }

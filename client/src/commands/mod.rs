@@ -3,6 +3,7 @@
 
 mod bisect;
 mod completions;
+mod copy;
 mod diff;
 mod fetch;
 mod find;
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cairn_client::api::{ClientError, Policy};
 use cairn_client::bisect::{History, HistorySpec, Selection, Subject};
-use cairn_client::checkout::checkout_dir;
+use cairn_client::checkout::{CheckoutError, checkout_dir};
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
 use cairn_client::documents;
@@ -50,6 +51,7 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
         Command::Resolve(args) => resolve::run(cli, args, printer),
         Command::Push(args) => push::run(cli, args, printer),
         Command::Import(args) => import::run(cli, args, printer),
+        Command::Copy(args) => copy::run(cli, args, printer),
         Command::Bisect { command } => bisect::run(cli, command, printer),
         Command::Prefetch(args) => prefetch::run(cli, args, printer),
         Command::Pin(args) => pin::pin(cli, args, printer),
@@ -169,8 +171,17 @@ fn fetch_plan(
     select: &SelectArgs,
     printer: &mut Printer,
 ) -> anyhow::Result<FetchPlan> {
-    let checkout = checkout_dir(select.checkout.as_deref())?;
-    let topology = checkout_topology(cli, &checkout, printer)?;
+    refuse_local_staging(select.local_staging_dir.as_deref())?;
+    // `--run-id` needs no checkout: without one, the run's artifact set is asked for by name.
+    let checkout = match checkout_dir(select.checkout.as_deref()) {
+        Ok(c) => Some(c),
+        Err(CheckoutError::NotInCheckout) if select.run_id.is_some() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let topology = match &checkout {
+        Some(c) => checkout_topology(cli, c, printer)?,
+        None => load_topology(&topology_path(cli, None), printer)?,
+    };
     // TheRock's `--stage all` (its default): every artifact, unless a stage is really named `all`.
     let stage = stage.filter(|s| *s != "all" || topology.stages().iter().any(|t| t.name == *s));
     let mut families: Vec<String> = select.family.iter().cloned().collect();
@@ -178,7 +189,11 @@ fn fetch_plan(
         // TheRock's `--generic-only`: host artifacts only.
         families = vec![cairn_fingerprint::names::GENERIC.to_string()];
     }
-    for f in split_list(select.amdgpu_families.as_deref()) {
+    // TheRock's `--amdgpu-targets` (`,`-separated): each target is requested like a family.
+    for f in split_list(select.amdgpu_families.as_deref())
+        .into_iter()
+        .chain(split_list(select.amdgpu_targets.as_deref()))
+    {
         if !families.contains(&f) {
             families.push(f);
         }
@@ -197,6 +212,11 @@ fn fetch_plan(
             run_repo: select.run_github_repo.clone(),
             refresh: select.refresh,
         },
+    };
+    let Some(checkout) = checkout else {
+        printer
+            .detail("no git checkout: asking for the run's artifact set by name (no fingerprints)");
+        return Ok(plan::plan_by_name(&topology, &spec)?);
     };
     let plan = plan::plan(&topology, &checkout, &spec)?;
     printer.detail(&format!(
@@ -253,6 +273,31 @@ fn history_excluded_components(args: &HistoryArgs) -> anyhow::Result<Vec<String>
             .with_context(|| format!("--exclude-components names `{c}`"))?;
     }
     Ok(names)
+}
+
+/// TheRock's `--local-staging-dir` (a local directory instead of S3): where artifacts live is
+/// cairnd's configuration, not a client flag, so it is refused, naming the daemon's flag.
+fn refuse_local_staging(dir: Option<&Path>) -> anyhow::Result<()> {
+    match dir {
+        None => Ok(()),
+        Some(d) => anyhow::bail!(
+            "--local-staging-dir `{}`: cairn reads and writes storage through cairnd, whose \
+             storage is its configuration; start it with `cairnd serve --local-storage {}` (or \
+             CAIRN_LOCAL_STORAGE) and leave this flag out",
+            d.display(),
+            d.display()
+        ),
+    }
+}
+
+/// The first line of a MISSING artifact's report; a request by name (`--run-id` without a
+/// checkout) has no fingerprint to show.
+fn missing_line(artifact: &str, fingerprint: &str) -> String {
+    if fingerprint.is_empty() {
+        format!("missing: `{artifact}` has no acceptable producer")
+    } else {
+        format!("missing: `{artifact}` (fingerprint {fingerprint}) has no acceptable producer")
+    }
 }
 
 /// `12.3 MiB`.

@@ -26,9 +26,20 @@ use crate::output::{ExitStatus, Printer};
 /// Publish a build dir.
 pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
+    super::refuse_local_staging(args.local_staging_dir.as_deref())?;
     let checkout = checkout_dir(args.checkout.as_deref())?;
     let topology = super::checkout_topology(cli, &checkout, printer)?;
-    let names: Vec<&str> = topology.produced(&args.stage)?.into_iter().collect();
+    // TheRock's `--stage all`: what every stage produces (unless a stage is really named `all`).
+    let names: Vec<&str> =
+        if args.stage == "all" && !topology.stages().iter().any(|s| s.name == "all") {
+            topology
+                .artifacts()
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect()
+        } else {
+            topology.produced(&args.stage)?.into_iter().collect()
+        };
     let platform = args.platform.unwrap_or_else(Platform::host);
     let config = FingerprintConfig {
         variant: args.variant.clone(),
@@ -40,11 +51,15 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
     let build_dir = std::fs::canonicalize(&args.build_dir)
         .with_context(|| format!("build dir `{}`", args.build_dir.display()))?;
     // What the job used without building it, from the build dir's last `cairn bootstrap`.
-    let reused_from = plan::reused_inbound(
-        &topology,
-        &args.stage,
-        &materialize::recorded_sources(&build_dir),
-    )?;
+    let reused_from = if names.len() == topology.artifacts().len() && args.stage == "all" {
+        Default::default()
+    } else {
+        plan::reused_inbound(
+            &topology,
+            &args.stage,
+            &materialize::recorded_sources(&build_dir),
+        )?
+    };
     let spec = PublishSpec {
         build_dir,
         stage: args.stage.clone(),
@@ -60,6 +75,7 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
             .unwrap_or_else(|| fingerprinter.snapshot().head.clone()),
         status: args.status.clone(),
         compression: args.compression.to_string(),
+        compression_level: args.compression_level,
         fingerprints: fingerprints.into_iter().collect(),
         reused_from,
     };

@@ -58,10 +58,7 @@ pub fn run(cli: &Cli, args: &ResolveArgs, printer: &mut Printer) -> anyhow::Resu
         }
     }
     for m in &missing {
-        printer.problem(&format!(
-            "missing: `{}` (fingerprint {}) has no acceptable producer",
-            m.artifact, m.fingerprint
-        ));
+        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
     }
     printer.note(&format!(
         "cairn: resolve {} ({}): {found} archive(s) found, {} missing; runs: {}; {:.2} s",

@@ -223,12 +223,20 @@ impl Builder<'_> {
                     for r in &tree.manifest {
                         let area = self.area(r.as_str());
                         let marker = format!("{r}.prebuilt");
-                        self.insert(
-                            r.to_string(),
-                            Node::Dir { mode: None },
-                            i,
-                            Some((area, r.as_str().len())),
-                        );
+                        // TheRock's populator writes the marker of every relpath but creates the
+                        // stage dir only by extracting a member under it.
+                        let has_members = tree
+                            .entries
+                            .iter()
+                            .any(|e| e.path.starts_with(r) && &e.path != r);
+                        if has_members {
+                            self.insert(
+                                r.to_string(),
+                                Node::Dir { mode: None },
+                                i,
+                                Some((area, r.as_str().len())),
+                            );
+                        }
                         self.insert(marker, Node::Marker { area }, i, None);
                     }
                 }

@@ -486,6 +486,20 @@ impl<'a> Run<'a> {
                 metas.push(meta);
             }
         }
+        // A stage relpath no member lies under is not planned (TheRock writes only its marker),
+        // but TheRock's once-per-relpath clean still removes what stands there. Its parents are
+        // real directories by now (checked or created above), and `remove_any` follows nothing.
+        for (area, area_path) in self.plan.areas.iter().enumerate() {
+            if self.plan.entries.contains_key(area_path) {
+                continue;
+            }
+            let full = self.full(area_path);
+            if fsops::lstat(&full).map_err(io_at(&full))?.is_some() {
+                self.touch(Some(area))?;
+                removed += fsops::remove_any(&full).map_err(io_at(&full))?;
+                cleaned += 1;
+            }
+        }
         self.areas_cleaned = cleaned;
         self.files_removed.fetch_add(removed, Ordering::Relaxed);
         Ok(metas)

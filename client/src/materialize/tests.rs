@@ -1122,3 +1122,45 @@ fn copy_time_hash_cost() {
         (checked / plain - 1.0) * 100.0
     );
 }
+
+/// A manifest relpath no member lies under (`core/hrx/stage`) gets its `.prebuilt` marker and no
+/// directory, as TheRock's populator writes only the marker (and its parent) for it.
+#[test]
+fn a_relpath_without_members_gets_only_its_marker() {
+    let cas = Cas::new();
+    let mut a = TB::new(&cas, &["core/hip/stage", "core/hrx/stage"]);
+    a.file("core/hip/stage/lib.so", b"elf", 0o644);
+    let a = a.item("core_lib_generic");
+    let boot = tempfile::tempdir().unwrap();
+    run(&[a], &cas, boot.path(), Layout::Bootstrap).unwrap();
+    let s = snapshot(boot.path());
+    assert_eq!(
+        s.keys().collect::<Vec<_>>(),
+        [
+            "core",
+            "core/hip",
+            "core/hip/stage",
+            "core/hip/stage.prebuilt",
+            "core/hip/stage/lib.so",
+            "core/hrx",
+            "core/hrx/stage.prebuilt",
+        ]
+    );
+}
+
+/// A foreign stage dir at a relpath without members goes, as TheRock's once-per-relpath clean
+/// removes it; only the marker is left.
+#[test]
+fn a_foreign_stage_dir_at_a_relpath_without_members_is_cleaned() {
+    let cas = Cas::new();
+    let mut a = TB::new(&cas, &["core/hip/stage", "core/hrx/stage"]);
+    a.file("core/hip/stage/lib.so", b"elf", 0o644);
+    let a = a.item("core_lib_generic");
+    let boot = tempfile::tempdir().unwrap();
+    fs::create_dir_all(boot.path().join("core/hrx/stage")).unwrap();
+    fs::write(boot.path().join("core/hrx/stage/old.txt"), b"stale").unwrap();
+    run(&[a], &cas, boot.path(), Layout::Bootstrap).unwrap();
+    let s = snapshot(boot.path());
+    assert!(!s.contains_key("core/hrx/stage/old.txt"), "{s:?}");
+    assert!(s.contains_key("core/hrx/stage.prebuilt"), "{s:?}");
+}

@@ -86,16 +86,28 @@ fn run_spec(run_id: &str, platform_name: &str, repo_name: &str) -> Result<RunSpe
 /// A resolve request, validated.
 pub fn resolve_request(req: pb::ResolveRequest) -> Result<ResolveRequest> {
     let policy = req.policy.unwrap_or_default();
+    let explicit_run = !policy.run_id.is_empty();
     let wanted = req
         .artifacts
         .into_iter()
         .map(|a| {
             let selector = ArchiveSelector::parse(bounded("artifact name", &a.artifact)?)
                 .map_err(|e| invalid(e.to_string()))?;
-            let fingerprint: Blake3 = a
-                .fingerprint
-                .parse()
-                .map_err(|e| invalid(format!("artifact `{}`: {e}", a.artifact)))?;
+            // No fingerprint: "this run's artifact set" by name, only with an explicit run.
+            let fingerprint: Option<Blake3> = match a.fingerprint.as_str() {
+                "" if explicit_run => None,
+                "" => {
+                    return Err(invalid(format!(
+                        "artifact `{}`: no fingerprint; one is required unless policy.run_id \
+                         names a run",
+                        a.artifact
+                    )));
+                }
+                fp => Some(
+                    fp.parse()
+                        .map_err(|e| invalid(format!("artifact `{}`: {e}", a.artifact)))?,
+                ),
+            };
             Ok(Wanted {
                 selector,
                 fingerprint,
@@ -159,7 +171,9 @@ pub fn fetch_request(req: pb::FetchRequest) -> Result<FetchRequest> {
 /// A publish request, validated.
 pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
     let build_dir = PathBuf::from(&r.build_dir);
-    if !build_dir.is_absolute() {
+    // A record-only publish (no fingerprints: `cairn copy`) reads no build dir and may name none.
+    let record_only = r.fingerprints.is_empty() && r.build_dir.is_empty();
+    if !build_dir.is_absolute() && !record_only {
         return Err(invalid(format!(
             "build dir `{}` must be an absolute path",
             build_dir.display()
@@ -171,6 +185,19 @@ pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
             .parse::<Compression>()
             .map_err(|_| invalid(format!("compression `{other}` is neither `zstd` nor `xz`")))?,
     };
+    let range = match compression {
+        Compression::Zstd => 1..=22,
+        Compression::Xz => 0..=9,
+    };
+    if let Some(level) = r.compression_level
+        && !range.contains(&level)
+    {
+        return Err(invalid(format!(
+            "compression level {level} is out of range for {compression} ({}-{})",
+            range.start(),
+            range.end()
+        )));
+    }
     let mut fingerprints = BTreeMap::new();
     for (name, fp) in r.fingerprints {
         let d: Blake3 = fp
@@ -195,6 +222,7 @@ pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
             head_repo: r.head_repo,
         },
         compression,
+        compression_level: r.compression_level,
         fingerprints,
         reused_from: r.reused_from.into_iter().collect(),
     })
@@ -286,7 +314,11 @@ pub fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
                         name: a.artifact.name.clone(),
                         component: a.artifact.component.to_string(),
                         family: a.artifact.family.clone(),
-                        fingerprint: r.fingerprint.to_hex(),
+                        fingerprint: r
+                            .fingerprint
+                            .or(a.fingerprint)
+                            .map(|d| d.to_hex())
+                            .unwrap_or_default(),
                         status: pb::ResolveStatus::Found as i32,
                         producer: Some(producer),
                         tree_digest: a.tree_digest.map(|d| d.to_hex()).unwrap_or_default(),
@@ -306,7 +338,7 @@ pub fn resolved_to_pb(rs: &[Resolution]) -> pb::ResolveResponse {
                     name,
                     component,
                     family,
-                    fingerprint: r.fingerprint.to_hex(),
+                    fingerprint: r.fingerprint.map(|d| d.to_hex()).unwrap_or_default(),
                     status: pb::ResolveStatus::Missing as i32,
                     producer: None,
                     tree_digest: String::new(),

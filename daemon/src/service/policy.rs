@@ -13,11 +13,13 @@
 //! fingerprint is reported as missing, never substituted by another fingerprint's archive.
 //!
 //! With an explicit run id X (`--run-id`, "this run's artifact set"), in this order: a producer
-//! record of X with the exact fingerprint; else X's own listing by name ([`pick_from_listing`],
-//! through the same [`ArchiveFilter`] as records, fingerprints unverified); else — X did not build
-//! it, typically because X reused it from an earlier run, possibly through a chain of runs — the
-//! run that built exactly that fingerprint, by the same policy as without a run id
-//! ([`follow_reuse`]). Only what none of the three supplies is MISSING.
+//! record of X with the exact fingerprint; else X's own listing by name ([`pick_from_listing`]:
+//! what X uploaded, also for runs published without Cairn; fingerprints unverified); else X's job
+//! manifests by name ([`pick_from_run_records`]: what X recorded as reused, from the run that built
+//! it, following chains of reuse records); else — only when the request has fingerprints — the run
+//! that built exactly that fingerprint, by the same policy as without a run id ([`follow_reuse`]). Only what none of these supplies is MISSING. The by-name
+//! steps need no fingerprint, so a client without a checkout can ask (`Wanted::fingerprint` is
+//! `None`, allowed only with a run id).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -112,8 +114,9 @@ impl fmt::Display for ArchiveSelector {
 pub struct Wanted {
     /// What is asked for.
     pub selector: ArchiveSelector,
-    /// The artifact's fingerprint.
-    pub fingerprint: Blake3,
+    /// The artifact's fingerprint; `None` only with an explicit run id (a client without a git
+    /// checkout asks for "this run's artifact set" by name).
+    pub fingerprint: Option<Blake3>,
 }
 
 /// One archive a candidate offers. What a producer record says is complete; an archive taken from
@@ -274,8 +277,8 @@ impl ArchiveFilter {
 pub struct Resolution {
     /// What was asked for.
     pub selector: ArchiveSelector,
-    /// Its fingerprint.
-    pub fingerprint: Blake3,
+    /// Its fingerprint (`None`: asked for by name in an explicit run's set).
+    pub fingerprint: Option<Blake3>,
     /// The chosen candidate and the archives it provides, or `None` if missing.
     pub chosen: Option<(Candidate, Vec<OfferedArchive>)>,
     /// Every candidate seen and why it was (not) chosen.
@@ -314,6 +317,150 @@ pub fn pick_from_listing(
     }
 }
 
+/// What Cairn's records say about one run: the run as a candidate (identity, bucket, prefix, trust;
+/// `archives` unused) and its job manifests' archive records, the latest per archive name. A run
+/// without job manifests (published without Cairn) has none.
+#[derive(Debug, Clone)]
+pub struct RunRecords {
+    /// The run.
+    pub candidate: Candidate,
+    /// Archive name (`{name}_{component}_{family}`) → its record in the run's job manifests.
+    pub archives: BTreeMap<String, ArchiveRecord>,
+}
+
+/// How many `reused_from` links [`pick_from_run_records`] follows before it gives up (a longer
+/// chain, or a cycle, is a broken record).
+pub const MAX_REUSE_CHAIN: usize = 16;
+
+/// Where a record of run `run_id` says the archive really comes from: the run that built it and
+/// that run's record of it, following `reused_from_run_id` through `runs` (a chain: run 3 reused
+/// from run 2, which reused from run 1). The runs passed through, in order, are pushed to `via`.
+/// A link to a run with no record of the archive ends the walk there, with the record as the last
+/// run wrote it (its key names the object); a cycle or an over-long chain is `None`.
+fn builder_of<'r>(
+    run_id: &'r str,
+    record: &'r ArchiveRecord,
+    runs: &'r BTreeMap<String, RunRecords>,
+    via: &mut Vec<String>,
+) -> Option<(&'r str, &'r ArchiveRecord)> {
+    let (mut run, mut rec) = (run_id, record);
+    for _ in 0..MAX_REUSE_CHAIN {
+        if rec.built_here || rec.reused_from_run_id.is_empty() {
+            return Some((run, rec));
+        }
+        let next = rec.reused_from_run_id.as_str();
+        if next == run || via.iter().any(|v| v == next) {
+            return None;
+        }
+        via.push(next.to_string());
+        let Some(next_run) = runs.get(next) else {
+            return Some((next, rec));
+        };
+        match next_run.archives.get(&rec.artifact) {
+            Some(r) => (run, rec) = (next, r),
+            // The run it names has no record of it (published without Cairn): the key the
+            // reusing run recorded is the object.
+            None => return Some((next, rec)),
+        }
+    }
+    None
+}
+
+/// The explicit-run step that reads Cairn's records of run `run_id` ("this run's artifact set"):
+/// every unresolved entry of `out` gets the archives `filter` selects from the run's job
+/// manifests — what the run built, from the run, and what it recorded as reused, from the run that
+/// built it (followed through chains, [`builder_of`]). By name: fingerprints are not needed, and
+/// one that differs from the request's is said. `runs` holds `run_id` and every run its records
+/// point at (the daemon reads them); an archive whose origin is not in `runs` is skipped, noted.
+pub fn pick_from_run_records(
+    out: &mut [Resolution],
+    run_id: &str,
+    runs: &BTreeMap<String, RunRecords>,
+    filter: &ArchiveFilter,
+) {
+    let Some(this) = runs.get(run_id) else {
+        return;
+    };
+    for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
+        // Origin run → (its archives, the runs passed through).
+        let mut groups: BTreeMap<&str, (Vec<&ArchiveRecord>, Vec<String>)> = BTreeMap::new();
+        let mut notes = Vec::new();
+        for rec in this.archives.values() {
+            let Ok(name) = ArtifactName::parse(&rec.artifact) else {
+                continue;
+            };
+            if !filter.wants(&r.selector, &name) {
+                continue;
+            }
+            let mut via = Vec::new();
+            match builder_of(run_id, rec, runs, &mut via) {
+                Some((origin, found)) if runs.contains_key(origin) => {
+                    let g = groups.entry(origin).or_default();
+                    g.0.push(found);
+                    if g.1.len() < via.len() {
+                        g.1 = via;
+                    }
+                }
+                Some((origin, _)) => notes.push(format!(
+                    "run {run_id} recorded `{}` as reused from run {origin}, whose records \
+                     could not be read",
+                    rec.artifact
+                )),
+                None => notes.push(format!(
+                    "run {run_id}'s record of `{}` names a reuse chain that loops or is longer \
+                     than {MAX_REUSE_CHAIN} runs; not used",
+                    rec.artifact
+                )),
+            }
+        }
+        // One run per entry: the origin with the most archives (the run itself on a tie).
+        let Some((origin, (records, via))) = groups
+            .into_iter()
+            .max_by_key(|(o, (recs, _))| (recs.len(), *o == run_id))
+        else {
+            r.explanation.extend(notes);
+            continue;
+        };
+        let mut candidate = runs[origin].candidate.clone();
+        candidate.archives = records
+            .iter()
+            .filter_map(|a| OfferedArchive::from_record(a))
+            .collect();
+        let mut explanation = vec![if origin == run_id {
+            format!(
+                "run {run_id}'s artifact set: built by run {run_id} ({} archive(s), from its job \
+                 manifests)",
+                records.len()
+            )
+        } else {
+            let chain = if via.len() > 1 {
+                format!(" through run(s) {}", via[..via.len() - 1].join(", "))
+            } else {
+                String::new()
+            };
+            format!(
+                "run {run_id}'s artifact set: recorded by run {run_id} as reused from run \
+                 {origin}{chain}, which built it ({} archive(s), taken from run {origin})",
+                records.len()
+            )
+        }];
+        if let Some(fp) = r.fingerprint
+            && let Some(other) = records.iter().find(|a| a.fingerprint != fp)
+        {
+            explanation.push(format!(
+                "`{}` was built from fingerprint {}, not the checkout's {fp}; taken because \
+                 --run-id names this run's set",
+                other.artifact, other.fingerprint
+            ));
+        }
+        explanation.extend(notes);
+        explanation.append(&mut r.explanation);
+        r.explanation = explanation;
+        let archives = candidate.archives.clone();
+        r.chosen = Some((candidate, archives));
+    }
+}
+
 /// The last step of an explicit-run resolve: every entry of `out` still unresolved after run X's
 /// records and listing is resolved as without a run id — the run that built exactly its
 /// fingerprint — and says so. `out` is index-aligned with `wanted` (as [`resolve`] returns it).
@@ -328,7 +475,7 @@ pub fn follow_reuse(
         return;
     };
     let open: Vec<usize> = (0..out.len())
-        .filter(|&i| out[i].chosen.is_none())
+        .filter(|&i| out[i].chosen.is_none() && wanted[i].fingerprint.is_some())
         .collect();
     if open.is_empty() {
         return;
@@ -367,15 +514,20 @@ pub fn resolve(
     for w in wanted {
         let mut expl = Vec::new();
         let mut ok = Vec::new();
-        let cands = candidates
-            .get(&w.fingerprint)
+        let cands = w
+            .fingerprint
+            .and_then(|fp| candidates.get(&fp))
             .map(Vec::as_slice)
             .unwrap_or(&[]);
-        if cands.is_empty() {
-            expl.push(format!(
-                "no producer record for fingerprint {}",
-                w.fingerprint
-            ));
+        match w.fingerprint {
+            None => expl.push(
+                "no fingerprint (no checkout): only the named run's artifact set can supply it"
+                    .to_string(),
+            ),
+            Some(fp) if cands.is_empty() => {
+                expl.push(format!("no producer record for fingerprint {fp}"))
+            }
+            Some(_) => {}
         }
         for c in cands {
             let label = c.run_label();
@@ -494,7 +646,10 @@ pub fn resolve(
                 }
                 None => explanation.insert(
                     0,
-                    format!("no eligible producer for fingerprint {}", w.fingerprint),
+                    match w.fingerprint {
+                        Some(fp) => format!("no eligible producer for fingerprint {fp}"),
+                        None => format!("no producer for `{}` by name", w.selector),
+                    },
                 ),
             }
             Resolution {
@@ -572,7 +727,7 @@ mod tests {
     fn want(a: &str, n: u8) -> Wanted {
         Wanted {
             selector: ArchiveSelector::parse(a).unwrap(),
-            fingerprint: fp(n),
+            fingerprint: Some(fp(n)),
         }
     }
 
@@ -891,5 +1046,93 @@ mod tests {
         );
         assert_eq!(run_of(&out[2]), None);
         assert!(out[2].explanation[0].starts_with("no eligible producer"));
+    }
+    /// Run records for [`pick_from_run_records`]: `built` archives built by the run, `reused` as
+    /// (archive, run it names as the origin).
+    fn run_records(run: &str, built: &[&str], reused: &[(&str, &str)]) -> RunRecords {
+        let built_rec = record(1, run, "success", "2026-01-01T00:00:00Z", built);
+        let mut archives: BTreeMap<String, ArchiveRecord> = built_rec
+            .archives
+            .iter()
+            .map(|a| (a.artifact.clone(), a.clone()))
+            .collect();
+        for (a, from) in reused {
+            let mut r =
+                record(1, from, "success", "2026-01-01T00:00:00Z", &[a]).archives[0].clone();
+            r.built_here = false;
+            r.reused_from_run_id = from.to_string();
+            archives.insert(a.to_string(), r);
+        }
+        let mut candidate = cand(built_rec, true);
+        candidate.archives.clear();
+        RunRecords {
+            candidate,
+            archives,
+        }
+    }
+
+    /// `--run-id 3` without fingerprints: what run 3 built comes from run 3; what it recorded as
+    /// reused from run 2 — which itself had reused it from run 1 — comes from run 1, the builder;
+    /// what the set does not hold stays unresolved for the later steps; a loop is refused.
+    #[test]
+    fn a_run_artifact_set_follows_recorded_reuse_through_a_chain_by_name() {
+        let runs: BTreeMap<String, RunRecords> = [
+            (
+                "3",
+                run_records("3", &["c_lib_generic"], &[("a_lib_generic", "2")]),
+            ),
+            (
+                "2",
+                run_records("2", &["b_lib_generic"], &[("a_lib_generic", "1")]),
+            ),
+            ("1", run_records("1", &["a_lib_generic"], &[])),
+            ("7", run_records("7", &[], &[("d_lib_generic", "8")])),
+            ("8", run_records("8", &[], &[("d_lib_generic", "7")])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let wanted = |names: &[&str]| -> Vec<Resolution> {
+            names
+                .iter()
+                .map(|a| Resolution {
+                    selector: ArchiveSelector::parse(a).unwrap(),
+                    fingerprint: None,
+                    chosen: None,
+                    explanation: Vec::new(),
+                })
+                .collect()
+        };
+        let filter = ArchiveFilter {
+            family: "gfx94X-dcgpu".into(),
+            ..ArchiveFilter::default()
+        };
+        let mut out = wanted(&["a", "c", "b"]);
+        pick_from_run_records(&mut out, "3", &runs, &filter);
+        assert_eq!(run_of(&out[0]), Some("1"), "{:?}", out[0].explanation);
+        let (c, archives) = out[0].chosen.as_ref().unwrap();
+        assert_eq!(c.prefix, "1-linux");
+        assert_eq!(archives[0].key, "1-linux/a_lib_generic.tar.zst");
+        assert!(
+            out[0].explanation[0].contains("reused from run 1 through run(s) 2, which built it"),
+            "{:?}",
+            out[0].explanation
+        );
+        assert_eq!(run_of(&out[1]), Some("3"));
+        assert!(out[1].explanation[0].starts_with("run 3's artifact set: built by run 3"));
+        assert_eq!(
+            run_of(&out[2]),
+            None,
+            "run 2's own build is not in run 3's set"
+        );
+
+        let mut out = wanted(&["d"]);
+        pick_from_run_records(&mut out, "7", &runs, &filter);
+        assert_eq!(run_of(&out[0]), None);
+        assert!(
+            out[0].explanation[0].contains("loops"),
+            "{:?}",
+            out[0].explanation
+        );
     }
 }

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tracing::{info, instrument};
 
 use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec, in_area, tree_manifest_key};
-use cairn_fingerprint::names::{ArtifactName, GENERIC, family_matches};
-use cairn_fingerprint::{Blake3, Compression};
+use cairn_fingerprint::names::{ArchiveName, ArtifactName, GENERIC, family_matches};
+use cairn_fingerprint::{Blake3, Compression, Sha256};
 
 use super::error::{Result, ServiceError, internal};
 use super::resolve::candidates_cache_key;
@@ -41,6 +41,8 @@ pub struct PublishRequest {
     pub run: RunIdentity,
     /// Archive compression.
     pub compression: Compression,
+    /// Compression level (checked at the edge); `None`: TheRock's default for `compression`.
+    pub compression_level: Option<u32>,
     /// Fingerprint per artifact name; only artifacts named here are published.
     pub fingerprints: BTreeMap<String, Blake3>,
     /// Artifact name → run it was reused from (not built by this job).
@@ -107,20 +109,32 @@ impl Service {
         let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
         let backend = self.backend(root.bucket())?.clone();
 
+        // A record-only publish (`cairn copy`, TheRock's stage reuse): no artifact built, only the
+        // reuse of another run's archives recorded; the build dir is not read.
+        let record_only = input.fingerprints.is_empty();
+        if record_only && input.reused_from.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "nothing to publish: no artifact fingerprints and no reused artifacts".into(),
+            ));
+        }
         // Which artifact dirs to publish, listed with the caller's rights.
         let build_dir = input.build_dir.clone();
         let wanted = input.fingerprints.clone();
         let first_identity = identity.clone();
-        let listed = tokio::task::spawn_blocking(move || {
-            buildtree::par_map_as(first_identity, vec![()], 1, |()| {
-                list_artifacts(&build_dir, &wanted)
+        let dirs = if record_only {
+            Vec::new()
+        } else {
+            let listed = tokio::task::spawn_blocking(move || {
+                buildtree::par_map_as(first_identity, vec![()], 1, |()| {
+                    list_artifacts(&build_dir, &wanted)
+                })
             })
-        })
-        .await
-        .map_err(internal)?
-        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let dirs = listed.into_iter().next().expect("one listing")?;
-        if dirs.is_empty() {
+            .await
+            .map_err(internal)?
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+            listed.into_iter().next().expect("one listing")?
+        };
+        if dirs.is_empty() && !record_only {
             return Err(ServiceError::NotFound(format!(
                 "no artifact directory under `{}` matches the {} artifact(s) to publish",
                 input.build_dir.join("artifacts").display(),
@@ -134,19 +148,25 @@ impl Service {
         let compression = input.compression;
         let opts = archive::CreateOptions {
             compression,
-            level: compression.default_level(),
+            level: input
+                .compression_level
+                .unwrap_or_else(|| compression.default_level()),
             reverse_order: false,
         };
         let mut jobs = Vec::with_capacity(dirs.len());
-        for (dir_name, name, fp) in dirs {
-            let file_name = name.archive(compression).to_string();
+        for (dir_name, name, fp, source) in dirs {
+            let file_name = match source {
+                Source::Dir => name.archive(compression),
+                Source::Archive(c) => name.archive(c),
+            }
+            .to_string();
             let path = scratch.path().join(&file_name);
             let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| internal(format!("`{}`: {e}", path.display())))?;
-            jobs.push((dir_name, name, fp, file_name, path, file));
+            jobs.push((dir_name, name, fp, source, file_name, path, file));
         }
         let build_dir = input.build_dir.clone();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -155,17 +175,26 @@ impl Service {
                 identity,
                 jobs,
                 threads,
-                |(dir_name, name, fp, file_name, path, file)| {
-                    let artifact = Dir::open(&build_dir)
-                        .and_then(|b| b.open_dir(OsStr::new("artifacts")))
-                        .and_then(|a| a.open_dir(&dir_name))
-                        .map_err(|e| {
-                            ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
-                        })?;
-                    let info = archive::write_archive(&artifact, &file, &opts).map_err(|e| {
+                |(dir_name, name, fp, source, file_name, path, file)| {
+                    let bad = |e: std::io::Error| {
                         ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
-                    })?;
-                    Ok::<_, ServiceError>((name, fp, file_name, path, info))
+                    };
+                    let artifacts = Dir::open(&build_dir)
+                        .and_then(|b| b.open_dir(OsStr::new("artifacts")))
+                        .map_err(bad)?;
+                    let info = match source {
+                        Source::Dir => {
+                            let artifact = artifacts.open_dir(&dir_name).map_err(bad)?;
+                            archive::write_archive(&artifact, &file, &opts).map_err(|e| {
+                                ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
+                            })?
+                        }
+                        Source::Archive(_) => {
+                            copy_archive(artifacts.open_file(&dir_name).map_err(bad)?, &file)
+                                .map_err(bad)?
+                        }
+                    };
+                    Ok::<_, ServiceError>((name, fp, source, file_name, path, info))
                 },
             )
         })
@@ -181,22 +210,36 @@ impl Service {
             use rayon::prelude::*;
             written
                 .into_par_iter()
-                .map(|(name, fp, file_name, path, info)| -> Result<_> {
-                    let outcome = store.ingest_file(
-                        &format!("publish/{}", info.sha256),
-                        &path,
-                        Some(info.sha256),
-                    )?;
-                    Ok((
-                        name,
-                        fp,
-                        file_name,
-                        path,
-                        info,
-                        outcome.tree_digest,
-                        outcome.tree,
-                    ))
-                })
+                .map(
+                    |(name, fp, source, file_name, path, mut info)| -> Result<_> {
+                        let outcome = store
+                            .ingest_file(
+                                &format!("publish/{}", info.sha256),
+                                &path,
+                                Some(info.sha256),
+                            )
+                            .map_err(|e| match source {
+                                // The caller's archive, not cairnd's: say which one is bad.
+                                Source::Archive(_) => ServiceError::InvalidArgument(format!(
+                                    "pre-compressed archive `artifacts/{file_name}`: {e}"
+                                )),
+                                Source::Dir => e.into(),
+                            })?;
+                        if let Source::Archive(_) = source {
+                            info.uncompressed_size = outcome.tree.total_size();
+                            info.files = outcome.tree.file_count() as u64;
+                        }
+                        Ok((
+                            name,
+                            fp,
+                            file_name,
+                            path,
+                            info,
+                            outcome.tree_digest,
+                            outcome.tree,
+                        ))
+                    },
+                )
                 .collect::<Result<Vec<_>>>()
         })
         .await
@@ -251,6 +294,17 @@ impl Service {
 
         // What this job used without building it: recorded, not uploaded again.
         let reused = self.reused_records(&backend, &input, &archives).await?;
+        if record_only && reused.is_empty() {
+            let runs: BTreeSet<&str> = input.reused_from.values().map(String::as_str).collect();
+            return Err(ServiceError::NotFound(format!(
+                "run(s) {} have no Cairn record of the {} artifact(s) to record for family `{}` \
+                 (a run published without Cairn has none): nothing recorded; take them with \
+                 --run-id instead",
+                runs.into_iter().collect::<Vec<_>>().join(", "),
+                input.reused_from.len(),
+                input.family
+            )));
+        }
 
         // Records last.
         let run_prefix = root.prefix();
@@ -314,8 +368,10 @@ impl Service {
             }
         }
 
-        if let Ok(commit_entry_key) =
-            root.commit_entry_key(&input.run.commit, &input.stage, &input.family)
+        // A record-only publish built nothing at this commit: no commit index entry.
+        if !record_only
+            && let Ok(commit_entry_key) =
+                root.commit_entry_key(&input.run.commit, &input.stage, &input.family)
         {
             let entry = CommitRecord {
                 run: input.run.clone(),
@@ -443,25 +499,31 @@ impl Service {
     }
 }
 
-/// The artifact dirs under `{build_dir}/artifacts` named in `wanted`, as (dir name, name, fingerprint),
-/// sorted. Neither `build_dir` nor `artifacts` may be a symlink; a wanted artifact dir that is a
-/// symlink is refused, other entries are ignored.
+/// The artifact dirs and pre-compressed archives under `{build_dir}/artifacts` named in `wanted`,
+/// as (entry name, name, fingerprint, source), sorted by artifact, one per artifact ([`Source`]).
+/// Neither `build_dir` nor `artifacts` may be a symlink; a wanted entry that is a symlink is
+/// refused, other entries are ignored.
 fn list_artifacts(
     build_dir: &Path,
     wanted: &BTreeMap<String, Blake3>,
-) -> Result<Vec<(OsString, ArtifactName, Blake3)>> {
+) -> Result<Vec<(OsString, ArtifactName, Blake3, Source)>> {
     let artifacts = Dir::open(build_dir)
         .and_then(|b| b.open_dir(OsStr::new("artifacts")))
         .map_err(|e| ServiceError::InvalidArgument(format!("cannot read the build dir: {e}")))?;
-    let mut dirs = Vec::new();
+    let mut found: BTreeMap<String, (OsString, ArtifactName, Blake3, Source)> = BTreeMap::new();
     for entry in artifacts.names().map_err(|e| {
         ServiceError::InvalidArgument(format!("`{}`: {e}", artifacts.path().display()))
     })? {
         let Some(file_name) = entry.to_str() else {
             continue;
         };
-        let Ok(name) = ArtifactName::parse(file_name) else {
-            continue;
+        // `{name}_{component}_{family}/`, or TheRock's pre-compressed `….tar.zst|.tar.xz`.
+        let (name, archive) = match ArchiveName::parse(file_name) {
+            Ok(a) => (a.artifact, Some(a.compression)),
+            Err(_) => match ArtifactName::parse(file_name) {
+                Ok(n) => (n, None),
+                Err(_) => continue,
+            },
         };
         let Some(fp) = wanted.get(&name.name) else {
             continue;
@@ -471,17 +533,75 @@ fn list_artifacts(
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         if meta.file_type().is_symlink() {
             return Err(ServiceError::InvalidArgument(format!(
-                "artifact dir `{}` is a symlink; publish never follows symlinks in the build dir: \
-                 make it a real directory",
-                artifacts.path().join(&entry).display()
+                "artifact {} `{}` is a symlink; publish never follows symlinks in the build dir: \
+                 make it a real {}",
+                if archive.is_some() { "archive" } else { "dir" },
+                artifacts.path().join(&entry).display(),
+                if archive.is_some() {
+                    "file"
+                } else {
+                    "directory"
+                },
             )));
         }
-        if meta.is_dir() {
-            dirs.push((entry.clone(), name, *fp));
+        let source = match archive {
+            None if meta.is_dir() => Source::Dir,
+            Some(c) if meta.is_file() => Source::Archive(c),
+            _ => continue,
+        };
+        // A directory wins over an archive of the same artifact (it is what the build just
+        // wrote); of two archives, `.tar.zst` wins, as when fetching.
+        let better = match (found.get(&name.to_string()).map(|f| f.3), source) {
+            (None, _) => true,
+            (Some(Source::Dir), _) => false,
+            (Some(Source::Archive(_)), Source::Dir) => true,
+            (Some(Source::Archive(old)), Source::Archive(new)) => new.preferred_over(old),
+        };
+        if better {
+            found.insert(name.to_string(), (entry.clone(), name, *fp, source));
         }
     }
-    dirs.sort_by_key(|d| d.1.to_string());
-    Ok(dirs)
+    Ok(found.into_values().collect())
+}
+
+/// Where an artifact to publish comes from in `{build_dir}/artifacts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `{name}_{component}_{family}/`: archived by cairnd.
+    Dir,
+    /// A pre-compressed `{name}_{component}_{family}.tar.zst|.tar.xz` (as TheRock's push takes
+    /// them): published as it is, after ingest checked it.
+    Archive(Compression),
+}
+
+/// Copy the pre-compressed archive `file` into `out`, hashing it: its SHA-256 and size (the file
+/// counts come from its tree after ingest).
+fn copy_archive(
+    mut file: std::fs::File,
+    out: &std::fs::File,
+) -> std::io::Result<archive::ArchiveInfo> {
+    use sha2::Digest as _;
+    use std::io::{Read as _, Write as _};
+    let mut hasher = sha2::Sha256::new();
+    let mut writer = std::io::BufWriter::new(out);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        writer.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    writer.flush()?;
+    Ok(archive::ArchiveInfo {
+        sha256: Sha256(hasher.finalize().into()),
+        compressed_size: size,
+        uncompressed_size: 0,
+        files: 0,
+    })
 }
 
 /// The layout spec of a run identity.

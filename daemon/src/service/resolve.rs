@@ -177,7 +177,7 @@ impl Service {
         self.counters
             .resolve_requests
             .fetch_add(1, Ordering::Relaxed);
-        let fps: BTreeSet<Blake3> = input.wanted.iter().map(|w| w.fingerprint).collect();
+        let fps: BTreeSet<Blake3> = input.wanted.iter().filter_map(|w| w.fingerprint).collect();
         let lookups = fps.iter().map(|fp| async move {
             (
                 *fp,
@@ -200,7 +200,7 @@ impl Service {
         // after the TTL, or at once with `--refresh`.
         let ttl = self.negative_ttl.as_secs();
         for r in out.iter_mut().filter(|r| r.chosen.is_none()) {
-            if let Some(age) = negative_ages.get(&r.fingerprint) {
+            if let Some(age) = r.fingerprint.and_then(|fp| negative_ages.get(&fp)) {
                 r.explanation.push(format!(
                     "\"no producer\" is cairnd's cached answer from {age} s ago; storage is asked \
                      again after {} s, or now with --refresh",
@@ -222,8 +222,10 @@ impl Service {
         Ok(out)
     }
 
-    /// With an explicit run id, archives without a matching producer record are taken from that run's
-    /// listing by name (the user asked for that run; the explanation says the fingerprint is unverified).
+    /// With an explicit run id, archives without a matching producer record are taken from the run's
+    /// listing by name (the user asked for that run; the explanation says the fingerprint is
+    /// unverified), then from its job manifests (what it recorded as reused, from the run that
+    /// built it). A listing answer costs no LIST when the run's listing is remembered.
     async fn explicit_run_fallback(
         &self,
         out: &mut [Resolution],
@@ -249,6 +251,12 @@ impl Service {
         let candidate = listed_candidate(&spec, &root, self);
         policy::pick_from_listing(out, &listing, &candidate, filter);
         let mut empty = listing.archives.is_empty();
+        if out.iter().any(|r| r.chosen.is_none()) {
+            // What the run did not upload itself: Cairn's records of what it reused, taken from
+            // the run that built it (one LIST of the run's job manifests, and of each origin's).
+            let runs = self.run_records(&spec).await?;
+            policy::pick_from_run_records(out, run_id, &runs, filter);
+        }
         if from_cache && out.iter().any(|r| r.chosen.is_none()) {
             // A run still in progress gains archives after it was first listed (the next stage's
             // jobs fetch what the previous stage just uploaded): list it again before calling
@@ -270,5 +278,66 @@ impl Service {
             }
         }
         Ok(())
+    }
+
+    /// Cairn's records of run `spec` and of every run they name as the origin of a reused archive
+    /// (same repository and platform), transitively, at most [`policy::MAX_REUSE_CHAIN`] runs deep:
+    /// per run, its candidate and the latest record of each archive in its job manifests. A run
+    /// without job manifests is present with no archives (its candidate is the listed run's).
+    async fn run_records(&self, spec: &RunSpec) -> Result<BTreeMap<String, policy::RunRecords>> {
+        let mut runs: BTreeMap<String, policy::RunRecords> = BTreeMap::new();
+        let mut todo = vec![spec.run_id.clone()];
+        let mut depth = 0;
+        while !todo.is_empty() && depth <= policy::MAX_REUSE_CHAIN {
+            depth += 1;
+            let mut next = Vec::new();
+            for run_id in std::mem::take(&mut todo) {
+                if runs.contains_key(&run_id) {
+                    continue;
+                }
+                let mut s = spec.clone();
+                s.run_id = run_id.clone();
+                let records = self.one_run_records(&s).await?;
+                for a in records.archives.values() {
+                    if !a.built_here
+                        && !a.reused_from_run_id.is_empty()
+                        && !runs.contains_key(&a.reused_from_run_id)
+                    {
+                        next.push(a.reused_from_run_id.clone());
+                    }
+                }
+                runs.insert(run_id, records);
+            }
+            todo = next;
+        }
+        Ok(runs)
+    }
+
+    /// One run's [`policy::RunRecords`] (see [`Service::run_records`]).
+    async fn one_run_records(&self, spec: &RunSpec) -> Result<policy::RunRecords> {
+        let root = RunOutputRoot::from_run(spec).map_err(super::invalid)?;
+        let mut candidate = listed_candidate(spec, &root, self);
+        let mut archives = BTreeMap::new();
+        if let Some(backend) = self.backends.for_bucket(root.bucket()).cloned() {
+            let mut notes = Vec::new();
+            // Oldest first: a later job's record of the same archive wins.
+            let manifests = self.job_manifests(&backend, &root, &mut notes).await?;
+            for n in notes {
+                warn!(run = %spec.run_id, "{n}");
+            }
+            if let Some(last) = manifests.last() {
+                candidate.run = last.run.clone();
+                candidate.published_at = last.published_at.clone();
+            }
+            for m in manifests {
+                for a in m.archives {
+                    archives.insert(a.artifact.clone(), a);
+                }
+            }
+        }
+        Ok(policy::RunRecords {
+            candidate,
+            archives,
+        })
     }
 }
