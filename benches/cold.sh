@@ -123,7 +123,7 @@ start_cairnd() { # SOURCE
     s3) storage=(--s3-endpoint "$CAIRN_TEST_S3_ENDPOINT" --s3-bucket "$BUCKET") ;;
     local) storage=(--local-storage "$STAGING") ;;
   esac
-  rm -rf "$T/store"
+  discard "$T/store"
   RUST_LOG=warn "$CAIRND" serve --store "$T/store" --socket "$T/d.sock" "${storage[@]}" >"$T/cairnd.log" 2>&1 &
   DPID=$!
   for _ in $(seq 1 400); do
@@ -207,10 +207,6 @@ sed 's/_.*//' "$DATA/stage-zst.txt" | sort -u >"$T/stage-names.txt"
 EXCLUDED="$("$CAIRN" --topology "$TOPOLOGY" topology inbound --stage "$STAGE" \
   | awk '{print $1}' | grep -vxF -f "$T/stage-names.txt" | paste -sd, -)"
 
-# The previous run's trees were deleted above: wait out ext4's recently-deleted-inode window, which
-# slows file creation down several-fold for about a minute (see benches/e2e.sh).
-if [ "$SMOKE" = 0 ]; then log "waiting 65 s for ext4's recently-deleted-inode window"; sleep 65; fi
-
 log "cold bootstrap of $STAGE ($FAMILY): $(summary stage_archives) archives, $(summary stage_files) files, $(summary stage_uncompressed) bytes"
 for src in ${SOURCES//,/ }; do
   for comp in ${COMPRESSIONS//,/ }; do
@@ -218,6 +214,12 @@ for src in ${SOURCES//,/ }; do
   done
 done
 : >"$RESULTS"
+# A round's trees (GBs at bigfile) are deleted after it, then ext4's window is waited out.
+empty_trash() {
+  rm -rf "$TRASH"; mkdir -p "$TRASH"; sync
+  if [ "$SMOKE" = 0 ]; then log "trash emptied: waiting 65 s for ext4's recently-deleted-inode window"; sleep 65; fi
+}
+empty_trash
 for _ in $(seq 1 "$REPEAT"); do
   for src in ${SOURCES//,/ }; do
     for comp in ${COMPRESSIONS//,/ }; do
@@ -225,6 +227,8 @@ for _ in $(seq 1 "$REPEAT"); do
       run_cairn "$src" "$comp"
     done
   done
+  discard "$T/out"
+  empty_trash
 done
 discard "$T/out"
 
