@@ -220,7 +220,7 @@ empty_trash() {
   if [ "$SMOKE" = 0 ]; then log "trash emptied: waiting 65 s for ext4's recently-deleted-inode window"; sleep 65; fi
 }
 empty_trash
-for _ in $(seq 1 "$REPEAT"); do
+for round in $(seq 1 "$REPEAT"); do
   for src in ${SOURCES//,/ }; do
     for comp in ${COMPRESSIONS//,/ }; do
       run_therock "$src" "$comp"
@@ -228,7 +228,7 @@ for _ in $(seq 1 "$REPEAT"); do
     done
   done
   discard "$T/out"
-  empty_trash
+  [ "$round" -lt "$REPEAT" ] && empty_trash
 done
 discard "$T/out"
 
