@@ -60,24 +60,11 @@ log() { echo "== $*" >&2; }
 die() { echo "error: $*" >&2; exit 2; }
 
 for t in python3 jq /usr/bin/time; do command -v "$t" >/dev/null || die "\`$t\` is required"; done
-ensure_moto
-if ! "$CAIRN_VENV/bin/python" -c 'import pyzstd' 2>/dev/null; then
-  log "installing pyzstd into $CAIRN_VENV (TheRock's zstd binding, for the baseline)"
-  "$CAIRN_VENV/bin/pip" install --quiet --disable-pip-version-check pyzstd
-fi
-PY="$CAIRN_VENV/bin/python"
+ensure_bench_python
 
 PROFILE=release
 [ "$SMOKE" = 1 ] && PROFILE=debug
-PROFILE_FLAG=()
-[ "$PROFILE" = release ] && PROFILE_FLAG=(--release)
-log "building $PROFILE binaries"
-cargo build "${PROFILE_FLAG[@]}" --quiet -p cairn-daemon -p cairn-client -p cairn-benches \
-  --bin cairnd --bin cairn --bin cairn-bench
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
-CAIRND="$TARGET_DIR/$PROFILE/cairnd"
-CAIRN="$TARGET_DIR/$PROFILE/cairn"
-BENCH="$TARGET_DIR/$PROFILE/cairn-bench"
+build_bench_binaries "$PROFILE"
 
 DATA="$WORK/data-$SCALE"
 if [ ! -f "$DATA/summary.json" ] || [ ! -f "$DATA/stage-xz.txt" ]; then

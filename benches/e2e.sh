@@ -69,26 +69,13 @@ die() { echo "error: $*" >&2; exit 2; }
 for t in tar zstd xz python3 /usr/bin/time; do
   command -v "$t" >/dev/null || die "\`$t\` is required"
 done
-ensure_moto
-if ! "$CAIRN_VENV/bin/python" -c 'import pyzstd' 2>/dev/null; then
-  log "installing pyzstd into $CAIRN_VENV (TheRock's zstd binding, for the Python baseline)"
-  "$CAIRN_VENV/bin/pip" install --quiet --disable-pip-version-check pyzstd
-fi
-PY="$CAIRN_VENV/bin/python"
+ensure_bench_python
 
 # Smoke runs use the debug profile: it shares the build with scripts/test and the hot paths are
 # optimised in dev builds anyway (root Cargo.toml); timed runs use release.
 PROFILE=release
 [ "$SMOKE" = 1 ] && PROFILE=debug
-log "building $PROFILE binaries"
-PROFILE_FLAG=()
-[ "$PROFILE" = release ] && PROFILE_FLAG=(--release)
-cargo build "${PROFILE_FLAG[@]}" --quiet -p cairn-daemon -p cairn-client -p cairn-benches \
-  --bin cairnd --bin cairn --bin cairn-bench
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
-CAIRND="$TARGET_DIR/$PROFILE/cairnd"
-CAIRN="$TARGET_DIR/$PROFILE/cairn"
-BENCH="$TARGET_DIR/$PROFILE/cairn-bench"
+build_bench_binaries "$PROFILE"
 
 DATA="$WORK/data-$SCALE"
 if [ ! -f "$DATA/summary.json" ]; then

@@ -23,6 +23,32 @@ ensure_moto() {
   export CAIRN_VENV="$venv"
 }
 
+# The benches' Python side: moto + boto3 (ensure_moto) and pyzstd, TheRock's zstd binding, which the
+# TheRock baseline (benches/baseline_fetch.py) reads archives with. Sets PY.
+ensure_bench_python() {
+  ensure_moto
+  if ! "$CAIRN_VENV/bin/python" -c 'import pyzstd' 2>/dev/null; then
+    echo "== installing pyzstd into $CAIRN_VENV (TheRock's zstd binding, for the baseline)" >&2
+    "$CAIRN_VENV/bin/pip" install --quiet --disable-pip-version-check pyzstd
+  fi
+  PY="$CAIRN_VENV/bin/python"
+}
+
+# build_bench_binaries PROFILE: build cairnd, cairn and cairn-bench (release or debug) and set
+# CAIRND, CAIRN and BENCH to them.
+build_bench_binaries() {
+  local profile="$1" flag=()
+  [ "$profile" = release ] && flag=(--release)
+  echo "== building $profile binaries" >&2
+  cargo build "${flag[@]}" --quiet -p cairn-daemon -p cairn-client -p cairn-benches \
+    --bin cairnd --bin cairn --bin cairn-bench
+  local target_dir
+  target_dir="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
+  CAIRND="$target_dir/$profile/cairnd"
+  CAIRN="$target_dir/$profile/cairn"
+  BENCH="$target_dir/$profile/cairn-bench"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
