@@ -184,6 +184,9 @@ same_tree() { # SOURCE COMP
   run_cairn "$1" "$2"
   # Cairn's own state file is the one allowed difference (see ARCHITECTURE.md, "the build dir's state").
   diff -r --no-dereference -x .cairn-state.json "$T/expected" "$T/out" >"$T/diff.txt" || die "cairn's tree differs from TheRock's ($1, $2): see $T/diff.txt"
+  # Modes too (TheRock: the umask's default plus the archive's execute bits).
+  modes() { (cd "$1" && find . ! -name .cairn-state.json -printf '%p %y %m\n' | sort); }
+  diff <(modes "$T/expected") <(modes "$T/out") >"$T/diff.txt" || die "cairn's file modes differ from TheRock's ($1, $2): see $T/diff.txt"
   discard "$T/expected" "$T/out"
   : >"$RESULTS.check"
 }

@@ -22,4 +22,5 @@ mod service; // the daemon service without gRPC: multi-base resolve, fetch, trus
 mod soak; // a real cairnd through 20,000 distinct objects and fingerprints: in-flight maps empty, RSS near its baseline
 mod storage; // storage backends against moto and a local dir: behaviour suite, ranged GETs, faults
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify
+mod therock_tree; // a bootstrap leaves exactly TheRock's tree: the checked-in listing made by TheRock's rules
 mod trust; // socket mode, TCP bearer token, untrusted writes, credentials never logged
