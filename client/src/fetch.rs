@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{ClientError, Request, Resolved, Status};
 use crate::connect::DaemonAddr;
-use crate::materialize::prestage::Prestager;
+use crate::materialize::prestage::{PRESTAGE_DIR, Prestager};
 use crate::materialize::{
     self, BlobSource, CopyMode, DirBlobs, MaterializeItem, NoReporter, Options, Report, Reporter,
 };
@@ -249,6 +249,10 @@ pub async fn fetch(
         .flatten(),
         cold: HashMap::new(),
     };
+    if run.prestager.is_none() {
+        // Copies a killed run left behind (a prestager replaces them itself when it starts).
+        let _ = fs::remove_dir_all(dest.join(PRESTAGE_DIR));
+    }
     let mut resolved = Vec::new();
     let mut daemon = DaemonTotals::default();
     // Kept open until materialization is done: the daemon holds its leases until they close.

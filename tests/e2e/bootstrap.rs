@@ -845,9 +845,14 @@ fn incremental_rebootstrap_rewrites_only_changed_artifacts() {
     let kept_before = identities(&dest, &unchanged_roots);
     let changed_before = identities(&dest, &changed_roots);
     assert!(!kept_before.is_empty() && !changed_before.is_empty());
+    // Copies a client killed mid-prestage left behind: an incremental run (which does not
+    // prestage) removes them too.
+    std::fs::create_dir_all(dest.join(".cairn-prestage")).unwrap();
+    std::fs::write(dest.join(".cairn-prestage/leftover"), b"x").unwrap();
 
     let (out, json) = world.bootstrap(&world.daemon, &dest, &[]);
     expect_code(&out, 0);
+    assert!(!dest.join(".cairn-prestage").exists());
     let json = json.unwrap();
     let expected = world.expected(STAGE, &BTreeSet::new());
     assert_eq!(
