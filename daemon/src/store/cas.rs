@@ -24,17 +24,16 @@
 //! # Durability
 //!
 //! A blob is written to a temp file in `cas-v1/tmp/` (same file system as `blobs/`), hashed on the way,
-//! made read-only, `fdatasync`ed, then renamed to its final name without replacing an existing file.
-//! So a file under `blobs/` is always complete: a crash leaves either no file or the whole one. The
-//! rename itself becomes durable when its shard directory is fsynced ([`Cas::sync_shards`]); the ingest
-//! does that once per touched shard before the index transaction that names the blobs commits.
+//! made read-only, then renamed to its final name. So a file under `blobs/` is complete as far as the
+//! running system sees: a process crash leaves either no file or the whole one. Making it survive a
+//! power loss is deferred (`flush.rs`): the ingest lists the blobs it wrote as unsynced in its index
+//! commit, the flusher `fdatasync`s them ([`sync_staged`]'s way, through the `syncer` pool) and
+//! fsyncs their shard directories ([`Cas::sync_shards`]) a moment later, and an open after an unclean
+//! stop re-hashes what is still listed. [`Cas::write_blob`] (tools and tests) still syncs inline.
 //!
-//! The three steps are separate calls ([`Cas::stage_blob`], [`sync_staged`], [`Cas::publish`]) so an
-//! ingest can stream the archive while other threads fsync what it staged: one fsync per small file,
-//! done serially, would dominate the ingest of an archive of thousands of headers.
-//!
-//! Concurrent writers of the same content are safe: both hash, the first rename wins, the second finds
-//! the name taken and drops its temp file, so the blob is written once.
+//! A file already at a blob's name is used instead of writing only when the caller trusts it (the
+//! index names it, see [`Cas::stage_blob`]); otherwise the new copy replaces it. Concurrent writers of
+//! the same content are therefore safe too: both hash, both rename, the content is the same.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
