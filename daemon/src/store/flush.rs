@@ -74,57 +74,68 @@ pub(crate) fn flush(index: &Index, cas: &Cas) -> Result<FlushReport> {
         if rows.is_empty() {
             return Ok(report);
         }
-        let batch = syncer::Batch::new();
-        let mut shards = BTreeSet::new();
-        let mut synced = Vec::with_capacity(rows.len());
-        for (digest, stamp) in &rows {
-            // A listed blob may be evicted meanwhile (its record goes with it): then there is
-            // nothing to sync.
-            batch.submit_if_present(cas.blob_path(digest));
-            shards.insert(digest.0[0]);
-            synced.push((*digest, *stamp));
-        }
-        batch
-            .wait()
-            .map_err(|e| StoreError::io(cas.blobs_dir(), e))?;
-        cas.sync_shards(&shards)
-            .map_err(|e| StoreError::io(cas.blobs_dir(), e))?;
-        index.clear_unsynced(&synced)?;
-        report.synced += synced.len() as u64;
+        sync_and_forget(index, cas, &rows)?;
+        report.synced += rows.len() as u64;
         if rows.len() < FLUSH_BATCH {
             return Ok(report);
         }
     }
 }
 
+/// Sync these listed blobs (a file evicted meanwhile counts as done) and their shard directories,
+/// then remove exactly these records from the listing.
+fn sync_and_forget(index: &Index, cas: &Cas, rows: &[(Blake3, u64)]) -> Result<()> {
+    let batch = syncer::Batch::new();
+    let mut shards = BTreeSet::new();
+    for (digest, _) in rows {
+        batch.submit_if_present(cas.blob_path(digest));
+        shards.insert(digest.0[0]);
+    }
+    batch
+        .wait()
+        .map_err(|e| StoreError::io(cas.blobs_dir(), e))?;
+    cas.sync_shards(&shards)
+        .map_err(|e| StoreError::io(cas.blobs_dir(), e))?;
+    index.clear_unsynced(rows)?;
+    Ok(())
+}
+
 /// At open, before anything is served: re-hash every blob still listed as unsynced (the process
 /// stopped before a flush reached it), drop from the index those whose file is missing, short or
 /// not what its name says, sync the rest, and forget them all.
 pub(crate) fn recover(index: &Index, cas: &Cas) -> Result<RecoveryReport> {
+    recover_in_batches(index, cas, FLUSH_BATCH)
+}
+
+fn recover_in_batches(index: &Index, cas: &Cas, batch: usize) -> Result<RecoveryReport> {
     let mut report = RecoveryReport::default();
     loop {
-        let rows = index.unsynced(FLUSH_BATCH)?;
+        let rows = index.unsynced(batch)?;
         if rows.is_empty() {
             return Ok(report);
         }
         let records = index.blob_records(&rows.iter().map(|(d, _)| *d).collect::<Vec<_>>())?;
-        let bad: Vec<Blake3> = rows
+        let checked: Vec<bool> = rows
             .par_iter()
             .zip(records)
-            .filter(|((digest, _), record)| record.is_some_and(|r| !holds(cas, digest, r.size)))
-            .map(|((digest, _), _)| *digest)
+            .map(|((digest, _), record)| record.is_none_or(|r| holds(cas, digest, r.size)))
             .collect();
+        let (good, bad): (Vec<_>, Vec<_>) = rows.iter().zip(checked).partition(|(_, ok)| *ok);
+        let bad: Vec<Blake3> = bad.into_iter().map(|((d, _), _)| *d).collect();
         if !bad.is_empty() {
+            // Their records and their unsynced rows go together.
             index.remove_blobs(&bad)?;
             for digest in &bad {
                 cas.remove_blob(digest)
                     .map_err(|e| StoreError::io(cas.blob_path(digest), e))?;
             }
         }
+        // The survivors of this batch (only they: later batches are not checked yet) are made
+        // durable now, so the next unclean stop need not check them again.
+        let good: Vec<(Blake3, u64)> = good.into_iter().map(|(row, _)| *row).collect();
+        sync_and_forget(index, cas, &good)?;
         report.checked += rows.len() as u64;
         report.dropped += bad.len() as u64;
-        // The survivors are made durable now, so the next unclean stop need not check them again.
-        flush(index, cas)?;
     }
 }
 
@@ -237,6 +248,80 @@ impl Flusher {
                 return;
             };
             target.flush_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::{IngestCommit, SourceArchive};
+    use cairn_fingerprint::{Sha256, Tree};
+
+    /// Recovery checks every listed blob before it forgets any: with more unsynced blobs than one
+    /// batch, damaged ones in every batch are dropped and the rest kept and forgotten.
+    #[test]
+    fn recovery_checks_every_batch_before_forgetting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let mut blobs = Vec::new();
+        for i in 0..7u8 {
+            let content = vec![i; 100 + i as usize];
+            let w = cas
+                .write_blob(
+                    &mut &content[..],
+                    content.len() as u64,
+                    &mut |_| {},
+                    &mut BTreeSet::new(),
+                )
+                .unwrap();
+            blobs.push((w.digest, w.size));
+        }
+        let written: Vec<Blake3> = blobs.iter().map(|(d, _)| *d).collect();
+        index
+            .commit_ingest(&IngestCommit {
+                archive: Sha256([1; 32]),
+                key: None,
+                tree_digest: Blake3([2; 32]),
+                tree: &Tree::new(Vec::new(), Vec::new()),
+                blobs: &blobs,
+                written: &written,
+                now: 1,
+                source: SourceArchive::unknown(1),
+            })
+            .unwrap();
+        assert_eq!(index.unsynced_count().unwrap(), 7);
+        // Damage the first and the last in the listing's order: different batches of 2.
+        let mut listed: Vec<Blake3> = index
+            .unsynced(100)
+            .unwrap()
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        listed.sort();
+        let (first, last) = (listed[0], listed[6]);
+        for d in [first, last] {
+            let p = cas.blob_path(&d);
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            let len = std::fs::metadata(&p).unwrap().len() as usize;
+            std::fs::write(&p, vec![0u8; len]).unwrap();
+        }
+
+        let report = recover_in_batches(&index, &cas, 2).unwrap();
+        assert_eq!(
+            report,
+            RecoveryReport {
+                checked: 7,
+                dropped: 2
+            }
+        );
+        assert_eq!(index.unsynced_count().unwrap(), 0);
+        for (d, _) in &blobs {
+            let damaged = *d == first || *d == last;
+            assert_eq!(index.blob(d).unwrap().is_some(), !damaged, "{d}");
+            assert_eq!(cas.blob_path(d).exists(), !damaged, "{d}");
         }
     }
 }
