@@ -144,12 +144,7 @@ fn download_only(cli: &Cli, args: &FetchArgs, printer: &mut Printer) -> anyhow::
             }
         }
     }
-    for m in &missing {
-        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
-        for line in &m.explanation {
-            printer.problem(&format!("  {line}"));
-        }
-    }
+    print_missing(printer, missing.iter().map(|m| &**m));
     let found = warmed.resolved.len() - missing.len();
     printer.note(&format!(
         "cairn: fetch --no-extract: {found} archive(s) local in cairnd's store ({} downloaded), {} \
@@ -289,12 +284,7 @@ fn run(
             }
         }
     }
-    for m in &missing {
-        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
-        for line in &m.explanation {
-            printer.problem(&format!("  {line}"));
-        }
-    }
+    print_missing(printer, missing.iter());
     let what = match stage {
         Some(s) => format!("{command} {s}"),
         None => command.to_string(),
@@ -383,4 +373,14 @@ fn exit_interrupted(signal: i32, unmarked: usize) -> ! {
         signal_name(signal)
     );
     std::process::exit(128 + signal)
+}
+
+/// Each missing artifact on stderr with the daemon's explanation, indented under it.
+fn print_missing<'a>(printer: &mut Printer, missing: impl Iterator<Item = &'a Resolved>) {
+    for m in missing {
+        printer.problem(&super::missing_line(&m.artifact, &m.fingerprint));
+        for line in &m.explanation {
+            printer.problem(&format!("  {line}"));
+        }
+    }
 }
