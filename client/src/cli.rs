@@ -497,6 +497,24 @@ pub struct HistoryArgs {
     pub exclude_components: Option<String>,
 }
 
+/// `--github` for commits without Cairn records (shared by `bisect run`, `prefetch` and `pin`).
+#[derive(Debug, Args)]
+pub struct GithubArgs {
+    /// For a commit without Cairn records, look its CI run up on GitHub (by head_sha, as `cairn
+    /// find` does) and take that run's artifacts by name, marked unverified in the report
+    /// (CAIRN_GITHUB_API, GITHUB_TOKEN).
+    #[arg(long)]
+    pub github: bool,
+    /// With --github: the repository whose workflow runs built the commits [default: the
+    /// repository's `origin` on GitHub, else ROCm/TheRock for the superproject].
+    #[arg(long, value_name = "OWNER/REPO", requires = "github")]
+    pub github_repo: Option<String>,
+    /// With --github: the workflow file whose runs count [default: TheRock's CI workflow of that
+    /// repository].
+    #[arg(long, value_name = "FILE", requires = "github")]
+    pub workflow: Option<String>,
+}
+
 /// `cairn bisect run`.
 #[derive(Debug, Args)]
 pub struct BisectRunArgs {
@@ -519,19 +537,9 @@ pub struct BisectRunArgs {
     /// Do not prefetch the next probes while the command runs.
     #[arg(long)]
     pub no_prefetch: bool,
-    /// For a commit without Cairn records, look its CI run up on GitHub (by head_sha, as `cairn
-    /// find` does) and take that run's artifacts by name, marked unverified in the report
-    /// (CAIRN_GITHUB_API, GITHUB_TOKEN).
-    #[arg(long)]
-    pub github: bool,
-    /// With --github: the repository whose workflow runs built the bisected commits [default: the
-    /// bisected repository's `origin` on GitHub, else ROCm/TheRock for the superproject].
-    #[arg(long, value_name = "OWNER/REPO", requires = "github")]
-    pub github_repo: Option<String>,
-    /// With --github: the workflow file whose runs count [default: TheRock's CI workflow of that
-    /// repository].
-    #[arg(long, value_name = "FILE", requires = "github")]
-    pub workflow: Option<String>,
+    /// Runs published without Cairn.
+    #[command(flatten)]
+    pub github: GithubArgs,
     /// Continue the bisect the build dir's session log records (e.g. after Ctrl-C): its good,
     /// bad and skip verdicts are kept, the rest is probed.
     #[arg(long)]
@@ -559,6 +567,9 @@ pub struct PrefetchArgs {
     /// Which history and artifacts.
     #[command(flatten)]
     pub history: HistoryArgs,
+    /// Runs published without Cairn.
+    #[command(flatten)]
+    pub github: GithubArgs,
 }
 
 /// `cairn pin`.
@@ -573,6 +584,9 @@ pub struct PinArgs {
     /// Which history and artifacts.
     #[command(flatten)]
     pub history: HistoryArgs,
+    /// Runs published without Cairn.
+    #[command(flatten)]
+    pub github: GithubArgs,
     /// How long the pin holds: seconds, or with s, m, h, d (`2h`, `7d`).
     #[arg(long, value_name = "DURATION", default_value = "1d")]
     pub ttl: String,

@@ -20,13 +20,35 @@ use cairn_testkit::s3server::S3Server;
 use serde_json::Value;
 
 const FAMILY: &str = "gfx94X-dcgpu";
-/// Commits of `rocm-libraries` after the good one.
-const COMMITS: usize = 20;
-/// The commit (1-based, after the good one) whose blas carries the regression.
-const REGRESSION: usize = 13;
-/// Commits CI never built: the first probe's (the middle), one just before the regression's
-/// neighbourhood, one near the end.
-const NEVER_BUILT: [usize; 3] = [10, 11, 17];
+/// A generated history: how many `rocm-libraries` commits follow the good one, where the
+/// regression enters, and which commits CI never built.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Commits of `rocm-libraries` after the good one.
+    commits: usize,
+    /// The commit (1-based, after the good one) whose blas carries the regression.
+    regression: usize,
+    /// Commits CI never built.
+    never_built: &'static [usize],
+}
+
+/// The issue's history: 64 submodule commits, each later CI run rebuilding only what changed; CI
+/// never built the first probe's (the middle), one the search meets after materializing probes,
+/// and one near the end.
+const ISSUE: Shape = Shape {
+    commits: 64,
+    regression: 45,
+    never_built: &[32, 39, 58],
+};
+
+/// A shorter history for the tests of one feature each: 20 commits; never built: the first
+/// probe's (the middle), one just before the regression's neighbourhood, one near the end.
+const SHORT: Shape = Shape {
+    commits: 20,
+    regression: 13,
+    never_built: &[10, 11, 17],
+};
+
 /// Commits whose CI run was uploaded the way plain TheRock CI does (archives only, no Cairn
 /// record): the regression's and the one before it, so only `--github` can tell them apart.
 const PLAIN: [usize; 2] = [12, 13];
@@ -44,6 +66,8 @@ struct World {
     sup: Vec<String>,
     /// `CAIRN_GITHUB_API` for `cairn` (the testkit's mock), when a test serves one.
     github_api: Option<String>,
+    /// The history's shape.
+    shape: Shape,
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -88,16 +112,17 @@ fn repo_state(root: &Path) -> Vec<String> {
 }
 
 impl World {
-    fn build() -> World {
+    fn build(shape: Shape) -> World {
         let tmp = scratch_dir("e2e-bisect-").unwrap();
         let storage = Storage::Local(tmp.path().join("storage"));
-        World::build_in(tmp, storage, &[], &|_, _| {})
+        World::build_in(shape, tmp, storage, &[], &|_, _| {})
     }
 
     /// The world over `storage`, the runs of the `plain` commits uploaded the way plain TheRock CI
     /// does: built and pushed on another machine into another bucket, then only their archives and
     /// `.sha256sum` sidecars put under the run's prefix by `upload(key, file)` (no Cairn record).
     fn build_in(
+        shape: Shape,
         tmp: tempfile::TempDir,
         storage: Storage,
         plain: &[usize],
@@ -116,6 +141,7 @@ impl World {
             checkout,
             daemon,
             github_api: None,
+            shape,
         };
         // The first run builds everything; later runs only the math libraries.
         let fps =
@@ -123,14 +149,14 @@ impl World {
         world.push("3000", "compiler-runtime", "generic", &fps, false);
         let fps = ci::produced_fingerprints(&world.checkout.root, "math-libs", FAMILY).unwrap();
         world.push("3000", "math-libs", FAMILY, &fps, false);
-        for k in 1..=COMMITS {
+        for k in 1..=shape.commits {
             let sup = world
                 .checkout
                 .bump_submodule("rocm-libraries", &format!("rocm-libraries change {k}"))
                 .unwrap();
             world.sup.push(sup);
             world.sub.push(sub_head(&world.checkout).unwrap());
-            if NEVER_BUILT.contains(&k) {
+            if shape.never_built.contains(&k) {
                 continue;
             }
             let fps = ci::produced_fingerprints(&world.checkout.root, "math-libs", FAMILY).unwrap();
@@ -140,7 +166,7 @@ impl World {
                 "math-libs builds blas and rand"
             );
             let run_id = (3000 + k).to_string();
-            let regressed = k >= REGRESSION;
+            let regressed = k >= shape.regression;
             match &side {
                 Some(side) if plain.contains(&k) => {
                     world.push_with(side, &run_id, "math-libs", FAMILY, &fps, regressed);
@@ -236,9 +262,9 @@ impl World {
         cmd: &[&str],
     ) -> (Output, Value) {
         let (good, bad) = if submodule {
-            (&self.sub[0], &self.sub[COMMITS])
+            (&self.sub[0], &self.sub[self.shape.commits])
         } else {
-            (&self.sup[0], &self.sup[COMMITS])
+            (&self.sup[0], &self.sup[self.shape.commits])
         };
         let mut c = self.daemon.cairn();
         if let Some(api) = &self.github_api {
@@ -291,7 +317,7 @@ fn strs(v: &Value) -> Vec<String> {
 
 #[test]
 fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no_repo() {
-    let world = World::build();
+    let world = World::build(ISSUE);
     let before = repo_state(&world.checkout.root);
     let build = world.tmp.path().join("bisect-build");
 
@@ -300,12 +326,13 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
     assert_eq!(report["schema"], "cairn-bisect-v1");
     assert_eq!(report["result"]["status"], "first_bad", "{report:#}");
     assert_eq!(
-        report["result"]["commit"], world.sub[REGRESSION],
-        "the regression entered at change {REGRESSION}: {report:#}"
+        report["result"]["commit"], world.sub[world.shape.regression],
+        "the regression entered at change {}: {report:#}",
+        world.shape.regression
     );
-    assert_eq!(report["candidates"], COMMITS);
+    assert_eq!(report["candidates"], world.shape.commits);
     assert_eq!(report["submodule"], "rocm-libraries");
-    assert_eq!(report["superproject_head"], world.sup[COMMITS]);
+    assert_eq!(report["superproject_head"], world.sup[world.shape.commits]);
 
     // Skipped probes are reported, each one a commit CI never built, with what it lacked.
     let steps = report["steps"].as_array().unwrap();
@@ -318,7 +345,7 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
     for s in &skipped {
         let k = world.index_of(&world.sub, s["commit"].as_str().unwrap());
         assert!(
-            NEVER_BUILT.contains(&k),
+            world.shape.never_built.contains(&k),
             "change {k} was built yet skipped: {s:#}"
         );
         let missing: BTreeSet<&str> = s["missing"]
@@ -397,7 +424,10 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
     let table = String::from_utf8_lossy(&out.stdout);
     println!("{table}");
     assert!(
-        table.contains(&format!("first bad commit: {}", world.sub[REGRESSION])),
+        table.contains(&format!(
+            "first bad commit: {}",
+            world.sub[world.shape.regression]
+        )),
         "{table}"
     );
     assert!(
@@ -409,7 +439,10 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
     let nearest_build = world.tmp.path().join("nearest-build");
     let (out, near) = world.bisect(true, &nearest_build, &["--nearest"], &[]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(near["result"]["commit"], world.sub[REGRESSION], "{near:#}");
+    assert_eq!(
+        near["result"]["commit"], world.sub[world.shape.regression],
+        "{near:#}"
+    );
     let marked: Vec<&Value> = near["steps"]
         .as_array()
         .unwrap()
@@ -419,10 +452,13 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
     assert!(!marked.is_empty(), "{near:#}");
     for s in marked {
         let k = world.index_of(&world.sub, s["commit"].as_str().unwrap());
-        assert!(NEVER_BUILT.contains(&k));
+        assert!(world.shape.never_built.contains(&k));
         for n in s["nearest"].as_array().unwrap() {
             let from = world.index_of(&world.sub, n["from_commit"].as_str().unwrap());
-            assert!(from < k && !NEVER_BUILT.contains(&from), "{n:#}");
+            assert!(
+                from < k && !world.shape.never_built.contains(&from),
+                "{n:#}"
+            );
         }
     }
     assert_eq!(repo_state(&world.checkout.root), before);
@@ -431,7 +467,10 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
     let sup_build = world.tmp.path().join("superproject-build");
     let (out, sup) = world.bisect(false, &sup_build, &[], &[]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(sup["result"]["commit"], world.sup[REGRESSION], "{sup:#}");
+    assert_eq!(
+        sup["result"]["commit"], world.sup[world.shape.regression],
+        "{sup:#}"
+    );
     assert_eq!(sup["submodule"], Value::Null);
     assert_eq!(repo_state(&world.checkout.root), before);
 
@@ -444,8 +483,8 @@ fn bisect_names_the_first_bad_submodule_commit_skips_unbuilt_ones_and_touches_no
 
 #[test]
 fn prefetch_warms_a_range_without_materializing() {
-    let world = World::build();
-    let range = format!("{}..{}", world.sub[0], world.sub[COMMITS]);
+    let world = World::build(SHORT);
+    let range = format!("{}..{}", world.sub[0], world.sub[world.shape.commits]);
     let out = run(world
         .daemon
         .cairn()
@@ -461,24 +500,30 @@ fn prefetch_warms_a_range_without_materializing() {
         .arg(&world.checkout.root));
     assert!(out.status.success(), "{}", show(&out));
     let first: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(first["commits"].as_array().unwrap().len(), COMMITS);
+    assert_eq!(
+        first["commits"].as_array().unwrap().len(),
+        world.shape.commits
+    );
     assert_eq!(
         first["missing"].as_object().unwrap().len(),
-        NEVER_BUILT.len()
+        world.shape.never_built.len()
     );
     assert!(first["downloaded_bytes"].as_u64().unwrap() > 0, "{first:#}");
     // Warm now: a bisect over the range downloads nothing.
     let build = world.tmp.path().join("warm-build");
     let (out, report) = world.bisect(true, &build, &[], &[]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(report["result"]["commit"], world.sub[REGRESSION]);
+    assert_eq!(
+        report["result"]["commit"],
+        world.sub[world.shape.regression]
+    );
     assert_eq!(report["totals"]["downloaded_bytes"], 0, "{report:#}");
     assert_eq!(report["totals"]["prefetched_bytes"], 0, "{report:#}");
 }
 
 #[test]
 fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo_and_resumes() {
-    let world = World::build();
+    let world = World::build(SHORT);
     let before = repo_state(&world.checkout.root);
     let build = world.tmp.path().join("interrupted-build");
     let started = world.tmp.path().join("started");
@@ -496,7 +541,12 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
         .daemon
         .cairn()
         .args(["--json", "bisect", "run", "--submodule", "rocm-libraries"])
-        .args(["--good", &world.sub[0], "--bad", &world.sub[COMMITS]])
+        .args([
+            "--good",
+            &world.sub[0],
+            "--bad",
+            &world.sub[world.shape.commits],
+        ])
         .args(["--family", FAMILY, "--stage", "ml-libs", "--build-dir"])
         .arg(&build)
         .arg("--checkout")
@@ -567,7 +617,7 @@ fn sigint_during_a_probe_stops_with_a_consistent_build_dir_and_an_untouched_repo
     let (out, resumed) = world.bisect(true, &build, &["--resume"], &[]);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(
-        resumed["result"]["commit"], world.sub[REGRESSION],
+        resumed["result"]["commit"], world.sub[world.shape.regression],
         "{resumed:#}"
     );
     let again = resumed["steps"].as_array().unwrap();
@@ -594,8 +644,8 @@ fn cairn_json(world: &World, args: &[&str]) -> (Output, Value) {
 
 #[test]
 fn pins_hold_a_range_against_gc_across_restarts_until_unpinned() {
-    let mut world = World::build();
-    let range = format!("{}..{}", world.sub[0], world.sub[COMMITS]);
+    let mut world = World::build(SHORT);
+    let range = format!("{}..{}", world.sub[0], world.sub[world.shape.commits]);
     let checkout = world.checkout.root.to_str().unwrap().to_string();
     let (out, pinned) = cairn_json(
         &world,
@@ -720,7 +770,7 @@ fn github_mode_takes_a_commits_run_published_without_cairn_by_name_marked_unveri
         rt.block_on(bucket.put(key, PutBody::File(file.to_path_buf())))
             .unwrap_or_else(|e| panic!("uploading {key}: {e}"));
     };
-    let mut world = World::build_in(tmp, backing, &PLAIN, &upload);
+    let mut world = World::build_in(SHORT, tmp, backing, &PLAIN, &upload);
     let github = GithubMock::start().unwrap();
     let run_of = |k: usize| (3000 + k) as u64;
     for k in PLAIN {
@@ -747,7 +797,7 @@ fn github_mode_takes_a_commits_run_published_without_cairn_by_name_marked_unveri
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(report["result"]["status"], "first_bad", "{report:#}");
     assert_eq!(
-        report["result"]["commit"], world.sup[REGRESSION],
+        report["result"]["commit"], world.sup[world.shape.regression],
         "{report:#}"
     );
     let steps = report["steps"].as_array().unwrap();
@@ -773,7 +823,7 @@ fn github_mode_takes_a_commits_run_published_without_cairn_by_name_marked_unveri
         assert!(s.get("unverified").is_none(), "{s:#}");
         let k = world.index_of(&world.sup, s["commit"].as_str().unwrap());
         if s["result"] == "skip" {
-            assert!(NEVER_BUILT.contains(&k), "{s:#}");
+            assert!(world.shape.never_built.contains(&k), "{s:#}");
         }
     }
     // GitHub was asked only about commits without Cairn records.
@@ -787,10 +837,34 @@ fn github_mode_takes_a_commits_run_published_without_cairn_by_name_marked_unveri
         if let Some(sha) = sha {
             let k = world.index_of(&world.sup, sha);
             assert!(
-                PLAIN.contains(&k) || NEVER_BUILT.contains(&k),
+                PLAIN.contains(&k) || world.shape.never_built.contains(&k),
                 "GitHub asked about commit {k}, which has Cairn records: {path}"
             );
         }
+    }
+    // The probes the session prefetched while a command ran were warmed the way they are
+    // resolved, GitHub's runs included: every built commit's prefetch made its whole artifact
+    // set local (without the lookup, a GitHub-only commit's blas and rand were left out).
+    let built_prefetches: Vec<(usize, u64)> = report["prefetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["complete"] == true)
+        .map(|p| {
+            (
+                world.index_of(&world.sup, p["commit"].as_str().unwrap()),
+                p["archives"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(k, _)| !world.shape.never_built.contains(k))
+        .collect();
+    assert!(
+        built_prefetches.iter().any(|(k, _)| PLAIN.contains(k)),
+        "a commit only GitHub knows was prefetched: {report:#}"
+    );
+    let full = built_prefetches.iter().map(|(_, a)| *a).max().unwrap();
+    for (k, archives) in &built_prefetches {
+        assert_eq!(*archives, full, "commit {k}'s prefetch: {report:#}");
     }
     // The table says where the artifacts came from.
     let out = run(world
@@ -806,5 +880,56 @@ fn github_mode_takes_a_commits_run_published_without_cairn_by_name_marked_unveri
         )),
         "{table}"
     );
+
+    // `cairn prefetch --github` on an empty store warms the whole range, GitHub's runs included:
+    // a bisect after it downloads nothing.
+    world.daemon = Daemon::start(world.daemon.storage().clone()).unwrap();
+    let range = format!("{}..{}", world.sup[0], world.sup[world.shape.commits]);
+    let mut c = world.daemon.cairn();
+    c.env("CAIRN_GITHUB_API", world.github_api.as_deref().unwrap())
+        .env("GITHUB_TOKEN", "test-token")
+        .args(["--json", "prefetch", "--github", "--commits", &range])
+        .args(["--family", FAMILY, "--stage", "ml-libs", "--checkout"])
+        .arg(&world.checkout.root);
+    let out = run(&mut c);
+    assert!(out.status.success(), "{}", show(&out));
+    let warmed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = warmed["github_runs"].as_object().unwrap();
+    let taken: BTreeSet<usize> = runs.keys().map(|c| world.index_of(&world.sup, c)).collect();
+    assert_eq!(taken, BTreeSet::from(PLAIN), "{warmed:#}");
+    for (commit, run_id) in runs {
+        assert_eq!(
+            run_id.as_str().unwrap(),
+            run_of(world.index_of(&world.sup, commit)).to_string()
+        );
+    }
+    let missing: BTreeSet<usize> = warmed["missing"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|c| world.index_of(&world.sup, c))
+        .collect();
+    assert_eq!(
+        missing,
+        world
+            .shape
+            .never_built
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>(),
+        "{warmed:#}"
+    );
+    let (out, warm) = world.bisect(
+        false,
+        &world.tmp.path().join("build-c"),
+        &["--github", "--no-prefetch"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(
+        warm["result"]["commit"], world.sup[world.shape.regression],
+        "{warm:#}"
+    );
+    assert_eq!(warm["totals"]["downloaded_bytes"], 0, "{warm:#}");
     assert_eq!(repo_state(&world.checkout.root), before);
 }

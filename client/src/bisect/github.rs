@@ -14,11 +14,13 @@ use cairn_fingerprint::Platform;
 use cairn_fingerprint::layout::GithubRepo;
 use cairn_proto::v1::cairn_client::CairnClient;
 
-use crate::api::{Policy, Request, Resolved};
+use crate::api::{self, Policy, Request, Resolved};
 use crate::connect::DaemonChannel;
 use crate::github::GithubClient;
 use crate::history::{Criteria, Eligibility, HistoryError, Sources, search};
 
+use super::BisectError;
+use super::probe;
 use super::report::MissingArtifact;
 
 /// Where and how to look a commit's runs up on GitHub.
@@ -70,6 +72,69 @@ impl GithubRun {
         out.dedup();
         out
     }
+}
+
+/// What a commit's artifacts resolve to: by exact fingerprint, and — with `--github`, when some
+/// have no producer — from the commit's CI run GitHub alone knows, by name.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The resolve's answer per artifact (of the run's request when a run was taken).
+    pub resolved: Vec<Resolved>,
+    /// What is still missing.
+    pub missing: Vec<MissingArtifact>,
+    /// The GitHub run taken, if any.
+    pub run: Option<GithubRun>,
+}
+
+impl Resolution {
+    /// The request that fetches what was resolved: `base`, or `base` with the run taken.
+    pub fn request(&self, base: &Request) -> Request {
+        match &self.run {
+            Some(run) => run.request(base),
+            None => base.clone(),
+        }
+    }
+}
+
+/// Resolve `request` (the artifacts of `commit`), then, with a `lookup` and something missing, look
+/// the commit's run up on GitHub and take it when it supplies anything that was missing. The one
+/// rule a bisect probe and a prefetch both follow, so a prefetch warms what the probe will take.
+pub async fn resolve(
+    client: &mut CairnClient<DaemonChannel>,
+    lookup: Option<&GithubLookup>,
+    commit: &str,
+    family: &str,
+    platform: Platform,
+    request: &Request,
+) -> Result<Resolution, BisectError> {
+    let (resolved, _) = api::resolve(client, request).await?;
+    let missing = probe::missing(&resolved);
+    let mut out = Resolution {
+        resolved,
+        missing,
+        run: None,
+    };
+    let Some(lookup) = lookup.filter(|_| !out.missing.is_empty()) else {
+        return Ok(out);
+    };
+    let run = run_for_commit(lookup, client, commit, family, platform, &out.missing)
+        .await
+        .map_err(|source| BisectError::Github {
+            commit: commit.to_string(),
+            source,
+        })?;
+    if let Some(run) = run {
+        let (again, _) = api::resolve(client, &run.request(request)).await?;
+        let still = probe::missing(&again);
+        if still.len() < out.missing.len() {
+            out = Resolution {
+                resolved: again,
+                missing: still,
+                run: Some(run),
+            };
+        }
+    }
+    Ok(out)
 }
 
 /// A successful run of `commit` GitHub knows and Cairn does not, holding every `missing` artifact

@@ -8,17 +8,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cairn_fingerprint::Blake3;
+use cairn_fingerprint::{Blake3, Platform};
 use cairn_proto::v1::cairn_client::CairnClient;
 use serde::Serialize;
 
-use crate::api::ClientError;
+use crate::api::Request;
 use crate::connect::DaemonChannel;
 use crate::fetch::{self, Warmed};
 
 use super::BisectError;
 use super::candidates::History;
-use super::probe::{self, missing};
+use super::github::{self, GithubLookup};
+use super::probe;
 use super::report::{CommitRef, MissingArtifact};
 
 /// What `cairn prefetch` did.
@@ -36,6 +37,9 @@ pub struct PrefetchOutcome {
     pub downloaded_bytes: u64,
     /// Per commit, the artifacts no run produced (best effort: not an error).
     pub missing: BTreeMap<String, Vec<MissingArtifact>>,
+    /// With `--github`: per commit, the CI run GitHub alone knows whose artifacts were taken by
+    /// name (unverified), as `cairn bisect run --github` would take them.
+    pub github_runs: BTreeMap<String, String>,
     /// Tree digests of the archives made local (what `cairn pin` pins).
     #[serde(skip)]
     pub trees: Vec<Blake3>,
@@ -79,13 +83,15 @@ pub fn parse_range(range: &str) -> Option<(&str, &str)> {
     Some((a, b))
 }
 
-/// Warm every first-parent commit after `from` up to `to` of `history`.
+/// Warm every first-parent commit after `from` up to `to` of `history`; with a `lookup`, a commit
+/// whose artifacts have no Cairn record takes its GitHub run's, as a `--github` bisect would.
 pub async fn prefetch_commits(
     client: &mut CairnClient<DaemonChannel>,
     history: &mut History,
     from: &str,
     to: &str,
     exclude_components: &[String],
+    lookup: Option<&GithubLookup>,
 ) -> Result<PrefetchOutcome, BisectError> {
     let (_, _, entries) = history.candidates(from, to)?;
     let mut out = PrefetchOutcome::default();
@@ -112,8 +118,27 @@ pub async fn prefetch_commits(
             &new,
             exclude_components,
         );
+        let request = match lookup {
+            None => request,
+            Some(lookup) => {
+                let resolution = github::resolve(
+                    client,
+                    Some(lookup),
+                    &entry.commit,
+                    history.family(),
+                    history.platform(),
+                    &request,
+                )
+                .await?;
+                if let Some(run) = &resolution.run {
+                    out.github_runs
+                        .insert(entry.commit.clone(), run.run_id.clone());
+                }
+                resolution.request(&request)
+            }
+        };
         let warmed = fetch::warm(client, &[request]).await?;
-        let gone = missing(&warmed.resolved);
+        let gone = probe::missing(&warmed.resolved);
         if !gone.is_empty() {
             out.missing.insert(entry.commit.clone(), gone);
         }
@@ -126,12 +151,47 @@ pub async fn prefetch_commits(
 }
 
 /// A prefetch running in the background.
-pub type Running = tokio::task::JoinHandle<Result<Warmed, ClientError>>;
+pub type Running = tokio::task::JoinHandle<Result<Warmed, BisectError>>;
 
-/// Start warming `fingerprints` on the runtime; the handle yields what the daemon did.
-pub fn spawn(client: &CairnClient<DaemonChannel>, request: crate::api::Request) -> Running {
+/// The candidate a background prefetch warms: its commit, and the lookup a `--github` bisect
+/// resolves it with.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The commit.
+    pub commit: String,
+    /// Its family.
+    pub family: String,
+    /// Its platform.
+    pub platform: Platform,
+    /// `--github`'s lookup.
+    pub github: Option<GithubLookup>,
+}
+
+/// Start warming `request`, the artifacts of `candidate`, on the runtime, resolved the way its
+/// probe will resolve them (with `--github`, the commit's GitHub run for what Cairn has no record
+/// of); the handle yields what the daemon did.
+pub fn spawn(
+    client: &CairnClient<DaemonChannel>,
+    candidate: Candidate,
+    request: Request,
+) -> Running {
     let mut client = client.clone();
-    tokio::spawn(async move { fetch::warm(&mut client, &[request]).await })
+    tokio::spawn(async move {
+        let request = match &candidate.github {
+            None => request,
+            Some(lookup) => github::resolve(
+                &mut client,
+                Some(lookup),
+                &candidate.commit,
+                &candidate.family,
+                candidate.platform,
+                &request,
+            )
+            .await?
+            .request(&request),
+        };
+        Ok(fetch::warm(&mut client, &[request]).await?)
+    })
 }
 
 #[cfg(test)]

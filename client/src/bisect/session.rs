@@ -327,36 +327,18 @@ impl Session<'_> {
             cmd_ms: 0,
         };
         let mut fps = self.history.fingerprints(&commit)?;
-        let (resolved, _) = api::resolve(self.client, &self.request(&fps)).await?;
-        let mut missing = probe::missing(&resolved);
-        let mut from_github = None;
-        if !missing.is_empty()
-            && let Some(lookup) = &self.spec.github
-        {
-            let run = github::run_for_commit(
-                lookup,
-                self.client,
-                &commit,
-                self.history.family(),
-                self.history.platform(),
-                &missing,
-            )
-            .await
-            .map_err(|source| BisectError::Github {
-                commit: commit.clone(),
-                source,
-            })?;
-            if let Some(run) = run {
-                let (again, _) =
-                    api::resolve(self.client, &run.request(&self.request(&fps))).await?;
-                let still = probe::missing(&again);
-                if still.len() < missing.len() {
-                    step.github_run = Some(run.run_id.clone());
-                    missing = still;
-                    from_github = Some(run);
-                }
-            }
-        }
+        let resolution = github::resolve(
+            self.client,
+            self.spec.github.as_ref(),
+            &commit,
+            self.history.family(),
+            self.history.platform(),
+            &self.request(&fps),
+        )
+        .await?;
+        let mut missing = resolution.missing;
+        let from_github = resolution.run;
+        step.github_run = from_github.as_ref().map(|r| r.run_id.clone());
         if !missing.is_empty() && self.spec.nearest {
             let (found, still) = self.nearest(&commit, &fps, missing).await?;
             for s in &found {
@@ -561,7 +543,13 @@ impl Session<'_> {
             let Ok(fps) = self.history.fingerprints(&commit) else {
                 continue;
             };
-            let handle = prefetch::spawn(self.client, self.request(&fps));
+            let candidate = prefetch::Candidate {
+                commit: commit.clone(),
+                family: self.history.family().to_string(),
+                platform: self.history.platform(),
+                github: self.spec.github.clone(),
+            };
+            let handle = prefetch::spawn(self.client, candidate, self.request(&fps));
             self.pending.push(Pending {
                 during_step: number,
                 commit,

@@ -9,15 +9,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use cairn_client::bisect::github::GithubLookup;
+use cairn_client::bisect::Report;
 use cairn_client::bisect::probe::{CommandOutput, TestCommand, prepare_build_dir};
 use cairn_client::bisect::report::{CommitRef, Conclusion, Step, StepResult};
 use cairn_client::bisect::session::{self, Observer, SessionSpec};
-use cairn_client::bisect::{History, Report};
 use cairn_client::fetch::Transfer;
-use cairn_client::github;
 use cairn_client::materialize::StopFlag;
-use cairn_fingerprint::layout::GithubRepo;
 
 use crate::cli::{BisectCommand, BisectLogArgs, BisectRunArgs, Cli};
 use crate::output::{ExitStatus, Printer};
@@ -105,11 +102,7 @@ fn bisect_run(
     } else {
         None
     };
-    let github = if args.github {
-        Some(github_lookup(args, &history)?)
-    } else {
-        None
-    };
+    let github = super::github_lookup(&args.github, &history)?;
     let addr = super::daemon_addr(cli);
     let spec = SessionSpec {
         github,
@@ -142,33 +135,6 @@ fn bisect_run(
             })
     })?;
     print_report(&report, printer)
-}
-
-/// `--github`: the client from the environment, the repository (`--github-repo`, else the bisected
-/// repository's `origin`, else ROCm/TheRock for the superproject) and its workflow.
-fn github_lookup(args: &BisectRunArgs, history: &History) -> anyhow::Result<GithubLookup> {
-    let repo = match (&args.github_repo, history.submodule()) {
-        (Some(r), _) => r
-            .parse()
-            .with_context(|| format!("invalid --github-repo `{r}` (expected OWNER/REPO)"))?,
-        (None, sub) => match (github::detect_repo(history.repo()), sub) {
-            (Some(r), _) => r,
-            (None, None) => GithubRepo::the_rock(),
-            (None, Some(sub)) => anyhow::bail!(
-                "--github: the submodule `{sub}` has no GitHub `origin` to look its commits' CI                  runs up in; give --github-repo OWNER/REPO (e.g. ROCm/rocm-libraries)"
-            ),
-        },
-    };
-    let workflow = args
-        .workflow
-        .clone()
-        .unwrap_or_else(|| github::default_workflow(&repo).to_string());
-    Ok(GithubLookup {
-        client: github::GithubClient::from_env()?,
-        repo,
-        workflow,
-        allow_untrusted: false,
-    })
 }
 
 fn log(args: &BisectLogArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cairn_client::api::{ClientError, Policy};
+use cairn_client::bisect::github::GithubLookup;
 use cairn_client::bisect::{History, HistorySpec, Selection, Subject};
 use cairn_client::checkout::{CheckoutError, checkout_dir};
 use cairn_client::connect::DaemonChannel;
@@ -35,7 +36,7 @@ use cairn_fingerprint::layout::GithubRepo;
 use cairn_fingerprint::{Platform, Topology};
 use cairn_proto::v1::cairn_client::CairnClient;
 
-use crate::cli::{Cli, Command, HistoryArgs, SelectArgs};
+use crate::cli::{Cli, Command, GithubArgs, HistoryArgs, SelectArgs};
 use crate::output::{ExitStatus, Printer};
 
 /// Run the command `cli` names.
@@ -263,6 +264,38 @@ fn bisect_history(cli: &Cli, args: &HistoryArgs, printer: &mut Printer) -> anyho
         variant: args.variant.clone(),
         selection,
     })?)
+}
+
+/// `--github`: the client from the environment, the repository (`--github-repo`, else the history's
+/// repository's `origin`, else ROCm/TheRock for the superproject) and its workflow; `None` without
+/// `--github`.
+fn github_lookup(args: &GithubArgs, history: &History) -> anyhow::Result<Option<GithubLookup>> {
+    if !args.github {
+        return Ok(None);
+    }
+    let repo = match (&args.github_repo, history.submodule()) {
+        (Some(r), _) => r
+            .parse()
+            .with_context(|| format!("invalid --github-repo `{r}` (expected OWNER/REPO)"))?,
+        (None, sub) => match (github::detect_repo(history.repo()), sub) {
+            (Some(r), _) => r,
+            (None, None) => GithubRepo::the_rock(),
+            (None, Some(sub)) => anyhow::bail!(
+                "--github: the submodule `{sub}` has no GitHub `origin` to look its commits' CI \
+                 runs up in; give --github-repo OWNER/REPO (e.g. ROCm/rocm-libraries)"
+            ),
+        },
+    };
+    let workflow = args
+        .workflow
+        .clone()
+        .unwrap_or_else(|| github::default_workflow(&repo).to_string());
+    Ok(Some(GithubLookup {
+        client: GithubClient::from_env()?,
+        repo,
+        workflow,
+        allow_untrusted: false,
+    }))
 }
 
 /// `--exclude-components` of `bisect run`, `prefetch` and `pin`, each checked to be a component.

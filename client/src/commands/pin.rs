@@ -31,15 +31,23 @@ pub fn pin(cli: &Cli, args: &PinArgs, printer: &mut Printer) -> anyhow::Result<E
     let ttl = parse_ttl(&args.ttl).map_err(|e| anyhow::anyhow!("--ttl {e}"))?;
     let mut history = super::bisect_history(cli, &args.history, printer)?;
     let exclude = super::history_excluded_components(&args.history)?;
+    let github = super::github_lookup(&args.github, &history)?;
     let addr = super::daemon_addr(cli);
     let (out, pin) = super::runtime()?.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;
-        let out = prefetch_commits(&mut client, &mut history, from, to, &exclude)
-            .await
-            .map_err(|e| match e {
-                cairn_client::bisect::BisectError::Client(c) => super::explain(c, &addr),
-                other => anyhow::Error::new(other),
-            })?;
+        let out = prefetch_commits(
+            &mut client,
+            &mut history,
+            from,
+            to,
+            &exclude,
+            github.as_ref(),
+        )
+        .await
+        .map_err(|e| match e {
+            cairn_client::bisect::BisectError::Client(c) => super::explain(c, &addr),
+            other => anyhow::Error::new(other),
+        })?;
         let pin = api::pin(&mut client, &args.name, &out.trees, ttl)
             .await
             .map_err(|e| super::explain(e, &addr))?;

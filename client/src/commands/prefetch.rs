@@ -4,7 +4,8 @@
 //! Best effort: artifacts no run produced are listed on stderr and do not fail the command (a
 //! commit CI never built is normal in a range). Plain output: one `key<TAB>value` line each;
 //! `--json`: the [`PrefetchOutcome`] document (`commits`, `artifacts`, `archives`,
-//! `from_storage`, `downloaded_bytes`, `missing`).
+//! `from_storage`, `downloaded_bytes`, `missing`, `github_runs`). With `--github`, a commit
+//! without Cairn records takes its CI run's artifacts as `cairn bisect run --github` would.
 
 use cairn_client::bisect::prefetch::{PrefetchOutcome, parse_range, prefetch_commits};
 
@@ -21,15 +22,23 @@ pub fn run(cli: &Cli, args: &PrefetchArgs, printer: &mut Printer) -> anyhow::Res
     };
     let mut history = super::bisect_history(cli, &args.history, printer)?;
     let exclude = super::history_excluded_components(&args.history)?;
+    let github = super::github_lookup(&args.github, &history)?;
     let addr = super::daemon_addr(cli);
     let out: PrefetchOutcome = super::runtime()?.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;
-        prefetch_commits(&mut client, &mut history, from, to, &exclude)
-            .await
-            .map_err(|e| match e {
-                cairn_client::bisect::BisectError::Client(c) => super::explain(c, &addr),
-                other => anyhow::Error::new(other),
-            })
+        prefetch_commits(
+            &mut client,
+            &mut history,
+            from,
+            to,
+            &exclude,
+            github.as_ref(),
+        )
+        .await
+        .map_err(|e| match e {
+            cairn_client::bisect::BisectError::Client(c) => super::explain(c, &addr),
+            other => anyhow::Error::new(other),
+        })
     })?;
     for (commit, missing) in &out.missing {
         let names: Vec<&str> = missing.iter().map(|m| m.artifact.as_str()).collect();
@@ -51,6 +60,10 @@ pub fn run(cli: &Cli, args: &PrefetchArgs, printer: &mut Printer) -> anyhow::Res
             (
                 "commits with missing artifacts",
                 out.missing.len().to_string(),
+            ),
+            (
+                "commits from GitHub runs",
+                out.github_runs.len().to_string(),
             ),
         ] {
             printer.line(&format!("{k}\t{v}"))?;
