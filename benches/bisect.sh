@@ -101,7 +101,7 @@ declare -A DPID
 start_cairnd() { # name
   local name="$1"
   rm -rf "$T/$name-store"
-  RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/$name.sock" \
+  RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/run/$name.sock" \
     --s3-endpoint "$ENDPOINT" --s3-bucket "$BUCKET" >"$T/$name.log" 2>&1 &
   DPID[$name]=$!
   DPIDS+=("$!")
@@ -120,7 +120,7 @@ stop_cairnd() {
   wait "$pid" 2>/dev/null || true
   DPID[$1]=""
 }
-cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/$name.sock" --topology "$TOPO" --quiet "$@"; }
+cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/run/$name.sock" --topology "$TOPO" --quiet "$@"; }
 
 # ---------------------------------------------------------------------------------------------
 # The history and its CI runs
@@ -238,7 +238,7 @@ run_recipe() { # R: git bisect run + cairn bootstrap into a fresh build dir
 #!/bin/sh
 git submodule update --init --quiet rocm-systems || exit 125
 rm -rf "$d/build"
-"$CAIRN" --daemon "unix:$T/dev.sock" --topology "$TOPO" --quiet bootstrap --stage $STAGE --family $FAMILY \
+"$CAIRN" --daemon "unix:$T/run/dev.sock" --topology "$TOPO" --quiet bootstrap --stage $STAGE --family $FAMILY \
   --checkout . ${EXCLUDED:+--exclude-artifacts $EXCLUDED} --build-dir "$d/build" || exit 125
 find "$d/build" -type f ! -name '*.prebuilt' ! -name '.cairn-*' | wc -l >>"$d/files"
 exec "$T/test.sh" "$d/build" "\$(git rev-parse HEAD)" "$d/cmd.log"

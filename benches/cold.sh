@@ -111,10 +111,10 @@ start_cairnd() { # SOURCE
     local) storage=(--local-storage "$STAGING") ;;
   esac
   discard "$T/store"
-  RUST_LOG=warn "$CAIRND" serve --store "$T/store" --socket "$T/d.sock" "${storage[@]}" >"$T/cairnd.log" 2>&1 &
+  RUST_LOG=warn "$CAIRND" serve --store "$T/store" --socket "$T/run/d.sock" "${storage[@]}" >"$T/cairnd.log" 2>&1 &
   DPID=$!
   for _ in $(seq 1 400); do
-    "$CAIRN" --daemon "unix:$T/d.sock" --quiet status >/dev/null 2>&1 && return 0
+    "$CAIRN" --daemon "unix:$T/run/d.sock" --quiet status >/dev/null 2>&1 && return 0
     kill -0 "$DPID" 2>/dev/null || break
     sleep 0.05
   done
@@ -150,7 +150,7 @@ run_cairn() { # SOURCE COMP
   start_cairnd "$src"
   sync
   local s0=0; [ -n "$MOTO_PID" ] && s0=$(cpu_of "$MOTO_PID")
-  time_cmd "$T/time.txt" "$CAIRN" --daemon "unix:$T/d.sock" --quiet bootstrap --stage "$STAGE" \
+  time_cmd "$T/time.txt" "$CAIRN" --daemon "unix:$T/run/d.sock" --quiet bootstrap --stage "$STAGE" \
     --family "$FAMILY" --run-id "$run" --topology "$TOPOLOGY" ${EXCLUDED:+--exclude-artifacts "$EXCLUDED"} \
     --build-dir "$T/out"
   local d; d=$(cpu_of "$DPID")

@@ -243,7 +243,7 @@ section_daemon() {
     start_cairnd() { # name bucket
       local name="$1" bucket="$2"
       rmtree "$T/$name-store"
-      RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/$name.sock" \
+      RUST_LOG="${RUST_LOG:-warn}" "$CAIRND" serve --store "$T/$name-store" --socket "$T/run/$name.sock" \
         --s3-endpoint "$ENDPOINT" --s3-bucket "$bucket" >"$T/$name.log" 2>&1 &
       DPID[$name]=$!
       DPIDS+=("$!")
@@ -263,7 +263,7 @@ section_daemon() {
       DPID[$1]=""
     }
     restart_cairnd() { stop_cairnd "$1"; start_cairnd "$1" "$2"; }
-    cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/$name.sock" --quiet "$@"; }
+    cn() { local name="$1"; shift; "$CAIRN" --daemon "unix:$T/run/$name.sock" --quiet "$@"; }
     # "GETs bytes ingests" from the daemon's counters.
     gets() { cn "$1" --json status | jq -r '"\(.storage_gets) \(.storage_bytes) \(.ingests)"'; }
 
@@ -330,7 +330,7 @@ section_daemon() {
     # Resolve: first call on a new daemon store is cold, the rest warm.
     for i in $(seq 1 "$REPEAT"); do
       restart_cairnd dev "$BUCKET-push"
-      "$BENCH" resolve --daemon "unix:$T/dev.sock" --checkout "$SRC" --topology "$ROOT/BUILD_TOPOLOGY.toml" \
+      "$BENCH" resolve --daemon "unix:$T/run/dev.sock" --checkout "$SRC" --topology "$ROOT/BUILD_TOPOLOGY.toml" \
         --stage "$STAGE" --family "$FAMILY" --calls 6 >"$T/resolve.out"
       head -1 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-cold.txt"
       tail -n +2 "$T/resolve.out" | cut -d' ' -f1 >>"$T/resolve-warm.txt"

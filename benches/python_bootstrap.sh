@@ -51,11 +51,11 @@ echo "== data: checkout over the real topology, compiler-runtime published ($BYT
 C=$("$BIN/cairn-demo-data" checkout "$WORK/src" --topology "$ROOT/BUILD_TOPOLOGY.toml")
 "$BIN/cairn-demo-data" build-dir --checkout "$C" --stage compiler-runtime --family generic \
   --out "$WORK/ci" --bytes "$BYTES" >/dev/null
-"$BIN/cairnd" serve --store "$WORK/store" --local-storage "$WORK/bucket" --socket "$WORK/d.sock" \
+"$BIN/cairnd" serve --store "$WORK/store" --local-storage "$WORK/bucket" --socket "$WORK/run/d.sock" \
   2>"$WORK/cairnd.log" &
 DAEMON_PID=$!
 for _ in $(seq 1 200); do grep -q "listening on unix:" "$WORK/cairnd.log" && break; sleep 0.05; done
-export CAIRN_SOCKET="unix:$WORK/d.sock"
+export CAIRN_SOCKET="unix:$WORK/run/d.sock"
 "$BIN/cairn" push --quiet --checkout "$C" --stage compiler-runtime --family generic \
   --build-dir "$WORK/ci" --run-id 9001 --platform linux
 rm -rf "$WORK/ci"

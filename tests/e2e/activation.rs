@@ -87,7 +87,7 @@ fn stop(mut child: Child) -> std::process::ExitStatus {
 async fn serves_grpc_on_the_socket_passed_as_fd_3() {
     let tmp = tempfile::tempdir().unwrap();
     let activated = tmp.path().join("activated.sock");
-    let own = tmp.path().join("own.sock");
+    let own = tmp.path().join("run/own.sock");
     let listener = std::os::unix::net::UnixListener::bind(&activated).unwrap();
 
     // `LISTEN_PID` must be the daemon's pid, known only after fork: a shell exports its own pid and
@@ -142,7 +142,7 @@ async fn serves_grpc_on_the_socket_passed_as_fd_3() {
 async fn activation_variables_for_another_pid_are_ignored() {
     let tmp = tempfile::tempdir().unwrap();
     let passed = tmp.path().join("passed.sock");
-    let own = tmp.path().join("own.sock");
+    let own = tmp.path().join("run/own.sock");
     let listener = std::os::unix::net::UnixListener::bind(&passed).unwrap();
 
     // Variables inherited from a parent that was itself activated name the parent's pid.

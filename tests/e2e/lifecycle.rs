@@ -10,7 +10,7 @@ use cairn_testkit::bin_path::bin_path;
 
 /// Start `cairnd serve`, send SIGTERM the moment it prints its readiness line, and check the exit.
 fn start_and_stop_at_once(dir: &std::path::Path, round: u32) {
-    let socket = dir.join(format!("s{round}.sock"));
+    let socket = dir.join("run").join(format!("s{round}.sock"));
     let mut child = Command::new(bin_path("cairnd"))
         .arg("serve")
         .arg("--store")
@@ -84,7 +84,7 @@ fn readiness_and_stopping_are_sent_to_notify_socket() {
     notify
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let socket = tmp.path().join("cairnd.sock");
+    let socket = tmp.path().join("run/cairnd.sock");
     let mut child = Command::new(bin_path("cairnd"))
         .arg("serve")
         .arg("--store")

@@ -29,7 +29,7 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path) -> Served {
-        let socket = dir.join("cairnd.sock");
+        let socket = dir.join("run/cairnd.sock");
         let mut child = Command::new(bin_path("cairnd"))
             .arg("serve")
             .arg("--store")

@@ -151,7 +151,7 @@ fn serve_outcome(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32
         .arg("--store")
         .arg(dir.join("store"))
         .arg("--socket")
-        .arg(dir.join("cairnd.sock"))
+        .arg(dir.join("run/cairnd.sock"))
         .arg("--local-storage")
         .arg(dir.join("bucket"))
         .args(args)
@@ -256,7 +256,7 @@ async fn credentials_never_appear_in_logs_or_errors() {
         .arg("--store")
         .arg(dir.join("store"))
         .arg("--socket")
-        .arg(dir.join("cairnd.sock"))
+        .arg(dir.join("run/cairnd.sock"))
         .arg("--s3-endpoint")
         .arg(&endpoint)
         .arg("--s3-bucket")
@@ -276,7 +276,7 @@ async fn credentials_never_appear_in_logs_or_errors() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let addr = DaemonAddr::Unix(dir.join("cairnd.sock"));
+    let addr = DaemonAddr::Unix(dir.join("run/cairnd.sock"));
     let started = Instant::now();
     let mut client = loop {
         if let Ok(c) = connect(&addr).await {

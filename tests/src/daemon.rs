@@ -177,7 +177,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        fs::create_dir_all(self.dir.path().join("run"))?;
+        // `run/` is left to cairnd, which creates it 0700 (0750 with group access), as it must be.
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)

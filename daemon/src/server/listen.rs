@@ -26,7 +26,7 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
                 .with_context(|| format!("restricting `{}`", dir.display()))?;
         }
-        check_socket_dir(dir)?;
+        check_socket_dir(dir, mode & 0o070 != 0)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -61,10 +61,12 @@ pub async fn bind_unix(path: &Path, mode: u32) -> Result<tokio::net::UnixListene
 }
 
 /// The socket directory must be a real directory (checked with `lstat`: not a symlink) owned by the
-/// daemon's uid and writable by no one else — otherwise another local user could move the socket
-/// away or put one of their own in its place. (Readable or traversable by others is allowed: the
-/// socket's own mode decides who may connect.)
-pub fn check_socket_dir(dir: &Path) -> Result<()> {
+/// daemon's uid with mode 0700, or 0750 when the socket is group-accessible (`group_access`):
+/// nobody else may write it (they could move the socket away or put one of their own in its
+/// place) and nobody outside the group may enter it. A directory Cairn creates gets exactly that
+/// mode ([`bind_unix`]); one given by the operator with looser bits is refused with the `chmod`
+/// that fixes it.
+pub fn check_socket_dir(dir: &Path, group_access: bool) -> Result<()> {
     let meta = std::fs::symlink_metadata(dir)
         .with_context(|| format!("inspecting socket directory `{}`", dir.display()))?;
     // SAFETY: geteuid cannot fail.
@@ -84,12 +86,29 @@ pub fn check_socket_dir(dir: &Path) -> Result<()> {
             meta.uid()
         );
     }
-    if meta.mode() & 0o022 != 0 {
+    let (forbidden, wanted) = if group_access {
+        (0o027, "0750")
+    } else {
+        (0o077, "0700")
+    };
+    if meta.mode() & forbidden != 0 {
+        let who = if meta.mode() & 0o022 != 0 {
+            "writable by group or others, who could replace the socket"
+        } else if group_access {
+            "open to users outside the socket's group"
+        } else {
+            "open to other users"
+        };
         bail!(
-            "socket directory `{}` has mode {:o}, writable by group or others who could replace the \
-             socket; hint: chmod go-w `{}`",
+            "socket directory `{}` has mode {:o}, {who}; it must be {wanted}{}; hint: chmod {wanted} \
+             `{}`, or name a socket in a directory that does not exist yet (cairnd creates it {wanted})",
             dir.display(),
             meta.mode() & 0o7777,
+            if group_access {
+                " (--group-access)"
+            } else {
+                ""
+            },
             dir.display()
         );
     }
@@ -246,6 +265,41 @@ mod tests {
         bind_unix(&created.join("s.sock"), 0o600).await.unwrap();
         let mode = std::fs::metadata(&created).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
+        let grouped = dir.path().join("grouped");
+        bind_unix(&grouped.join("s.sock"), 0o660).await.unwrap();
+        let mode = std::fs::metadata(&grouped).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o750);
+    }
+
+    #[tokio::test]
+    async fn a_socket_dir_must_be_0700_or_0750_with_group_access() {
+        let dir = tempfile::tempdir().unwrap();
+        // (directory mode, socket mode, accepted)
+        for (dir_mode, sock_mode, ok) in [
+            (0o700, 0o600, true),
+            (0o755, 0o600, false),
+            (0o750, 0o600, false),
+            (0o711, 0o600, false),
+            (0o750, 0o660, true),
+            (0o700, 0o660, true),
+            (0o755, 0o660, false),
+            (0o770, 0o660, false),
+        ] {
+            let d = dir.path().join(format!("d{dir_mode:o}-{sock_mode:o}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(dir_mode)).unwrap();
+            let got = bind_unix(&d.join("s.sock"), sock_mode).await;
+            assert_eq!(
+                got.is_ok(),
+                ok,
+                "dir {dir_mode:o}, socket {sock_mode:o}: {got:?}"
+            );
+            if let Err(e) = got {
+                let msg = format!("{e:#}");
+                assert!(msg.contains("hint: chmod 07"), "{msg}");
+                assert!(!d.join("s.sock").exists());
+            }
+        }
     }
 
     #[test]
