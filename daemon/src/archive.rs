@@ -771,10 +771,14 @@ impl From<ArtifactDirError> for ArchiveError {
             ArtifactDirError::UnsupportedType { entry, kind } => {
                 ArchiveError::UnsupportedType { entry, kind }
             }
-            e @ (ArtifactDirError::SymlinkedArtifact { .. }
-            | ArtifactDirError::NoneWanted { .. }) => ArchiveError::Io {
-                path: PathBuf::new(),
+            // Listing errors (`write_artifact_tar` never returns them), named by their path.
+            ArtifactDirError::SymlinkedArtifact { ref path, .. } => ArchiveError::Io {
+                path: path.clone(),
                 source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            },
+            ArtifactDirError::NoneWanted { ref artifacts, .. } => ArchiveError::Io {
+                path: artifacts.clone(),
+                source: io::Error::new(io::ErrorKind::NotFound, e.to_string()),
             },
             ArtifactDirError::Io { path, source } => ArchiveError::Io { path, source },
         }
