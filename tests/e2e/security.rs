@@ -751,6 +751,22 @@ fn push_over_tcp_streams_exactly_what_a_unix_push_publishes() {
             "{compression}: archives or sidecars differ between the Unix and the TCP push"
         );
     }
+    // `cairn copy` over TCP (a record-only publish: no path read) records the TCP run's archives as
+    // reused by another run.
+    let out = f
+        .daemon
+        .cairn_tcp()
+        .args(["copy", "--source-run-id", "3601", "--run-id", "3650"])
+        .args(["--stage", STAGE, "--family", FAMILY])
+        .current_dir(&f.checkout.root)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let copied = archive_records(&f.storage(), "3650");
+    assert!(
+        !copied.is_empty() && copied.iter().all(|a| a["reused_from_run_id"] == "3601"),
+        "{copied:?}"
+    );
     // The hard link and the pre-compressed archive took their paths.
     assert!(unix.iter().any(|a| a["artifact"] == dirs[1].as_str()));
     // Nothing of either push is left in the store's scratch dir.

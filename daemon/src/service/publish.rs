@@ -74,7 +74,8 @@ pub enum Caller {
     /// The peer of the Unix socket (`SO_PEERCRED`, `SO_PEERGROUPS`): when `cairnd` runs as root and
     /// the peer does not, the build dir is read with the peer's uid, gid and supplementary groups.
     Local(FsIdentity),
-    /// A TCP client: it cannot name a path on this machine.
+    /// A TCP client: it cannot name a path on this machine (it streams its artifacts, or sends a
+    /// record-only publish, which reads no path).
     Remote,
 }
 
@@ -102,10 +103,11 @@ impl Service {
         caller: Caller,
     ) -> Result<PublishOutcome> {
         let identity = match caller {
-            Caller::Remote => {
+            // A record-only publish (`cairn copy`) reads no path, so a remote client may send it.
+            Caller::Remote if !input.fingerprints.is_empty() => {
                 return Err(ServiceError::InvalidArgument(TCP_PUBLISH_REFUSED.into()));
             }
-            Caller::Daemon => None,
+            Caller::Remote | Caller::Daemon => None,
             Caller::Local(identity) => Some(identity),
         };
         let (root, backend) = self.publish_target(&input)?;
