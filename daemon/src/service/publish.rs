@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tracing::{info, instrument};
 
+use cairn_fingerprint::artifact_dir::{self, ArtifactSource};
 use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec, in_area, tree_manifest_key};
 use cairn_fingerprint::names::{ArtifactName, GENERIC, family_matches};
 use cairn_fingerprint::{Blake3, Compression, Sha256};
@@ -28,7 +29,6 @@ use crate::records::{
     ProducerRecord, RunIdentity, now_rfc3339,
 };
 use crate::storage::{PutBody, PutOutcome};
-use cairn_fingerprint::artifact_dir::{self, ArtifactSource};
 
 /// A publish request in domain terms.
 #[derive(Debug, Clone)]
