@@ -79,6 +79,9 @@ pub enum ClientError {
     /// Writing the trees into the destination failed.
     #[error(transparent)]
     Materialize(#[from] MaterializeError),
+    /// The build dir of a streamed publish could not be read (`publish_stream.rs`).
+    #[error(transparent)]
+    BuildDir(#[from] cairn_fingerprint::artifact_dir::ArtifactDirError),
 }
 
 impl ClientError {
@@ -665,12 +668,22 @@ pub struct Published {
     pub trusted: bool,
 }
 
-/// `Publish`.
+/// `Publish`: the daemon reads `spec.build_dir` (with the caller's rights, over the Unix socket).
 pub async fn publish(
     client: &mut CairnClient<DaemonChannel>,
     spec: &PublishSpec,
 ) -> Result<Published, ClientError> {
-    let req = pb::PublishRequest {
+    let r = client
+        .publish(publish_request(spec))
+        .await
+        .map_err(|s| ClientError::from_status("Publish", s))?
+        .into_inner();
+    Ok(published(r))
+}
+
+/// The wire request of `spec`.
+pub(crate) fn publish_request(spec: &PublishSpec) -> pb::PublishRequest {
+    pb::PublishRequest {
         build_dir: spec.build_dir.to_string_lossy().into_owned(),
         stage: spec.stage.clone(),
         family: spec.family.clone(),
@@ -693,13 +706,12 @@ pub async fn publish(
             .iter()
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect(),
-    };
-    let r = client
-        .publish(req)
-        .await
-        .map_err(|s| ClientError::from_status("Publish", s))?
-        .into_inner();
-    Ok(Published {
+    }
+}
+
+/// A publish's answer in client terms.
+pub(crate) fn published(r: pb::PublishResponse) -> Published {
+    Published {
         bucket: r.bucket,
         prefix: r.prefix,
         archives: r
@@ -720,7 +732,7 @@ pub async fn publish(
             .collect(),
         job_manifest_key: r.job_manifest_key,
         trusted: r.trusted,
-    })
+    }
 }
 
 /// What an import found (`ImportResponse`).

@@ -12,3 +12,4 @@ pub mod history;
 pub mod materialize;
 pub mod plan;
 pub mod prebuilt;
+pub mod publish_stream;

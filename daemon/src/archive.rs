@@ -14,10 +14,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use cairn_fingerprint::artifact_dir::{self, ArtifactDirError};
 use cairn_fingerprint::tree::{
     ARTIFACT_MANIFEST, EntryKind, RelPath, RelPathError, Tree, TreeEntry,
 };
@@ -519,25 +519,9 @@ fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<String,
     }
 }
 
-/// Parse `artifact_manifest.txt`: one relpath per line, empty lines skipped (as TheRock's readers do).
+/// Parse `artifact_manifest.txt` (`cairn_fingerprint::artifact_dir::parse_manifest`).
 pub fn parse_manifest(bytes: &[u8]) -> Result<Vec<RelPath>, ArchiveError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ArchiveError::BadManifest {
-        line: lossy(bytes).lines().next().unwrap_or_default().to_string(),
-        reason: "not UTF-8".into(),
-    })?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        let path = RelPath::new(line).map_err(|e| ArchiveError::BadManifest {
-            line: line.to_string(),
-            reason: e.to_string(),
-        })?;
-        out.push(path);
-    }
-    Ok(out)
+    artifact_dir::parse_manifest(bytes).map_err(ArchiveError::from)
 }
 
 /// Tees everything read through SHA-256 and counts it.
@@ -675,236 +659,130 @@ pub fn create_archive_with(
 }
 
 /// Longest `artifact_manifest.txt` publish reads.
-pub const MAX_ARTIFACT_MANIFEST: u64 = 1 << 20;
+pub const MAX_ARTIFACT_MANIFEST: u64 = artifact_dir::MAX_ARTIFACT_MANIFEST;
 
-/// Write the artifact directory `artifact` as an archive into `out` (from its current position).
-///
-/// Every path is opened relative to `artifact` without following symlinks ([`Dir`]): a symlink in
-/// the artifact is archived as a symlink, a manifest relpath that is (or passes through) a symlink is
-/// refused, and only regular files are read. The caller chooses whose rights the reads use
-/// (`buildtree::par_map_as`) and where `out` lives.
+/// Write the artifact directory `artifact` as an archive into `out` (from its current position):
+/// TheRock's tar stream (`cairn_fingerprint::artifact_dir::write_artifact_tar`, which reads every
+/// path without following symlinks) through a [`Compressor`]. The caller chooses whose rights the
+/// reads use (`buildtree::par_map_as`) and where `out` lives.
 pub fn write_archive(
     artifact: &Dir,
     out: &File,
     opts: &CreateOptions,
 ) -> Result<ArchiveInfo, ArchiveError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ArchiveError::Io { path, source }
-    };
-    let out_path = artifact.path();
-    let manifest_file = artifact.path().join(ARTIFACT_MANIFEST);
-    let manifest_handle = artifact
-        .open_file(std::ffi::OsStr::new(ARTIFACT_MANIFEST))
-        .map_err(io_err(&manifest_file))?;
-    let manifest_meta = manifest_handle.metadata().map_err(io_err(&manifest_file))?;
-    let mut manifest_bytes = Vec::new();
-    manifest_handle
-        .take(MAX_ARTIFACT_MANIFEST + 1)
-        .read_to_end(&mut manifest_bytes)
-        .map_err(io_err(&manifest_file))?;
-    if manifest_bytes.len() as u64 > MAX_ARTIFACT_MANIFEST {
-        return Err(ArchiveError::Io {
-            path: manifest_file,
-            source: io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("longer than {MAX_ARTIFACT_MANIFEST} bytes"),
-            ),
-        });
-    }
-    let manifest = parse_manifest(&manifest_bytes)?;
-
-    // Collect members first (small: paths and metadata) so the order can be chosen.
-    let mut members: Vec<(String, fs::Metadata)> = Vec::new();
-    for relpath in &manifest {
-        let dir = match artifact.open_rel(relpath.as_str()) {
-            Ok(dir) => dir,
-            // A relpath this artifact does not have (or that is a file) contributes nothing.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(io_err(&artifact.path().join(relpath.as_str()))(e)),
-        };
-        walk(&dir, relpath.as_str(), &mut members)?;
-    }
-    if opts.reverse_order {
-        members.reverse();
-    }
-
-    let counting = HashingWriter {
-        inner: io::BufWriter::with_capacity(1 << 20, out.try_clone().map_err(io_err(out_path))?),
-        hasher: sha2::Sha256::new(),
-        count: 0,
-    };
-    let encoder: Box<dyn FinishWrite> = match opts.compression {
-        Compression::Zstd => {
-            let mut encoder = zstd::stream::write::Encoder::new(counting, opts.level as i32)
-                .map_err(io_err(out_path))?;
-            // The frame checksum (as the `zstd` CLI writes by default) lets a reader without the
-            // sidecar still detect corrupt bytes: a flipped byte in a raw block decodes silently.
-            encoder.include_checksum(true).map_err(io_err(out_path))?;
-            Box::new(encoder)
-        }
-        Compression::Xz => {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            let stream = liblzma::stream::MtStreamBuilder::new()
-                .preset(opts.level)
-                .threads(threads)
-                .check(liblzma::stream::Check::Crc64)
-                .encoder()
-                .map_err(|e| ArchiveError::Io {
-                    path: out_path.to_path_buf(),
-                    source: e.into(),
-                })?;
-            Box::new(liblzma::write::XzEncoder::new_stream(counting, stream))
-        }
-    };
-    let mut builder = tar::Builder::new(encoder);
-    builder.follow_symlinks(false);
-
-    let mut files = 0u64;
-    let mut uncompressed = 0u64;
-    let mut header = header_for(
-        &manifest_meta,
-        tar::EntryType::Regular,
-        manifest_bytes.len() as u64,
-    );
-    builder
-        .append_data(&mut header, ARTIFACT_MANIFEST, &manifest_bytes[..])
-        .map_err(io_err(out_path))?;
-    files += 1;
-    uncompressed += manifest_bytes.len() as u64;
-
-    // Hard links: a second path to an inode already written becomes a link to the first arcname, as
-    // Python's `tarfile` does.
-    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
-    // Members come in path order, so consecutive files mostly share their parent: keep it open.
-    let mut parent: Option<(String, Dir)> = None;
-    for (arcname, meta) in &members {
-        let path = &artifact.path().join(arcname);
-        let (parent_rel, name) = arcname
-            .rsplit_once('/')
-            .expect("members lie below a relpath");
-        let name = std::ffi::OsStr::new(name);
-        if !meta.file_type().is_dir() && parent.as_ref().is_none_or(|(rel, _)| rel != parent_rel) {
-            let dir = artifact.open_rel(parent_rel).map_err(io_err(path))?;
-            parent = Some((parent_rel.to_string(), dir));
-        }
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            let mut h = header_for(meta, tar::EntryType::Directory, 0);
-            builder
-                .append_data(&mut h, arcname, io::empty())
-                .map_err(io_err(path))?;
-        } else if ft.is_symlink() {
-            let (_, dir) = parent.as_ref().expect("opened above");
-            let target = dir.read_link(name).map_err(io_err(path))?;
-            if target.to_str().is_none() {
-                return Err(ArchiveError::NonUtf8LinkTarget {
-                    entry: arcname.clone(),
-                    target: target.to_string_lossy().into_owned(),
-                });
-            }
-            let mut h = header_for(meta, tar::EntryType::Symlink, 0);
-            builder
-                .append_link(&mut h, arcname, &target)
-                .map_err(io_err(path))?;
-        } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                if let Some(first) = inodes.get(&(meta.dev(), meta.ino())) {
-                    let mut h = header_for(meta, tar::EntryType::Link, 0);
-                    builder
-                        .append_link(&mut h, arcname, first)
-                        .map_err(io_err(path))?;
-                    continue;
-                }
-                inodes.insert((meta.dev(), meta.ino()), arcname.clone());
-            }
-            let (_, dir) = parent.as_ref().expect("opened above");
-            let file = dir.open_file(name).map_err(io_err(path))?;
-            // The open file's own metadata: it may have changed since the walk.
-            let meta = file.metadata().map_err(io_err(path))?;
-            let mut h = header_for(&meta, tar::EntryType::Regular, meta.len());
-            builder
-                .append_data(
-                    &mut h,
-                    arcname,
-                    BufReader::with_capacity(1 << 20, file.take(meta.len())),
-                )
-                .map_err(io_err(path))?;
-            files += 1;
-            uncompressed += meta.len();
-        } else {
-            return Err(ArchiveError::UnsupportedType {
-                entry: arcname.clone(),
-                kind: "special file".into(),
-            });
-        }
-    }
-    let encoder = builder.into_inner().map_err(io_err(out_path))?;
-    let counting = encoder.finish_write().map_err(io_err(out_path))?;
-    let sha256 = Sha256(counting.hasher.finalize().into());
-    let compressed_size = counting.count;
-    counting.inner.into_inner().map_err(|e| ArchiveError::Io {
-        path: out_path.to_path_buf(),
-        source: e.into_error(),
-    })?;
+    let compressor = Compressor::new(out, opts, artifact.path())?;
+    let (compressor, summary) =
+        artifact_dir::write_artifact_tar(artifact, compressor, opts.reverse_order)?;
+    let (sha256, compressed_size) = compressor.finish()?;
     Ok(ArchiveInfo {
         sha256,
         compressed_size,
-        uncompressed_size: uncompressed,
-        files,
+        uncompressed_size: summary.uncompressed_size,
+        files: summary.files,
     })
 }
 
-/// A tar header with the entry's mode and mtime, but no owner: archives written on different machines
-/// from the same tree are byte-identical.
-fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(meta.mode() & 0o7777);
-    h.set_mtime(meta.mtime().max(0) as u64);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_size(size);
-    h
+/// Compresses a tar stream into a file as publish does (zstd with its frame checksum, or
+/// multi-threaded xz with CRC64, at the options' level), hashing and counting the compressed bytes:
+/// the same uncompressed stream always gives the same archive, whether cairnd read the artifact dir
+/// ([`write_archive`]) or a client streamed it.
+pub struct Compressor {
+    encoder: Box<dyn FinishWrite>,
+    path: PathBuf,
 }
 
-/// Every entry below `dir` in path order, with arcnames `{prefix}/{subpath}`; subdirectories are
-/// opened relative to `dir` without following symlinks, and symlinks are listed, not followed.
-fn walk(
-    dir: &Dir,
-    prefix: &str,
-    out: &mut Vec<(String, fs::Metadata)>,
-) -> Result<(), ArchiveError> {
-    let io_err = |path: PathBuf| move |source| ArchiveError::Io { path, source };
-    let mut names = dir.names().map_err(io_err(dir.path().to_path_buf()))?;
-    names.sort();
-    for name in names {
-        let Some(utf8) = name.to_str() else {
-            return Err(ArchiveError::NonUtf8Path {
-                entry: dir.path().join(&name).display().to_string(),
-            });
+impl Compressor {
+    /// A compressor writing into `out` from its current position; `path` names it in errors.
+    pub fn new(out: &File, opts: &CreateOptions, path: &Path) -> Result<Compressor, ArchiveError> {
+        let io_err = |source| ArchiveError::Io {
+            path: path.to_path_buf(),
+            source,
         };
-        let arcname = format!("{prefix}/{utf8}");
-        let meta = dir
-            .metadata(&name)
-            .map_err(io_err(dir.path().join(&name)))?;
-        let is_dir = meta.is_dir();
-        out.push((arcname.clone(), meta));
-        if is_dir {
-            let child = dir
-                .open_dir(&name)
-                .map_err(io_err(dir.path().join(&name)))?;
-            walk(&child, &arcname, out)?;
+        let counting = HashingWriter {
+            inner: io::BufWriter::with_capacity(1 << 20, out.try_clone().map_err(io_err)?),
+            hasher: sha2::Sha256::new(),
+            count: 0,
+        };
+        let encoder: Box<dyn FinishWrite> = match opts.compression {
+            Compression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(counting, opts.level as i32)
+                    .map_err(io_err)?;
+                // The frame checksum (as the `zstd` CLI writes by default) lets a reader without the
+                // sidecar still detect corrupt bytes: a flipped byte in a raw block decodes silently.
+                encoder.include_checksum(true).map_err(io_err)?;
+                Box::new(encoder)
+            }
+            Compression::Xz => {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+                let stream = liblzma::stream::MtStreamBuilder::new()
+                    .preset(opts.level)
+                    .threads(threads)
+                    .check(liblzma::stream::Check::Crc64)
+                    .encoder()
+                    .map_err(|e| io_err(e.into()))?;
+                Box::new(liblzma::write::XzEncoder::new_stream(counting, stream))
+            }
+        };
+        Ok(Compressor {
+            encoder,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// End the compressed stream and flush it: the archive's SHA-256 and size.
+    pub fn finish(self) -> Result<(Sha256, u64), ArchiveError> {
+        let path = self.path;
+        let counting = self
+            .encoder
+            .finish_write()
+            .map_err(|source| ArchiveError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let sha256 = Sha256(counting.hasher.finalize().into());
+        let compressed_size = counting.count;
+        counting.inner.into_inner().map_err(|e| ArchiveError::Io {
+            path,
+            source: e.into_error(),
+        })?;
+        Ok((sha256, compressed_size))
+    }
+}
+
+impl Write for Compressor {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.encoder.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder.flush()
+    }
+}
+
+impl From<ArtifactDirError> for ArchiveError {
+    fn from(e: ArtifactDirError) -> ArchiveError {
+        match e {
+            ArtifactDirError::BadManifest { line, reason } => {
+                ArchiveError::BadManifest { line, reason }
+            }
+            ArtifactDirError::NonUtf8Path { entry } => ArchiveError::NonUtf8Path { entry },
+            ArtifactDirError::NonUtf8LinkTarget { entry, target } => {
+                ArchiveError::NonUtf8LinkTarget { entry, target }
+            }
+            ArtifactDirError::UnsupportedType { entry, kind } => {
+                ArchiveError::UnsupportedType { entry, kind }
+            }
+            // Listing errors (`write_artifact_tar` never returns them), named by their path.
+            ArtifactDirError::SymlinkedArtifact { ref path, .. } => ArchiveError::Io {
+                path: path.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            },
+            ArtifactDirError::NoneWanted { ref artifacts, .. } => ArchiveError::Io {
+                path: artifacts.clone(),
+                source: io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+            },
+            ArtifactDirError::Io { path, source } => ArchiveError::Io { path, source },
         }
     }
-    Ok(())
 }
 
 /// Counts and hashes the compressed bytes on their way to the file.
@@ -977,20 +855,5 @@ mod tests {
             cairn_fingerprint::names::parse_sha256sum(&fs::read_to_string(&path).unwrap()).unwrap(),
             digest
         );
-    }
-
-    #[test]
-    fn manifest_lines_are_normalized_and_empty_lines_skipped() {
-        let m = parse_manifest(b"a/b/stage\n\n./c/stage/\r\n").unwrap();
-        let m: Vec<&str> = m.iter().map(|p| p.as_str()).collect();
-        assert_eq!(m, ["a/b/stage", "c/stage"]);
-        assert!(matches!(
-            parse_manifest(b"/abs\n"),
-            Err(ArchiveError::BadManifest { .. })
-        ));
-        assert!(matches!(
-            parse_manifest(b"\xff\n"),
-            Err(ArchiveError::BadManifest { .. })
-        ));
     }
 }

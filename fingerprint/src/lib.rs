@@ -18,6 +18,9 @@
 //! - [`Tree`] (`tree`): the content of one archive, with a canonical digest.
 //! - [`Blake3`], [`Sha256`] (`digest`): digests as validated newtypes.
 //! - [`ByteSize`] (`units`): the one grammar of byte-count flags and settings (`50G`, `1.5GiB`).
+//! - [`nofollow::Dir`] and [`artifact_dir`]: a build dir's artifacts read without following any
+//!   symlink, and an artifact dir as TheRock's uncompressed tar stream (`cairnd` and `cairn` publish
+//!   through the same code).
 //!
 //! # Features
 //! - `clap`: [`Compression`] implements `clap::ValueEnum`, so a binary takes it as a flag type
@@ -55,12 +58,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod artifact_dir;
 pub mod bounded;
 pub mod digest;
 pub mod fingerprint;
 pub mod git;
 pub mod layout;
 pub mod names;
+pub mod nofollow;
 pub mod topology;
 pub mod tree;
 pub mod units;

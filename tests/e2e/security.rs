@@ -160,62 +160,88 @@ fn push_never_writes_through_a_planted_upload_cache_dir_symlink() {
 }
 
 /// A symlinked `artifacts` dir, a symlinked artifact dir and a symlinked manifest relpath inside an
-/// artifact are each refused with an error naming the path; nothing is published.
+/// artifact are each refused with an error naming the path; nothing is published. The same over
+/// TCP, where `cairn` reads the build dir itself with the same reader (`nofollow.rs`).
 #[test]
 fn push_refuses_symlinked_artifacts_dirs_with_a_clear_error() {
-    let f = Fixture::new();
+    let f = Fixture::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
     let secret = f.tmp.path().join("secret-dir");
     fs::create_dir(&secret).unwrap();
     fs::write(secret.join("secret.txt"), "root only\n").unwrap();
+    let push = |tcp: bool, b: &Path, run: &str| {
+        let mut cmd = if tcp {
+            f.daemon.cairn_tcp()
+        } else {
+            f.daemon.cairn()
+        };
+        cmd.args([
+            "push", "--stage", STAGE, "--family", FAMILY, "--run-id", run,
+        ])
+        .arg("--build-dir")
+        .arg(b)
+        .arg("--checkout")
+        .arg(&f.checkout.root)
+        .output()
+        .unwrap()
+    };
 
-    // `artifacts` itself.
-    let b = f.build_dir("build-a");
-    fs::rename(b.join("artifacts"), b.join("real-artifacts")).unwrap();
-    symlink(b.join("real-artifacts"), b.join("artifacts")).unwrap();
-    let out = f.push(&b, "3003");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("artifacts` is a symlink"), "{err}");
+    for (tcp, runs) in [
+        (false, ["3003", "3004", "3005"]),
+        (true, ["3013", "3014", "3015"]),
+    ] {
+        let name = |n: &str| format!("build-{n}-{}", if tcp { "tcp" } else { "unix" });
+        // `artifacts` itself.
+        let b = f.build_dir(&name("a"));
+        fs::rename(b.join("artifacts"), b.join("real-artifacts")).unwrap();
+        symlink(b.join("real-artifacts"), b.join("artifacts")).unwrap();
+        let out = push(tcp, &b, runs[0]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains("artifacts` is a symlink"), "tcp {tcp}: {err}");
 
-    // One artifact dir.
-    let b = f.build_dir("build-b");
-    let first = first_artifact(&b);
-    let dir = b.join("artifacts").join(&first);
-    fs::rename(&dir, b.join("moved")).unwrap();
-    symlink(b.join("moved"), &dir).unwrap();
-    let out = f.push(&b, "3004");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains(&first) && err.contains("is a symlink"),
-        "{err}"
-    );
+        // One artifact dir.
+        let b = f.build_dir(&name("b"));
+        let first = first_artifact(&b);
+        let dir = b.join("artifacts").join(&first);
+        fs::rename(&dir, b.join("moved")).unwrap();
+        symlink(b.join("moved"), &dir).unwrap();
+        let out = push(tcp, &b, runs[1]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(&first) && err.contains("is a symlink"),
+            "tcp {tcp}: {err}"
+        );
 
-    // A relpath the artifact's manifest lists, pointing at a directory the user wants read.
-    let b = f.build_dir("build-c");
-    let first = first_artifact(&b);
-    let dir = b.join("artifacts").join(&first);
-    let manifest = fs::read_to_string(dir.join("artifact_manifest.txt")).unwrap();
-    let relpath = manifest.lines().find(|l| !l.is_empty()).unwrap();
-    fs::remove_dir_all(dir.join(relpath)).unwrap();
-    symlink(&secret, dir.join(relpath)).unwrap();
-    let out = f.push(&b, "3005");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains(relpath) && err.contains("is a symlink"),
-        "{err}"
-    );
+        // A relpath the artifact's manifest lists, pointing at a directory the user wants read.
+        let b = f.build_dir(&name("c"));
+        let first = first_artifact(&b);
+        let dir = b.join("artifacts").join(&first);
+        let manifest = fs::read_to_string(dir.join("artifact_manifest.txt")).unwrap();
+        let relpath = manifest.lines().find(|l| !l.is_empty()).unwrap();
+        fs::remove_dir_all(dir.join(relpath)).unwrap();
+        symlink(&secret, dir.join(relpath)).unwrap();
+        let out = push(tcp, &b, runs[2]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(relpath) && err.contains("is a symlink"),
+            "tcp {tcp}: {err}"
+        );
 
-    // Nothing of these runs reached storage.
-    let published: Vec<_> = tree(&f.storage())
-        .into_iter()
-        .filter(|p| {
-            let s = p.to_string_lossy();
-            s.contains("3003") || s.contains("3004") || s.contains("3005")
-        })
-        .collect();
-    assert!(published.is_empty(), "{published:?}");
+        // Nothing of these runs reached storage.
+        let published: Vec<_> = tree(&f.storage())
+            .into_iter()
+            .filter(|p| {
+                let s = p.to_string_lossy();
+                runs.iter().any(|r| s.contains(r))
+            })
+            .collect();
+        assert!(published.is_empty(), "tcp {tcp}: {published:?}");
+    }
 }
 
 /// `cairnd verify --store DIR` (opens the store like `serve`).
@@ -584,37 +610,359 @@ fn oversized_producer_records_are_not_read() {
     assert!(log.contains("more than the 1048576 bytes"), "{log}");
 }
 
-/// Finding: over TCP, `push --build-dir PATH` made the daemon read its own filesystem for a remote
-/// client. Now a publish over TCP is refused with what to do instead.
+/// Every file below `dir` (symlinks not followed) by its path relative to `dir`, with its bytes
+/// (a symlink's target for a symlink).
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    tree(dir)
+        .into_iter()
+        .filter_map(|p| {
+            let meta = p.symlink_metadata().unwrap();
+            let bytes = if meta.is_symlink() {
+                fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec()
+            } else if meta.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                return None;
+            };
+            Some((p.strip_prefix(dir).unwrap().to_path_buf(), bytes))
+        })
+        .collect()
+}
+
+/// The stored file whose path ends with `suffix`.
+fn stored(storage: &Path, suffix: &str) -> PathBuf {
+    tree(storage)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("nothing in storage ends with `{suffix}`"))
+}
+
+/// The job manifest's archives of run `run`, without what names the run (keys) or the time.
+fn archive_records(storage: &Path, run: &str) -> Vec<serde_json::Value> {
+    let path = stored(storage, &format!("{run}-linux/cairn/{STAGE}-{FAMILY}.json"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    manifest["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            a.as_object_mut().unwrap().remove("key");
+            a
+        })
+        .collect()
+}
+
+/// Issue 20: a TCP client's push used to be refused ("publish over TCP is not supported"), since the
+/// daemon must not read a path a remote client names. Now `cairn push` over TCP reads the build dir
+/// itself and streams it (`PublishStream`), and what is published is exactly what a Unix-socket push
+/// of the same build dir publishes: the same archive bytes (so SHA-256), tree digests, sizes, counts
+/// and fingerprints in the job manifest, the same tree manifests, sidecars and an index page — for
+/// artifact dirs (with symlinks and a hard link) and a pre-compressed archive.
 #[test]
-fn push_over_tcp_is_refused() {
+fn push_over_tcp_streams_exactly_what_a_unix_push_publishes() {
     let f = Fixture::with(Options {
         tcp: true,
         ..Options::default()
     });
     let b = f.build_dir("build");
-    let out = f
-        .daemon
-        .cairn_tcp()
-        .args([
-            "push", "--stage", STAGE, "--family", FAMILY, "--run-id", "3600",
+    // A hard link inside an artifact, and one artifact as TheRock's pre-compressed archive instead
+    // of a dir.
+    let mut dirs: Vec<String> = fs::read_dir(b.join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    dirs.sort();
+    let linked = b.join("artifacts").join(&dirs[0]);
+    let file = tree(&linked)
+        .into_iter()
+        .find(|p| p.symlink_metadata().unwrap().is_file() && !p.ends_with("artifact_manifest.txt"))
+        .unwrap();
+    fs::hard_link(&file, file.with_extension("hardlink")).unwrap();
+    let packed = b.join("artifacts").join(&dirs[1]);
+    let manifest = fs::read_to_string(packed.join("artifact_manifest.txt")).unwrap();
+    let relpaths: Vec<&str> = manifest.lines().filter(|l| !l.is_empty()).collect();
+    let archive = f.tmp.path().join(format!("{}.tar.zst", dirs[1]));
+    cairn_testkit::archives::pack_with_system_tar(&packed, &relpaths, &archive);
+    fs::rename(
+        &archive,
+        b.join("artifacts").join(format!("{}.tar.zst", dirs[1])),
+    )
+    .unwrap();
+    fs::remove_dir_all(&packed).unwrap();
+
+    let push = |mut cmd: Command, run: &str, compression: &str| {
+        cmd.args([
+            "push",
+            "--stage",
+            STAGE,
+            "--family",
+            FAMILY,
+            "--run-id",
+            run,
+            "--compression",
+            compression,
         ])
         .arg("--build-dir")
         .arg(&b)
         .arg("--checkout")
         .arg(&f.checkout.root)
         .output()
+        .unwrap()
+    };
+    let mut unix = Vec::new();
+    for (compression, unix_run, tcp_run) in [("zstd", "3600", "3601"), ("xz", "3602", "3603")] {
+        assert_ok(&push(f.daemon.cairn(), unix_run, compression));
+        // Over TCP the daemon refuses to read a build dir, so this push can only have streamed.
+        assert_ok(&push(f.daemon.cairn_tcp(), tcp_run, compression));
+
+        unix = archive_records(&f.storage(), unix_run);
+        let tcp = archive_records(&f.storage(), tcp_run);
+        assert_eq!(unix.len(), dirs.len());
+        assert_eq!(unix, tcp, "{compression}: job manifests differ");
+        let run_dir = |run: &str| {
+            stored(&f.storage(), &format!("{run}-linux/index.html"))
+                .parent()
+                .unwrap()
+                .to_path_buf()
+        };
+        let strip = |m: BTreeMap<PathBuf, Vec<u8>>| -> BTreeMap<PathBuf, Vec<u8>> {
+            m.into_iter()
+                .filter(|(p, _)| !p.starts_with("cairn") && !p.ends_with("index.html"))
+                .collect()
+        };
+        let unix_files = strip(contents(&run_dir(unix_run)));
+        let tcp_files = strip(contents(&run_dir(tcp_run)));
+        assert_eq!(
+            unix_files.keys().collect::<Vec<_>>(),
+            tcp_files.keys().collect::<Vec<_>>()
+        );
+        assert!(
+            unix_files
+                .keys()
+                .any(|p| p.to_string_lossy().ends_with(".tar.xz"))
+                == (compression == "xz"),
+            "{compression}: {:?}",
+            unix_files.keys()
+        );
+        assert!(
+            unix_files == tcp_files,
+            "{compression}: archives or sidecars differ between the Unix and the TCP push"
+        );
+    }
+    // `cairn copy` over TCP (a record-only publish: no path read) records the TCP run's archives as
+    // reused by another run.
+    let out = f
+        .daemon
+        .cairn_tcp()
+        .args(["copy", "--source-run-id", "3601", "--run-id", "3650"])
+        .args(["--stage", STAGE, "--family", FAMILY])
+        .current_dir(&f.checkout.root)
+        .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    assert_ok(&out);
+    let copied = archive_records(&f.storage(), "3650");
     assert!(
-        err.contains("publish over TCP is not supported") && err.contains("Unix socket"),
-        "{err}"
+        !copied.is_empty() && copied.iter().all(|a| a["reused_from_run_id"] == "3601"),
+        "{copied:?}"
     );
+    // The hard link and the pre-compressed archive took their paths.
+    assert!(unix.iter().any(|a| a["artifact"] == dirs[1].as_str()));
+    // Nothing of either push is left in the store's scratch dir.
+    assert_eq!(
+        fs::read_dir(f.daemon.store_dir().join("scratch"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+/// One member of a hostile streamed artifact, and what the refusal must name.
+struct HostileCase {
+    what: &'static str,
+    member: Vec<u8>,
+    expect: &'static [&'static str],
+}
+
+/// A TCP client that is not `cairn` streams hostile content (a `../` member, an absolute member, a
+/// symlink escaping the archive, a stream cut before its end, an oversized chunk, a build dir path,
+/// an artifact it has no fingerprint for): each publish is refused with an error naming the
+/// artifact and the member or limit, nothing of the run reaches storage, and the store's
+/// scratch dir is left empty.
+#[test]
+fn hostile_streamed_publishes_are_refused_and_publish_nothing() {
+    use cairn_proto::v1 as pb;
+    use cairn_proto::v1::publish_stream_request::Part;
+    use cairn_testkit::archives::{tar_stream, ustar_file, ustar_member};
+
+    let f = Fixture::with(Options {
+        tcp: true,
+        ..Options::default()
+    });
+    let name = f.fps.keys().next().unwrap().clone();
+    let artifact = format!("{name}_lib_{FAMILY}");
+    let header = |run: &str| pb::PublishRequest {
+        stage: STAGE.into(),
+        family: FAMILY.into(),
+        platform: "linux".into(),
+        run_id: run.into(),
+        commit: "a".repeat(40),
+        fingerprints: f
+            .fps
+            .iter()
+            .map(|(n, fp)| (n.clone(), fp.to_hex()))
+            .collect(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let send = |messages: Vec<Part>| -> Result<pb::PublishResponse, tonic::Status> {
+        rt.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(f.daemon.tcp_addr().unwrap())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let token: tonic::metadata::MetadataValue<_> =
+                format!("Bearer {}", f.daemon.tcp_token()).parse().unwrap();
+            let mut client = pb::cairn_client::CairnClient::with_interceptor(
+                channel,
+                move |mut req: tonic::Request<()>| {
+                    req.metadata_mut().insert("authorization", token.clone());
+                    Ok(req)
+                },
+            );
+            let messages: Vec<pb::PublishStreamRequest> = messages
+                .into_iter()
+                .map(|p| pb::PublishStreamRequest { part: Some(p) })
+                .collect();
+            client
+                .publish_stream(futures::stream::iter(messages))
+                .await
+                .map(|r| r.into_inner())
+        })
+    };
+    let manifest = ustar_file("artifact_manifest.txt", b"lib/stage\n");
+    let cases = [
+        HostileCase {
+            what: "a `../` member",
+            member: ustar_file("../x", b"x"),
+            expect: &["../x", "unsafe path"],
+        },
+        HostileCase {
+            what: "an absolute member",
+            member: ustar_file("/tmp/cairn-hostile-x", b"x"),
+            expect: &["/tmp/cairn-hostile-x", "unsafe path"],
+        },
+        HostileCase {
+            what: "an escaping symlink",
+            member: ustar_member(b"lib/stage/l", b'2', "../../../../etc/passwd", b"", None),
+            expect: &["lib/stage/l", "escapes"],
+        },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let run = format!("{}", 3700 + i);
+        let tar = tar_stream(&[manifest.clone(), case.member.clone()]);
+        let err = send(vec![
+            Part::Header(header(&run)),
+            Part::Artifact(pb::StreamedArtifact {
+                artifact: artifact.clone(),
+                precompressed: String::new(),
+            }),
+            Part::Chunk(tar),
+            Part::End(true),
+        ])
+        .expect_err(case.what);
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{}: {err:?}",
+            case.what
+        );
+        let msg = err.message();
+        assert!(msg.contains(&artifact), "{}: {msg}", case.what);
+        for e in case.expect {
+            assert!(msg.contains(e), "{}: `{e}` not in: {msg}", case.what);
+        }
+        assert!(
+            !tree(&f.storage())
+                .iter()
+                .any(|p| p.to_string_lossy().contains(&run)),
+            "{}: nothing published",
+            case.what
+        );
+    }
+
+    // A stream cut before its `end` (the client failed while reading) publishes nothing.
+    let good = tar_stream(&[manifest.clone(), ustar_file("lib/stage/f", b"fine")]);
+    let err = send(vec![
+        Part::Header(header("3710")),
+        Part::Artifact(pb::StreamedArtifact {
+            artifact: artifact.clone(),
+            precompressed: String::new(),
+        }),
+        Part::Chunk(good.clone()),
+    ])
+    .expect_err("a cut stream");
+    assert!(err.message().contains("before its `end`"), "{err:?}");
+    // A chunk larger than the protocol allows is refused, naming the artifact and the limit.
+    let err = send(vec![
+        Part::Header(header("3714")),
+        Part::Artifact(pb::StreamedArtifact {
+            artifact: artifact.clone(),
+            precompressed: String::new(),
+        }),
+        Part::Chunk(vec![0; 5 << 20]),
+        Part::End(true),
+    ])
+    .expect_err("an oversized chunk");
+    assert!(
+        err.message().contains(&artifact) && err.message().contains("4194304"),
+        "{err:?}"
+    );
+    // A streamed build dir is never a path: a header naming one is refused.
+    let mut named = header("3711");
+    named.build_dir = "/etc".into();
+    let err = send(vec![Part::Header(named), Part::End(true)]).expect_err("a build dir");
+    assert!(err.message().contains("names no build dir"), "{err:?}");
+    // An artifact the header has no fingerprint for is refused, naming it.
+    let err = send(vec![
+        Part::Header(header("3712")),
+        Part::Artifact(pb::StreamedArtifact {
+            artifact: format!("stranger_lib_{FAMILY}"),
+            precompressed: String::new(),
+        }),
+        Part::Chunk(good.clone()),
+        Part::End(true),
+    ])
+    .expect_err("an unwanted artifact");
+    assert!(err.message().contains("stranger_lib"), "{err:?}");
     assert!(
         !tree(&f.storage())
             .iter()
-            .any(|p| p.to_string_lossy().contains("3600")),
-        "nothing published"
+            .any(|p| p.to_string_lossy().contains("-linux")),
+        "nothing published at all"
     );
+    assert_eq!(
+        fs::read_dir(f.daemon.store_dir().join("scratch"))
+            .unwrap()
+            .count(),
+        0,
+        "the scratch dir is empty"
+    );
+    // The same client and stream shape publish a sound artifact (so the refusals above are the
+    // content's, not the client's).
+    send(vec![
+        Part::Header(header("3713")),
+        Part::Artifact(pb::StreamedArtifact {
+            artifact: artifact.clone(),
+            precompressed: String::new(),
+        }),
+        Part::Chunk(good),
+        Part::End(true),
+    ])
+    .expect("a sound streamed artifact publishes");
 }

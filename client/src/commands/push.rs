@@ -1,7 +1,9 @@
 //! `cairn push`: publish the artifacts a stage produced in a build dir as (part of) a CI run. The
 //! client computes the fingerprints of the stage's produced artifacts from the checkout; the daemon
-//! (which must be able to read the build dir) archives `B/artifacts/{name}_{component}_{family}/`
-//! for those artifacts, uploads archives, sidecars and tree manifests, then the producer records.
+//! archives `B/artifacts/{name}_{component}_{family}/` for those artifacts, uploads archives,
+//! sidecars and tree manifests, then the producer records. Over the Unix socket the daemon reads the
+//! build dir with this user's rights; over TCP this client reads it and streams the content
+//! (`cairn_client::publish_stream`), since a remote daemon must never read a path a client names.
 //!
 //! A build dir bootstrapped by Cairn also records reuse: every inbound artifact the job used but
 //! did not build goes into the job manifest with `built_here: false` and the run that built it
@@ -17,6 +19,8 @@ use std::time::Instant;
 use anyhow::Context;
 use cairn_client::api::{self, PublishSpec};
 use cairn_client::checkout::checkout_dir;
+use cairn_client::connect::DaemonAddr;
+use cairn_client::publish_stream;
 use cairn_client::{materialize, plan};
 use cairn_fingerprint::{FingerprintConfig, Fingerprinter, Platform};
 
@@ -82,9 +86,13 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
     let addr = super::daemon_addr(cli);
     let published = super::runtime()?.block_on(async {
         let mut client = super::connect_daemon(&addr).await?;
-        api::publish(&mut client, &spec)
-            .await
-            .map_err(|e| super::explain(e, &addr))
+        // TCP clients always stream: the daemon never reads a path a remote client names. Over the
+        // Unix socket the daemon reads the build dir itself, with this user's rights.
+        match addr {
+            DaemonAddr::Tcp(_) => publish_stream::publish_streamed(&mut client, &spec).await,
+            DaemonAddr::Unix(_) => api::publish(&mut client, &spec).await,
+        }
+        .map_err(|e| super::explain(e, &addr))
     })?;
     if printer.json() {
         printer.json_value(&published)?;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use cairn_fingerprint::layout::{GithubRepo, RunSpec};
-use cairn_fingerprint::names::Component;
+use cairn_fingerprint::names::{ArtifactName, Component};
 use cairn_fingerprint::{Blake3, Compression, EntryKind, Platform, Tree};
 use cairn_proto::v1::{self as pb, fetch_event::Event};
 
@@ -17,6 +17,7 @@ use crate::service::history::{CommitRun, FindRunsRequest, RunTrees};
 use crate::service::import::ImportRequest;
 use crate::service::policy::{ArchiveSelector, Policy, Resolution, Wanted};
 use crate::service::publish::{PublishOutcome, PublishRequest};
+use crate::service::publish_stream::StreamPart;
 use crate::service::resolve::ResolveRequest;
 use crate::service::{MAX_NAME_LEN, ServiceError};
 
@@ -179,6 +180,59 @@ pub fn publish_request(r: pb::PublishRequest) -> Result<PublishRequest> {
             build_dir.display()
         )));
     }
+    publish_fields(r)
+}
+
+/// The header of a `PublishStream`, validated: a publish request that names no build dir.
+pub fn publish_stream_header(r: pb::PublishRequest) -> Result<PublishRequest> {
+    if !r.build_dir.is_empty() {
+        return Err(invalid(format!(
+            "a streamed publish names no build dir (got `{}`): the client streams the artifacts' \
+             content",
+            r.build_dir
+        )));
+    }
+    publish_fields(r)
+}
+
+/// One message of a `PublishStream` after its header, validated (a second header is refused).
+pub fn publish_stream_part(
+    m: std::result::Result<pb::PublishStreamRequest, tonic::Status>,
+) -> Result<StreamPart> {
+    use pb::publish_stream_request::Part;
+    let m = m.map_err(|s| {
+        invalid(format!(
+            "the publish stream ended with an error: {}",
+            s.message()
+        ))
+    })?;
+    match m.part {
+        Some(Part::Chunk(bytes)) => Ok(StreamPart::Chunk(bytes.into())),
+        Some(Part::Artifact(a)) => Ok(StreamPart::Artifact {
+            name: ArtifactName::parse(bounded("artifact", &a.artifact)?)
+                .map_err(|e| invalid(format!("streamed artifact `{}`: {e}", a.artifact)))?,
+            precompressed: match a.precompressed.as_str() {
+                "" => None,
+                other => Some(other.parse::<Compression>().map_err(|_| {
+                    invalid(format!(
+                        "streamed artifact `{}`: precompressed `{other}` is neither `zstd` nor \
+                         `xz`",
+                        a.artifact
+                    ))
+                })?),
+            },
+        }),
+        Some(Part::End(_)) => Ok(StreamPart::End),
+        Some(Part::Header(_)) => Err(invalid(
+            "a publish stream has one header, its first message".into(),
+        )),
+        None => Err(invalid("a publish stream message with no part".into())),
+    }
+}
+
+/// The fields of a publish request (`publish_request`, `publish_stream_header`), validated.
+fn publish_fields(r: pb::PublishRequest) -> Result<PublishRequest> {
+    let build_dir = PathBuf::from(&r.build_dir);
     let compression = match r.compression.as_str() {
         "" => defaults::COMPRESSION,
         other => other

@@ -164,6 +164,33 @@ impl Cairn for CairnService {
         .await
     }
 
+    async fn publish_stream(
+        &self,
+        req: Request<tonic::Streaming<pb::PublishStreamRequest>>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let mut stream = req.into_inner();
+        // The header first: it names the stage and family the RPC is observed under.
+        let header = match stream.message().await? {
+            Some(pb::PublishStreamRequest {
+                part: Some(pb::publish_stream_request::Part::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::from(ServiceError::InvalidArgument(
+                    "a publish stream must start with its `header` (a PublishRequest)".into(),
+                )));
+            }
+        };
+        let (stage, family) = (header.stage.clone(), header.family.clone());
+        self.observed("PublishStream", &stage, &family, async {
+            let input = convert::publish_stream_header(header)?;
+            let parts = stream.map(convert::publish_stream_part);
+            let out = self.inner.publish_stream(input, parts).await?;
+            info!(archives = out.archives.len(), prefix = %out.prefix, "published (streamed)");
+            Ok(convert::publish_outcome_to_pb(out))
+        })
+        .await
+    }
+
     async fn import(
         &self,
         req: Request<pb::ImportRequest>,

@@ -8,6 +8,8 @@
 //! - [`fetch`] — make resolved archives local (single-flight downloads into ingest), leased, and the
 //!   Fetch orchestration (largest first, de-duplicated blobs, summary) as domain events;
 //! - [`publish`] — a build directory into archives, sidecars, manifests and records;
+//! - [`publish_stream`] — artifacts a client streams (TCP: the daemon never reads its paths) into
+//!   the same archives, then `publish`'s path;
 //! - [`import`] — run listings for runs published without Cairn;
 //! - [`history`] — the commit index and a run's trees, for `find` and `diff`;
 //! - [`metrics`] — request counters and histograms (data only; `server/http.rs` renders them);
@@ -26,6 +28,7 @@ pub mod index_page;
 pub mod metrics;
 pub mod policy;
 pub mod publish;
+pub mod publish_stream;
 pub mod resolve;
 
 use std::sync::Arc;

@@ -4,7 +4,8 @@
 //! The build dir belongs to the caller and is only read: without following any symlink, and with the
 //! Unix-socket peer's rights when `cairnd` is root (`buildtree.rs`). Archives are written in a
 //! private per-publish directory under the store (`LocalStore::scratch_dir`), never in the build dir.
-//! A publish over TCP is refused: the path it names would be read on the daemon's machine.
+//! A publish over TCP names no build dir: the client streams its artifacts (`publish_stream.rs`),
+//! which then take the same path from ingest on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
@@ -13,8 +14,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tracing::{info, instrument};
 
+use cairn_fingerprint::artifact_dir::{self, ArtifactSource};
 use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec, in_area, tree_manifest_key};
-use cairn_fingerprint::names::{ArchiveName, ArtifactName, GENERIC, family_matches};
+use cairn_fingerprint::names::{ArtifactName, GENERIC, family_matches};
 use cairn_fingerprint::{Blake3, Compression, Sha256};
 
 use super::error::{Result, ServiceError, internal};
@@ -72,13 +74,15 @@ pub enum Caller {
     /// The peer of the Unix socket (`SO_PEERCRED`, `SO_PEERGROUPS`): when `cairnd` runs as root and
     /// the peer does not, the build dir is read with the peer's uid, gid and supplementary groups.
     Local(FsIdentity),
-    /// A TCP client: it cannot name a path on this machine.
+    /// A TCP client: it cannot name a path on this machine (it streams its artifacts, or sends a
+    /// record-only publish, which reads no path).
     Remote,
 }
 
-/// Why a TCP publish is refused.
-pub const TCP_PUBLISH_REFUSED: &str = "publish over TCP is not supported: run `cairn push` on the \
-     daemon's machine over its Unix socket";
+/// Why a TCP publish naming a build dir is refused.
+pub const TCP_PUBLISH_REFUSED: &str = "a publish over TCP cannot name a build dir (it would be read \
+     on the daemon's machine): the client streams the artifacts instead (`PublishStream`, what \
+     `cairn push` does over TCP); update the client, or run it over the daemon's Unix socket";
 
 impl Service {
     /// [`Service::publish_as`] for an in-process caller, with the daemon's own rights.
@@ -99,65 +103,88 @@ impl Service {
         caller: Caller,
     ) -> Result<PublishOutcome> {
         let identity = match caller {
-            Caller::Remote => {
+            // A record-only publish (`cairn copy`) reads no path, so a remote client may send it.
+            Caller::Remote if !input.fingerprints.is_empty() => {
                 return Err(ServiceError::InvalidArgument(TCP_PUBLISH_REFUSED.into()));
             }
-            Caller::Daemon => None,
+            Caller::Remote | Caller::Daemon => None,
             Caller::Local(identity) => Some(identity),
         };
+        let (root, backend) = self.publish_target(&input)?;
+        let record_only = self.check_publishes_something(&input)?;
+        let scratch = self.store.scratch_dir()?;
+        let written = if record_only {
+            Vec::new()
+        } else {
+            self.archive_build_dir(&input, identity, &scratch).await?
+        };
+        self.publish_written(input, root, backend, scratch, written)
+            .await
+    }
+
+    /// Where `input`'s run publishes: its output root and the backend of its bucket.
+    pub(super) fn publish_target(
+        &self,
+        input: &PublishRequest,
+    ) -> Result<(RunOutputRoot, crate::storage::backends::Backend)> {
         let spec = run_spec(&input.run)?;
         let root = RunOutputRoot::from_run(&spec).map_err(invalid)?;
         let backend = self.backend(root.bucket())?.clone();
+        Ok((root, backend))
+    }
 
-        // A record-only publish (`cairn copy`, TheRock's stage reuse): no artifact built, only the
-        // reuse of another run's archives recorded; the build dir is not read.
+    /// Whether `input` is record-only (`cairn copy`, TheRock's stage reuse: no artifact built, only
+    /// the reuse of another run's archives recorded; no build dir read); an error when it publishes
+    /// nothing at all.
+    pub(super) fn check_publishes_something(&self, input: &PublishRequest) -> Result<bool> {
         let record_only = input.fingerprints.is_empty();
         if record_only && input.reused_from.is_empty() {
             return Err(ServiceError::InvalidArgument(
                 "nothing to publish: no artifact fingerprints and no reused artifacts".into(),
             ));
         }
+        Ok(record_only)
+    }
+
+    /// Archive the build dir's artifacts named in `input` into `scratch`, reading them with
+    /// `identity`'s rights (none: the daemon's own) and without following any symlink.
+    async fn archive_build_dir(
+        &self,
+        input: &PublishRequest,
+        identity: Option<FsIdentity>,
+        scratch: &tempfile::TempDir,
+    ) -> Result<Vec<Written>> {
         // Which artifact dirs to publish, listed with the caller's rights.
         let build_dir = input.build_dir.clone();
         let wanted = input.fingerprints.clone();
         let first_identity = identity.clone();
-        let dirs = if record_only {
-            Vec::new()
-        } else {
-            let listed = tokio::task::spawn_blocking(move || {
-                buildtree::par_map_as(first_identity, vec![()], 1, |()| {
-                    list_artifacts(&build_dir, &wanted)
-                })
+        let listed = tokio::task::spawn_blocking(move || {
+            buildtree::par_map_as(first_identity, vec![()], 1, |()| {
+                list_artifacts(&build_dir, &wanted)
             })
-            .await
-            .map_err(internal)?
-            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-            listed.into_iter().next().expect("one listing")?
-        };
-        if dirs.is_empty() && !record_only {
-            return Err(ServiceError::NotFound(format!(
-                "no artifact directory under `{}` matches the {} artifact(s) to publish",
-                input.build_dir.join("artifacts").display(),
-                input.fingerprints.len()
-            )));
+        })
+        .await
+        .map_err(internal)?
+        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+        let dirs = listed.into_iter().next().expect("one listing")?;
+        if dirs.is_empty() {
+            return Err(ServiceError::NotFound(
+                artifact_dir::ArtifactDirError::NoneWanted {
+                    artifacts: input.build_dir.join("artifacts"),
+                    wanted: input.fingerprints.len(),
+                }
+                .to_string(),
+            ));
         }
 
         // Archives are written in a private directory of the store (never in the build dir): the
         // daemon creates each output file itself, then the caller-identity threads fill them.
-        let scratch = self.store.scratch_dir()?;
-        let compression = input.compression;
-        let opts = archive::CreateOptions {
-            compression,
-            level: input
-                .compression_level
-                .unwrap_or_else(|| compression.default_level()),
-            reverse_order: false,
-        };
+        let opts = archive_options(input);
         let mut jobs = Vec::with_capacity(dirs.len());
         for (dir_name, name, fp, source) in dirs {
             let file_name = match source {
-                Source::Dir => name.archive(compression),
-                Source::Archive(c) => name.archive(c),
+                ArtifactSource::Dir => name.archive(opts.compression),
+                ArtifactSource::Archive(c) => name.archive(c),
             }
             .to_string();
             let path = scratch.path().join(&file_name);
@@ -170,7 +197,7 @@ impl Service {
         }
         let build_dir = input.build_dir.clone();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let written = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             buildtree::par_map_as(
                 identity,
                 jobs,
@@ -182,19 +209,31 @@ impl Service {
                     let artifacts = Dir::open(&build_dir)
                         .and_then(|b| b.open_dir(OsStr::new("artifacts")))
                         .map_err(bad)?;
-                    let info = match source {
-                        Source::Dir => {
+                    let (info, origin) = match source {
+                        ArtifactSource::Dir => {
                             let artifact = artifacts.open_dir(&dir_name).map_err(bad)?;
-                            archive::write_archive(&artifact, &file, &opts).map_err(|e| {
-                                ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
-                            })?
+                            let info =
+                                archive::write_archive(&artifact, &file, &opts).map_err(|e| {
+                                    ServiceError::InvalidArgument(format!("artifact `{name}`: {e}"))
+                                })?;
+                            (info, Origin::Cairnd)
                         }
-                        Source::Archive(_) => {
-                            copy_archive(artifacts.open_file(&dir_name).map_err(bad)?, &file)
-                                .map_err(bad)?
+                        ArtifactSource::Archive(_) => {
+                            let info =
+                                copy_archive(artifacts.open_file(&dir_name).map_err(bad)?, &file)
+                                    .map_err(bad)?;
+                            let what = format!("pre-compressed archive `artifacts/{file_name}`");
+                            (info, Origin::Caller(what))
                         }
                     };
-                    Ok::<_, ServiceError>((name, fp, source, file_name, path, info))
+                    Ok::<_, ServiceError>(Written {
+                        name,
+                        fp,
+                        file_name,
+                        path,
+                        info,
+                        origin,
+                    })
                 },
             )
         })
@@ -202,44 +241,63 @@ impl Service {
         .map_err(internal)?
         .map_err(internal)?
         .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()
+    }
 
+    /// Ingest, upload and record archives already in `scratch`, whoever made them: sidecars and tree
+    /// manifests with the archives, then the job manifest, producer records and the commit index
+    /// entry — records last, so none points at a missing object.
+    pub(super) async fn publish_written(
+        &self,
+        input: PublishRequest,
+        root: RunOutputRoot,
+        backend: crate::storage::backends::Backend,
+        scratch: tempfile::TempDir,
+        written: Vec<Written>,
+    ) -> Result<PublishOutcome> {
+        let record_only = input.fingerprints.is_empty();
         // Ingest each archive (warms this machine's CAS and gives the tree), as the daemon.
         let store = self.store.clone();
         let built = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
             written
                 .into_par_iter()
-                .map(
-                    |(name, fp, source, file_name, path, mut info)| -> Result<_> {
-                        let outcome = store
-                            .ingest_file(
-                                &format!("publish/{}", info.sha256),
-                                &path,
-                                Some(info.sha256),
-                            )
-                            .map_err(|e| match source {
-                                // The caller's archive, not cairnd's: say which one is bad.
-                                Source::Archive(_) => ServiceError::InvalidArgument(format!(
-                                    "pre-compressed archive `artifacts/{file_name}`: {e}"
-                                )),
-                                Source::Dir => e.into(),
-                            })?;
-                        if let Source::Archive(_) = source {
-                            info.uncompressed_size = outcome.tree.total_size();
-                            info.files = outcome.tree.file_count() as u64;
-                        }
-                        Ok((
-                            name,
-                            fp,
-                            file_name,
-                            path,
-                            info,
-                            outcome.tree_digest,
-                            outcome.tree,
-                        ))
-                    },
-                )
+                .map(|w| -> Result<_> {
+                    let Written {
+                        name,
+                        fp,
+                        file_name,
+                        path,
+                        mut info,
+                        origin,
+                    } = w;
+                    let outcome = store
+                        .ingest_file(
+                            &format!("publish/{}", info.sha256),
+                            &path,
+                            Some(info.sha256),
+                        )
+                        .map_err(|e| match &origin {
+                            // The caller's archive, not cairnd's: say which one is bad.
+                            Origin::Caller(what) => {
+                                ServiceError::InvalidArgument(format!("{what}: {e}"))
+                            }
+                            Origin::Cairnd => e.into(),
+                        })?;
+                    if let Origin::Caller(_) = origin {
+                        info.uncompressed_size = outcome.tree.total_size();
+                        info.files = outcome.tree.file_count() as u64;
+                    }
+                    Ok((
+                        name,
+                        fp,
+                        file_name,
+                        path,
+                        info,
+                        outcome.tree_digest,
+                        outcome.tree,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()
         })
         .await
@@ -499,89 +557,72 @@ impl Service {
     }
 }
 
-/// The artifact dirs and pre-compressed archives under `{build_dir}/artifacts` named in `wanted`,
-/// as (entry name, name, fingerprint, source), sorted by artifact, one per artifact ([`Source`]).
-/// Neither `build_dir` nor `artifacts` may be a symlink; a wanted entry that is a symlink is
-/// refused, other entries are ignored.
+/// The artifact dirs and pre-compressed archives under `{build_dir}/artifacts` named in `wanted`
+/// (`artifact_dir::list_artifacts`, the one listing rule), as (entry name, name, fingerprint,
+/// source). Neither `build_dir` nor `artifacts` may be a symlink.
 fn list_artifacts(
     build_dir: &Path,
     wanted: &BTreeMap<String, Blake3>,
-) -> Result<Vec<(OsString, ArtifactName, Blake3, Source)>> {
+) -> Result<Vec<(OsString, ArtifactName, Blake3, ArtifactSource)>> {
     let artifacts = Dir::open(build_dir)
         .and_then(|b| b.open_dir(OsStr::new("artifacts")))
         .map_err(|e| ServiceError::InvalidArgument(format!("cannot read the build dir: {e}")))?;
-    let mut found: BTreeMap<String, (OsString, ArtifactName, Blake3, Source)> = BTreeMap::new();
-    for entry in artifacts.names().map_err(|e| {
-        ServiceError::InvalidArgument(format!("`{}`: {e}", artifacts.path().display()))
-    })? {
-        let Some(file_name) = entry.to_str() else {
-            continue;
-        };
-        // `{name}_{component}_{family}/`, or TheRock's pre-compressed `….tar.zst|.tar.xz`.
-        let (name, archive) = match ArchiveName::parse(file_name) {
-            Ok(a) => (a.artifact, Some(a.compression)),
-            Err(_) => match ArtifactName::parse(file_name) {
-                Ok(n) => (n, None),
-                Err(_) => continue,
-            },
-        };
-        let Some(fp) = wanted.get(&name.name) else {
-            continue;
-        };
-        let meta = artifacts
-            .metadata(&entry)
-            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        if meta.file_type().is_symlink() {
-            return Err(ServiceError::InvalidArgument(format!(
-                "artifact {} `{}` is a symlink; publish never follows symlinks in the build dir: \
-                 make it a real {}",
-                if archive.is_some() { "archive" } else { "dir" },
-                artifacts.path().join(&entry).display(),
-                if archive.is_some() {
-                    "file"
-                } else {
-                    "directory"
-                },
-            )));
-        }
-        let source = match archive {
-            None if meta.is_dir() => Source::Dir,
-            Some(c) if meta.is_file() => Source::Archive(c),
-            _ => continue,
-        };
-        // A directory wins over an archive of the same artifact (it is what the build just
-        // wrote); of two archives, `.tar.zst` wins, as when fetching.
-        let better = match (found.get(&name.to_string()).map(|f| f.3), source) {
-            (None, _) => true,
-            (Some(Source::Dir), _) => false,
-            (Some(Source::Archive(_)), Source::Dir) => true,
-            (Some(Source::Archive(old)), Source::Archive(new)) => new.preferred_over(old),
-        };
-        if better {
-            found.insert(name.to_string(), (entry.clone(), name, *fp, source));
-        }
-    }
-    Ok(found.into_values().collect())
+    let listed = artifact_dir::list_artifacts(&artifacts, &|name| wanted.contains_key(name))
+        .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+    Ok(listed
+        .into_iter()
+        .map(|l| {
+            let fp = wanted[&l.name.name];
+            (l.entry, l.name, fp, l.source)
+        })
+        .collect())
 }
 
-/// Where an artifact to publish comes from in `{build_dir}/artifacts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    /// `{name}_{component}_{family}/`: archived by cairnd.
-    Dir,
-    /// A pre-compressed `{name}_{component}_{family}.tar.zst|.tar.xz` (as TheRock's push takes
-    /// them): published as it is, after ingest checked it.
-    Archive(Compression),
+/// An archive in a publish's scratch dir, ready to ingest and upload.
+pub(super) struct Written {
+    /// The artifact.
+    pub name: ArtifactName,
+    /// Its fingerprint.
+    pub fp: Blake3,
+    /// `{name}_{component}_{family}.tar.zst|.tar.xz`.
+    pub file_name: String,
+    /// The archive in the scratch dir.
+    pub path: PathBuf,
+    /// Its SHA-256 and size (and counts, when cairnd wrote it).
+    pub info: archive::ArchiveInfo,
+    /// Who made its content.
+    pub origin: Origin,
+}
+
+/// Who made an archive's content, which decides how a bad one is reported and where its counts
+/// come from.
+pub(super) enum Origin {
+    /// cairnd, from a build dir it read: its counts are known, and a failed ingest is cairnd's.
+    Cairnd,
+    /// The caller (a pre-compressed archive, or a streamed artifact), named: its counts come from
+    /// its tree, and a failed ingest is the caller's (`InvalidArgument` naming it).
+    Caller(String),
+}
+
+/// The archive options of `input`: its compression, at its level or TheRock's default.
+pub(super) fn archive_options(input: &PublishRequest) -> archive::CreateOptions {
+    archive::CreateOptions {
+        compression: input.compression,
+        level: input
+            .compression_level
+            .unwrap_or_else(|| input.compression.default_level()),
+        reverse_order: false,
+    }
 }
 
 /// Copy the pre-compressed archive `file` into `out`, hashing it: its SHA-256 and size (the file
 /// counts come from its tree after ingest).
-fn copy_archive(
-    mut file: std::fs::File,
+pub(super) fn copy_archive(
+    mut file: impl std::io::Read,
     out: &std::fs::File,
 ) -> std::io::Result<archive::ArchiveInfo> {
     use sha2::Digest as _;
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let mut hasher = sha2::Sha256::new();
     let mut writer = std::io::BufWriter::new(out);
     let mut buf = vec![0u8; 1 << 20];

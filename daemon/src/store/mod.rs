@@ -532,6 +532,11 @@ impl LocalStore {
             .map_err(|e| StoreError::io(&dir, e))
     }
 
+    /// Bounds on what an archive may declare (ingest's; publish bounds streamed artifacts by them).
+    pub fn limits(&self) -> &crate::archive::Limits {
+        &self.config.limits
+    }
+
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.root
