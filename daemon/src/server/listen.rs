@@ -220,9 +220,16 @@ fn is_unix_stream_listener(fd: RawFd) -> bool {
 mod tests {
     use super::*;
 
+    /// A temporary directory a socket may be bound in: 0700, whatever the umask or `TMPDIR` give.
+    fn private_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
     #[tokio::test]
     async fn a_regular_file_at_the_socket_path_is_never_removed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_dir();
         let path = dir.path().join("cairnd.sock");
         std::fs::write(&path, b"precious").unwrap();
         let err = bind_unix(&path, 0o600).await.unwrap_err();
@@ -232,7 +239,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private_dir();
         let path = dir.path().join("cairnd.sock");
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let live = bind_unix(&path, 0o600)
