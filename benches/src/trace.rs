@@ -17,7 +17,12 @@
 //!   `_generic` and that family's archives), leased for the job's duration.
 //! - **A bisect** over the first `bisect_commits` commits, run between two CI runs: binary search
 //!   for a bad commit, each probe fetching the bisect stage's inbound set for one family at that
-//!   commit and prefetching both possible next probes, as `cairn bisect` does.
+//!   commit and prefetching both possible next probes, as `cairn bisect` does; every archive of the
+//!   session stays leased until the bisect ends (`cairn bisect`'s session lease).
+//!
+//! Each archive is one build of one artifact: its *generation* is the commit at which that content
+//! first appeared (a CI run's id orders builds the same way), recorded at ingest as the daemon does
+//! from the producing run's id, so eviction can tell superseded builds from current ones.
 //!
 //! # What is measured
 //!
@@ -36,7 +41,7 @@ use anyhow::Result;
 use cairn_daemon::store::LOW_WATERMARK;
 use cairn_daemon::store::cas::Cas;
 use cairn_daemon::store::evict::{self, Leases};
-use cairn_daemon::store::index::{Index, IngestCommit, SourceArchive};
+use cairn_daemon::store::index::{Index, IngestCommit, SourceArchive, Version};
 use cairn_daemon::store::score::{CostModel, EvictionPolicy, Ranker};
 use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 
@@ -165,6 +170,11 @@ struct Artifact {
 #[derive(Clone)]
 struct ArchiveAt {
     id: Blake3,
+    /// The artifact (name and family) this is a version of.
+    lineage: u64,
+    /// The commit at which this version first appeared (a newer build of the same artifact has a
+    /// larger one).
+    generation: u32,
     compression: Compression,
     archive_bytes: u64,
     content_bytes: u64,
@@ -174,6 +184,9 @@ struct ArchiveAt {
 /// A fetch of a set of archives (one job or one bisect probe), leased for its duration.
 pub struct Job {
     archives: Vec<ArchiveAt>,
+    /// A fetch of the bisect session: its archives stay leased until the session's last fetch, as
+    /// `cairn bisect` leases every artifact of its session until the bisect ends.
+    session: bool,
 }
 
 /// The generated trace.
@@ -233,8 +246,18 @@ impl Artifact {
             h.update(&d.0);
         }
         let content_bytes: u64 = blobs.iter().map(|(_, s)| s).sum();
+        let generation = (0..=commit)
+            .find(|&c| self.versions[c] == self.versions[commit])
+            .unwrap_or(commit) as u32;
+        let lineage = u64::from_le_bytes(
+            Blake3::of(format!("{}_{fam}", self.name).as_bytes()).0[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
         ArchiveAt {
             id: Blake3(*h.finalize().as_bytes()),
+            lineage,
+            generation,
             compression: self.compression,
             archive_bytes: (content_bytes as f64 / self.ratio) as u64,
             content_bytes,
@@ -334,6 +357,7 @@ pub fn generate(shape: &TraceShape) -> Trace {
                 .filter(|a| a.stage < stage && a.family.is_none_or(|f| f == family))
                 .map(|a| a.at(commit))
                 .collect(),
+            session: false,
         }
     };
     let mut jobs = Vec::new();
@@ -364,11 +388,17 @@ pub fn generate(shape: &TraceShape) -> Trace {
             let family = 0;
             while bad_hi > good + 1 {
                 let mid = (good + bad_hi) / 2;
-                jobs.push(inbound(BISECT_STAGE, family, mid));
+                jobs.push(Job {
+                    session: true,
+                    ..inbound(BISECT_STAGE, family, mid)
+                });
                 summary.bisect_fetches += 1;
                 for next in [(good + mid) / 2, (mid + bad_hi) / 2] {
                     if next != mid {
-                        jobs.push(inbound(BISECT_STAGE, family, next));
+                        jobs.push(Job {
+                            session: true,
+                            ..inbound(BISECT_STAGE, family, next)
+                        });
                         summary.bisect_fetches += 1;
                     }
                 }
@@ -464,11 +494,20 @@ pub fn replay(
         out.peak_bytes = out.peak_bytes.max(*bytes);
         Ok(())
     };
+    let mut session = None;
     for job in &trace.jobs {
+        if !job.session {
+            session = None;
+        }
         let mut lease = leases.lease();
         for a in &job.archives {
             // Lease first, then look (as `Service::fetch` does).
             lease.extend(a.blobs.iter().copied());
+            if job.session {
+                session
+                    .get_or_insert_with(|| leases.lease())
+                    .extend(a.blobs.iter().copied());
+            }
             let digests: Vec<Blake3> = a.blobs.iter().map(|(d, _)| *d).collect();
             if !index.has_all(&mut digests.iter())? {
                 let decode = model.decode_secs(Some(a.compression), a.content_bytes);
@@ -494,6 +533,10 @@ pub fn replay(
                         content_bytes: a.content_bytes,
                         compression: Some(a.compression),
                     },
+                    version: Some(Version {
+                        lineage: a.lineage,
+                        generation: u64::from(a.generation),
+                    }),
                 })?;
                 bytes += added.iter().map(|(_, s)| s).sum::<u64>();
                 evict(clock, &mut bytes, &mut out)?;
@@ -508,4 +551,109 @@ pub fn replay(
     }
     out.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(out)
+}
+
+/// An offline bound for the replay: which eviction order an archive-level cache uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// Least recently used archive first (the archive-level twin of [`EvictionPolicy::Lru`]).
+    Lru,
+    /// The archive whose next use is furthest away first (Belady's rule; needs the future, so it
+    /// is a bound, not a policy).
+    Furthest,
+}
+
+/// What an archive-level replay measured.
+#[derive(Debug, Clone, Default)]
+pub struct BoundResult {
+    /// Downloads of archives downloaded before.
+    pub redownloads: u64,
+    /// Their compressed bytes.
+    pub redownloaded_bytes: u64,
+}
+
+/// Replay `trace` at archive granularity (an archive is present or not; content shared between
+/// archives is counted in each) with `quota` content bytes, leases per job and the same 90% low
+/// watermark as [`replay`], evicting in `bound`'s order. With [`Bound::Furthest`] this estimates
+/// how far below LRU any online policy could get on the trace: the headroom the cost-aware
+/// policy's target assumes.
+pub fn replay_bound(trace: &Trace, quota: u64, bound: Bound) -> BoundResult {
+    // Every access in order, and for each the position of the same archive's next access.
+    let accesses: Vec<(usize, &ArchiveAt)> = trace
+        .jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| job.archives.iter().map(move |a| (j, a)))
+        .collect();
+    let mut next_use = vec![usize::MAX; accesses.len()];
+    let mut last_seen: HashMap<Blake3, usize> = HashMap::new();
+    for (i, (_, a)) in accesses.iter().enumerate().rev() {
+        if let Some(&n) = last_seen.get(&a.id) {
+            next_use[i] = n;
+        }
+        last_seen.insert(a.id, i);
+    }
+    // Present archives: id → (content bytes, archive bytes, last use, next use).
+    let mut present: HashMap<Blake3, (u64, u64, usize, usize)> = HashMap::new();
+    let mut seen: HashSet<Blake3> = HashSet::new();
+    let mut bytes = 0u64;
+    let mut out = BoundResult::default();
+    let low = (quota as f64 * LOW_WATERMARK) as u64;
+    let evict = |present: &mut HashMap<Blake3, (u64, u64, usize, usize)>,
+                 bytes: &mut u64,
+                 leased: &HashSet<Blake3>| {
+        if *bytes <= quota {
+            return;
+        }
+        let mut candidates: Vec<(Blake3, u64, usize, usize)> = present
+            .iter()
+            .filter(|(id, _)| !leased.contains(*id))
+            .map(|(id, (c, _, last, next))| (*id, *c, *last, *next))
+            .collect();
+        match bound {
+            Bound::Lru => candidates.sort_by_key(|(id, _, last, _)| (*last, *id)),
+            Bound::Furthest => {
+                candidates.sort_by_key(|(id, _, _, next)| (std::cmp::Reverse(*next), *id))
+            }
+        }
+        for (id, c, _, _) in candidates {
+            if *bytes <= low {
+                break;
+            }
+            present.remove(&id);
+            *bytes -= c;
+        }
+    };
+    let mut i = 0;
+    let mut session: HashSet<Blake3> = HashSet::new();
+    for job in &trace.jobs {
+        if !job.session {
+            session.clear();
+        }
+        let mut leased: HashSet<Blake3> = session.clone();
+        for a in &job.archives {
+            leased.insert(a.id);
+            if job.session {
+                session.insert(a.id);
+            }
+            match present.get_mut(&a.id) {
+                Some(p) => {
+                    p.2 = i;
+                    p.3 = next_use[i];
+                }
+                None => {
+                    if !seen.insert(a.id) {
+                        out.redownloads += 1;
+                        out.redownloaded_bytes += a.archive_bytes;
+                    }
+                    present.insert(a.id, (a.content_bytes, a.archive_bytes, i, next_use[i]));
+                    bytes += a.content_bytes;
+                    evict(&mut present, &mut bytes, &leased);
+                }
+            }
+            i += 1;
+        }
+        evict(&mut present, &mut bytes, &session);
+    }
+    out
 }

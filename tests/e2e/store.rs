@@ -463,6 +463,91 @@ fn cost_aware_eviction_keeps_costly_and_reused_archives_that_lru_would_evict() {
     );
 }
 
+/// An older build of an artifact goes before current builds once a newer build of the same artifact
+/// has been ingested, however often it was used and however costly its archive: CI jobs want the
+/// newest builds; a bisect's old ones are leased while it runs. Without build versions (an archive
+/// from a local run) the same history keeps the old build.
+#[test]
+fn superseded_builds_are_evicted_before_current_ones() {
+    use cairn_daemon::store::index::Version;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let old = datagen::write_archive(
+        &ArtifactSpec::new("blas", "lib", "gfx94X-dcgpu", 256 << 10, 61),
+        &out.join("old"),
+        Compression::Xz,
+    )
+    .unwrap();
+    let new = datagen::write_archive(
+        &ArtifactSpec::new("blas", "lib", "gfx94X-dcgpu", 256 << 10, 62),
+        &out.join("new"),
+        Compression::Zstd,
+    )
+    .unwrap();
+    let other = datagen::write_archive(
+        &ArtifactSpec::new("fft", "lib", "gfx94X-dcgpu", 256 << 10, 63),
+        &out.join("other"),
+        Compression::Zstd,
+    )
+    .unwrap();
+    let blas = Version::lineage_of("blas_lib_gfx94X-dcgpu");
+    let fft = Version::lineage_of("fft_lib_gfx94X-dcgpu");
+    let run = |name: &str, versioned: bool| {
+        let store = LocalStore::open(tmp.path().join(name), StoreConfig::default()).unwrap();
+        let version = |lineage, generation| {
+            versioned.then_some(Version {
+                lineage,
+                generation,
+            })
+        };
+        let ingest = |key: &str, path: &Path, v: Option<Version>| {
+            let file = std::fs::File::open(path).unwrap();
+            let compression = Compression::from_file_name(&path.to_string_lossy()).unwrap();
+            store
+                .ingest_reader_leased(key, compression, file, None, v)
+                .unwrap()
+                .0
+        };
+        // The old xz build, used by four jobs; then the newer build of the same artifact and another
+        // artifact's build, each used once.
+        let a = ingest("old", &old.path, version(blas, 100));
+        for _ in 0..4 {
+            drop(store.lease(&a.tree).unwrap());
+        }
+        let b = ingest("new", &new.path, version(blas, 200));
+        drop(store.lease(&b.tree).unwrap());
+        let c = ingest("other", &other.path, version(fft, 150));
+        drop(store.lease(&c.tree).unwrap());
+        // Evict what only the old build holds (builds of one artifact share some files).
+        let blobs = |o: &IngestOutcome| -> std::collections::BTreeMap<_, u64> {
+            o.tree
+                .entries
+                .iter()
+                .filter_map(|e| e.blake3.map(|d| (d, e.size)))
+                .collect()
+        };
+        let (newer, others) = (blobs(&b), blobs(&c));
+        let only_old: u64 = blobs(&a)
+            .iter()
+            .filter(|(d, _)| !newer.contains_key(*d) && !others.contains_key(*d))
+            .map(|(_, size)| size)
+            .sum();
+        let total = store.stats().unwrap().bytes;
+        store.gc(total - only_old).unwrap();
+        [&a, &b, &c].map(|o| store.has_blobs(&o.tree).unwrap())
+    };
+    assert_eq!(
+        run("versioned", true),
+        [false, true, true],
+        "the superseded build goes, the current builds stay"
+    );
+    let [old_kept, new_kept, _] = run("unversioned", false);
+    assert!(
+        old_kept && !new_kept,
+        "without versions the reused, costly old build stays and the newer build goes"
+    );
+}
+
 /// A quota set at open is enforced after each ingest; the just-ingested tree is kept.
 #[test]
 fn quota_is_enforced_after_ingest() {

@@ -265,7 +265,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn trace(work: &std::path::Path, quotas: &[u32], seed: u64, half_life: f64) -> Result<()> {
-    use cairn_benches::trace::{TraceShape, generate, replay};
+    use cairn_benches::trace::{Bound, TraceShape, generate, replay, replay_bound};
     use cairn_daemon::store::score::EvictionPolicy;
     let shape = TraceShape {
         seed,
@@ -331,6 +331,34 @@ fn trace(work: &std::path::Path, quotas: &[u32], seed: u64, half_life: f64) -> R
                 r.elapsed_secs,
             );
         }
+    }
+    println!();
+    println!(
+        "Headroom, archive granularity (an archive present or not; shared content counted per archive):"
+    );
+    println!();
+    println!("| Quota | LRU re-downloaded | Furthest next use (offline bound) | Bound vs LRU |");
+    println!("|---|---|---|---|");
+    for &pct in quotas {
+        let quota = s.working_set * u64::from(pct) / 100;
+        let lru = replay_bound(&t, quota, Bound::Lru);
+        let opt = replay_bound(&t, quota, Bound::Furthest);
+
+        let vs = if lru.redownloaded_bytes > 0 {
+            format!(
+                "{:+.1}%",
+                (opt.redownloaded_bytes as f64 / lru.redownloaded_bytes as f64 - 1.0) * 100.0
+            )
+        } else {
+            "n/a".into()
+        };
+        println!(
+            "| {pct}% | {} ({:.2} GB) | {} ({:.2} GB) | {vs} |",
+            lru.redownloads,
+            gb(lru.redownloaded_bytes),
+            opt.redownloads,
+            gb(opt.redownloaded_bytes),
+        );
     }
     Ok(())
 }

@@ -502,7 +502,13 @@ impl Service {
             info!(key = %archive.key, bytes, "downloading");
             let outcome = self
                 .store
-                .ingest_async_leased(flight_key, compression, dl.into_async_read(), expected)
+                .ingest_async_leased(
+                    flight_key,
+                    compression,
+                    dl.into_async_read(),
+                    expected,
+                    archive.version(&candidate.run),
+                )
                 .await
                 .map_err(storage_first)?;
             Ok::<_, ServiceError>((outcome, bytes))

@@ -30,6 +30,7 @@ use cairn_fingerprint::{Blake3, Sha256};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{ArchiveRecord, ProducerRecord, RunIdentity};
+use crate::store::index::Version;
 
 /// One archive of a run listing (imported runs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +176,20 @@ impl OfferedArchive {
             built_here: true,
             reused_from_run_id: None,
         }
+    }
+
+    /// Which build of its artifact this is, for eviction ([`Version`]): the producing run's id
+    /// (the run that built it, or the one it was reused from), when that is a CI run id (a number;
+    /// GitHub's increase with time). `None` for local runs.
+    pub fn version(&self, run: &RunIdentity) -> Option<Version> {
+        let producer = match &self.reused_from_run_id {
+            Some(id) if !self.built_here => id,
+            _ => &run.run_id,
+        };
+        Some(Version {
+            lineage: Version::lineage_of(&self.artifact.to_string()),
+            generation: producer.parse().ok()?,
+        })
     }
 
     /// The larger of its two sizes (what "largest first" orders by).
@@ -673,6 +688,30 @@ mod tests {
 
     fn fp(n: u8) -> Blake3 {
         Blake3([n; 32])
+    }
+
+    #[test]
+    fn a_builds_version_is_its_producing_runs_id() {
+        let rec = record(1, "200", "success", "", &["blas_lib_generic"]);
+        let built = OfferedArchive::from_record(&rec.archives[0]).unwrap();
+        let lineage = Version::lineage_of("blas_lib_generic");
+        assert_eq!(
+            built.version(&rec.run),
+            Some(Version {
+                lineage,
+                generation: 200
+            })
+        );
+        // Reused from an older run: that run built it.
+        let reused = OfferedArchive {
+            built_here: false,
+            reused_from_run_id: Some("150".into()),
+            ..built.clone()
+        };
+        assert_eq!(reused.version(&rec.run).map(|v| v.generation), Some(150));
+        // A local run has no order among builds.
+        let local = record(1, "local", "success", "", &["blas_lib_generic"]);
+        assert_eq!(built.version(&local.run), None);
     }
 
     fn record(

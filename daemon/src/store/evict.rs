@@ -32,7 +32,7 @@ use cairn_fingerprint::Blake3;
 use crate::store::cas::Cas;
 use crate::store::error::{Result, StoreError};
 use crate::store::index::Index;
-use crate::store::score::Ranker;
+use crate::store::score::{Rank, Ranker};
 
 /// Lease counts per blob, shared by every [`Lease`] of a store.
 #[derive(Debug, Default)]
@@ -266,7 +266,7 @@ pub fn evict_step(
     // The lowest-ranked unleased blobs, enough to cover `need` (at most `max_victims`), in one pass. A
     // snapshot of the leased set keeps leased blobs from filling the heap.
     let leased: HashSet<Blake3> = leases.lock().keys().copied().collect();
-    let mut heap: BinaryHeap<((u64, u64), Blake3, u64)> = BinaryHeap::new();
+    let mut heap: BinaryHeap<(Rank, Blake3, u64)> = BinaryHeap::new();
     let mut heap_bytes = 0u64;
     let mut candidates = 0u64;
     for (digest, record) in index.blobs()? {
@@ -287,7 +287,7 @@ pub fn evict_step(
             }
         }
     }
-    let mut victims: Vec<((u64, u64), Blake3, u64)> = heap.into_vec();
+    let mut victims: Vec<(Rank, Blake3, u64)> = heap.into_vec();
     victims.sort();
     report.more = heap_bytes < need && candidates > victims.len() as u64;
     let counts = leases.lock();

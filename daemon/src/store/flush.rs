@@ -289,6 +289,7 @@ mod tests {
                 written: &written,
                 now: 1,
                 source: SourceArchive::unknown(1),
+                version: None,
             })
             .unwrap();
         assert_eq!(index.unsynced_count().unwrap(), 7);

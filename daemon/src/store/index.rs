@@ -11,6 +11,8 @@
 //! | `blobs-v2`  | blob BLAKE3                  | [`BlobRecord`]: size, last use, uses, trees referencing it, its source archive (bytes, content bytes, compression) |
 //! | `meta`      | string                       | JSON (run listings, commit index, ...)  |
 //! | `unsynced-v1` | blob BLAKE3                | the store clock of the commit that wrote it |
+//! | `versions-v1` | blob BLAKE3                | [`Version`] it was last ingested for: (artifact lineage, generation) |
+//! | `newest-v1` | artifact lineage             | the newest generation of that artifact ingested |
 //!
 //! `archives`, `keys` and `trees` record facts (what an archive contains) and stay true forever;
 //! `blobs` records presence: an entry exists while its file is in the CAS. **Invariant:** every
@@ -26,6 +28,11 @@
 //! ([`Index::open`]): each row keeps its size and last use, and gets one use, one referencing tree
 //! and an unknown source archive (costed as a zstd archive of the blob alone), then `blobs` is
 //! deleted, in one transaction.
+//!
+//! `versions-v1` and `newest-v1` say which blobs belong to **superseded** artifact versions (a newer
+//! build of the same artifact has been ingested since): eviction takes those first
+//! (`store/score.rs`). They are hints: a blob without a version is never superseded, and losing them
+//! costs eviction accuracy, never data.
 //!
 //! Leases are not persisted: a lease belongs to a request in flight in this process, and a lease
 //! written to disk would outlive the crash that ended its request. They live in `evict.rs`.
@@ -49,6 +56,10 @@ const BLOBS: TableDefinition<[u8; 32], BlobRow> = TableDefinition::new("blobs-v2
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Blobs whose files may not be durable yet (see the module docs), with the commit's clock.
 const UNSYNCED: TableDefinition<[u8; 32], u64> = TableDefinition::new("unsynced-v1");
+/// The artifact version each blob was last ingested for: (lineage, generation); see [`Version`].
+const VERSIONS: TableDefinition<[u8; 32], (u64, u64)> = TableDefinition::new("versions-v1");
+/// The newest generation ingested per artifact lineage.
+const NEWEST: TableDefinition<u64, u64> = TableDefinition::new("newest-v1");
 
 /// Why the index could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +127,29 @@ pub struct BlobRecord {
     /// The archive it was last ingested from: evicting the blob means fetching and decoding all of
     /// it again.
     pub source: SourceArchive,
+    /// Derived by [`Index::blobs`] (eviction's read; `false` from the other reads), not stored in
+    /// the row: the artifact version the blob was last ingested for has been superseded by a newer
+    /// generation of the same artifact (see [`Version`]).
+    pub superseded: bool,
+}
+
+/// Which build of which artifact an ingested archive is, for eviction: CI jobs want the newest
+/// build of each artifact; older builds are wanted only by bisects and old branches, so their blobs
+/// go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// The artifact (`{name}_{component}_{family}`), as a 64-bit hash ([`Version::lineage_of`]).
+    pub lineage: u64,
+    /// Larger is newer: the producing CI run's id (GitHub run ids increase with time).
+    pub generation: u64,
+}
+
+impl Version {
+    /// The lineage of an artifact name: the first 8 bytes of its BLAKE3.
+    pub fn lineage_of(artifact: &str) -> u64 {
+        let d = Blake3::of(artifact.as_bytes());
+        u64::from_le_bytes(d.0[..8].try_into().expect("8 bytes of 32"))
+    }
 }
 
 /// The archive a blob came from, as far as the cost of fetching it again goes.
@@ -170,6 +204,7 @@ impl BlobRecord {
                 content_bytes,
                 compression: compression_of_code(compression),
             },
+            superseded: false,
         }
     }
 
@@ -193,6 +228,7 @@ impl BlobRecord {
             uses: 1,
             refs: 1,
             source: SourceArchive::unknown(size),
+            superseded: false,
         }
     }
 }
@@ -217,6 +253,9 @@ pub struct IngestCommit<'a> {
     pub now: u64,
     /// The archive they come from (recorded on each blob for eviction's cost model).
     pub source: SourceArchive,
+    /// Which build of which artifact the archive is, when known (eviction takes superseded builds
+    /// first).
+    pub version: Option<Version>,
 }
 
 /// Totals over the index.
@@ -304,6 +343,8 @@ impl Index {
         tx.open_table(BLOBS).db()?;
         tx.open_table(META).db()?;
         tx.open_table(UNSYNCED).db()?;
+        tx.open_table(VERSIONS).db()?;
+        tx.open_table(NEWEST).db()?;
         migrate_v1_blobs(&tx)?;
         tx.commit().db()?;
         Ok(Index { db })
@@ -435,6 +476,7 @@ impl Index {
                         uses: old.uses,
                         refs: old.refs.saturating_add(u32::from(new_tree)),
                         source: c.source,
+                        superseded: false,
                     },
                     None => {
                         added.push((*digest, *size));
@@ -449,6 +491,25 @@ impl Index {
                     }
                 };
                 blobs.insert(digest.0, record.row()).db()?;
+            }
+            if let Some(v) = c.version {
+                // A blob keeps the newest build that referenced it: one still used by a current
+                // build is not superseded because an old build (a bisect's) also contained it.
+                let mut versions = tx.open_table(VERSIONS).db()?;
+                for (digest, _) in c.blobs {
+                    let newer = versions
+                        .get(digest.0)
+                        .db()?
+                        .is_some_and(|old| old.value().1 > v.generation);
+                    if !newer {
+                        versions.insert(digest.0, (v.lineage, v.generation)).db()?;
+                    }
+                }
+                let mut newest = tx.open_table(NEWEST).db()?;
+                let known = newest.get(v.lineage).db()?.map(|g| g.value());
+                if known.is_none_or(|g| g < v.generation) {
+                    newest.insert(v.lineage, v.generation).db()?;
+                }
             }
             if new_tree {
                 // Serialized straight into the page redb reserves: no JSON copy in our memory.
@@ -593,14 +654,27 @@ impl Index {
         Ok(())
     }
 
-    /// Every blob record.
+    /// Every blob record, with [`BlobRecord::superseded`] derived.
     pub fn blobs(&self) -> Result<Vec<(Blake3, BlobRecord)>, IndexError> {
         let tx = self.db.begin_read().db()?;
         let t = tx.open_table(BLOBS).db()?;
+        let versions = tx.open_table(VERSIONS).db()?;
+        let newest: std::collections::HashMap<u64, u64> = tx
+            .open_table(NEWEST)
+            .db()?
+            .iter()
+            .db()?
+            .map(|row| row.db().map(|(k, v)| (k.value(), v.value())))
+            .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(t.len().db()? as usize);
         for row in t.iter().db()? {
             let (k, v) = row.db()?;
-            out.push((Blake3(k.value()), BlobRecord::from_row(v.value())));
+            let mut record = BlobRecord::from_row(v.value());
+            if let Some(version) = versions.get(k.value()).db()? {
+                let (lineage, generation) = version.value();
+                record.superseded = newest.get(&lineage).is_some_and(|&g| g > generation);
+            }
+            out.push((Blake3(k.value()), record));
         }
         Ok(out)
     }
@@ -612,11 +686,13 @@ impl Index {
         {
             let mut t = tx.open_table(BLOBS).db()?;
             let mut unsynced = tx.open_table(UNSYNCED).db()?;
+            let mut versions = tx.open_table(VERSIONS).db()?;
             for d in digests {
                 if let Some(old) = t.remove(d.0).db()? {
                     bytes += old.value().0;
                 }
                 unsynced.remove(d.0).db()?;
+                versions.remove(d.0).db()?;
             }
         }
         tx.commit().db()?;
@@ -757,6 +833,8 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -835,11 +913,68 @@ mod tests {
                     written: &[],
                     now: 10 + i as u64,
                     source,
+                    version: None,
                 })
                 .unwrap();
         }
         index.touch_blobs(&[shared], 20).unwrap();
         let r = index.blob(&shared).unwrap().unwrap();
         assert_eq!((r.refs, r.uses, r.last_use, r.source), (2, 1, 20, source));
+    }
+
+    #[test]
+    fn a_blob_is_superseded_only_when_every_build_it_was_ingested_for_is_older() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index.redb")).unwrap();
+        let empty = Tree::new(Vec::new(), Vec::new());
+        let blas = Version::lineage_of("blas_lib_gfx94X-dcgpu");
+        let fft = Version::lineage_of("fft_lib_gfx94X-dcgpu");
+        let (old_only, shared, new_only, other) = (
+            Blake3::of(b"old"),
+            Blake3::of(b"shared"),
+            Blake3::of(b"new"),
+            Blake3::of(b"other"),
+        );
+        let ingest = |n: u8, blobs: &[(Blake3, u64)], version: Option<Version>| {
+            index
+                .commit_ingest(&IngestCommit {
+                    archive: Sha256([n; 32]),
+                    key: None,
+                    tree_digest: Blake3([n; 32]),
+                    tree: &empty,
+                    blobs,
+                    written: &[],
+                    now: u64::from(n),
+                    source: SourceArchive::unknown(1),
+                    version,
+                })
+                .unwrap();
+        };
+        let v = |lineage, generation| {
+            Some(Version {
+                lineage,
+                generation,
+            })
+        };
+        // The newest build of blas first, then (a bisect) an older one sharing a blob with it.
+        ingest(1, &[(shared, 1), (new_only, 1)], v(blas, 200));
+        ingest(2, &[(shared, 1), (old_only, 1)], v(blas, 100));
+        ingest(3, &[(other, 1)], v(fft, 50));
+        let unversioned = Blake3::of(b"unversioned");
+        ingest(4, &[(unversioned, 1)], None);
+        let superseded: HashSet<Blake3> = index
+            .blobs()
+            .unwrap()
+            .into_iter()
+            .filter(|(_, r)| r.superseded)
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(superseded, HashSet::from([old_only]));
+
+        // Evicted blobs drop their version with their record.
+        index.remove_blobs(&[old_only]).unwrap();
+        ingest(5, &[(old_only, 1)], None);
+        let again = index.blobs().unwrap();
+        assert!(again.iter().all(|(_, r)| !r.superseded), "{again:?}");
     }
 }

@@ -27,7 +27,7 @@ use crate::archive::{self, Limits};
 use crate::store::cas::{Cas, Staged, StagedBlob};
 use crate::store::error::{Result, StoreError};
 use crate::store::evict::{self, Lease, Leases};
-use crate::store::index::{Index, IngestCommit, SourceArchive};
+use crate::store::index::{Index, IngestCommit, SourceArchive, Version};
 
 /// What one ingest produced (before single-flight sharing).
 #[derive(Debug)]
@@ -71,6 +71,7 @@ pub(crate) fn ingest(
     compression: Compression,
     src: impl Read,
     expected: Option<Sha256>,
+    version: Option<Version>,
 ) -> Result<Ingested> {
     let mut lease = ctx.leases.lease();
     let mut pinned: HashSet<Blake3> = HashSet::new();
@@ -162,6 +163,7 @@ pub(crate) fn ingest(
             content_bytes: summary.uncompressed_bytes,
             compression: Some(compression),
         },
+        version,
     };
     let added = match ctx.index.commit_ingest(&commit) {
         Ok(added) => added,

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use crate::archive::Limits;
 use crate::store::error::{Result, StoreError};
 use crate::store::flight::{Role, SingleFlight};
-use crate::store::index::Index;
+use crate::store::index::{Index, Version};
 use crate::store::score::{EvictionPolicy, Ranker};
 use cas::Cas;
 use evict::{GcReport, Lease, Leases};
@@ -588,6 +588,7 @@ impl LocalStore {
             compression,
             io::BufReader::with_capacity(1 << 20, file),
             expected,
+            None,
         )
     }
 
@@ -600,25 +601,27 @@ impl LocalStore {
         src: impl Read,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
-        self.ingest_reader_leased(key, compression, src, expected)
+        self.ingest_reader_leased(key, compression, src, expected, None)
             .map(|(o, _)| o)
     }
 
     /// [`LocalStore::ingest_reader`], also returning the ingest's lease ([`IngestLease`]), which
-    /// keeps every blob of the tree from eviction until dropped.
+    /// keeps every blob of the tree from eviction until dropped. `version` says which build of
+    /// which artifact the archive is, when known (eviction takes superseded builds first).
     pub fn ingest_reader_leased(
         &self,
         key: &str,
         compression: Compression,
         src: impl Read,
         expected: Option<Sha256>,
+        version: Option<Version>,
     ) -> Result<(IngestOutcome, IngestLease)> {
         let (result, role) = self.flight.run(
             key.to_string(),
             || StoreError::Abandoned {
                 key: key.to_string(),
             },
-            || self.lead_ingest(key, compression, src, expected),
+            || self.lead_ingest(key, compression, src, expected, version),
         );
         match (result, role) {
             (Ok((mut outcome, lease)), Role::Follower) => {
@@ -643,6 +646,7 @@ impl LocalStore {
         compression: Compression,
         src: impl Read,
         expected: Option<Sha256>,
+        version: Option<Version>,
     ) -> Result<(IngestOutcome, IngestLease)> {
         self.counters.ingests.fetch_add(1, Ordering::Relaxed);
         let tick = |bytes| self.tick(bytes);
@@ -653,7 +657,7 @@ impl LocalStore {
             limits: &self.config.limits,
             tick: &tick,
         };
-        let ingested = match ingest::ingest(&ctx, key, compression, src, expected) {
+        let ingested = match ingest::ingest(&ctx, key, compression, src, expected, version) {
             Ok(i) => i,
             Err(e) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -713,7 +717,7 @@ impl LocalStore {
         src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
-        self.ingest_async_leased(key, compression, src, expected)
+        self.ingest_async_leased(key, compression, src, expected, None)
             .await
             .map(|(o, _)| o)
     }
@@ -725,12 +729,13 @@ impl LocalStore {
         compression: Compression,
         src: impl tokio::io::AsyncRead + Send + Unpin + 'static,
         expected: Option<Sha256>,
+        version: Option<Version>,
     ) -> Result<(IngestOutcome, IngestLease)> {
         let store = self.clone();
         let key = key.to_string();
         let bridge = tokio_util::io::SyncIoBridge::new(src);
         tokio::task::spawn_blocking(move || {
-            store.ingest_reader_leased(&key, compression, bridge, expected)
+            store.ingest_reader_leased(&key, compression, bridge, expected, version)
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?

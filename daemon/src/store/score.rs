@@ -29,6 +29,11 @@
 //!   every archive to be fetched again while freeing little). Blobs it shares with other trees have
 //!   more `refs` and stay.
 //!
+//! - **Superseded builds first**: a blob whose artifact has been ingested since in a newer build
+//!   ([`BlobRecord::superseded`], from the index's versions) goes before every current one, in the
+//!   order above. CI jobs fetch the newest build of each artifact; an older build is wanted again
+//!   only by a bisect or an old branch, and a bisect leases its session's builds while it runs.
+//!
 //! [`EvictionPolicy::Lru`] ranks by `last_use` alone (the previous policy; kept for comparison by
 //! the trace benchmark, `cairn-bench trace`).
 //!
@@ -99,6 +104,9 @@ impl CostModel {
     }
 }
 
+/// An eviction rank: (current build, keep value or recency, last use); lower goes first.
+pub type Rank = (bool, u64, u64);
+
 /// Ranks blobs for eviction: lower ranks go first.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ranker {
@@ -135,14 +143,14 @@ impl Ranker {
 
     /// The sort key: evict ascending. Ties (the blobs of one archive) are broken by `last_use` and
     /// then by the caller (digest), so they go together.
-    pub fn rank(&self, r: &BlobRecord) -> (u64, u64) {
+    pub fn rank(&self, r: &BlobRecord) -> Rank {
         match self.policy {
-            EvictionPolicy::Lru => (r.last_use, 0),
+            EvictionPolicy::Lru => (true, r.last_use, 0),
             // A non-negative finite f64's bits order like the number.
             EvictionPolicy::CostAware => {
                 let v = self.keep_value(r);
                 let v = if v.is_finite() && v > 0.0 { v } else { 0.0 };
-                (v.to_bits(), r.last_use)
+                (!r.superseded, v.to_bits(), r.last_use)
             }
         }
     }
@@ -162,6 +170,7 @@ mod tests {
             uses,
             refs,
             source,
+            superseded: false,
         }
     }
 
@@ -200,6 +209,23 @@ mod tests {
         let m = CostModel::default();
         let ratio = m.decode_secs(Some(Compression::Xz), MB) / m.decode_secs(None, MB);
         assert!((10.0..12.0).contains(&ratio), "xz ≈ 11× zstd: {ratio}");
+    }
+
+    #[test]
+    fn superseded_builds_go_before_any_current_one() {
+        let r = ranker(100);
+        // An often-used xz blob of an old build against a new zstd blob used once: the old build
+        // goes first, although its keep value alone is higher.
+        let old = BlobRecord {
+            superseded: true,
+            ..rec(MB, 100, 8, 4, xz(25 * MB, 100 * MB))
+        };
+        let new = rec(MB, 90, 1, 1, zst(30 * MB, 100 * MB));
+        assert!(r.keep_value(&old) > r.keep_value(&new));
+        assert_eq!(order(&r, &[new, old]), vec![1, 0]);
+        // LRU does not look at builds.
+        let lru = Ranker::new(EvictionPolicy::Lru, 100, 1000 * MB);
+        assert_eq!(order(&lru, &[new, old]), vec![0, 1]);
     }
 
     #[test]
