@@ -417,7 +417,7 @@ fn an_ingest_outcome_keeps_its_blobs_leased_until_dropped() {
         let spec = ArtifactSpec::new("lease", "lib", &format!("fam{i}"), 256 << 10, 500 + i);
         let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
         let (outcome, lease) = store
-            .ingest_file_leased(&format!("k{i}"), &a.path, None)
+            .ingest_file_leased(&format!("k{i}"), &a.path, None, None)
             .unwrap();
         (outcome, lease)
     };

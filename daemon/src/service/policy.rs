@@ -186,10 +186,7 @@ impl OfferedArchive {
             Some(id) if !self.built_here => id,
             _ => &run.run_id,
         };
-        Some(Version {
-            lineage: Version::lineage_of(&self.artifact.to_string()),
-            generation: producer.parse().ok()?,
-        })
+        Version::of_build(&self.artifact.to_string(), producer)
     }
 
     /// The larger of its two sizes (what "largest first" orders by).

@@ -29,6 +29,7 @@ use crate::records::{
     ProducerRecord, RunIdentity, now_rfc3339,
 };
 use crate::storage::{PutBody, PutOutcome};
+use crate::store::index::Version;
 
 /// A publish request in domain terms.
 #[derive(Debug, Clone)]
@@ -258,6 +259,7 @@ impl Service {
         let record_only = input.fingerprints.is_empty();
         // Ingest each archive (warms this machine's CAS and gives the tree), as the daemon.
         let store = self.store.clone();
+        let run_id = input.run.run_id.clone();
         let built = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
             written
@@ -271,12 +273,16 @@ impl Service {
                         mut info,
                         origin,
                     } = w;
+                    // This run built it: a newer build than any earlier run's (for eviction).
+                    let version = Version::of_build(&name.to_string(), &run_id);
                     let outcome = store
-                        .ingest_file(
+                        .ingest_file_leased(
                             &format!("publish/{}", info.sha256),
                             &path,
                             Some(info.sha256),
+                            version,
                         )
+                        .map(|(outcome, _lease)| outcome)
                         .map_err(|e| match &origin {
                             // The caller's archive, not cairnd's: say which one is bad.
                             Origin::Caller(what) => {

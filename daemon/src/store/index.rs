@@ -145,6 +145,15 @@ pub struct Version {
 }
 
 impl Version {
+    /// The build of `artifact` (`{name}_{component}_{family}`) that CI run `producer_run_id` made:
+    /// `None` when the run id is not a number (a local run has no order among builds).
+    pub fn of_build(artifact: &str, producer_run_id: &str) -> Option<Version> {
+        Some(Version {
+            lineage: Version::lineage_of(artifact),
+            generation: producer_run_id.parse().ok()?,
+        })
+    }
+
     /// The lineage of an artifact name: the first 8 bytes of its BLAKE3.
     pub fn lineage_of(artifact: &str) -> u64 {
         let d = Blake3::of(artifact.as_bytes());

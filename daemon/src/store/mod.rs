@@ -571,15 +571,18 @@ impl LocalStore {
         path: &Path,
         expected: Option<Sha256>,
     ) -> Result<IngestOutcome> {
-        self.ingest_file_leased(key, path, expected).map(|(o, _)| o)
+        self.ingest_file_leased(key, path, expected, None)
+            .map(|(o, _)| o)
     }
 
-    /// [`LocalStore::ingest_file`], also returning the ingest's lease on the tree's blobs.
+    /// [`LocalStore::ingest_file`] of a known build ([`Version`]), also returning the ingest's
+    /// lease on the tree's blobs.
     pub fn ingest_file_leased(
         &self,
         key: &str,
         path: &Path,
         expected: Option<Sha256>,
+        version: Option<Version>,
     ) -> Result<(IngestOutcome, IngestLease)> {
         let compression = ingest::compression_of(path)?;
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
@@ -588,7 +591,7 @@ impl LocalStore {
             compression,
             io::BufReader::with_capacity(1 << 20, file),
             expected,
-            None,
+            version,
         )
     }
 
