@@ -345,6 +345,57 @@ mod tests {
         assert_eq!(p.resolve_link("/x"), None);
     }
 
+    /// A tree of every entry kind, UTF-8 names only: its digest and JSON were computed before
+    /// names became bytes, and must never change (every stored tree and manifest names one).
+    fn golden_tree() -> Tree {
+        let link = |path: &str, kind: EntryKind, target: &str| TreeEntry {
+            path: RelPath::new(path).unwrap(),
+            kind,
+            mode: 0o777,
+            size: 0,
+            blake3: None,
+            link_target: Some(target.parse().unwrap()),
+        };
+        Tree::new(
+            vec![RelPath::new("math-libs/BLAS/stage").unwrap()],
+            vec![
+                file("artifact_manifest.txt", b"math-libs/BLAS/stage\n"),
+                TreeEntry {
+                    path: RelPath::new("math-libs/BLAS/stage/lib").unwrap(),
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    size: 0,
+                    blake3: None,
+                    link_target: None,
+                },
+                file("math-libs/BLAS/stage/lib/libblas.so.1 é", b"ELF"),
+                link(
+                    "math-libs/BLAS/stage/lib/libblas.so",
+                    EntryKind::Symlink,
+                    "libblas.so.1 é",
+                ),
+                link(
+                    "math-libs/BLAS/stage/lib/copy.so",
+                    EntryKind::Hardlink,
+                    "math-libs/BLAS/stage/lib/libblas.so.1 é",
+                ),
+            ],
+        )
+    }
+
+    #[test]
+    fn utf8_trees_keep_their_digest_and_json() {
+        let t = golden_tree();
+        assert_eq!(
+            t.digest().to_string(),
+            "2927084de2e676493f657124dd337d87f7224f56251b9e1b1004b5011a39b49a"
+        );
+        assert_eq!(
+            String::from_utf8(t.to_json()).unwrap(),
+            r#"{"manifest":["math-libs/BLAS/stage"],"entries":[{"path":"artifact_manifest.txt","kind":"file","mode":420,"size":21,"blake3":"9807ab8846bdd09dba6e33e38a4c469c8810e4a587f12a09861173accc60c8f0"},{"path":"math-libs/BLAS/stage/lib","kind":"dir","mode":493,"size":0},{"path":"math-libs/BLAS/stage/lib/copy.so","kind":"hardlink","mode":511,"size":0,"link_target":"math-libs/BLAS/stage/lib/libblas.so.1 é"},{"path":"math-libs/BLAS/stage/lib/libblas.so","kind":"symlink","mode":511,"size":0,"link_target":"libblas.so.1 é"},{"path":"math-libs/BLAS/stage/lib/libblas.so.1 é","kind":"file","mode":420,"size":3,"blake3":"ceb6a209f7cd592ef235cb2c23e12d7f6e39b82b8a86adfffd026131dba4f07e"}]}"#
+        );
+    }
+
     #[test]
     fn digest_ignores_member_order_but_not_content() {
         let m = vec![RelPath::new("x/stage").unwrap()];
