@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::connect::DaemonChannel;
 use cairn_fingerprint::Blake3;
-use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
+use cairn_fingerprint::tree::{EntryKind, LinkTarget, RelPath, Tree, TreeEntry, escape_bytes};
 use cairn_proto::v1::cairn_client::CairnClient;
 use cairn_proto::v1::{self as pb, fetch_event::Event};
 use serde::Serialize;
@@ -581,16 +581,46 @@ pub fn tree_from_pb(t: pb::ArtifactTree) -> Result<(MaterializeItem, FetchedTree
         .collect::<Result<Vec<_>, _>>()?;
     let mut entries = Vec::with_capacity(t.entries.len());
     for e in &t.entries {
+        // A name that is not UTF-8 comes byte-exact in the `_bytes` field, with the string empty;
+        // one spelling per name, as in the tree JSON.
+        let path_bytes = match (e.path.is_empty(), e.path_bytes.is_empty()) {
+            (false, true) => e.path.as_bytes(),
+            (true, false) if std::str::from_utf8(&e.path_bytes).is_err() => &e.path_bytes[..],
+            _ => {
+                return Err(bad(format!(
+                    "entry `{}` (`path_bytes` `{}`) needs exactly one of `path` and `path_bytes`, \
+                     the latter only for a name that is not UTF-8",
+                    e.path,
+                    escape_bytes(&e.path_bytes)
+                )));
+            }
+        };
+        let path = RelPath::from_bytes(path_bytes)
+            .map_err(|err| bad(format!("path `{}`: {err}", escape_bytes(path_bytes))))?;
+        let link_target = match (e.link_target.is_empty(), e.link_target_bytes.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(e.link_target.as_bytes()),
+            (true, false) if std::str::from_utf8(&e.link_target_bytes).is_err() => {
+                Some(&e.link_target_bytes[..])
+            }
+            _ => {
+                return Err(bad(format!(
+                    "entry `{path}` needs at most one of `link_target` and `link_target_bytes`, \
+                     the latter only for a target that is not UTF-8"
+                )));
+            }
+        };
+        let link_target = link_target
+            .map(LinkTarget::from_bytes)
+            .transpose()
+            .map_err(|err| bad(format!("entry `{path}`: {err}")))?;
         let kind = match e.kind.as_str() {
             "file" => EntryKind::File,
             "dir" => EntryKind::Dir,
             "symlink" => EntryKind::Symlink,
             "hardlink" => EntryKind::Hardlink,
             other => {
-                return Err(bad(format!(
-                    "entry `{}` has unknown kind `{other}`",
-                    e.path
-                )));
+                return Err(bad(format!("entry `{path}` has unknown kind `{other}`")));
             }
         };
         let blake3 = if e.blake3.is_empty() {
@@ -599,16 +629,16 @@ pub fn tree_from_pb(t: pb::ArtifactTree) -> Result<(MaterializeItem, FetchedTree
             Some(
                 e.blake3
                     .parse()
-                    .map_err(|err| bad(format!("entry `{}`: {err}", e.path)))?,
+                    .map_err(|err| bad(format!("entry `{path}`: {err}")))?,
             )
         };
         entries.push(TreeEntry {
-            path: rel(&e.path)?,
+            path,
             kind,
             mode: e.mode,
             size: e.size,
             blake3,
-            link_target: (!e.link_target.is_empty()).then(|| e.link_target.clone()),
+            link_target,
         });
     }
     let tree = Tree::new(manifest, entries);
@@ -820,7 +850,8 @@ mod tests {
                     mode: e.mode,
                     size: e.size,
                     blake3: (!e.blake3.is_empty()).then(|| e.blake3.parse().unwrap()),
-                    link_target: (!e.link_target.is_empty()).then(|| e.link_target.clone()),
+                    link_target: (!e.link_target.is_empty())
+                        .then(|| e.link_target.parse().unwrap()),
                 })
                 .collect(),
         );
@@ -842,6 +873,7 @@ mod tests {
             size: content.len() as u64,
             blake3: Blake3::of(content).to_hex(),
             link_target: String::new(),
+            ..Default::default()
         }
     }
 
@@ -856,6 +888,7 @@ mod tests {
                 size: 0,
                 blake3: String::new(),
                 link_target: "libfoo.so".into(),
+                ..Default::default()
             },
         ];
         let (item, info) = tree_from_pb(wire_tree(entries.clone(), None)).unwrap();
