@@ -841,7 +841,11 @@ mod tests {
             entries
                 .iter()
                 .map(|e| TreeEntry {
-                    path: RelPath::new(&e.path).unwrap(),
+                    path: if e.path_bytes.is_empty() {
+                        RelPath::new(&e.path).unwrap()
+                    } else {
+                        RelPath::from_bytes(&e.path_bytes).unwrap()
+                    },
                     kind: match e.kind.as_str() {
                         "file" => EntryKind::File,
                         "dir" => EntryKind::Dir,
@@ -850,8 +854,11 @@ mod tests {
                     mode: e.mode,
                     size: e.size,
                     blake3: (!e.blake3.is_empty()).then(|| e.blake3.parse().unwrap()),
-                    link_target: (!e.link_target.is_empty())
-                        .then(|| e.link_target.parse().unwrap()),
+                    link_target: if e.link_target_bytes.is_empty() {
+                        (!e.link_target.is_empty()).then(|| e.link_target.parse().unwrap())
+                    } else {
+                        Some(LinkTarget::from_bytes(&e.link_target_bytes).unwrap())
+                    },
                 })
                 .collect(),
         );
@@ -906,6 +913,49 @@ mod tests {
         t.entries[0].path = "../../etc/passwd".into();
         let err = tree_from_pb(t).unwrap_err();
         assert!(err.to_string().contains("../../etc/passwd"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_wire_names_are_kept_as_bytes_and_hostile_ones_refused() {
+        let link = pb::TreeEntry {
+            path_bytes: b"math-libs/foo/stage/l\xfe".to_vec(),
+            kind: "symlink".into(),
+            mode: 0o777,
+            link_target_bytes: b"caf\xe9".to_vec(),
+            ..Default::default()
+        };
+        let (item, _) = tree_from_pb(wire_tree(vec![link.clone()], None)).unwrap();
+        let e = &item.tree.entries[0];
+        assert_eq!(e.path.as_bytes(), b"math-libs/foo/stage/l\xfe");
+        assert_eq!(
+            e.link_target.as_ref().map(|t| t.as_bytes()),
+            Some(&b"caf\xe9"[..])
+        );
+
+        let refused = |edit: fn(&mut pb::TreeEntry), needle: &str| {
+            let mut t = wire_tree(vec![link.clone()], None);
+            edit(&mut t.entries[0]);
+            let err = tree_from_pb(t).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        refused(
+            |e| e.path_bytes = b"../\xff".to_vec(),
+            "`../\\xff` contains `..`",
+        );
+        refused(
+            |e| e.path_bytes = b"math-libs/foo/stage/\xff/../../x".to_vec(),
+            "contains `..`",
+        );
+        refused(
+            |e| e.path = "math-libs/foo/stage/l".into(),
+            "exactly one of",
+        );
+        // A UTF-8 name has one spelling: the string field.
+        refused(
+            |e| e.path_bytes = b"math-libs/foo/stage/l".to_vec(),
+            "exactly one of",
+        );
+        refused(|e| e.link_target = "x".into(), "at most one of");
     }
 
     fn chunk(digest: &Blake3, offset: u64, data: &[u8], last: bool) -> pb::BlobChunk {

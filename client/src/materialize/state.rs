@@ -374,3 +374,36 @@ impl State {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn symlink(target: &[u8]) -> Record {
+        Record::for_node(&Node::Symlink {
+            target: LinkTarget::from_bytes(target).unwrap(),
+        })
+    }
+
+    #[test]
+    fn utf8_states_are_written_as_before_and_byte_names_as_hex() {
+        let mut s = State::empty(Layout::Bootstrap);
+        s.entries.insert(b"a/l".to_vec(), symlink(b"t"));
+        assert_eq!(
+            String::from_utf8(s.to_json()).unwrap(),
+            r#"{"version":1,"layout":"bootstrap","areas":[],"entries":{"a/l":{"kind":"symlink","target":"t"}}}"#
+        );
+        s.entries.insert(b"a/\xffl".to_vec(), symlink(b"caf\xe9"));
+        let json = String::from_utf8(s.to_json()).unwrap();
+        assert!(
+            json.contains(
+                r#""entries_hex":{"612fff6c":{"kind":"symlink","target_hex":"636166e9"}}"#
+            ),
+            "{json}"
+        );
+        let back = State::from_json(json.as_bytes()).unwrap();
+        assert_eq!(back.entries, s.entries);
+        // A UTF-8 name has one spelling; a state that spells it in hex is not ours (empty state).
+        assert!(State::from_json(json.replace("612fff6c", "612f6c").as_bytes()).is_none());
+    }
+}
