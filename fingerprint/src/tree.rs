@@ -421,7 +421,8 @@ impl<'de> Deserialize<'de> for TreeEntry {
 /// The content of one archive. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
-    /// Stage relpaths listed by `artifact_manifest.txt`, in the manifest's order.
+    /// Stage relpaths listed by `artifact_manifest.txt`, in the manifest's order. They are text
+    /// (every way a tree is built parses them from UTF-8), and the JSON writes them as strings.
     pub manifest: Vec<RelPath>,
     /// Entries sorted by path (parents before children, as a sort by path gives).
     pub entries: Vec<TreeEntry>,
