@@ -402,13 +402,13 @@ impl<'a> Run<'a> {
     /// directories that stand where files go; returns each planned path's `lstat` (in plan order)
     /// for the write phase.
     fn prepare(&mut self) -> Result<Vec<Option<fs::Metadata>>, MaterializeError> {
-        let owned: HashSet<&str> = self.old.areas.iter().map(String::as_str).collect();
-        let area_roots: std::collections::HashMap<&str, usize> = self
+        let owned: HashSet<&[u8]> = self.old.areas.iter().map(|a| a.as_bytes()).collect();
+        let area_roots: std::collections::HashMap<&[u8], usize> = self
             .plan
             .areas
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.as_str(), i))
+            .map(|(i, a)| (a.as_bytes(), i))
             .collect();
         self.remove_temp_files(self.dest, b"")?;
         // Directories this run created, so empty before their children: a child's `lstat` can
@@ -433,10 +433,7 @@ impl<'a> Run<'a> {
             // We may replace what is here if it is inside an area or an earlier run wrote it.
             let ours =
                 planned.area.is_some() || self.old.entries.get(path).is_some_and(|r| !r.pending);
-            let area_root = std::str::from_utf8(path)
-                .ok()
-                .and_then(|p| area_roots.get(p))
-                .copied();
+            let area_root = area_roots.get(path.as_slice()).copied();
             if planned.node.is_dir() {
                 match &meta {
                     Some(m) if m.is_dir() => {
@@ -445,7 +442,7 @@ impl<'a> Run<'a> {
                         }
                         fsops::make_dir_writable(&full, m).map_err(io_at(&full))?;
                         if let Some(a) = area_root {
-                            if std::str::from_utf8(path).is_ok_and(|p| owned.contains(p)) {
+                            if owned.contains(path.as_slice()) {
                                 removed += self.remove_strays(&full, path, a)?;
                             } else {
                                 // TheRock's once-per-relpath clean: foreign content goes, before
