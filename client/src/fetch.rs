@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::connect::DaemonChannel;
 use cairn_fingerprint::Blake3;
-use cairn_fingerprint::tree::{EntryKind, RelPath, Tree, TreeEntry};
+use cairn_fingerprint::tree::{EntryKind, LinkTarget, RelPath, Tree, TreeEntry, escape_bytes};
 use cairn_proto::v1::cairn_client::CairnClient;
 use cairn_proto::v1::{self as pb, fetch_event::Event};
 use serde::Serialize;
@@ -581,16 +581,46 @@ pub fn tree_from_pb(t: pb::ArtifactTree) -> Result<(MaterializeItem, FetchedTree
         .collect::<Result<Vec<_>, _>>()?;
     let mut entries = Vec::with_capacity(t.entries.len());
     for e in &t.entries {
+        // A name that is not UTF-8 comes byte-exact in the `_bytes` field, with the string empty;
+        // one spelling per name, as in the tree JSON.
+        let path_bytes = match (e.path.is_empty(), e.path_bytes.is_empty()) {
+            (false, true) => e.path.as_bytes(),
+            (true, false) if std::str::from_utf8(&e.path_bytes).is_err() => &e.path_bytes[..],
+            _ => {
+                return Err(bad(format!(
+                    "entry `{}` (`path_bytes` `{}`) needs exactly one of `path` and `path_bytes`, \
+                     the latter only for a name that is not UTF-8",
+                    e.path,
+                    escape_bytes(&e.path_bytes)
+                )));
+            }
+        };
+        let path = RelPath::from_bytes(path_bytes)
+            .map_err(|err| bad(format!("path `{}`: {err}", escape_bytes(path_bytes))))?;
+        let link_target = match (e.link_target.is_empty(), e.link_target_bytes.is_empty()) {
+            (true, true) => None,
+            (false, true) => Some(e.link_target.as_bytes()),
+            (true, false) if std::str::from_utf8(&e.link_target_bytes).is_err() => {
+                Some(&e.link_target_bytes[..])
+            }
+            _ => {
+                return Err(bad(format!(
+                    "entry `{path}` needs at most one of `link_target` and `link_target_bytes`, \
+                     the latter only for a target that is not UTF-8"
+                )));
+            }
+        };
+        let link_target = link_target
+            .map(LinkTarget::from_bytes)
+            .transpose()
+            .map_err(|err| bad(format!("entry `{path}`: {err}")))?;
         let kind = match e.kind.as_str() {
             "file" => EntryKind::File,
             "dir" => EntryKind::Dir,
             "symlink" => EntryKind::Symlink,
             "hardlink" => EntryKind::Hardlink,
             other => {
-                return Err(bad(format!(
-                    "entry `{}` has unknown kind `{other}`",
-                    e.path
-                )));
+                return Err(bad(format!("entry `{path}` has unknown kind `{other}`")));
             }
         };
         let blake3 = if e.blake3.is_empty() {
@@ -599,16 +629,16 @@ pub fn tree_from_pb(t: pb::ArtifactTree) -> Result<(MaterializeItem, FetchedTree
             Some(
                 e.blake3
                     .parse()
-                    .map_err(|err| bad(format!("entry `{}`: {err}", e.path)))?,
+                    .map_err(|err| bad(format!("entry `{path}`: {err}")))?,
             )
         };
         entries.push(TreeEntry {
-            path: rel(&e.path)?,
+            path,
             kind,
             mode: e.mode,
             size: e.size,
             blake3,
-            link_target: (!e.link_target.is_empty()).then(|| e.link_target.clone()),
+            link_target,
         });
     }
     let tree = Tree::new(manifest, entries);
@@ -811,7 +841,11 @@ mod tests {
             entries
                 .iter()
                 .map(|e| TreeEntry {
-                    path: RelPath::new(&e.path).unwrap(),
+                    path: if e.path_bytes.is_empty() {
+                        RelPath::new(&e.path).unwrap()
+                    } else {
+                        RelPath::from_bytes(&e.path_bytes).unwrap()
+                    },
                     kind: match e.kind.as_str() {
                         "file" => EntryKind::File,
                         "dir" => EntryKind::Dir,
@@ -820,7 +854,11 @@ mod tests {
                     mode: e.mode,
                     size: e.size,
                     blake3: (!e.blake3.is_empty()).then(|| e.blake3.parse().unwrap()),
-                    link_target: (!e.link_target.is_empty()).then(|| e.link_target.clone()),
+                    link_target: if e.link_target_bytes.is_empty() {
+                        (!e.link_target.is_empty()).then(|| e.link_target.parse().unwrap())
+                    } else {
+                        Some(LinkTarget::from_bytes(&e.link_target_bytes).unwrap())
+                    },
                 })
                 .collect(),
         );
@@ -842,6 +880,7 @@ mod tests {
             size: content.len() as u64,
             blake3: Blake3::of(content).to_hex(),
             link_target: String::new(),
+            ..Default::default()
         }
     }
 
@@ -856,6 +895,7 @@ mod tests {
                 size: 0,
                 blake3: String::new(),
                 link_target: "libfoo.so".into(),
+                ..Default::default()
             },
         ];
         let (item, info) = tree_from_pb(wire_tree(entries.clone(), None)).unwrap();
@@ -873,6 +913,49 @@ mod tests {
         t.entries[0].path = "../../etc/passwd".into();
         let err = tree_from_pb(t).unwrap_err();
         assert!(err.to_string().contains("../../etc/passwd"), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_wire_names_are_kept_as_bytes_and_hostile_ones_refused() {
+        let link = pb::TreeEntry {
+            path_bytes: b"math-libs/foo/stage/l\xfe".to_vec(),
+            kind: "symlink".into(),
+            mode: 0o777,
+            link_target_bytes: b"caf\xe9".to_vec(),
+            ..Default::default()
+        };
+        let (item, _) = tree_from_pb(wire_tree(vec![link.clone()], None)).unwrap();
+        let e = &item.tree.entries[0];
+        assert_eq!(e.path.as_bytes(), b"math-libs/foo/stage/l\xfe");
+        assert_eq!(
+            e.link_target.as_ref().map(|t| t.as_bytes()),
+            Some(&b"caf\xe9"[..])
+        );
+
+        let refused = |edit: fn(&mut pb::TreeEntry), needle: &str| {
+            let mut t = wire_tree(vec![link.clone()], None);
+            edit(&mut t.entries[0]);
+            let err = tree_from_pb(t).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        refused(
+            |e| e.path_bytes = b"../\xff".to_vec(),
+            "`../\\xff` contains `..`",
+        );
+        refused(
+            |e| e.path_bytes = b"math-libs/foo/stage/\xff/../../x".to_vec(),
+            "contains `..`",
+        );
+        refused(
+            |e| e.path = "math-libs/foo/stage/l".into(),
+            "exactly one of",
+        );
+        // A UTF-8 name has one spelling: the string field.
+        refused(
+            |e| e.path_bytes = b"math-libs/foo/stage/l".to_vec(),
+            "exactly one of",
+        );
+        refused(|e| e.link_target = "x".into(), "at most one of");
     }
 
     fn chunk(digest: &Blake3, offset: u64, data: &[u8], last: bool) -> pb::BlobChunk {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_fingerprint::artifact_dir::{self, ArtifactDirError};
 use cairn_fingerprint::tree::{
-    ARTIFACT_MANIFEST, EntryKind, RelPath, RelPathError, Tree, TreeEntry,
+    ARTIFACT_MANIFEST, EntryKind, LinkTarget, RelPath, RelPathError, Tree, TreeEntry, escape_bytes,
 };
 use cairn_fingerprint::{Blake3, Compression, Sha256};
 use sha2::Digest as _;
@@ -72,26 +72,6 @@ pub enum ArchiveError {
         entry: String,
         /// Why.
         reason: RelPathError,
-    },
-    /// A member's path is not UTF-8.
-    #[error(
-        "member `{entry}` has a path that is not UTF-8; hint: Cairn keeps names exactly or refuses \
-         them, so rename it to UTF-8 before archiving"
-    )]
-    NonUtf8Path {
-        /// The path, lossily decoded.
-        entry: String,
-    },
-    /// A link member's target is not UTF-8.
-    #[error(
-        "member `{entry}` links to `{target}`, which is not UTF-8; hint: Cairn keeps link targets \
-         exactly or refuses them, so rename the target to UTF-8 before archiving"
-    )]
-    NonUtf8LinkTarget {
-        /// The member's path.
-        entry: String,
-        /// Its target, with invalid bytes shown as U+FFFD.
-        target: String,
     },
     /// A member lies outside every relpath `artifact_manifest.txt` lists.
     #[error("member `{entry}` is not under any path listed in `artifact_manifest.txt`")]
@@ -276,8 +256,9 @@ fn xz_decoder() -> Result<liblzma::stream::Stream, liblzma::stream::Error> {
         .decoder()
 }
 
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// A member name for messages: names are bytes, shown with `\xNN` where they are not UTF-8.
+fn shown(bytes: &[u8]) -> String {
+    escape_bytes(bytes).to_string()
 }
 
 fn read_tar(
@@ -297,9 +278,10 @@ fn read_tar(
         None => return Err(ArchiveError::Empty),
         Some(e) => e.map_err(ArchiveError::Read)?,
     };
-    let first_name = lossy(&first.path_bytes());
+    let first_name = shown(&first.path_bytes());
     let is_manifest = first.header().entry_type().is_file()
-        && RelPath::new(&first_name).is_ok_and(|p| p.as_str() == ARTIFACT_MANIFEST);
+        && RelPath::from_bytes(&first.path_bytes())
+            .is_ok_and(|p| p.as_bytes() == ARTIFACT_MANIFEST.as_bytes());
     if !is_manifest {
         return Err(ArchiveError::ManifestNotFirst { first: first_name });
     }
@@ -351,16 +333,10 @@ fn read_tar(
                 limit: limits.max_members,
             });
         }
+        // Names are bytes, kept exactly (UTF-8 or not); `name` shows them in messages.
         let name_bytes = entry.path_bytes().into_owned();
-        let name = match std::str::from_utf8(&name_bytes) {
-            Ok(s) => s.to_string(),
-            Err(_) => {
-                return Err(ArchiveError::NonUtf8Path {
-                    entry: lossy(&name_bytes),
-                });
-            }
-        };
-        let path = RelPath::new(&name).map_err(|reason| ArchiveError::UnsafePath {
+        let name = shown(&name_bytes);
+        let path = RelPath::from_bytes(&name_bytes).map_err(|reason| ArchiveError::UnsafePath {
             entry: name.clone(),
             reason,
         })?;
@@ -428,13 +404,16 @@ fn read_tar(
                 link_target: None,
             }
         } else if kind.is_symlink() {
-            let target = link_target(&entry, &name)?;
-            if target.is_empty() || path.resolve_link(&target).is_none() {
+            let target = link_target(&entry);
+            let checked = LinkTarget::from_bytes(&target)
+                .ok()
+                .filter(|t| path.resolve_link(t.as_bytes()).is_some());
+            let Some(target) = checked else {
                 return Err(ArchiveError::LinkEscapes {
                     entry: name,
-                    target,
+                    target: shown(&target),
                 });
-            }
+            };
             TreeEntry {
                 path,
                 kind: EntryKind::Symlink,
@@ -444,12 +423,14 @@ fn read_tar(
                 link_target: Some(target),
             }
         } else if kind.is_hard_link() {
-            let target = link_target(&entry, &name)?;
-            let resolved = RelPath::new(&target).ok().filter(|t| files.contains(t));
+            let target = link_target(&entry);
+            let resolved = RelPath::from_bytes(&target)
+                .ok()
+                .filter(|t| files.contains(t));
             let Some(resolved) = resolved else {
                 return Err(ArchiveError::BadHardlink {
                     entry: name,
-                    target,
+                    target: shown(&target),
                 });
             };
             TreeEntry {
@@ -458,7 +439,7 @@ fn read_tar(
                 mode,
                 size: 0,
                 blake3: None,
-                link_target: Some(resolved.as_str().to_string()),
+                link_target: Some(LinkTarget::from(&resolved)),
             }
         } else {
             let what = if kind.is_character_special() {
@@ -481,17 +462,20 @@ fn read_tar(
     }
 
     // A member beneath a symlink or file would be written through the link on extraction.
-    let kinds: HashMap<&str, EntryKind> =
-        entries.iter().map(|e| (e.path.as_str(), e.kind)).collect();
+    let kinds: HashMap<&[u8], EntryKind> = entries
+        .iter()
+        .map(|e| (e.path.as_bytes(), e.kind))
+        .collect();
     for e in &entries {
-        let mut p = e.path.as_str();
-        while let Some((parent, _)) = p.rsplit_once('/') {
+        let mut p = e.path.as_bytes();
+        while let Some(slash) = p.iter().rposition(|b| *b == b'/') {
+            let parent = &p[..slash];
             if let Some(kind) = kinds.get(parent)
                 && *kind != EntryKind::Dir
             {
                 return Err(ArchiveError::BeneathNonDirectory {
                     entry: e.path.to_string(),
-                    ancestor: parent.to_string(),
+                    ancestor: shown(parent),
                 });
             }
             p = parent;
@@ -506,17 +490,13 @@ fn read_tar(
     Ok((Tree::new(manifest, entries), uncompressed))
 }
 
-/// A link member's target, which must be UTF-8: tree manifests are JSON text, and a target rewritten
-/// with U+FFFD would point somewhere else, so a non-UTF-8 target is refused, never altered.
-fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<String, ArchiveError> {
-    let bytes = entry.link_name_bytes().unwrap_or_default();
-    match std::str::from_utf8(&bytes) {
-        Ok(s) => Ok(s.to_string()),
-        Err(_) => Err(ArchiveError::NonUtf8LinkTarget {
-            entry: name.to_string(),
-            target: lossy(&bytes),
-        }),
-    }
+/// A link member's target, its bytes as written: UTF-8 or not, it is kept exactly (a target
+/// rewritten with U+FFFD would point somewhere else).
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>) -> Vec<u8> {
+    entry
+        .link_name_bytes()
+        .map(|b| b.into_owned())
+        .unwrap_or_default()
 }
 
 /// Parse `artifact_manifest.txt` (`cairn_fingerprint::artifact_dir::parse_manifest`).
@@ -763,10 +743,6 @@ impl From<ArtifactDirError> for ArchiveError {
         match e {
             ArtifactDirError::BadManifest { line, reason } => {
                 ArchiveError::BadManifest { line, reason }
-            }
-            ArtifactDirError::NonUtf8Path { entry } => ArchiveError::NonUtf8Path { entry },
-            ArtifactDirError::NonUtf8LinkTarget { entry, target } => {
-                ArchiveError::NonUtf8LinkTarget { entry, target }
             }
             ArtifactDirError::UnsupportedType { entry, kind } => {
                 ArchiveError::UnsupportedType { entry, kind }

@@ -266,6 +266,17 @@ def cmd_fetch(args) -> int:
     return 1 if missing else 0
 
 
+def entry_path(e) -> str:
+    """The entry's path: names are bytes, and one that is not UTF-8 comes in `path_bytes` (then
+    `path` is empty); `os.fsdecode` maps its bytes to a str that names exactly those bytes."""
+    return os.fsdecode(e.path_bytes) if e.path_bytes else e.path
+
+
+def entry_target(e) -> str:
+    """The link target, byte-exact like `entry_path`."""
+    return os.fsdecode(e.link_target_bytes) if e.link_target_bytes else e.link_target
+
+
 def place(trees, blobs: dict[str, Path], out: Path, args) -> dict:
     """Write each tree under out/artifacts/{artifact}/; returns {artifact: {files, bytes, tree}}."""
     written = {}
@@ -279,19 +290,20 @@ def place(trees, blobs: dict[str, Path], out: Path, args) -> dict:
         files = total = 0
         links = []
         for e in tree.entries:  # sorted by path: a directory precedes its content
-            dest = root / e.path
+            dest = root / entry_path(e)
             if e.kind == "dir":
                 dest.mkdir(parents=True, exist_ok=True)
             elif e.kind == "symlink":
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink(e.link_target, dest)
+                os.symlink(entry_target(e), dest)
             elif e.kind == "hardlink":
                 links.append(e)
             elif e.kind == "file":
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 src = blobs.get(e.blake3)
                 if src is None:
-                    raise Mismatch(f"`{tree.artifact}/{e.path}`: blob {e.blake3} was not received")
+                    raise Mismatch(f"`{tree.artifact}/{entry_path(e)}`: blob {e.blake3} was not "
+                                   "received")
                 shutil.copyfile(src, dest)
                 os.chmod(dest, stat.S_IMODE(e.mode) | stat.S_IRUSR | stat.S_IWUSR)
                 size = dest.stat().st_size
@@ -302,9 +314,9 @@ def place(trees, blobs: dict[str, Path], out: Path, args) -> dict:
                 files += 1
                 total += size
         for e in links:
-            dest = root / e.path
+            dest = root / entry_path(e)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.link(root / e.link_target, dest)
+            os.link(root / entry_target(e), dest)
         written[tree.artifact] = {"files": files, "bytes": total, "tree": tree.tree_digest,
                                   "source": tree.source, "run_id": tree.run_id}
     return written

@@ -12,43 +12,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::names::{ArchiveName, ArtifactName, Compression};
 use crate::nofollow::Dir;
-use crate::tree::{ARTIFACT_MANIFEST, RelPath};
+use crate::tree::{ARTIFACT_MANIFEST, RelPath, escape_bytes};
 
 /// Why an artifact dir could not be listed or written as a tar stream.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactDirError {
-    /// `artifact_manifest.txt` is not UTF-8 or lists an unsafe path.
+    /// `artifact_manifest.txt` is not UTF-8 or lists an unsafe path. (Names below its relpaths may
+    /// be any bytes: they are archived byte-exact.)
     #[error("`artifact_manifest.txt` line `{line}` is not a safe relative path: {reason}")]
     BadManifest {
         /// The offending line.
         line: String,
         /// Why.
         reason: String,
-    },
-    /// A file name below a manifest relpath is not UTF-8.
-    #[error(
-        "member `{entry}` has a path that is not UTF-8; hint: Cairn keeps names exactly or refuses \
-         them, so rename it to UTF-8 before archiving"
-    )]
-    NonUtf8Path {
-        /// The path, lossily decoded.
-        entry: String,
-    },
-    /// A symlink's target is not UTF-8.
-    #[error(
-        "member `{entry}` links to `{target}`, which is not UTF-8; hint: Cairn keeps link targets \
-         exactly or refuses them, so rename the target to UTF-8 before archiving"
-    )]
-    NonUtf8LinkTarget {
-        /// The symlink.
-        entry: String,
-        /// Its target, with invalid bytes shown as U+FFFD.
-        target: String,
     },
     /// A device, FIFO or socket.
     #[error("member `{entry}` is a {kind}, which artifacts may not contain")]
@@ -255,9 +237,10 @@ pub fn write_artifact_tar<W: Write>(
     let manifest = parse_manifest(&manifest_bytes)?;
 
     // Collect members first (small: paths and metadata) so the order can be chosen.
-    let mut members: Vec<(String, fs::Metadata)> = Vec::new();
+    // Arcnames are bytes: a name that is not UTF-8 is archived exactly as the file system has it.
+    let mut members: Vec<(Vec<u8>, fs::Metadata)> = Vec::new();
     for relpath in &manifest {
-        let dir = match artifact.open_rel(relpath.as_str()) {
+        let dir = match artifact.open_rel(relpath.as_bytes()) {
             Ok(dir) => dir,
             // A relpath this artifact does not have (or that is a file) contributes nothing.
             Err(e)
@@ -268,9 +251,9 @@ pub fn write_artifact_tar<W: Write>(
             {
                 continue;
             }
-            Err(e) => return Err(io_err(&artifact.path().join(relpath.as_str()))(e)),
+            Err(e) => return Err(io_err(&artifact.path().join(relpath.to_path()))(e)),
         };
-        walk(&dir, relpath.as_str(), &mut members)?;
+        walk(&dir, relpath.as_bytes(), &mut members)?;
     }
     if reverse_order {
         members.reverse();
@@ -293,18 +276,21 @@ pub fn write_artifact_tar<W: Write>(
     uncompressed += manifest_bytes.len() as u64;
 
     // Hard links: a second path to an inode already written becomes a link to the first arcname.
-    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+    let mut inodes: HashMap<(u64, u64), &Path> = HashMap::new();
     // Members come in path order, so consecutive files mostly share their parent: keep it open.
-    let mut parent: Option<(String, Dir)> = None;
-    for (arcname, meta) in &members {
+    let mut parent: Option<(&[u8], Dir)> = None;
+    for (arcname_bytes, meta) in &members {
+        let arcname = Path::new(OsStr::from_bytes(arcname_bytes));
         let path = &artifact.path().join(arcname);
-        let (parent_rel, name) = arcname
-            .rsplit_once('/')
+        let slash = arcname_bytes
+            .iter()
+            .rposition(|b| *b == b'/')
             .expect("members lie below a relpath");
-        let name = OsStr::new(name);
-        if !meta.file_type().is_dir() && parent.as_ref().is_none_or(|(rel, _)| rel != parent_rel) {
+        let (parent_rel, name) = (&arcname_bytes[..slash], &arcname_bytes[slash + 1..]);
+        let name = OsStr::from_bytes(name);
+        if !meta.file_type().is_dir() && parent.as_ref().is_none_or(|(rel, _)| *rel != parent_rel) {
             let dir = artifact.open_rel(parent_rel).map_err(io_err(path))?;
-            parent = Some((parent_rel.to_string(), dir));
+            parent = Some((parent_rel, dir));
         }
         let ft = meta.file_type();
         if ft.is_dir() {
@@ -314,13 +300,8 @@ pub fn write_artifact_tar<W: Write>(
                 .map_err(io_err(path))?;
         } else if ft.is_symlink() {
             let (_, dir) = parent.as_ref().expect("opened above");
+            // The target's bytes as they are, UTF-8 or not.
             let target = dir.read_link(name).map_err(io_err(path))?;
-            if target.to_str().is_none() {
-                return Err(ArtifactDirError::NonUtf8LinkTarget {
-                    entry: arcname.clone(),
-                    target: target.to_string_lossy().into_owned(),
-                });
-            }
             let mut h = header_for(meta, tar::EntryType::Symlink, 0);
             builder
                 .append_link(&mut h, arcname, &target)
@@ -334,7 +315,7 @@ pub fn write_artifact_tar<W: Write>(
                         .map_err(io_err(path))?;
                     continue;
                 }
-                inodes.insert((meta.dev(), meta.ino()), arcname.clone());
+                inodes.insert((meta.dev(), meta.ino()), arcname);
             }
             let (_, dir) = parent.as_ref().expect("opened above");
             let file = dir.open_file(name).map_err(io_err(path))?;
@@ -352,7 +333,7 @@ pub fn write_artifact_tar<W: Write>(
             uncompressed += meta.len();
         } else {
             return Err(ArtifactDirError::UnsupportedType {
-                entry: arcname.clone(),
+                entry: escape_bytes(arcname_bytes).to_string(),
                 kind: "special file".into(),
             });
         }
@@ -380,23 +361,19 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Head
     h
 }
 
-/// Every entry below `dir` in path order, with arcnames `{prefix}/{subpath}`; subdirectories are
-/// opened relative to `dir` without following symlinks, and symlinks are listed, not followed.
+/// Every entry below `dir` in path order, with arcnames `{prefix}/{subpath}` (bytes: a name need not
+/// be UTF-8); subdirectories are opened relative to `dir` without following symlinks, and symlinks
+/// are listed, not followed.
 fn walk(
     dir: &Dir,
-    prefix: &str,
-    out: &mut Vec<(String, fs::Metadata)>,
+    prefix: &[u8],
+    out: &mut Vec<(Vec<u8>, fs::Metadata)>,
 ) -> Result<(), ArtifactDirError> {
     let io_err = |path: PathBuf| move |source| ArtifactDirError::Io { path, source };
     let mut names: Vec<OsString> = dir.names().map_err(io_err(dir.path().to_path_buf()))?;
     names.sort();
     for name in names {
-        let Some(utf8) = name.to_str() else {
-            return Err(ArtifactDirError::NonUtf8Path {
-                entry: dir.path().join(&name).display().to_string(),
-            });
-        };
-        let arcname = format!("{prefix}/{utf8}");
+        let arcname = [prefix, b"/", name.as_bytes()].concat();
         let meta = dir
             .metadata(&name)
             .map_err(io_err(dir.path().join(&name)))?;
@@ -419,7 +396,7 @@ mod tests {
     #[test]
     fn manifest_lines_are_normalized_and_empty_lines_skipped() {
         let m = parse_manifest(b"a/b/stage\n\n./c/stage/\r\n").unwrap();
-        let m: Vec<&str> = m.iter().map(|p| p.as_str()).collect();
+        let m: Vec<&str> = m.iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(m, ["a/b/stage", "c/stage"]);
         assert!(matches!(
             parse_manifest(b"/abs\n"),

@@ -125,19 +125,19 @@ impl Dir {
         Ok(Dir { fd, path })
     }
 
-    /// The directory `rel` (components separated by `/`) below this one, every component opened
-    /// without following a symlink.
-    pub fn open_rel(&self, rel: &str) -> io::Result<Dir> {
-        let mut parts = rel.split('/').filter(|p| !p.is_empty());
+    /// The directory `rel` (components separated by `/`, any bytes but NUL) below this one, every
+    /// component opened without following a symlink.
+    pub fn open_rel(&self, rel: impl AsRef<[u8]>) -> io::Result<Dir> {
+        let mut parts = rel.as_ref().split(|b| *b == b'/').filter(|p| !p.is_empty());
         let Some(first) = parts.next() else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "empty relative path",
             ));
         };
-        let mut dir = self.open_dir(OsStr::new(first))?;
+        let mut dir = self.open_dir(OsStr::from_bytes(first))?;
         for part in parts {
-            dir = dir.open_dir(OsStr::new(part))?;
+            dir = dir.open_dir(OsStr::from_bytes(part))?;
         }
         Ok(dir)
     }

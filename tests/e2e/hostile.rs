@@ -280,20 +280,62 @@ fn hostile_archives_are_refused_and_leave_the_store_unchanged() {
             "",
             |e| matches!(e, ArchiveError::Read(_) | ArchiveError::ReadMember { .. }),
         ),
+        // Names and link targets that are not UTF-8 are kept byte-exact, and every path rule holds
+        // for their bytes: a climbing one is refused like any other, shown with `\xNN`.
         (
-            "non-utf8-link-target",
+            "non-utf8-name-climbs",
             with(
-                "non-utf8-link-target",
+                "non-utf8-name-climbs",
+                vec![ustar_member(b"../\xff", b'0', "", b"x", None)],
+            ),
+            "../\\xff",
+            |e| {
+                matches!(
+                    e,
+                    ArchiveError::UnsafePath {
+                        reason: RelPathError::ParentDir(_),
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "non-utf8-name-climbs-back",
+            with(
+                "non-utf8-name-climbs-back",
                 vec![ustar_member(
-                    format!("{s}/link").as_bytes(),
+                    &[format!("{s}/").as_bytes(), b"\xff/../../x"].concat(),
+                    b'0',
+                    "",
+                    b"x",
+                    None,
+                )],
+            ),
+            "stage/\\xff/../../x",
+            |e| {
+                matches!(
+                    e,
+                    ArchiveError::UnsafePath {
+                        reason: RelPathError::ParentDir(_),
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            "non-utf8-link-target-climbs",
+            with(
+                "non-utf8-link-target-climbs",
+                vec![ustar_member(
+                    format!("{s}/l\u{e9}").as_bytes(),
                     b'2',
-                    b"caf\xe9.txt",
+                    b"../../../../caf\xe9.txt",
                     b"",
                     None,
                 )],
             ),
-            "caf\u{fffd}.txt",
-            |e| matches!(e, ArchiveError::NonUtf8LinkTarget { .. }),
+            "../../../../caf\\xe9.txt",
+            |e| matches!(e, ArchiveError::LinkEscapes { .. }),
         ),
         (
             "not-zstd",
@@ -393,7 +435,12 @@ fn pax_global_header_before_the_manifest_is_accepted() {
     let path = tmp.path().join("pax.tar.zst");
     std::fs::write(&path, archive(&members)).unwrap();
     let out = store.ingest_file("pax", &path, None).unwrap();
-    let paths: Vec<&str> = out.tree.entries.iter().map(|e| e.path.as_str()).collect();
+    let paths: Vec<&str> = out
+        .tree
+        .entries
+        .iter()
+        .map(|e| e.path.to_str().unwrap())
+        .collect();
     assert_eq!(
         paths,
         ["artifact_manifest.txt", "math-libs/evil/stage/ok.txt"]

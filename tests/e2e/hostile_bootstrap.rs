@@ -1,6 +1,7 @@
 //! Hostile archives that pass the daemon's per-member checks and are refused by `cairn bootstrap`
 //! when it plans the build dir: a symlink pair that only escapes when resolved through each other
-//! (`stage/x -> ../../..`, `stage/y -> x/../out`), a manifest relpath that is not a stage dir
+//! (`stage/x -> ../../..`, `stage/y -> x/../out`; also with names and targets that are not UTF-8),
+//! a manifest relpath that is not a stage dir
 //! (`compiler`: bootstrap would wipe the user's `compiler/`), and a relpath naming cairn's own state
 //! file. Each is pushed by a real `cairn push` from a build dir a CI job could have left, and each
 //! bootstrap must fail with exit 2 naming the problem, leaving the user's files and everything outside
@@ -130,6 +131,29 @@ fn hostile_archives_past_the_daemon_are_refused_by_bootstrap() {
         tmp.path(),
         &[&format!(
             "symlink `{RELPATH}/y` in `{ARTIFACT}` points outside the destination (`x/../out`)"
+        )],
+    );
+
+    // 1b. The same pair with names and targets that are not UTF-8 (kept byte-exact, so the path
+    // rules must hold for their bytes): refused, the bytes shown as `\xNN`.
+    let (out, tmp) = publish_and_bootstrap("symlinks-non-utf8", |dir| {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let stage = dir.join(RELPATH);
+        std::os::unix::fs::symlink("../../..", stage.join(OsStr::from_bytes(b"x\xff"))).unwrap();
+        std::os::unix::fs::symlink(
+            OsStr::from_bytes(b"x\xff/../out"),
+            stage.join(OsStr::from_bytes(b"y\xfe")),
+        )
+        .unwrap();
+    });
+    assert_refused(
+        "symlinks-non-utf8",
+        &out,
+        tmp.path(),
+        &[&format!(
+            "symlink `{RELPATH}/y\\xfe` in `{ARTIFACT}` points outside the destination \
+             (`x\\xff/../out`)"
         )],
     );
 

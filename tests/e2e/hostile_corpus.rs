@@ -289,19 +289,35 @@ fn generate() -> Vec<(String, Vec<u8>)> {
         }),
         ("not-compressed.tar.zst", good.clone()),
         ("zero-bytes.tar.xz", Vec::new()),
+        // Names that are not UTF-8 are kept byte-exact (tests/e2e/non_utf8.rs), so the hostile ones
+        // are those that climb: every path rule holds for bytes too.
         (
-            "non-utf8-name.tar.zst",
+            "non-utf8-name-traversal.tar.zst",
             with(vec![member(
-                format!("{s}/caf\u{e9}-")
-                    .as_bytes()
-                    .iter()
-                    .copied()
-                    .chain([0xff, 0xfe, b'x'])
-                    .collect::<Vec<u8>>()
-                    .as_slice(),
+                &[format!("{s}/../../../../").as_bytes(), b"\xff\xfe"].concat(),
                 b'0',
                 "",
                 b"x",
+                None,
+            )]),
+        ),
+        (
+            "non-utf8-name-climbs-back.tar.zst",
+            with(vec![member(
+                &[format!("{s}/").as_bytes(), b"\xff/../../../../x"].concat(),
+                b'0',
+                "",
+                b"x",
+                None,
+            )]),
+        ),
+        (
+            "non-utf8-symlink-escape.tar.zst",
+            with(vec![member(
+                format!("{s}/link").as_bytes(),
+                b'2',
+                b"../../../../../\xff\xfe",
+                b"",
                 None,
             )]),
         ),
@@ -456,7 +472,21 @@ fn archive_expectations() -> Vec<(&'static str, &'static str, &'static str)> {
         ("corrupt-xz.tar.xz", "Read|ReadMember", ""),
         ("not-compressed.tar.zst", "Read", ""),
         ("zero-bytes.tar.xz", "Read", ""),
-        ("non-utf8-name.tar.zst", "NonUtf8Path", "caf"),
+        (
+            "non-utf8-name-traversal.tar.zst",
+            "UnsafePath",
+            "../../../../\\xff\\xfe",
+        ),
+        (
+            "non-utf8-name-climbs-back.tar.zst",
+            "UnsafePath",
+            "stage/\\xff/../../../../x",
+        ),
+        (
+            "non-utf8-symlink-escape.tar.zst",
+            "LinkEscapes",
+            "../../../../../\\xff\\xfe",
+        ),
         (
             "manifest-too-large.tar.zst",
             "TooLarge",

@@ -16,6 +16,7 @@ mod integrity; // corruption never reaches a build dir silently: edited kept fil
 mod interrupt; // SIGKILL/SIGINT/SIGTERM during A→B re-bootstraps: markers only over exact stage dirs, reruns complete
 mod lifecycle; // cairnd serve: SIGTERM right after readiness is graceful, 200 times
 mod metrics; // `cairnd serve --metrics`: Prometheus counters and `/status` after real gRPC traffic
+mod non_utf8; // names that are not UTF-8 kept byte-exact: a CI archive from S3, a Unix push, a TCP push, each fetched back
 mod quota; // a quota below the working set: fetches succeed, background eviction, online verify
 mod security; // symlinks planted in build dirs and in the store, a damaged index rebuilt at start
 mod service; // the daemon service without gRPC: multi-base resolve, fetch, trust, explicit-run import

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cairn_daemon::store::LocalStore;
-use cairn_fingerprint::tree::EntryKind;
+use cairn_fingerprint::tree::{EntryKind, escape_bytes};
 use cairn_fingerprint::{Compression, Tree};
 
 /// Every file under the store's `cas-v1/blobs/`, sorted.
@@ -47,21 +48,32 @@ pub fn diff_tree_with_dir(store: &LocalStore, tree: &Tree, dir: &Path) -> Vec<St
     let mut problems = Vec::new();
     let mut on_disk = BTreeSet::new();
     walk(dir, dir, &mut on_disk);
-    let in_tree: BTreeSet<String> = tree.entries.iter().map(|e| e.path.to_string()).collect();
+    // Names are compared as bytes: one that is not UTF-8 must be exactly what tar wrote.
+    let in_tree: BTreeSet<Vec<u8>> = tree
+        .entries
+        .iter()
+        .map(|e| e.path.as_bytes().to_vec())
+        .collect();
     for extra in on_disk.difference(&in_tree) {
-        let implicit = tree
-            .manifest
-            .iter()
-            .any(|r| r.as_str() == extra || r.as_str().starts_with(&format!("{extra}/")));
+        let implicit = tree.manifest.iter().any(|r| {
+            let r = r.as_bytes();
+            r == extra.as_slice() || (r.starts_with(extra) && r.get(extra.len()) == Some(&b'/'))
+        });
         if !implicit {
-            problems.push(format!("`{extra}` extracted by tar but not in the tree"));
+            problems.push(format!(
+                "`{}` extracted by tar but not in the tree",
+                escape_bytes(extra)
+            ));
         }
     }
     for missing in in_tree.difference(&on_disk) {
-        problems.push(format!("`{missing}` in the tree but not extracted by tar"));
+        problems.push(format!(
+            "`{}` in the tree but not extracted by tar",
+            escape_bytes(missing)
+        ));
     }
     for e in &tree.entries {
-        let path = dir.join(e.path.as_str());
+        let path = dir.join(e.path.to_path());
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
@@ -107,10 +119,8 @@ pub fn diff_tree_with_dir(store: &LocalStore, tree: &Tree, dir: &Path) -> Vec<St
                 }
             }
             EntryKind::Symlink => {
-                let target = fs::read_link(&path)
-                    .ok()
-                    .map(|t| t.to_string_lossy().into_owned());
-                if target.as_deref() != e.link_target.as_deref() {
+                let target = fs::read_link(&path).ok();
+                if target.as_deref() != e.link_target.as_ref().map(|t| t.to_path()) {
                     problems.push(format!(
                         "`{}` links to {:?} on disk, {:?} in tree",
                         e.path, target, e.link_target
@@ -118,7 +128,12 @@ pub fn diff_tree_with_dir(store: &LocalStore, tree: &Tree, dir: &Path) -> Vec<St
                 }
             }
             EntryKind::Hardlink => {
-                let target = dir.join(e.link_target.as_deref().unwrap_or_default());
+                let target = dir.join(
+                    e.link_target
+                        .as_ref()
+                        .expect("hard links have a target")
+                        .to_path(),
+                );
                 let same = fs::metadata(&target)
                     .is_ok_and(|t| t.ino() == meta.ino() && t.dev() == meta.dev());
                 if !same {
@@ -133,14 +148,15 @@ pub fn diff_tree_with_dir(store: &LocalStore, tree: &Tree, dir: &Path) -> Vec<St
     problems
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<Vec<u8>>) {
     for entry in fs::read_dir(dir).expect("read extracted dir").flatten() {
         let path = entry.path();
         let rel = path
             .strip_prefix(root)
             .expect("below root")
-            .to_string_lossy()
-            .into_owned();
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         out.insert(rel);
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk(root, &path, out);

@@ -57,6 +57,7 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -557,7 +558,7 @@ pub fn blobs_needed(
                 }
                 _ => return None,
             };
-            let full = dest.join(path);
+            let full = dest.join(std::ffi::OsStr::from_bytes(path));
             let proven = fsops::lstat(&full).ok().flatten().is_some_and(|m| {
                 old.entries
                     .get(path)

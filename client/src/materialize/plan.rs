@@ -2,7 +2,8 @@
 //! chosen [`Layout`], merged into one map, with hostile and conflicting entries refused before
 //! anything touches the disk.
 //!
-//! Vocabulary: a *destination path* is a `/`-separated path relative to the destination directory;
+//! Vocabulary: a *destination path* is a `/`-separated path relative to the destination directory,
+//! as bytes (a tree name need not be UTF-8, and is written exactly);
 //! an *area* is a directory the materialization owns outright (a stage relpath in bootstrap layout,
 //! `artifacts/{artifact}` in plain layout): foreign content found there is removed, as TheRock's
 //! `rmtree` before extraction does. Flatten layout has no areas; it only ever replaces what it writes.
@@ -10,7 +11,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cairn_fingerprint::Blake3;
-use cairn_fingerprint::tree::{ARTIFACT_MANIFEST, EntryKind, RelPath, Tree, TreeEntry};
+use cairn_fingerprint::tree::{
+    ARTIFACT_MANIFEST, EntryKind, LinkTarget, RelPath, Tree, TreeEntry, escape_bytes,
+};
 
 use super::{Layout, MaterializeItem, STATE_FILE, TreeProblem};
 
@@ -26,11 +29,11 @@ pub(crate) enum Node {
         mode: u32,
     },
     /// A symbolic link, target as written in the tree.
-    Symlink { target: String },
+    Symlink { target: LinkTarget },
     /// A hard link to the planned file at destination path `target`; `blake3`/`size`/`mode` are the
     /// content it must have, used when `target` ended up holding something else.
     Hardlink {
-        target: String,
+        target: Vec<u8>,
         blake3: Blake3,
         size: u64,
         mode: u32,
@@ -69,8 +72,8 @@ pub(crate) struct Planned {
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     /// Destination path → what goes there. Sorted, so parents come before their children.
-    pub entries: BTreeMap<String, Planned>,
-    /// Area destination paths, in first-seen order.
+    pub entries: BTreeMap<Vec<u8>, Planned>,
+    /// Area destination paths, in first-seen order (UTF-8: stage relpaths, `artifacts/{artifact}`).
     pub areas: Vec<String>,
 }
 
@@ -99,20 +102,42 @@ impl Plan {
     }
 
     /// The area containing destination path `p`, if any (by lookup of the planned entry).
-    pub(crate) fn area_of(&self, p: &str) -> Option<usize> {
+    pub(crate) fn area_of(&self, p: &[u8]) -> Option<usize> {
         if let Some(e) = self.entries.get(p) {
             return e.area;
         }
-        self.areas
-            .iter()
-            .position(|a| p == a || (p.starts_with(a.as_str()) && p.as_bytes()[a.len()] == b'/'))
+        self.areas.iter().position(|a| {
+            let a = a.as_bytes();
+            p == a || (p.starts_with(a) && p[a.len()] == b'/')
+        })
     }
+}
+
+/// A destination path for messages: `\xNN` for bytes that are not UTF-8.
+pub(crate) fn shown(p: &[u8]) -> String {
+    escape_bytes(p).to_string()
+}
+
+/// `{a}/{b}` of byte paths.
+pub(crate) fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    [a, b"/", b].concat()
+}
+
+/// The parent of a destination path and its last component, or `None` for a top-level name.
+pub(crate) fn split_parent(p: &[u8]) -> Option<(&[u8], &[u8])> {
+    let slash = p.iter().rposition(|b| *b == b'/')?;
+    Some((&p[..slash], &p[slash + 1..]))
+}
+
+/// The `/`-separated components of a destination path.
+pub(crate) fn components(p: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    p.split(|b| *b == b'/')
 }
 
 struct Builder<'a> {
     plan: Plan,
     layout: Layout,
-    area_index: HashMap<String, usize>,
+    area_index: HashMap<Vec<u8>, usize>,
     problems: Vec<TreeProblem>,
     items: &'a [MaterializeItem],
 }
@@ -162,12 +187,12 @@ impl Builder<'_> {
     }
 
     fn area(&mut self, path: &str) -> usize {
-        if let Some(&i) = self.area_index.get(path) {
+        if let Some(&i) = self.area_index.get(path.as_bytes()) {
             return i;
         }
         self.plan.areas.push(path.to_string());
         self.area_index
-            .insert(path.to_string(), self.plan.areas.len() - 1);
+            .insert(path.as_bytes().to_vec(), self.plan.areas.len() - 1);
         self.plan.areas.len() - 1
     }
 
@@ -184,21 +209,21 @@ impl Builder<'_> {
                 let root = format!("artifacts/{}", item.artifact);
                 let area = self.area(&root);
                 self.insert(
-                    root.clone(),
+                    root.clone().into_bytes(),
                     Node::Dir { mode: None },
                     i,
                     Some((area, root.len())),
                 );
                 for e in &tree.entries {
-                    let dest = format!("{root}/{}", e.path);
+                    let dest = join(root.as_bytes(), e.path.as_bytes());
                     self.add_entry(
                         i,
                         tree,
                         e,
                         dest,
-                        e.path.as_str(),
+                        e.path.as_bytes(),
                         Some((area, root.len())),
-                        |p| Some(format!("{root}/{p}")),
+                        |p| Some(join(root.as_bytes(), p)),
                     );
                 }
             }
@@ -209,7 +234,11 @@ impl Builder<'_> {
                         .manifest
                         .iter()
                         .filter_map(|r| {
-                            relpath_problem(r.as_str()).map(|reason| TreeProblem::BadRelpath {
+                            let reason = match r.to_str() {
+                                Some(r) => relpath_problem(r),
+                                None => Some("a stage relpath is text (UTF-8)"),
+                            };
+                            reason.map(|reason| TreeProblem::BadRelpath {
                                 artifact: self.name(i),
                                 relpath: r.to_string(),
                                 reason,
@@ -221,8 +250,8 @@ impl Builder<'_> {
                         return;
                     }
                     for r in &tree.manifest {
-                        let area = self.area(r.as_str());
-                        let marker = format!("{r}.prebuilt");
+                        let area = self.area(&r.to_string());
+                        let marker = format!("{r}.prebuilt").into_bytes();
                         // TheRock's populator writes the marker of every relpath but creates the
                         // stage dir only by extracting a member under it.
                         let has_members = tree
@@ -231,10 +260,10 @@ impl Builder<'_> {
                             .any(|e| e.path.starts_with(r) && &e.path != r);
                         if has_members {
                             self.insert(
-                                r.to_string(),
+                                r.as_bytes().to_vec(),
                                 Node::Dir { mode: None },
                                 i,
-                                Some((area, r.as_str().len())),
+                                Some((area, r.as_bytes().len())),
                             );
                         }
                         self.insert(marker, Node::Marker { area }, i, None);
@@ -242,17 +271,17 @@ impl Builder<'_> {
                 }
                 // Where a tree path lands, as TheRock's populator decides: under the first manifest
                 // relpath that is its prefix, the relpath kept (bootstrap) or stripped (flatten).
-                let map = |p: &str| -> Option<(String, usize)> {
-                    let rel = RelPath::new(p).ok()?;
+                let map = |p: &[u8]| -> Option<(Vec<u8>, usize)> {
+                    let rel = RelPath::from_bytes(p).ok()?;
                     let (k, r) = tree
                         .manifest
                         .iter()
                         .enumerate()
                         .find(|(_, r)| rel.starts_with(r) && &rel != *r)?;
                     let dest = if bootstrap {
-                        p.to_string()
+                        p.to_vec()
                     } else {
-                        p[r.as_str().len() + 1..].to_string()
+                        p[r.as_bytes().len() + 1..].to_vec()
                     };
                     Some((dest, k))
                 };
@@ -261,7 +290,7 @@ impl Builder<'_> {
                 // collide; process entries in that order (stable: path order within a relpath).
                 let mut mapped = Vec::with_capacity(tree.entries.len());
                 for e in &tree.entries {
-                    if e.path.as_str() == ARTIFACT_MANIFEST {
+                    if e.path.as_bytes() == ARTIFACT_MANIFEST.as_bytes() {
                         continue;
                     }
                     if tree.manifest.iter().any(|r| r == &e.path) {
@@ -279,7 +308,7 @@ impl Builder<'_> {
                         }
                         continue;
                     }
-                    match map(e.path.as_str()) {
+                    match map(e.path.as_bytes()) {
                         Some((dest, k)) => mapped.push((k, dest, e)),
                         None => self.problems.push(TreeProblem::OutsideManifest {
                             artifact: self.name(i),
@@ -290,7 +319,7 @@ impl Builder<'_> {
                 mapped.sort_by_key(|(k, _, _)| *k);
                 for (k, dest, e) in mapped {
                     let area = if bootstrap {
-                        let r = tree.manifest[k].as_str();
+                        let r = tree.manifest[k].as_bytes();
                         Some((self.area_index[r], r.len()))
                     } else {
                         None
@@ -312,12 +341,12 @@ impl Builder<'_> {
         i: usize,
         tree: &Tree,
         e: &TreeEntry,
-        dest: String,
-        root_rel: &str,
+        dest: Vec<u8>,
+        root_rel: &[u8],
         area: Option<(usize, usize)>,
-        map: impl Fn(&str) -> Option<String>,
+        map: impl Fn(&[u8]) -> Option<Vec<u8>>,
     ) {
-        if dest.split('/').any(is_reserved_name) {
+        if components(&dest).any(is_reserved_name) {
             self.problems.push(TreeProblem::Reserved {
                 artifact: self.name(i),
                 path: e.path.to_string(),
@@ -343,23 +372,29 @@ impl Builder<'_> {
                 }
             },
             EntryKind::Symlink => {
-                let target = e.link_target.clone().unwrap_or_default();
-                let escapes = target.is_empty()
-                    || target.contains('\0')
-                    || RelPath::new(root_rel).map_or(true, |p| p.resolve_link(&target).is_none());
-                if escapes {
+                // `LinkTarget` is never empty and has no NUL; it may still climb out.
+                let inside = e.link_target.clone().filter(|t| {
+                    RelPath::from_bytes(root_rel)
+                        .is_ok_and(|p| p.resolve_link(t.as_bytes()).is_some())
+                });
+                let Some(target) = inside else {
                     self.problems.push(TreeProblem::SymlinkEscape {
                         artifact: self.name(i),
                         path: e.path.to_string(),
-                        target,
+                        target: e
+                            .link_target
+                            .as_ref()
+                            .map(|t| t.to_string())
+                            .unwrap_or_default(),
                     });
                     return;
-                }
+                };
                 Node::Symlink { target }
             }
             EntryKind::Hardlink => {
-                let target = e.link_target.clone().unwrap_or_default();
-                match resolve_hardlink(tree, &target).and_then(|f| Some((f, map(f.path.as_str())?)))
+                let target = e.link_target.as_ref().map_or(&[][..], |t| t.as_bytes());
+                match resolve_hardlink(tree, target)
+                    .and_then(|f| Some((f, map(f.path.as_bytes())?)))
                 {
                     Some((f, target_dest)) => Node::Hardlink {
                         target: target_dest,
@@ -373,7 +408,7 @@ impl Builder<'_> {
                         self.problems.push(TreeProblem::BadHardlink {
                             artifact: self.name(i),
                             path: e.path.to_string(),
-                            target,
+                            target: shown(target),
                         });
                         return;
                     }
@@ -386,27 +421,26 @@ impl Builder<'_> {
     /// Insert `node` at `dest`, creating implicit parents, refusing anything below a non-directory and
     /// kind conflicts between artifacts. Among non-directories the later artifact wins, as a
     /// sequential TheRock extraction would leave it.
-    fn insert(&mut self, dest: String, node: Node, i: usize, area: Option<(usize, usize)>) {
+    fn insert(&mut self, dest: Vec<u8>, node: Node, i: usize, area: Option<(usize, usize)>) {
         // Parents first: each must be (or become) a directory.
-        let mut pos = 0;
-        while let Some(off) = dest[pos..].find('/') {
-            let anc = &dest[..pos + off];
-            pos += off + 1;
+        let slashes: Vec<usize> = (0..dest.len()).filter(|&k| dest[k] == b'/').collect();
+        for off in slashes {
+            let anc = &dest[..off];
             let anc_area = area.filter(|&(_, len)| anc.len() >= len).map(|(a, _)| a);
             match self.plan.entries.get(anc) {
                 Some(p) if p.node.is_dir() => {}
                 Some(p) => {
                     self.problems.push(TreeProblem::BelowNonDirectory {
                         artifact: self.name(i),
-                        path: dest.clone(),
-                        ancestor: anc.to_string(),
+                        path: shown(&dest),
+                        ancestor: shown(anc),
                         ancestor_kind: p.node.describe(),
                     });
                     return;
                 }
                 None => {
                     self.plan.entries.insert(
-                        anc.to_string(),
+                        anc.to_vec(),
                         Planned {
                             node: Node::Dir { mode: None },
                             artifact: i,
@@ -445,7 +479,7 @@ impl Builder<'_> {
                     let detail = format!("{} vs {}", old.describe(), new.describe());
                     let first = existing.artifact;
                     self.problems.push(TreeProblem::Conflict {
-                        path: dest,
+                        path: shown(&dest),
                         first: self.name(first),
                         second: self.name(i),
                         detail,
@@ -477,11 +511,11 @@ impl Builder<'_> {
                 Layout::Plain => 2,
                 Layout::Bootstrap | Layout::Flatten => 0,
             };
-            if !resolves_inside(&self.plan.entries, path, target, floor) {
+            if !resolves_inside(&self.plan.entries, path, target.as_bytes(), floor) {
                 bad.push(TreeProblem::SymlinkEscape {
                     artifact: self.name(planned.artifact),
-                    path: path.clone(),
-                    target: target.clone(),
+                    path: shown(path),
+                    target: target.to_string(),
                 });
             }
         }
@@ -497,52 +531,52 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// above the root it must stay inside). A component the plan does not have is taken as a plain
 /// directory: the write phase never creates or follows anything there.
 pub(crate) fn resolves_inside(
-    entries: &BTreeMap<String, Planned>,
-    link: &str,
-    target: &str,
+    entries: &BTreeMap<Vec<u8>, Planned>,
+    link: &[u8],
+    target: &[u8],
     floor: usize,
 ) -> bool {
-    let mut stack: Vec<&str> = link.split('/').collect();
+    let mut stack: Vec<&[u8]> = components(link).collect();
     stack.pop();
     if stack.len() < floor {
         return false;
     }
-    let mut pending: Vec<String> = Vec::new();
-    let push_target = |pending: &mut Vec<String>, t: &str| -> bool {
-        if t.starts_with('/') || t.is_empty() || t.contains('\0') {
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    let push_target = |pending: &mut Vec<Vec<u8>>, t: &[u8]| -> bool {
+        if t.starts_with(b"/") || t.is_empty() || t.contains(&0) {
             return false;
         }
         // Reversed: `pending.pop()` takes the next component.
-        pending.extend(t.split('/').rev().map(str::to_string));
+        pending.extend(components(t).rev().map(<[u8]>::to_vec));
         true
     };
     if !push_target(&mut pending, target) {
         return false;
     }
-    let mut owned: Vec<String> = stack.iter().map(|s| s.to_string()).collect();
+    let mut owned: Vec<Vec<u8>> = stack.iter().map(|s| s.to_vec()).collect();
     let mut hops = 0;
     while let Some(c) = pending.pop() {
-        match c.as_str() {
-            "" | "." => {}
-            ".." => {
+        match c.as_slice() {
+            b"" | b"." => {}
+            b".." => {
                 if owned.len() <= floor {
                     return false;
                 }
                 owned.pop();
             }
-            name => {
-                owned.push(name.to_string());
+            _ => {
+                owned.push(c);
                 if let Some(Planned {
                     node: Node::Symlink { target: next },
                     ..
-                }) = entries.get(&owned.join("/"))
+                }) = entries.get(&owned.join(&b'/'))
                 {
                     hops += 1;
                     if hops > MAX_SYMLINK_HOPS {
                         return false;
                     }
                     owned.pop();
-                    if !push_target(&mut pending, next) {
+                    if !push_target(&mut pending, next.as_bytes()) {
                         return false;
                     }
                 }
@@ -555,8 +589,8 @@ pub(crate) fn resolves_inside(
 /// Names cairn keeps for its own files in a destination: the state file and its temp name
 /// (`.cairn-state.json*`), the spool of streamed blobs (`.cairn-spool`), write temps
 /// (`.cairn-tmp.*`). No tree entry and no stage relpath may use a name starting with `.cairn-`.
-pub(crate) fn is_reserved_name(component: &str) -> bool {
-    component.starts_with(".cairn-") || component == STATE_FILE
+pub(crate) fn is_reserved_name(component: &[u8]) -> bool {
+    component.starts_with(b".cairn-") || component == STATE_FILE.as_bytes()
 }
 
 /// Why a manifest relpath cannot be a bootstrap stage dir, if it cannot. TheRock's relpaths are
@@ -567,7 +601,7 @@ pub(crate) fn is_reserved_name(component: &str) -> bool {
 /// its components may be one of cairn's reserved names.
 pub(crate) fn relpath_problem(relpath: &str) -> Option<&'static str> {
     let parts: Vec<&str> = relpath.split('/').collect();
-    if parts.iter().any(|c| is_reserved_name(c)) {
+    if parts.iter().any(|c| is_reserved_name(c.as_bytes())) {
         return Some("it names one of cairn's own files (`.cairn-*`)");
     }
     if !parts.contains(&"stage") {
@@ -580,15 +614,15 @@ pub(crate) fn relpath_problem(relpath: &str) -> Option<&'static str> {
 
 /// Follow a hardlink target through the tree to the file it names (a chain of hardlinks is allowed,
 /// a cycle or a non-file is not).
-fn resolve_hardlink<'t>(tree: &'t Tree, target: &str) -> Option<&'t TreeEntry> {
-    let mut target = target.to_string();
+fn resolve_hardlink<'t>(tree: &'t Tree, target: &[u8]) -> Option<&'t TreeEntry> {
+    let mut target = target;
     for _ in 0..=tree.entries.len() {
-        let rel = RelPath::new(&target).ok()?;
+        let rel = RelPath::from_bytes(target).ok()?;
         let idx = tree.entries.binary_search_by(|e| e.path.cmp(&rel)).ok()?;
         let e = &tree.entries[idx];
         match e.kind {
             EntryKind::File if e.blake3.is_some() => return Some(e),
-            EntryKind::Hardlink => target = e.link_target.clone()?,
+            EntryKind::Hardlink => target = e.link_target.as_ref()?.as_bytes(),
             _ => return None,
         }
     }

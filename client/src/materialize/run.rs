@@ -2,8 +2,10 @@
 //! `materialize`, sharing the plan, the previous state and the counters of the run.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -153,8 +155,9 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn full(&self, p: &str) -> PathBuf {
-        self.dest.join(p)
+    /// The file system path of destination path `p`, byte-exact.
+    fn full(&self, p: impl AsRef<[u8]>) -> PathBuf {
+        self.dest.join(OsStr::from_bytes(p.as_ref()))
     }
 
     /// Called before anything inside `area` changes: the first call removes the area's
@@ -169,7 +172,7 @@ impl<'a> Run<'a> {
         }
         let mut unmarked = self.unmarked[a].lock().unwrap_or_else(|e| e.into_inner());
         if !*unmarked {
-            unmark(&self.full(&marker_path(&self.plan.areas[a])))?;
+            unmark(&self.full(marker_path(&self.plan.areas[a])))?;
             *unmarked = true;
         }
         Ok(())
@@ -303,7 +306,7 @@ impl<'a> Run<'a> {
         }
         for area in &self.old.areas {
             if !self.plan.areas.contains(area) {
-                unmark(&self.full(&marker_path(area)))?;
+                unmark(&self.full(marker_path(area)))?;
             }
         }
         Ok(())
@@ -318,7 +321,7 @@ impl<'a> Run<'a> {
             .areas
             .iter()
             .filter(|a| {
-                !fsops::lstat(&self.full(&marker_path(a)))
+                !fsops::lstat(&self.full(marker_path(a)))
                     .ok()
                     .flatten()
                     .is_some_and(|m| m.is_file())
@@ -350,7 +353,7 @@ impl<'a> Run<'a> {
     }
 
     /// The record of a planned path as it is on disk now.
-    fn record_now(&self, path: &str, planned: &plan::Planned) -> Result<Record, MaterializeError> {
+    fn record_now(&self, path: &[u8], planned: &plan::Planned) -> Result<Record, MaterializeError> {
         let mut rec = Record::for_node(&planned.node);
         if let Node::File { blake3, .. } | Node::Hardlink { blake3, .. } = &planned.node {
             let full = self.full(path);
@@ -399,18 +402,18 @@ impl<'a> Run<'a> {
     /// directories that stand where files go; returns each planned path's `lstat` (in plan order)
     /// for the write phase.
     fn prepare(&mut self) -> Result<Vec<Option<fs::Metadata>>, MaterializeError> {
-        let owned: HashSet<&str> = self.old.areas.iter().map(String::as_str).collect();
-        let area_roots: std::collections::HashMap<&str, usize> = self
+        let owned: HashSet<&[u8]> = self.old.areas.iter().map(|a| a.as_bytes()).collect();
+        let area_roots: std::collections::HashMap<&[u8], usize> = self
             .plan
             .areas
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.as_str(), i))
+            .map(|(i, a)| (a.as_bytes(), i))
             .collect();
-        self.remove_temp_files(self.dest, "")?;
+        self.remove_temp_files(self.dest, b"")?;
         // Directories this run created, so empty before their children: a child's `lstat` can
         // only say "absent" and is skipped (on a fresh destination, that is every `lstat`).
-        let mut fresh: HashSet<&str> = HashSet::new();
+        let mut fresh: HashSet<&[u8]> = HashSet::new();
         let dest_fresh = self.old.entries.is_empty() && only_own_files(self.dest)?;
         let mut metas = Vec::with_capacity(self.plan.entries.len());
         let mut cleaned = 0;
@@ -418,7 +421,7 @@ impl<'a> Run<'a> {
         for (path, planned) in &self.plan.entries {
             self.check_stop()?;
             let full = self.full(path);
-            let parent_fresh = match path.rsplit_once('/') {
+            let parent_fresh = match plan::split_parent(path) {
                 Some((parent, _)) => fresh.contains(parent),
                 None => dest_fresh,
             };
@@ -430,7 +433,7 @@ impl<'a> Run<'a> {
             // We may replace what is here if it is inside an area or an earlier run wrote it.
             let ours =
                 planned.area.is_some() || self.old.entries.get(path).is_some_and(|r| !r.pending);
-            let area_root = area_roots.get(path.as_str()).copied();
+            let area_root = area_roots.get(path.as_slice()).copied();
             if planned.node.is_dir() {
                 match &meta {
                     Some(m) if m.is_dir() => {
@@ -439,7 +442,7 @@ impl<'a> Run<'a> {
                         }
                         fsops::make_dir_writable(&full, m).map_err(io_at(&full))?;
                         if let Some(a) = area_root {
-                            if owned.contains(path.as_str()) {
+                            if owned.contains(path.as_slice()) {
                                 removed += self.remove_strays(&full, path, a)?;
                             } else {
                                 // TheRock's once-per-relpath clean: foreign content goes, before
@@ -447,7 +450,7 @@ impl<'a> Run<'a> {
                                 self.touch(Some(a))?;
                                 removed += fsops::remove_any(&full).map_err(io_at(&full))?;
                                 fs::create_dir(&full).map_err(io_at(&full))?;
-                                fresh.insert(path);
+                                fresh.insert(path.as_slice());
                                 cleaned += 1;
                             }
                         } else if planned.area.is_none() {
@@ -465,12 +468,12 @@ impl<'a> Run<'a> {
                         self.touch(planned.area)?;
                         removed += fsops::remove_any(&full).map_err(io_at(&full))?;
                         fs::create_dir(&full).map_err(io_at(&full))?;
-                        fresh.insert(path);
+                        fresh.insert(path.as_slice());
                     }
                     None => {
                         self.touch(planned.area)?;
                         fs::create_dir(&full).map_err(io_at(&full))?;
-                        fresh.insert(path);
+                        fresh.insert(path.as_slice());
                     }
                 }
                 metas.push(None);
@@ -490,7 +493,7 @@ impl<'a> Run<'a> {
         // but TheRock's once-per-relpath clean still removes what stands there. Its parents are
         // real directories by now (checked or created above), and `remove_any` follows nothing.
         for (area, area_path) in self.plan.areas.iter().enumerate() {
-            if self.plan.entries.contains_key(area_path) {
+            if self.plan.entries.contains_key(area_path.as_bytes()) {
                 continue;
             }
             let full = self.full(area_path);
@@ -508,22 +511,21 @@ impl<'a> Run<'a> {
     /// In an area we wrote before, remove whatever the plan no longer has (including the temp
     /// files of a run that died), and directories standing where non-directories go. The
     /// remaining paths are checked by the rest of the prepare phase.
-    fn remove_strays(&self, dir: &Path, rel: &str, area: usize) -> Result<u64, MaterializeError> {
+    fn remove_strays(&self, dir: &Path, rel: &[u8], area: usize) -> Result<u64, MaterializeError> {
         let mut removed = 0;
         for entry in fs::read_dir(dir).map_err(io_at(dir))? {
             let entry = entry.map_err(io_at(dir))?;
             let path = entry.path();
             let ft = entry.file_type().map_err(io_at(&path))?;
-            let child = entry.file_name().to_str().map(|n| format!("{rel}/{n}"));
-            match child.as_deref().and_then(|c| self.plan.entries.get(c)) {
+            let child = plan::join(rel, entry.file_name().as_bytes());
+            match self.plan.entries.get(&child) {
                 Some(p) if p.node.is_dir() && ft.is_dir() => {
                     let m = fs::symlink_metadata(&path).map_err(io_at(&path))?;
                     if m.permissions().mode() & 0o700 != 0o700 {
                         self.touch(Some(area))?;
                     }
                     fsops::make_dir_writable(&path, &m).map_err(io_at(&path))?;
-                    removed +=
-                        self.remove_strays(&path, child.as_deref().unwrap_or_default(), area)?;
+                    removed += self.remove_strays(&path, &child, area)?;
                 }
                 Some(p) if p.node.is_dir() || !ft.is_dir() => {}
                 _ => {
@@ -538,18 +540,18 @@ impl<'a> Run<'a> {
 
     /// Outside areas nothing walks the tree, so drop the temp files a killed run left in this
     /// directory (inside areas `remove_strays` takes them with everything else unplanned).
-    fn remove_temp_files(&self, dir: &Path, rel: &str) -> Result<(), MaterializeError> {
+    fn remove_temp_files(&self, dir: &Path, rel: &[u8]) -> Result<(), MaterializeError> {
         for entry in fs::read_dir(dir).map_err(io_at(dir))? {
             let entry = entry.map_err(io_at(dir))?;
             let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+            let name = name.as_bytes();
             let child = if rel.is_empty() {
-                name.to_string()
+                name.to_vec()
             } else {
-                format!("{rel}/{name}")
+                plan::join(rel, name)
             };
             let planned = self.plan.entries.contains_key(&child);
-            if name.starts_with(fsops::TMP_PREFIX) && !planned {
+            if name.starts_with(fsops::TMP_PREFIX.as_bytes()) && !planned {
                 let path = entry.path();
                 fsops::remove_any(&path).map_err(io_at(&path))?;
             }
@@ -561,7 +563,7 @@ impl<'a> Run<'a> {
     /// `remove_strays`). Children go before parents; nothing below a symlink is touched.
     fn remove_stale(&self) -> Result<(), MaterializeError> {
         let mut removed = 0;
-        let mut verified: HashSet<String> = HashSet::new();
+        let mut verified: HashSet<&[u8]> = HashSet::new();
         for (path, rec) in self.old.entries.iter().rev() {
             if self.plan.entries.contains_key(path) || self.plan.area_of(path).is_some() {
                 continue;
@@ -569,17 +571,15 @@ impl<'a> Run<'a> {
             self.check_stop()?;
             // Every ancestor must still be a real directory, or the path is not the one we wrote.
             let mut safe = true;
-            let mut pos = 0;
-            while let Some(off) = path[pos..].find('/') {
-                let anc = &path[..pos + off];
-                pos += off + 1;
+            for off in (0..path.len()).filter(|&k| path[k] == b'/') {
+                let anc = &path[..off];
                 if verified.contains(anc) {
                     continue;
                 }
                 let full = self.full(anc);
                 match fsops::lstat(&full).map_err(io_at(&full))? {
                     Some(m) if m.is_dir() => {
-                        verified.insert(anc.to_string());
+                        verified.insert(anc);
                     }
                     _ => {
                         safe = false;
@@ -641,7 +641,7 @@ impl<'a> Run<'a> {
     /// through a temp file renamed over the destination, so it is replaced atomically.
     fn write_blob(
         &self,
-        path: &str,
+        path: &[u8],
         blake3: &Blake3,
         size: u64,
         mode: u32,
@@ -654,7 +654,7 @@ impl<'a> Run<'a> {
             .blob_path(blake3)
             .ok_or_else(|| MaterializeError::BlobMissing {
                 digest: *blake3,
-                path: path.to_string(),
+                path: plan::shown(path),
             })?;
         if self.opts.verify {
             // Nothing is copied from a blob that does not hash to its name.
@@ -663,7 +663,7 @@ impl<'a> Run<'a> {
                 return Err(MaterializeError::BlobCorrupt {
                     digest: *blake3,
                     blob,
-                    path: path.to_string(),
+                    path: plan::shown(path),
                     actual,
                 });
             }
@@ -684,7 +684,7 @@ impl<'a> Run<'a> {
             let _ = fs::remove_file(&copy);
         }
         if absent {
-            match copier.write(&blob, blake3, size, mode, &full, path) {
+            match copier.write(&blob, blake3, size, mode, &full, &plan::shown(path)) {
                 // Something appeared since the prepare phase: replace it the atomic way.
                 Err(MaterializeError::Io { source, .. })
                     if source.kind() == io::ErrorKind::AlreadyExists => {}
@@ -693,7 +693,7 @@ impl<'a> Run<'a> {
         }
         let tmp = fsops::tmp_path(&full);
         let method = copier
-            .write(&blob, blake3, size, mode, &tmp, path)
+            .write(&blob, blake3, size, mode, &tmp, &plan::shown(path))
             .inspect_err(|_| {
                 let _ = fs::remove_file(&tmp);
             })?;
@@ -707,7 +707,7 @@ impl<'a> Run<'a> {
         metas: &[Option<fs::Metadata>],
     ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
         let copier = Copier::new(self.opts.copy_mode);
-        let work: Vec<(usize, &String, &plan::Planned)> = self
+        let work: Vec<(usize, &Vec<u8>, &plan::Planned)> = self
             .plan
             .entries
             .iter()
@@ -754,22 +754,22 @@ impl<'a> Run<'a> {
                     Node::Symlink { target } => {
                         let full = self.full(path);
                         let same = meta.is_some_and(|m| m.file_type().is_symlink())
-                            && fs::read_link(&full)
-                                .is_ok_and(|t| t.as_os_str() == std::ffi::OsStr::new(target));
+                            && fs::read_link(&full).is_ok_and(|t| t == target.to_path());
                         if same {
                             Outcome::default()
                         } else {
                             self.touch(planned.area)?;
                             // Created in place when absent (as files are), else replaced atomically.
                             let direct = meta.is_none()
-                                && match std::os::unix::fs::symlink(target, &full) {
+                                && match std::os::unix::fs::symlink(target.to_path(), &full) {
                                     Ok(()) => true,
                                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                                     Err(e) => return Err(io_at(&full)(e)),
                                 };
                             if !direct {
                                 let tmp = fsops::tmp_path(&full);
-                                std::os::unix::fs::symlink(target, &tmp).map_err(io_at(&tmp))?;
+                                std::os::unix::fs::symlink(target.to_path(), &tmp)
+                                    .map_err(io_at(&tmp))?;
                                 Self::rename_into_place(&tmp, &full)?;
                             }
                             Outcome {
@@ -794,7 +794,7 @@ impl<'a> Run<'a> {
         metas: &[Option<fs::Metadata>],
     ) -> Result<Vec<(Outcome, usize)>, MaterializeError> {
         let copier = Copier::new(self.opts.copy_mode);
-        let work: Vec<(usize, &String, &plan::Planned)> = self
+        let work: Vec<(usize, &Vec<u8>, &plan::Planned)> = self
             .plan
             .entries
             .iter()
@@ -872,7 +872,7 @@ impl<'a> Run<'a> {
     /// A file the state file proves unchanged still holds `blake3`: always true unless `--verify`
     /// asked to re-hash it; a mismatch (changed behind our back without a trace in `lstat`, or
     /// copied from a corrupt blob by an earlier run) is counted and the file rewritten.
-    fn still_holds(&self, path: &str, blake3: &Blake3) -> Result<bool, MaterializeError> {
+    fn still_holds(&self, path: &[u8], blake3: &Blake3) -> Result<bool, MaterializeError> {
         if !self.opts.verify {
             return Ok(true);
         }
@@ -930,7 +930,7 @@ impl<'a> Run<'a> {
     /// Phase 4c: the state file, with the `lstat` of every file as it is now (after all links and
     /// modes, which change `ctime`).
     fn save_final_state(&self) -> Result<(), MaterializeError> {
-        let entries: Vec<(String, Record)> = self
+        let entries: Vec<(Vec<u8>, Record)> = self
             .plan
             .entries
             .par_iter()

@@ -94,7 +94,7 @@ impl<'c> TB<'c> {
             mode: 0o777,
             size: 0,
             blake3: None,
-            link_target: Some(target.into()),
+            link_target: Some(target.parse().unwrap()),
         });
         self
     }

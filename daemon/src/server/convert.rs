@@ -422,19 +422,35 @@ pub fn tree_to_pb(
         entries: tree
             .entries
             .iter()
-            .map(|e| pb::TreeEntry {
-                path: e.path.to_string(),
-                kind: match e.kind {
-                    EntryKind::File => "file",
-                    EntryKind::Dir => "dir",
-                    EntryKind::Symlink => "symlink",
-                    EntryKind::Hardlink => "hardlink",
+            .map(|e| {
+                // A name that is not UTF-8 goes byte-exact in the `_bytes` field, its string empty.
+                let (path, path_bytes) = match e.path.to_str() {
+                    Some(p) => (p.to_string(), Vec::new()),
+                    None => (String::new(), e.path.as_bytes().to_vec()),
+                };
+                let (link_target, link_target_bytes) = match &e.link_target {
+                    None => (String::new(), Vec::new()),
+                    Some(t) => match t.to_str() {
+                        Some(t) => (t.to_string(), Vec::new()),
+                        None => (String::new(), t.as_bytes().to_vec()),
+                    },
+                };
+                pb::TreeEntry {
+                    path,
+                    path_bytes,
+                    kind: match e.kind {
+                        EntryKind::File => "file",
+                        EntryKind::Dir => "dir",
+                        EntryKind::Symlink => "symlink",
+                        EntryKind::Hardlink => "hardlink",
+                    }
+                    .to_string(),
+                    mode: e.mode,
+                    size: e.size,
+                    blake3: e.blake3.map(|d| d.to_hex()).unwrap_or_default(),
+                    link_target,
+                    link_target_bytes,
                 }
-                .to_string(),
-                mode: e.mode,
-                size: e.size,
-                blake3: e.blake3.map(|d| d.to_hex()).unwrap_or_default(),
-                link_target: e.link_target.clone().unwrap_or_default(),
             })
             .collect(),
         source: source.to_string(),
