@@ -668,6 +668,7 @@ fn push(
             status,
             compression: compression.to_string(),
             compression_level: None,
+            branch: None,
             fingerprints: fps.into_iter().collect(),
             reused_from,
         };
