@@ -183,7 +183,7 @@ fn warms_a_pushed_run_without_a_client_request(kind: &str) {
         return;
     };
     let config = world.warmup_config(true);
-    let follower = world.follower(Some(&config), &[]);
+    let follower = world.follower(Some(&config), &["--metrics", "127.0.0.1:0"]);
     world.push_run(RUN, Some("main"), false);
 
     // No client request: the follower's warm-up alone makes the archives local, every archive
@@ -223,6 +223,52 @@ fn warms_a_pushed_run_without_a_client_request(kind: &str) {
     assert!(!got.is_empty());
     assert_eq!(got, tree(&reference));
     assert!(follower.log().contains("warm-up prefetched"));
+
+    // Prometheus and `/status` say the same.
+    let metrics = http_get(&follower, "/metrics");
+    for (name, value) in [
+        (
+            "cairn_warmup_prefetched_bytes_total",
+            after.warmup.prefetched_bytes,
+        ),
+        (
+            "cairn_warmup_prefetched_archives_total",
+            after.warmup.prefetched_archives,
+        ),
+        ("cairn_warmup_hits_total", after.warmup.hits),
+        ("cairn_warmup_wasted_bytes_total", 0),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == format!("{name} {value}")),
+            "`{name} {value}` in:\n{metrics}"
+        );
+    }
+    let status: serde_json::Value = serde_json::from_str(&http_get(&follower, "/status")).unwrap();
+    assert_eq!(status["warmup"]["enabled"], true);
+    assert_eq!(status["warmup"]["last_run"]["ROCm/TheRock:main"], RUN);
+    assert_eq!(status["warmup"]["hits"], after.warmup.hits);
+}
+
+/// `GET path` from the daemon's metrics listener (address from its log): the body.
+fn http_get(daemon: &Daemon, path: &str) -> String {
+    use std::io::{Read, Write};
+    let log = daemon.log();
+    let addr = log
+        .lines()
+        .find_map(|l| l.strip_prefix("cairnd: metrics on http://"))
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.contains(" 200 "), "{head}");
+    body.to_string()
 }
 
 #[test]
@@ -299,6 +345,16 @@ fn warmup_fills_at_most_90_percent_of_the_quota_and_never_evicts_for_it() {
     expect_code(&out, 0);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("skipped for the quota"), "{text}");
+
+    // Prefetched blobs evicted before any client used them are counted as wasted.
+    assert_eq!(s.warmup.wasted_bytes, 0);
+    run_ok(follower.cairn().args(["gc", "--max-bytes", "1"]));
+    let polls = s.warmup.polls;
+    let s = wait_for(&follower, "evicted prefetches count as wasted", |s| {
+        s.warmup.polls > polls + 1
+    });
+    assert!(s.warmup.wasted_bytes > 0, "{s:?}");
+    assert!(s.store_bytes <= line, "{s:?}");
 }
 
 /// The branch feed entries below `cairn/branches/rocm/therock/{branch}/` of a local storage root.

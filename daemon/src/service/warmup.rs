@@ -235,6 +235,8 @@ impl Service {
     /// One warm-up poll over every followed branch. Errors of one branch are logged and the others
     /// still warmed; the poll's last error is returned (and shown in the status).
     pub async fn warm_up_once(&self, plan: &WarmupPlan) -> Result<()> {
+        // Before warming again, which could bring the same trees back.
+        self.count_wasted();
         let mut last_error = None;
         for (repo, branch) in &plan.branches {
             if let Err(e) = self.warm_branch(plan, repo, branch).await {
@@ -242,7 +244,6 @@ impl Service {
                 last_error = Some(e);
             }
         }
-        self.count_wasted();
         self.warmup.polls.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.warmup.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.last_poll = Some(crate::records::now_rfc3339());
