@@ -189,7 +189,7 @@ med() { cut -f"$1" "$RESULTS" | median; }
   echo
   echo "| Measure | Median |"
   echo "|---|---|"
-  echo "| push of the producing stages (${#PRODUCERS[@]} jobs) | $(med 2) ms |"
+  echo "| push of the producing stages (${#PRODUCERS[@]} job(s)) | $(med 2) ms |"
   echo "| end of publish → follower warm (interval 0.5 s) | $(med 3) ms |"
   echo "| archives / compressed bytes prefetched | $(med 4) / $(med 5) |"
   echo "| job's bootstrap after warm-up | $(med 6) ms, $(med 7) B downloaded |"

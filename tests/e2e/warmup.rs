@@ -51,6 +51,11 @@ impl Published {
 
     /// Push every job of the run with `cairn` (`cmd` picks the Unix socket or TCP).
     fn push_run(&self, run: &str, branch: Option<&str>, tcp: bool) {
+        self.push_run_with(run, branch, tcp, &[]);
+    }
+
+    /// [`Published::push_run`] with more `cairn push` arguments.
+    fn push_run_with(&self, run: &str, branch: Option<&str>, tcp: bool, extra: &[&str]) {
         for (stage, family) in [("compiler-runtime", "generic"), ("math-libs", FAMILY)] {
             let fps = ci::produced_fingerprints(&self.checkout.root, stage, family).unwrap();
             let b = self
@@ -76,6 +81,7 @@ impl Published {
             if let Some(branch) = branch {
                 cmd.args(["--branch", branch]);
             }
+            cmd.args(extra);
             run_ok(&mut cmd);
         }
     }
@@ -432,4 +438,38 @@ fn warmup_feed_entry_is_written_by_a_push_over_the_unix_socket_and_over_tcp() {
     expect_code(&out, 2);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("branch"), "{err}");
+}
+
+#[test]
+fn warmup_never_follows_an_untrusted_run_of_the_branch() {
+    let world = Published::new("local", Options::default()).unwrap();
+    let Storage::Local(root) = world.storage.clone() else {
+        unreachable!()
+    };
+    let config = world.warmup_config(true);
+    let follower = world.follower(Some(&config), &[]);
+    // A fork's run names `main` too: its feed entry goes to the untrusted area.
+    world.push_run_with(
+        RUN,
+        Some("main"),
+        false,
+        &["--head-repo", "someone/TheRock"],
+    );
+    let untrusted = feed_entries(&root.join("untrusted"), "main");
+    assert_eq!(
+        untrusted.len(),
+        2,
+        "the fork's entries are filed, untrusted"
+    );
+    assert!(
+        feed_entries(&root, "main").is_empty(),
+        "nothing in the trusted feed"
+    );
+    let polls = follower.stats().unwrap().warmup.polls;
+    let s = wait_for(&follower, "three more polls", |s| {
+        s.warmup.polls >= polls + 3
+    });
+    assert_eq!(s.warmup.prefetched_archives, 0, "{s:?}");
+    assert!(s.warmup.last_run.is_empty(), "{s:?}");
+    assert_eq!(s.store_bytes, 0);
 }
