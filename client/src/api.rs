@@ -680,6 +680,27 @@ pub struct PublishSpec {
     pub branch: Option<String>,
 }
 
+/// The branch a push names: `flag` (`--branch`), else `CAIRN_BRANCH`, else GitHub Actions'
+/// `GITHUB_REF_NAME` when `GITHUB_REF_TYPE` is `branch`; empty is none. Checked, so a bad name fails
+/// before anything is read. `cairn push` and the Python package's `push` both use it.
+pub fn push_branch(
+    flag: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, cairn_fingerprint::layout::LayoutError> {
+    let branch = flag
+        .or_else(|| env("CAIRN_BRANCH"))
+        .or_else(|| {
+            (env("GITHUB_REF_TYPE").as_deref() == Some("branch"))
+                .then(|| env("GITHUB_REF_NAME"))
+                .flatten()
+        })
+        .filter(|b| !b.is_empty());
+    if let Some(b) = &branch {
+        cairn_fingerprint::layout::check_branch(b)?;
+    }
+    Ok(branch)
+}
+
 /// One archive a publish wrote (`PublishedArchive`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PublishedArchive {
@@ -842,4 +863,37 @@ pub async fn import(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod push_branch_tests {
+    use super::push_branch as branch;
+
+    #[test]
+    fn branch_comes_from_the_flag_then_cairn_branch_then_github_branch_refs() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let gh = &[
+            ("GITHUB_REF_TYPE", "branch"),
+            ("GITHUB_REF_NAME", "develop"),
+        ];
+        assert_eq!(
+            branch(Some("main".into()), env(gh)).unwrap().as_deref(),
+            Some("main")
+        );
+        assert_eq!(branch(None, env(gh)).unwrap().as_deref(), Some("develop"));
+        let tag = &[("GITHUB_REF_TYPE", "tag"), ("GITHUB_REF_NAME", "v1")];
+        assert_eq!(branch(None, env(tag)).unwrap(), None);
+        let both = &[("CAIRN_BRANCH", "x/y"), ("GITHUB_REF_TYPE", "branch")];
+        assert_eq!(branch(None, env(both)).unwrap().as_deref(), Some("x/y"));
+        let err = branch(Some("a/../b".into()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("branch"), "{err}");
+    }
 }

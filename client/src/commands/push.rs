@@ -31,7 +31,7 @@ use crate::output::{ExitStatus, Printer};
 pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
     super::refuse_local_staging(args.local_staging_dir.as_deref())?;
-    let branch = branch(args.branch.clone(), |k| std::env::var(k).ok())?;
+    let branch = api::push_branch(args.branch.clone(), |k| std::env::var(k).ok())?;
     let checkout = checkout_dir(args.checkout.as_deref())?;
     let topology = super::checkout_topology(cli, &checkout, printer)?;
     // TheRock's `--stage all`: what every stage produces (unless a stage is really named `all`).
@@ -133,57 +133,4 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
         started.elapsed().as_secs_f64()
     ));
     Ok(ExitStatus::Success)
-}
-
-/// The branch a push names: `--branch`, else `CAIRN_BRANCH`, else GitHub Actions' `GITHUB_REF_NAME`
-/// when `GITHUB_REF_TYPE` is `branch`; checked here so a bad name fails before anything is read.
-fn branch(
-    flag: Option<String>,
-    env: impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<Option<String>> {
-    let branch = flag
-        .or_else(|| env("CAIRN_BRANCH"))
-        .or_else(|| {
-            (env("GITHUB_REF_TYPE").as_deref() == Some("branch"))
-                .then(|| env("GITHUB_REF_NAME"))
-                .flatten()
-        })
-        .filter(|b| !b.is_empty());
-    if let Some(b) = &branch {
-        cairn_fingerprint::layout::check_branch(b)?;
-    }
-    Ok(branch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::branch;
-
-    #[test]
-    fn branch_comes_from_the_flag_then_cairn_branch_then_github_branch_refs() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                vars.iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
-        let gh = &[
-            ("GITHUB_REF_TYPE", "branch"),
-            ("GITHUB_REF_NAME", "develop"),
-        ];
-        assert_eq!(
-            branch(Some("main".into()), env(gh)).unwrap().as_deref(),
-            Some("main")
-        );
-        assert_eq!(branch(None, env(gh)).unwrap().as_deref(), Some("develop"));
-        let tag = &[("GITHUB_REF_TYPE", "tag"), ("GITHUB_REF_NAME", "v1")];
-        assert_eq!(branch(None, env(tag)).unwrap(), None);
-        let both = &[("CAIRN_BRANCH", "x/y"), ("GITHUB_REF_TYPE", "branch")];
-        assert_eq!(branch(None, env(both)).unwrap().as_deref(), Some("x/y"));
-        let err = branch(Some("a/../b".into()), env(&[]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("branch"), "{err}");
-    }
 }
