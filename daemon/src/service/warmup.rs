@@ -514,3 +514,57 @@ pub fn lower_thread_priority(nice: i32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(i: usize) -> Blake3 {
+        Blake3::of(&i.to_le_bytes())
+    }
+
+    #[test]
+    fn a_prefetched_tree_is_one_hit_for_the_first_client_only() {
+        let s = WarmupState::default();
+        s.prefetched(digest(1), 100);
+        s.prefetched(digest(1), 100);
+        s.client_used(&digest(2));
+        assert_eq!(s.hits.load(Ordering::Relaxed), 0, "never prefetched");
+        s.client_used(&digest(1));
+        s.client_used(&digest(1));
+        assert_eq!(
+            s.hits.load(Ordering::Relaxed),
+            1,
+            "the second client is not warm-up's hit"
+        );
+    }
+
+    #[test]
+    fn the_unused_set_is_bounded_and_forgets_the_oldest() {
+        let s = WarmupState::default();
+        for i in 0..MAX_TRACKED_TREES + 10 {
+            s.prefetched(digest(i), 1);
+        }
+        let inner = s.inner.lock().unwrap();
+        assert_eq!(inner.unused.len(), MAX_TRACKED_TREES);
+        assert_eq!(inner.unused.front().map(|(d, _)| *d), Some(digest(10)));
+        drop(inner);
+        s.client_used(&digest(0));
+        assert_eq!(s.hits.load(Ordering::Relaxed), 0, "forgotten");
+        s.client_used(&digest(MAX_TRACKED_TREES + 9));
+        assert_eq!(s.hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn status_reports_the_branches_and_counters() {
+        let s = WarmupState::default();
+        assert!(!s.status().enabled);
+        s.enable(vec!["ROCm/TheRock:main".into()]);
+        s.prefetched_bytes.fetch_add(7, Ordering::Relaxed);
+        let st = s.status();
+        assert!(st.enabled);
+        assert_eq!(st.branches, ["ROCm/TheRock:main"]);
+        assert_eq!(st.prefetched_bytes, 7);
+        assert_eq!(st.last_poll, None);
+    }
+}
