@@ -315,7 +315,7 @@ pub async fn resolve(
 }
 
 /// Daemon store usage and counters (`StatsResponse`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Bytes of blobs in the CAS.
     pub store_bytes: u64,
@@ -351,6 +351,56 @@ pub struct Stats {
     pub leased_blobs: u64,
     /// Where the store stands against its quota.
     pub quota_state: QuotaState,
+    /// Predictive warm-up (all zero and disabled from a daemon older than it).
+    pub warmup: WarmupStats,
+}
+
+/// What the daemon's predictive warm-up has done (`StatsResponse.warmup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WarmupStats {
+    /// Whether warm-up runs.
+    pub enabled: bool,
+    /// Followed branches, `OWNER/REPO:BRANCH`.
+    pub branches: Vec<String>,
+    /// RFC 3339 time of the last finished poll (empty: none yet).
+    pub last_poll: String,
+    /// Branch → newest run warmed.
+    pub last_run: BTreeMap<String, String>,
+    /// Compressed bytes downloaded.
+    pub prefetched_bytes: u64,
+    /// Archives downloaded.
+    pub prefetched_archives: u64,
+    /// Archives found already local.
+    pub already_local_archives: u64,
+    /// Archives skipped to stay within 90% of the quota.
+    pub skipped_quota_archives: u64,
+    /// Client fetches served from prefetched archives no client had used yet.
+    pub hits: u64,
+    /// Prefetched bytes evicted before any client used them.
+    pub wasted_bytes: u64,
+    /// Polls finished.
+    pub polls: u64,
+    /// The last poll's error (empty: none).
+    pub last_error: String,
+}
+
+impl From<pb::WarmupStats> for WarmupStats {
+    fn from(w: pb::WarmupStats) -> Self {
+        WarmupStats {
+            enabled: w.enabled,
+            branches: w.branches,
+            last_poll: w.last_poll,
+            last_run: w.last_run.into_iter().collect(),
+            prefetched_bytes: w.prefetched_bytes,
+            prefetched_archives: w.prefetched_archives,
+            already_local_archives: w.already_local_archives,
+            skipped_quota_archives: w.skipped_quota_archives,
+            hits: w.hits,
+            wasted_bytes: w.wasted_bytes,
+            polls: w.polls,
+            last_error: w.last_error,
+        }
+    }
 }
 
 /// Where the daemon's store stands against its quota (`StatsResponse.quota_state`).
@@ -494,6 +544,7 @@ pub async fn stats_and_pins(
             leased_bytes: s.leased_bytes,
             leased_blobs: s.leased_blobs,
             quota_state: QuotaState::from_wire(&s.quota_state),
+            warmup: s.warmup.clone().map(WarmupStats::from).unwrap_or_default(),
         },
         pins,
     ))
@@ -625,6 +676,29 @@ pub struct PublishSpec {
     pub fingerprints: Vec<(String, Blake3)>,
     /// Artifacts the job used but did not build: artifact name → the run it came from.
     pub reused_from: BTreeMap<String, String>,
+    /// The branch the run built; the daemon files a branch feed entry for warm-up (`None`: none).
+    pub branch: Option<String>,
+}
+
+/// The branch a push names: `flag` (`--branch`), else `CAIRN_BRANCH`, else GitHub Actions'
+/// `GITHUB_REF_NAME` when `GITHUB_REF_TYPE` is `branch`; empty is none. Checked, so a bad name fails
+/// before anything is read. `cairn push` and the Python package's `push` both use it.
+pub fn push_branch(
+    flag: Option<String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, cairn_fingerprint::layout::LayoutError> {
+    let branch = flag
+        .or_else(|| env("CAIRN_BRANCH"))
+        .or_else(|| {
+            (env("GITHUB_REF_TYPE").as_deref() == Some("branch"))
+                .then(|| env("GITHUB_REF_NAME"))
+                .flatten()
+        })
+        .filter(|b| !b.is_empty());
+    if let Some(b) = &branch {
+        cairn_fingerprint::layout::check_branch(b)?;
+    }
+    Ok(branch)
 }
 
 /// One archive a publish wrote (`PublishedArchive`).
@@ -695,6 +769,7 @@ pub(crate) fn publish_request(spec: &PublishSpec) -> pb::PublishRequest {
         status: spec.status.clone(),
         compression: spec.compression.clone(),
         compression_level: spec.compression_level,
+        branch: spec.branch.clone(),
         head_repo: spec.head_repo.clone(),
         fingerprints: spec
             .fingerprints
@@ -788,4 +863,37 @@ pub async fn import(
             })
             .collect(),
     })
+}
+
+#[cfg(test)]
+mod push_branch_tests {
+    use super::push_branch as branch;
+
+    #[test]
+    fn branch_comes_from_the_flag_then_cairn_branch_then_github_branch_refs() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let gh = &[
+            ("GITHUB_REF_TYPE", "branch"),
+            ("GITHUB_REF_NAME", "develop"),
+        ];
+        assert_eq!(
+            branch(Some("main".into()), env(gh)).unwrap().as_deref(),
+            Some("main")
+        );
+        assert_eq!(branch(None, env(gh)).unwrap().as_deref(), Some("develop"));
+        let tag = &[("GITHUB_REF_TYPE", "tag"), ("GITHUB_REF_NAME", "v1")];
+        assert_eq!(branch(None, env(tag)).unwrap(), None);
+        let both = &[("CAIRN_BRANCH", "x/y"), ("GITHUB_REF_TYPE", "branch")];
+        assert_eq!(branch(None, env(both)).unwrap().as_deref(), Some("x/y"));
+        let err = branch(Some("a/../b".into()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("branch"), "{err}");
+    }
 }

@@ -355,6 +355,11 @@ pub struct PushArgs {
     /// Compression level (zstd 1-22, xz 0-9) [default: 3 for zstd, 6 for xz, as TheRock].
     #[arg(long, value_name = "N")]
     pub compression_level: Option<u32>,
+    /// The branch the run built: cairnd also files a branch feed entry, which daemons with
+    /// warm-up follow [default: $CAIRN_BRANCH, else $GITHUB_REF_NAME when $GITHUB_REF_TYPE is
+    /// `branch`; neither: no feed entry].
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
     /// TheRock's compression parallelism. cairnd compresses on its own threads; accepted for
     /// compatibility.
     #[arg(long, value_name = "N")]

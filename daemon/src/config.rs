@@ -72,6 +72,158 @@ pub struct Config {
     /// Storage backends by bucket.
     #[serde(default = "default_storage")]
     pub storage: Vec<StorageConfig>,
+    /// Predictive warm-up: follow branches and prefetch what their newest runs' jobs will need.
+    #[serde(default)]
+    pub warmup: WarmupConfig,
+}
+
+/// `[warmup]`: follow branches through their feed in storage and, in idle time and within 90% of
+/// the quota, prefetch the inbound artifacts of `stages` × `families` of their newest runs
+/// (`service/warmup.rs`, `docs/warmup.md`). Off by default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmupConfig {
+    /// Whether the warm-up task runs.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Branches to follow, `OWNER/REPO:BRANCH` (e.g. `ROCm/TheRock:main`).
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Stages whose inbound artifacts are prefetched (topology names).
+    #[serde(default)]
+    pub stages: Vec<String>,
+    /// GPU families prefetched for (`generic` archives always come along).
+    #[serde(default)]
+    pub families: Vec<String>,
+    /// The newest this many runs of each branch are warmed.
+    #[serde(default = "default_runs_back")]
+    pub runs_back: usize,
+    /// Seconds between polls of the feeds (fractions allowed: tests use 0.2).
+    #[serde(default = "default_warmup_interval")]
+    pub interval: f64,
+    /// Average download rate cap of warm-up, bytes per second; 0 = unlimited.
+    #[serde(default)]
+    pub max_bytes_per_sec: u64,
+    /// Nice value (0-19) of warm-up's decode threads; with a positive value they also get the idle
+    /// I/O priority class.
+    #[serde(default = "default_warmup_nice")]
+    pub nice: i32,
+    /// `BUILD_TOPOLOGY.toml`: which artifacts a stage takes in.
+    #[serde(default)]
+    pub topology: Option<PathBuf>,
+    /// The platform of the runs to follow.
+    #[serde(default = "default_warmup_platform")]
+    pub platform: String,
+}
+
+fn default_runs_back() -> usize {
+    1
+}
+
+fn default_warmup_interval() -> f64 {
+    60.0
+}
+
+fn default_warmup_nice() -> i32 {
+    10
+}
+
+fn default_warmup_platform() -> String {
+    "linux".into()
+}
+
+impl Default for WarmupConfig {
+    fn default() -> Self {
+        WarmupConfig {
+            enabled: false,
+            branches: Vec::new(),
+            stages: Vec::new(),
+            families: Vec::new(),
+            runs_back: default_runs_back(),
+            interval: default_warmup_interval(),
+            max_bytes_per_sec: 0,
+            nice: default_warmup_nice(),
+            topology: None,
+            platform: default_warmup_platform(),
+        }
+    }
+}
+
+impl WarmupConfig {
+    /// The followed branches as (repository, branch), each checked.
+    pub fn followed(
+        &self,
+    ) -> Result<Vec<(cairn_fingerprint::layout::GithubRepo, String)>, ConfigError> {
+        self.branches
+            .iter()
+            .map(|b| {
+                let bad = |why: String| {
+                    ConfigError::Invalid(format!(
+                        "[warmup] branches: `{b}` {why} (expected OWNER/REPO:BRANCH, e.g. \
+                         \"ROCm/TheRock:main\")"
+                    ))
+                };
+                let (repo, branch) = b
+                    .split_once(':')
+                    .ok_or_else(|| bad("has no `:BRANCH`".into()))?;
+                let repo = repo.parse().map_err(|e| bad(format!("{e}")))?;
+                cairn_fingerprint::layout::check_branch(branch).map_err(|e| bad(e.to_string()))?;
+                Ok((repo, branch.to_string()))
+            })
+            .collect()
+    }
+
+    /// Check the section when enabled: branches, stages, families, a topology, sane numbers.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let missing = |what: &str| {
+            ConfigError::Invalid(format!(
+                "[warmup] is enabled but `{what}` is empty: name what to prefetch, or set \
+                 `enabled = false`"
+            ))
+        };
+        if self.branches.is_empty() {
+            return Err(missing("branches"));
+        }
+        if self.stages.is_empty() {
+            return Err(missing("stages"));
+        }
+        if self.families.is_empty() {
+            return Err(missing("families"));
+        }
+        self.followed()?;
+        if self.topology.is_none() {
+            return Err(ConfigError::Invalid(
+                "[warmup] is enabled but `topology` is not set: give the path of \
+                 BUILD_TOPOLOGY.toml (it says which artifacts a stage takes in)"
+                    .into(),
+            ));
+        }
+        if !(self.interval.is_finite() && self.interval >= 0.05) {
+            return Err(ConfigError::Invalid(format!(
+                "[warmup] interval = {}: expected seconds, at least 0.05",
+                self.interval
+            )));
+        }
+        if self.runs_back == 0 {
+            return Err(ConfigError::Invalid(
+                "[warmup] runs_back = 0 would warm nothing: use at least 1, or `enabled = false`"
+                    .into(),
+            ));
+        }
+        if !(0..=19).contains(&self.nice) {
+            return Err(ConfigError::Invalid(format!(
+                "[warmup] nice = {}: expected 0 (no change) to 19",
+                self.nice
+            )));
+        }
+        self.platform
+            .parse::<cairn_fingerprint::Platform>()
+            .map_err(|e| ConfigError::Invalid(format!("[warmup] platform: {e}")))?;
+        Ok(())
+    }
 }
 
 /// One storage backend.
@@ -189,6 +341,7 @@ impl Default for Config {
             verify_sample: DEFAULT_VERIFY_SAMPLE,
             flush_delay_secs: default_flush_delay(),
             storage: default_storage(),
+            warmup: WarmupConfig::default(),
         }
     }
 }
@@ -309,6 +462,7 @@ impl Config {
 
     /// Check cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.warmup.validate()?;
         if self.storage.is_empty() {
             return Err(ConfigError::Invalid(
                 "no [[storage]] backend configured".into(),
@@ -374,6 +528,23 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
         let bad: Config = toml::from_str("[[storage]]\nbucket='*'\nkind='local'\n").unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn warmup_is_off_by_default_and_checked_when_enabled() {
+        let c: Config = toml::from_str("").unwrap();
+        assert!(!c.warmup.enabled);
+        let on = "[warmup]\nenabled = true\nbranches = ['ROCm/TheRock:main']\nstages = ['libs']\n\
+                  families = ['gfx94X']\ntopology = '/t.toml'\ninterval = 0.5\n";
+        let c: Config = toml::from_str(on).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.warmup.followed().unwrap()[0].1, "main");
+        let bad: Config = toml::from_str(&on.replace("TheRock:main", "TheRock")).unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("OWNER/REPO:BRANCH"), "{err}");
+        let bad: Config = toml::from_str(&on.replace("stages = ['libs']", "stages = []")).unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("stages"));
+        assert!(toml::from_str::<Config>("[warmup]\nbogus = 1").is_err());
     }
 
     #[test]

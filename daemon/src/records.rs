@@ -205,6 +205,18 @@ pub struct CommitRecord {
     pub published_at: String,
 }
 
+/// One job's branch feed entry, at [`cairn_fingerprint::layout::branch_feed_key`]: the job's commit
+/// index entry and the branch it built. Warm-up lists a branch's feed (newest first) to find the
+/// newest runs without knowing their commits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchFeedRecord {
+    /// The branch, as the publish named it.
+    pub branch: String,
+    /// The job's commit index entry (run, bucket, prefix, stage, family, archives, time).
+    #[serde(flatten)]
+    pub entry: CommitRecord,
+}
+
 /// Why stored JSON was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -64,6 +64,13 @@ pub enum LayoutError {
     /// A stage or family that cannot be part of a key.
     #[error("`{0}` cannot be used in an object key (empty, or contains `/` or whitespace)")]
     KeyPart(String),
+    /// Not a branch name Cairn files a feed under.
+    #[error(
+        "`{0}` is not a usable branch name (expected letters, digits and `._-/`, at most 200 \
+         characters, no empty component, no `.` or `..` component, not starting with `-`); pass \
+         --branch NAME or set CAIRN_BRANCH"
+    )]
+    Branch(String),
 }
 
 /// The platform a run built for: the `{platform}` in `{run_id}-{platform}`.
@@ -610,6 +617,64 @@ pub fn in_area(area: Area, key: &str) -> String {
     format!("{}{key}", area.prefix())
 }
 
+/// Check a branch name for the branch feed: ASCII letters, digits and `._-/`, at most 200
+/// characters, components separated by single `/`, none empty, `.` or `..`, not starting with `-`.
+pub fn check_branch(branch: &str) -> Result<(), LayoutError> {
+    let ok = !branch.is_empty()
+        && branch.len() <= 200
+        && !branch.starts_with('-')
+        && branch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        && branch
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(LayoutError::Branch(branch.to_string()))
+    }
+}
+
+/// `cairn/branches/{owner}/{repo}/{branch}/` (owner and repo lowercased, `/` in the branch spelled
+/// `%2F`, so one branch's prefix never contains another's): LIST it to follow a branch. Below it,
+/// one directory per inverted day, newest first ([`branch_feed_key`]).
+pub fn branch_feed_prefix(repo: &GithubRepo, branch: &str) -> Result<String, LayoutError> {
+    check_branch(branch)?;
+    Ok(format!(
+        "cairn/branches/{}/{}/{}/",
+        repo.owner.to_ascii_lowercase(),
+        repo.name.to_ascii_lowercase(),
+        branch.replace('/', "%2F")
+    ))
+}
+
+/// Largest value of a branch feed key's inverted day (`{inv-day}` = this minus the Unix day).
+pub const FEED_DAY_MAX: u64 = 9_999_999_999;
+/// Largest value of a branch feed key's inverted time (`{inv-ms}` = this minus Unix milliseconds).
+pub const FEED_MS_MAX: u64 = 99_999_999_999_999;
+
+/// One job's branch feed entry:
+/// `cairn/branches/{owner}/{repo}/{branch}/{inv-day}/{inv-ms}-{run_id}-{platform}.json`, where
+/// `inv-day` = [`FEED_DAY_MAX`] − the Unix day and `inv-ms` = [`FEED_MS_MAX`] − the Unix time in ms,
+/// zero-padded, so a lexicographic LIST (S3's order) returns the newest day and entry first.
+pub fn branch_feed_key(
+    repo: &GithubRepo,
+    branch: &str,
+    unix_ms: u64,
+    run_id: &str,
+    platform: Platform,
+) -> Result<String, LayoutError> {
+    check_run_id(run_id)?;
+    let day = unix_ms / 86_400_000;
+    Ok(format!(
+        "{}{:010}/{:014}-{run_id}-{platform}.json",
+        branch_feed_prefix(repo, branch)?,
+        FEED_DAY_MAX.saturating_sub(day),
+        FEED_MS_MAX.saturating_sub(unix_ms),
+    ))
+}
+
 /// `cairn/fp/{fingerprint}/`: LIST this prefix to find every run that produced a fingerprint.
 pub fn producer_records_prefix(fingerprint: &Blake3) -> String {
     format!("cairn/fp/{fingerprint}/")
@@ -1049,6 +1114,28 @@ mod tests {
             (local.bucket(), local.prefix().as_str(), local.trusted()),
             ("local", "local-linux", false)
         );
+    }
+
+    #[test]
+    fn branch_feed_keys_sort_newest_first_and_refuse_bad_branches() {
+        let repo: GithubRepo = "ROCm/TheRock".parse().unwrap();
+        let older =
+            branch_feed_key(&repo, "main", 1_700_000_000_000, "11", Platform::Linux).unwrap();
+        let newer =
+            branch_feed_key(&repo, "main", 1_800_000_000_000, "12", Platform::Linux).unwrap();
+        assert!(newer < older, "{newer} should sort before {older}");
+        assert!(
+            older.starts_with("cairn/branches/rocm/therock/main/"),
+            "{older}"
+        );
+        assert!(older.ends_with("-11-linux.json"), "{older}");
+        let nested = branch_feed_prefix(&repo, "release/7.0").unwrap();
+        assert_eq!(nested, "cairn/branches/rocm/therock/release%2F7.0/");
+        for bad in ["", "a//b", "../x", "a/./b", "-x", "a b", "a\nb", "x/", "é"] {
+            assert!(check_branch(bad).is_err(), "{bad:?} accepted");
+        }
+        let err = check_branch("a..b/..").unwrap_err().to_string();
+        assert!(err.contains("--branch"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ from .types import (
     ResolveResult,
     Stats,
     Summary,
+    WarmupStats,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "Stats",
     "Summary",
     "Topology",
+    "WarmupStats",
     "explain",
     "find_artifacts_for_commit",
     "fingerprints",

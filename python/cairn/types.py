@@ -214,6 +214,24 @@ class PinInfo(_Document):
 
 
 @dataclass(frozen=True)
+class WarmupStats(_Document):
+    """What the daemon's predictive warm-up has done (``cairn status --json``'s ``warmup``)."""
+
+    enabled: bool
+    branches: list[str]
+    last_poll: str
+    last_run: dict[str, str]
+    prefetched_bytes: int
+    prefetched_archives: int
+    already_local_archives: int
+    skipped_quota_archives: int
+    hits: int
+    wasted_bytes: int
+    polls: int
+    last_error: str
+
+
+@dataclass(frozen=True)
 class Stats(_Document):
     """``cairn status --json``."""
 
@@ -236,6 +254,7 @@ class Stats(_Document):
     leased_blobs: int
     quota_state: str
     pins: list[PinInfo]
+    warmup: WarmupStats
 
 
 @dataclass(frozen=True)

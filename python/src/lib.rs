@@ -668,6 +668,8 @@ fn push(
             status,
             compression: compression.to_string(),
             compression_level: None,
+            branch: api::push_branch(None, |k| std::env::var(k).ok())
+                .map_err(|e| Failure::of(&e))?,
             fingerprints: fps.into_iter().collect(),
             reused_from,
         };

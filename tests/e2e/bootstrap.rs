@@ -42,7 +42,7 @@ pub(crate) struct World {
     published: BTreeSet<Blake3>,
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub(crate) fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("command runs");
     assert!(
         out.status.success(),
@@ -59,7 +59,7 @@ pub(crate) fn stderr(o: &Output) -> String {
 }
 
 /// Storage for a test: a local directory, or a fresh bucket on the S3 test server (`None`: skip).
-fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
+pub(crate) fn storage(kind: &str, tmp: &Path) -> Option<Storage> {
     if kind == "local" {
         return Some(Storage::Local(tmp.join("storage")));
     }

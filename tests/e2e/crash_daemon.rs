@@ -65,6 +65,7 @@ fn publish_request(build_dir: &Path, run_id: &str) -> pb::PublishRequest {
         fingerprints: NAMES.iter().map(|n| (n.to_string(), fp(n))).collect(),
         reused_from: HashMap::new(),
         compression_level: None,
+        branch: None,
     }
 }
 

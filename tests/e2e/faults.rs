@@ -133,6 +133,7 @@ impl Rig {
                 .collect(),
             reused_from: BTreeMap::new(),
             compression_level: None,
+            branch: None,
         }
     }
 

@@ -333,6 +333,7 @@ impl Fixture {
             fingerprints: fps.into_iter().collect(),
             reused_from: Default::default(),
             compression_level: None,
+            branch: None,
         };
         self.rt.block_on(async {
             let mut client = connect(&self.addr()).await.unwrap();
@@ -1540,6 +1541,7 @@ fn run_trees_use_verified_manifests_without_downloads_and_untrusted_runs_stay_ap
                 .collect(),
             reused_from: Default::default(),
             compression_level: None,
+            branch: None,
         })
         .await
         .unwrap();

@@ -803,6 +803,7 @@ async fn malformed_grpc_requests_are_refused_clearly() {
             fingerprints: [("blas".to_string(), fp.clone())].into(),
             reused_from: Default::default(),
             compression_level: None,
+            branch: None,
         };
         f(&mut r);
         r

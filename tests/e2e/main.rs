@@ -25,3 +25,4 @@ mod storage; // storage backends against moto and a local dir: behaviour suite, 
 mod store; // the local store: ingest vs `tar -x`, dedup, sidecars, single-flight, eviction, verify
 mod therock_tree; // a bootstrap leaves exactly TheRock's tree: the checked-in listing made by TheRock's rules
 mod trust; // socket mode, TCP bearer token, untrusted writes, credentials never logged
+mod warmup; // predictive warm-up: a pushed run of a followed branch made local with no request, the next bootstrap downloads nothing; off by default; 90% of the quota; feed entries over the Unix socket and TCP

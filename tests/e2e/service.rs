@@ -94,6 +94,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             fingerprints: fps1,
             reused_from: BTreeMap::new(),
             compression_level: None,
+            branch: None,
         })
         .await
         .unwrap();
@@ -120,6 +121,7 @@ async fn multi_base_resolution_fetch_and_trust() {
         fingerprints: [("blas".to_string(), fp("blas", 2))].into(),
         reused_from: BTreeMap::new(),
         compression_level: None,
+        branch: None,
     })
     .await
     .unwrap();
@@ -136,6 +138,7 @@ async fn multi_base_resolution_fetch_and_trust() {
             fingerprints: [("amd-llvm".to_string(), fp("amd-llvm", 9))].into(),
             reused_from: BTreeMap::new(),
             compression_level: None,
+            branch: None,
         })
         .await
         .unwrap();
@@ -391,6 +394,7 @@ async fn publish_one(
         fingerprints: [(name.to_string(), fp(name, 1))].into(),
         reused_from: BTreeMap::new(),
         compression_level: None,
+        branch: None,
     })
     .await
     .unwrap()

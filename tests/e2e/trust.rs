@@ -393,6 +393,7 @@ async fn untrusted_writes_never_reach_the_trusted_area() {
         fingerprints: BTreeMap::from([("blas".to_string(), fp)]),
         reused_from: BTreeMap::new(),
         compression_level: None,
+        branch: None,
     };
     let fork = svc
         .publish(input(run("900", "ROCm/TheRock", "attacker/TheRock")))

@@ -107,6 +107,7 @@ pub fn run(cli: &Cli, args: &CopyArgs, printer: &mut Printer) -> anyhow::Result<
                 status: args.status.clone(),
                 compression: String::new(),
                 compression_level: None,
+                branch: None,
                 fingerprints: Vec::new(),
                 reused_from: names
                     .iter()

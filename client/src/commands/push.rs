@@ -31,6 +31,7 @@ use crate::output::{ExitStatus, Printer};
 pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     let started = Instant::now();
     super::refuse_local_staging(args.local_staging_dir.as_deref())?;
+    let branch = api::push_branch(args.branch.clone(), |k| std::env::var(k).ok())?;
     let checkout = checkout_dir(args.checkout.as_deref())?;
     let topology = super::checkout_topology(cli, &checkout, printer)?;
     // TheRock's `--stage all`: what every stage produces (unless a stage is really named `all`).
@@ -80,6 +81,7 @@ pub fn run(cli: &Cli, args: &PushArgs, printer: &mut Printer) -> anyhow::Result<
         status: args.status.clone(),
         compression: args.compression.to_string(),
         compression_level: args.compression_level,
+        branch,
         fingerprints: fingerprints.into_iter().collect(),
         reused_from,
     };

@@ -7,7 +7,10 @@
 //! `over_quota_leased` (over only by what running fetches hold leased; back under when they end),
 //! `over_quota`, or `unknown` from an older daemon) plus `daemon` (its address) and `pins` (each
 //! `{name, trees, blobs, bytes, expires_at}`, `expires_at` in Unix seconds; plain output: one
-//! `pin NAME` line each, with its expiry in RFC 3339).
+//! `pin NAME` line each, with its expiry in RFC 3339) and `warmup` (`enabled`, `branches`,
+//! `last_poll`, `last_run` — branch → newest run warmed —, `prefetched_bytes`,
+//! `prefetched_archives`, `already_local_archives`, `skipped_quota_archives`, `hits`,
+//! `wasted_bytes`, `polls`, `last_error`; see `docs/warmup.md`).
 
 use cairn_client::api;
 use cairn_client::documents::StatusJson;
@@ -76,6 +79,49 @@ pub fn run(cli: &Cli, printer: &mut Printer) -> anyhow::Result<ExitStatus> {
     ];
     for (k, v) in lines {
         printer.line(&format!("{k}\t{v}"))?;
+    }
+    let w = &stats.warmup;
+    if w.enabled {
+        let warm = [
+            ("warm-up", format!("following {}", w.branches.join(", "))),
+            (
+                "warm-up last poll",
+                if w.last_poll.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    w.last_poll.clone()
+                },
+            ),
+            (
+                "warm-up prefetched",
+                format!(
+                    "{} in {} archive(s); {} already local, {} skipped for the quota",
+                    super::human_bytes(w.prefetched_bytes),
+                    w.prefetched_archives,
+                    w.already_local_archives,
+                    w.skipped_quota_archives
+                ),
+            ),
+            (
+                "warm-up hits",
+                format!(
+                    "{} fetch(es) served from prefetched archives; {} evicted unused",
+                    w.hits,
+                    super::human_bytes(w.wasted_bytes)
+                ),
+            ),
+        ];
+        for (k, v) in warm {
+            printer.line(&format!("{k}\t{v}"))?;
+        }
+        for (branch, run) in &w.last_run {
+            printer.line(&format!("warm-up run\t{branch}: run {run}"))?;
+        }
+        if !w.last_error.is_empty() {
+            printer.line(&format!("warm-up last error\t{}", w.last_error))?;
+        }
+    } else {
+        printer.line("warm-up\toff (enable with [warmup] in cairnd's config)")?;
     }
     for p in &pins {
         let expires = time::OffsetDateTime::from_unix_timestamp(p.expires_at as i64)

@@ -279,6 +279,13 @@ fn publish_fields(r: pb::PublishRequest) -> Result<PublishRequest> {
         compression_level: r.compression_level,
         fingerprints,
         reused_from: r.reused_from.into_iter().collect(),
+        branch: match r.branch {
+            Some(b) if !b.is_empty() => {
+                cairn_fingerprint::layout::check_branch(&b).map_err(|e| invalid(e.to_string()))?;
+                Some(b)
+            }
+            _ => None,
+        },
     })
 }
 
@@ -645,5 +652,23 @@ pub fn verify_to_pb(r: &crate::store::VerifyReport) -> pb::VerifyResponse {
             .collect(),
         missing: r.missing.iter().map(ToString::to_string).collect(),
         seconds: 0.0,
+    }
+}
+
+/// Warm-up's status on the wire.
+pub fn warmup_to_pb(w: crate::service::warmup::WarmupStatus) -> pb::WarmupStats {
+    pb::WarmupStats {
+        enabled: w.enabled,
+        branches: w.branches,
+        last_poll: w.last_poll.unwrap_or_default(),
+        last_run: w.last_run.into_iter().collect(),
+        prefetched_bytes: w.prefetched_bytes,
+        prefetched_archives: w.prefetched_archives,
+        already_local_archives: w.already_local_archives,
+        skipped_quota_archives: w.skipped_quota_archives,
+        hits: w.hits,
+        wasted_bytes: w.wasted_bytes,
+        polls: w.polls,
+        last_error: w.last_error.unwrap_or_default(),
     }
 }

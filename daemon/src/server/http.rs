@@ -225,6 +225,34 @@ pub fn render(service: &Service) -> String {
         service.metrics.uptime().as_secs(),
     );
     out.push_str(&states);
+    let w = service.warmup.status();
+    for (name, help, value) in [
+        (
+            "cairn_warmup_prefetched_bytes_total",
+            "Compressed bytes predictive warm-up downloaded.",
+            w.prefetched_bytes,
+        ),
+        (
+            "cairn_warmup_prefetched_archives_total",
+            "Archives predictive warm-up downloaded.",
+            w.prefetched_archives,
+        ),
+        (
+            "cairn_warmup_hits_total",
+            "Client fetches served from archives warm-up prefetched and no client had used yet.",
+            w.hits,
+        ),
+        (
+            "cairn_warmup_wasted_bytes_total",
+            "Content bytes warm-up prefetched that were evicted before any client used them.",
+            w.wasted_bytes,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
     out
 }
 
@@ -257,6 +285,7 @@ pub fn status_json(service: &Service) -> serde_json::Value {
         "storage_get_bytes": t.get_bytes,
         "evicted_blobs": s.evicted_blobs,
         "evicted_bytes": s.evicted_bytes,
+        "warmup": service.warmup.status(),
         "backends": service.backends().all().iter().map(|b| serde_json::json!({
             "bucket": b.bucket, "storage": b.storage.describe(), "trusted": b.trusted,
         })).collect::<Vec<_>>(),

@@ -164,6 +164,18 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     } else {
         None
     };
+    let warmup = if cfg.warmup.enabled {
+        let plan = crate::service::warmup::WarmupPlan::from_config(&cfg.warmup)?;
+        service.warmup.enable(cfg.warmup.branches.clone());
+        info!(branches = ?cfg.warmup.branches, interval = ?plan.interval, "warm-up enabled");
+        Some(warm_up_in_background(
+            service.clone(),
+            plan,
+            stop_tx.subscribe(),
+        )?)
+    } else {
+        None
+    };
     if cfg.verify_every_secs > 0 {
         let rx = stop_tx.subscribe();
         tokio::spawn(scrub_periodically(
@@ -272,6 +284,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(e) = evictor {
         let _ = e.await;
     }
+    if let Some(w) = warmup {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     // What ingests wrote since the last background flush becomes durable before we exit, so the
     // next start has nothing to re-check.
     let store = service.store().clone();
@@ -313,6 +328,47 @@ async fn scrub_periodically(
             Err(e) => warn!(error = %e, "periodic scrub failed"),
         }
     }
+}
+
+/// Run warm-up polls every `plan.interval` until `stop` fires, on a thread of its own with its own
+/// runtime, whose threads (the poll loop and the decode threads its ingests use) run at
+/// `plan.nice` with idle I/O priority: client requests on the main runtime keep theirs. A poll in
+/// progress is dropped at `stop` (downloads and ingests are cancel-safe, as for a client that
+/// disconnects).
+pub fn warm_up_in_background(
+    service: Arc<Service>,
+    plan: crate::service::warmup::WarmupPlan,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let nice = plan.nice;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .on_thread_start(move || crate::service::warmup::lower_thread_priority(nice))
+        .build()
+        .context("starting the warm-up runtime")?;
+    std::thread::Builder::new()
+        .name("cairnd-warmup".into())
+        .spawn(move || {
+            crate::service::warmup::lower_thread_priority(nice);
+            runtime.block_on(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.recv() => return,
+                        r = service.warm_up_once(&plan) => {
+                            if let Err(e) = r {
+                                debug!(error = %e, "warm-up poll failed");
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.recv() => return,
+                        _ = tokio::time::sleep(plan.interval) => {}
+                    }
+                }
+            })
+        })
+        .context("starting the warm-up thread")
 }
 
 /// Keep `store` under its quota until `stop` fires: see the module docs.

@@ -238,6 +238,7 @@ impl Cairn for CairnService {
                 leased_bytes: store.leased_bytes,
                 leased_blobs: store.leased_blobs,
                 quota_state: store.quota_state().as_str().to_string(),
+                warmup: Some(convert::warmup_to_pb(self.inner.warmup.status())),
                 pins: self
                     .inner
                     .store()

@@ -256,6 +256,9 @@ impl Service {
                 summary.from_storage += 1;
             }
             summary.storage_bytes += l.downloaded_bytes;
+            if l.from_cas {
+                self.warmup.client_used(&l.tree_digest);
+            }
         }
         summary.runs = locals
             .iter()
@@ -441,7 +444,7 @@ impl Service {
         Ok(Some((local, lease)))
     }
 
-    fn local_tree(
+    pub(super) fn local_tree(
         &self,
         archive: &OfferedArchive,
         flight_key: &str,

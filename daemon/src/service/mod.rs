@@ -12,6 +12,7 @@
 //!   the same archives, then `publish`'s path;
 //! - [`import`] — run listings for runs published without Cairn;
 //! - [`history`] — the commit index and a run's trees, for `find` and `diff`;
+//! - [`warmup`] — predictive warm-up: follow branch feeds, make their newest runs' archives local;
 //! - [`metrics`] — request counters and histograms (data only; `server/http.rs` renders them);
 //! - [`error`] — [`ServiceError`].
 //!
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod publish;
 pub mod publish_stream;
 pub mod resolve;
+pub mod warmup;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -86,6 +88,8 @@ pub struct Service {
     pub counters: Counters,
     /// Per-request metrics for `/metrics` and `/status`.
     pub metrics: metrics::Metrics,
+    /// Predictive warm-up's counters and status.
+    pub warmup: warmup::WarmupState,
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -107,6 +111,7 @@ impl Service {
             lookups: KeyedFlight::new(),
             counters: Counters::default(),
             metrics: metrics::Metrics::default(),
+            warmup: warmup::WarmupState::default(),
         }
     }
 

@@ -15,7 +15,9 @@ use bytes::Bytes;
 use tracing::{info, instrument};
 
 use cairn_fingerprint::artifact_dir::{self, ArtifactSource};
-use cairn_fingerprint::layout::{Area, RunOutputRoot, RunSpec, in_area, tree_manifest_key};
+use cairn_fingerprint::layout::{
+    Area, GithubRepo, RunOutputRoot, RunSpec, branch_feed_key, in_area, tree_manifest_key,
+};
 use cairn_fingerprint::names::{ArtifactName, GENERIC, family_matches};
 use cairn_fingerprint::{Blake3, Compression, Sha256};
 
@@ -25,8 +27,8 @@ use super::{Service, invalid};
 use crate::archive;
 use crate::buildtree::{self, Dir, FsIdentity};
 use crate::records::{
-    ArchiveRecord, CommitRecord, JOB_MANIFEST_VERSION, JobManifest, PRODUCER_RECORD_VERSION,
-    ProducerRecord, RunIdentity, now_rfc3339,
+    ArchiveRecord, BranchFeedRecord, CommitRecord, JOB_MANIFEST_VERSION, JobManifest,
+    PRODUCER_RECORD_VERSION, ProducerRecord, RunIdentity, now_rfc3339,
 };
 use crate::storage::{PutBody, PutOutcome};
 use crate::store::index::Version;
@@ -50,6 +52,9 @@ pub struct PublishRequest {
     pub fingerprints: BTreeMap<String, Blake3>,
     /// Artifact name → run it was reused from (not built by this job).
     pub reused_from: BTreeMap<String, String>,
+    /// The branch the run built (checked at the edge): the publish also files a branch feed entry,
+    /// which warm-up follows. `None`: no feed entry.
+    pub branch: Option<String>,
 }
 
 /// What a publish wrote.
@@ -459,6 +464,10 @@ impl Service {
                     )),
                 )
                 .await?;
+            if let Some(branch) = &input.branch {
+                self.write_branch_feed_entry(&backend, area, branch, entry)
+                    .await?;
+            }
         }
         Ok(PublishOutcome {
             bucket: root.bucket().to_string(),
@@ -471,6 +480,40 @@ impl Service {
 }
 
 impl Service {
+    /// File `entry` in `branch`'s feed ([`branch_feed_key`], in `area`: an untrusted run's entry
+    /// goes under `untrusted/`, which warm-up never follows), after the commit index entry it copies.
+    async fn write_branch_feed_entry(
+        &self,
+        backend: &crate::storage::backends::Backend,
+        area: Area,
+        branch: &str,
+        entry: CommitRecord,
+    ) -> Result<()> {
+        let repo: GithubRepo = entry.run.repo.parse().map_err(invalid)?;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let key = branch_feed_key(
+            &repo,
+            branch,
+            unix_ms,
+            &entry.run.run_id,
+            entry.run.platform,
+        )
+        .map_err(invalid)?;
+        let record = BranchFeedRecord {
+            branch: branch.to_string(),
+            entry,
+        };
+        let body = Bytes::from(serde_json::to_vec_pretty(&record).map_err(internal)?);
+        backend
+            .storage
+            .put(&in_area(area, &key), PutBody::Bytes(body))
+            .await?;
+        Ok(())
+    }
+
     /// Regenerate the run's `index.html` from its job manifests. Jobs of one run publish
     /// concurrently: after writing, the manifests are listed again and the page rewritten while
     /// the set changed, so the last page written names every manifest written before it (a job
