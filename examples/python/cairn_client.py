@@ -155,9 +155,14 @@ def cmd_stats(args) -> int:
 
     s = connect(args).Stats(pb.StatsRequest())
 
-    # Scalars as they are (numbers stay numbers); repeated messages (pins) as dicts.
+    from google.protobuf.message import Message
+
+    # Scalars as they are (numbers stay numbers); messages (warmup) and repeated messages (pins)
+    # as dicts.
     def value(f):
         v = getattr(s, f.name)
+        if isinstance(v, Message):
+            return MessageToDict(v, preserving_proto_field_name=True)
         if f.message_type is not None:
             return [MessageToDict(m, preserving_proto_field_name=True) for m in v]
         return v
