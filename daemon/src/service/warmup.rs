@@ -524,6 +524,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lowered_thread_runs_niced_with_idle_io_and_others_keep_their_priority() {
+        // SAFETY (all three closures): plain syscalls about the calling thread.
+        let priority =
+            || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        let io_class = || unsafe { libc::syscall(libc::SYS_ioprio_get, 1, libc::gettid()) >> 13 };
+        let before = std::thread::spawn(move || (priority(), io_class()))
+            .join()
+            .unwrap();
+        let lowered = std::thread::spawn(move || {
+            lower_thread_priority(10);
+            (priority(), io_class())
+        })
+        .join()
+        .unwrap();
+        let after = std::thread::spawn(move || (priority(), io_class()))
+            .join()
+            .unwrap();
+        // setpriority sets the nice value (an unprivileged process cannot go below what it has).
+        assert_eq!(
+            lowered,
+            (before.0.max(10), 3),
+            "nice 10, I/O class idle (3)"
+        );
+        assert_eq!(after, before, "only the lowered thread changed");
+    }
+
+    #[test]
     fn a_prefetched_tree_is_one_hit_for_the_first_client_only() {
         let s = WarmupState::default();
         s.prefetched(digest(1), 100);
