@@ -456,13 +456,12 @@ impl Service {
             .fetch_add(1, Ordering::Relaxed);
         self.warmup
             .prefetched(local.tree_digest, local.tree.total_size());
-        if plan.max_bytes_per_sec > 0 {
-            let budget = Duration::from_secs_f64(
-                local.downloaded_bytes as f64 / plan.max_bytes_per_sec as f64,
-            );
-            if let Some(rest) = budget.checked_sub(started.elapsed()) {
-                tokio::time::sleep(rest).await;
-            }
+        if let Some(rest) = pace(
+            local.downloaded_bytes,
+            plan.max_bytes_per_sec,
+            started.elapsed(),
+        ) {
+            tokio::time::sleep(rest).await;
         }
         Ok(())
     }
@@ -495,6 +494,16 @@ impl Service {
     }
 }
 
+/// How long to wait after downloading `bytes` in `elapsed` so the average stays at most
+/// `max_bytes_per_sec` (0: no cap).
+fn pace(bytes: u64, max_bytes_per_sec: u64, elapsed: Duration) -> Option<Duration> {
+    if max_bytes_per_sec == 0 {
+        return None;
+    }
+    let budget = Duration::from_secs_f64(bytes as f64 / max_bytes_per_sec as f64);
+    budget.checked_sub(elapsed).filter(|rest| !rest.is_zero())
+}
+
 /// Lower the calling thread's CPU priority to `nice` and, when `nice > 0`, put its I/O in the idle
 /// class (Linux `ioprio_set`); failures are logged, not fatal. Warm-up's own runtime runs this on
 /// each of its threads, so client requests on the main runtime keep their priority.
@@ -521,6 +530,16 @@ mod tests {
 
     fn digest(i: usize) -> Blake3 {
         Blake3::of(&i.to_le_bytes())
+    }
+
+    #[test]
+    fn downloads_are_paced_to_the_bandwidth_cap_on_average() {
+        let ms = Duration::from_millis;
+        // 10 MB at 5 MB/s takes 2 s: a download that took 0.5 s waits 1.5 s more.
+        assert_eq!(pace(10_000_000, 5_000_000, ms(500)), Some(ms(1500)));
+        // Slower than the cap already, or no cap: no wait.
+        assert_eq!(pace(10_000_000, 5_000_000, ms(2500)), None);
+        assert_eq!(pace(10_000_000, 0, ms(1)), None);
     }
 
     #[test]
