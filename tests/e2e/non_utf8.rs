@@ -19,7 +19,6 @@ use cairn_fingerprint::Blake3;
 use cairn_testkit::checkout::Checkout;
 use cairn_testkit::ci;
 use cairn_testkit::daemon::{Daemon, Options, Storage, scratch_dir};
-use cairn_testkit::s3server::{S3Server, unique_bucket_name};
 
 /// The stage pushed; `BOOTSTRAP_STAGE`'s inbound artifacts are all of its outputs.
 const STAGE: &str = "compiler-runtime";
@@ -225,28 +224,8 @@ fn local(tmp: &Path) -> Option<Storage> {
 }
 
 /// A fresh bucket on the S3 test server (moto); `None` (skip, loudly; a failure under CI) without one.
-fn s3(_tmp: &Path) -> Option<Storage> {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("non_utf8")
-        .to_string();
-    let server = S3Server::from_env(&test)?;
-    let bucket = unique_bucket_name("e2e-non-utf8");
-    let endpoint = server.endpoint().to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let s3 = cairn_daemon::storage::S3Storage::connect(server.config(&bucket)).await;
-        s3.client()
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("creating bucket `{bucket}` on {endpoint}: {e:?}"));
-    });
-    Some(Storage::S3 { endpoint, bucket })
+fn s3(tmp: &Path) -> Option<Storage> {
+    crate::bootstrap::storage("s3", tmp)
 }
 
 /// TheRock's archive of an artifact dir, as CI writes it and `cairn push` publishes it unchanged:
