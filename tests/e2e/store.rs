@@ -286,14 +286,21 @@ struct TempSampler<'a> {
 
 impl std::io::Read for TempSampler<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let used: u64 = std::fs::read_dir(self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        // Regular files anywhere under the temp dir (each ingest stages in a directory of its own).
+        fn files_bytes(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => files_bytes(&e.path()),
+                    Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+                    _ => 0,
+                })
+                .sum()
+        }
+        let used = files_bytes(self.dir);
         self.peak = self.peak.max(used);
         self.inner.read(buf)
     }

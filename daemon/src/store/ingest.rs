@@ -1,7 +1,7 @@
 //! Ingest: one archive stream in, its files as CAS blobs and its [`Tree`] in the index out.
 //!
 //! Order of events, which is what makes a crash harmless at any instant:
-//! 1. every regular file is hashed and staged in the CAS temp directory as it streams by, its digest
+//! 1. every regular file is hashed and staged in the ingest's own CAS temp directory as it streams by, its digest
 //!    leased before the CAS is checked for an existing copy (a member whose content this ingest has
 //!    already staged is dropped at once: temp space is the archive's distinct content plus one
 //!    member);
@@ -74,6 +74,11 @@ pub(crate) fn ingest(
     version: Option<Version>,
 ) -> Result<Ingested> {
     let mut lease = ctx.leases.lease();
+    // Declared before `staged`, so it is dropped after the blobs staged in it.
+    let staging = ctx
+        .cas
+        .staging()
+        .map_err(|e| StoreError::io(ctx.cas.tmp_dir(), e))?;
     let mut pinned: HashSet<Blake3> = HashSet::new();
     let mut staged: Vec<StagedBlob> = Vec::new();
     let mut staged_digests: HashSet<Blake3> = HashSet::new();
@@ -86,7 +91,7 @@ pub(crate) fn ingest(
         };
         // Only a blob file the index names is used as it is (see `Cas::stage_blob`).
         let trusted = |d: &Blake3| ctx.index.blob(d).is_ok_and(|r| r.is_some());
-        match ctx.cas.stage_blob(content, size, pin, &trusted)? {
+        match ctx.cas.stage_blob(&staging, content, size, pin, &trusted)? {
             Staged::Present { digest, .. } => Ok(digest),
             // A member identical to one already staged by this ingest: its temp copy is deleted at
             // once (dropping it), so temp space holds each distinct content once.
