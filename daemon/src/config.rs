@@ -12,7 +12,7 @@
 //! negative_ttl_secs = 60
 //! verify_every_secs = 3600         # optional: scrub a random sample of blobs hourly (0 = never)
 //! verify_sample = 1000             # blobs each scrub re-hashes
-//! flush_delay_secs = 5             # newly written blobs are synced at most this long after their ingest
+//! flush_delay_secs = 5             # newly written blobs are synced once ingests pause this long (≤ 30 s after the first)
 //!
 //! [[storage]]                      # one entry per bucket; `bucket = "*"` catches every bucket
 //! bucket = "therock-ci-artifacts"

@@ -87,9 +87,10 @@ pub struct ServeArgs {
     /// CAIRN_VERIFY_SAMPLE].
     #[arg(long, value_name = "N")]
     pub verify_sample: Option<usize>,
-    /// Sync newly written blobs at most SECS seconds after their ingest, in the background; a
-    /// power loss before that costs their download again, never a wrong file [default: 5; config:
-    /// `flush_delay_secs`; env: CAIRN_FLUSH_DELAY].
+    /// Sync newly written blobs in the background once ingests have paused for SECS seconds (at
+    /// the latest 30 s, or SECS if longer, after the first); a power loss before that costs their
+    /// download again, never a wrong file [default: 5; config: `flush_delay_secs`; env:
+    /// CAIRN_FLUSH_DELAY].
     #[arg(long, value_name = "SECS")]
     pub flush_delay: Option<u64>,
 }

@@ -11,9 +11,10 @@
 //! fetch's critical path (the whole stage written to disk before the first file reaches the build
 //! dir), while TheRock's own fetch never syncs. Now a crash of the process (SIGKILL, OOM) loses
 //! nothing, since the page cache survives it, and a crash of the machine (power loss) loses at most
-//! the blobs of the last [`FlushOptions::delay`] plus one flush — which recovery finds by their
+//! the blobs written since the last flush — at most [`MAX_UNSYNCED_AGE`] plus one flush, since a
+//! flush follows a pause of [`FlushOptions::delay`] in ingests — which recovery finds by their
 //! listing, re-hashes, and drops when lost or torn, so they are downloaded again instead of being
-//! served. The invariant the index keeps is in `index.rs`'s docs; `tests/e2e/crash.rs` proves it
+//! served. The invariant the index keeps is in `index.rs`'s docs; `tests/e2e/crash_daemon.rs` proves it
 //! with a simulated power loss (unsynced blob files zeroed, truncated and unlinked between a
 //! SIGKILL and the restart).
 
@@ -33,12 +34,19 @@ use crate::store::syncer;
 /// Unsynced records handled per flush transaction: bounds a pass's memory and its index write.
 const FLUSH_BATCH: usize = 4096;
 
+/// Unsynced blobs are synced at the latest this long after the first of them was written, however
+/// busy the store stays: the kernel's own write-back age (`vm.dirty_expire_centisecs`, 30 s by
+/// default), so by then the sync mostly finds its data already written.
+pub const MAX_UNSYNCED_AGE: Duration = Duration::from_secs(30);
+
 /// When the flusher runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushOptions {
-    /// How long after an ingest its blobs are synced, at most (plus the sync itself). Short enough
-    /// that a power loss costs a few seconds of downloads; long enough that the sync does not compete
-    /// with the fetch that wrote them for the disk.
+    /// The quiet period: blobs are synced once no ingest has written any for this long (plus the
+    /// sync itself), or [`MAX_UNSYNCED_AGE`] (this, if longer) after the first unsynced one. So a
+    /// stage's burst of ingests is synced once, after it, instead of forcing the disk's write-back
+    /// in the middle of the fetch that is still writing; a power loss costs the downloads of that
+    /// burst at most.
     pub delay: Duration,
 }
 
@@ -162,9 +170,9 @@ fn holds(cas: &Cas, digest: &Blake3, size: u64) -> bool {
     Blake3::from(hasher.finalize()) == *digest
 }
 
-/// The background flusher: woken by each ingest that wrote blobs, it waits [`FlushOptions::delay`]
-/// (so a stage's ingests are synced together), then flushes. It holds the store weakly and ends
-/// with it.
+/// The background flusher: woken by each ingest that wrote blobs, it waits until ingests have been
+/// quiet for [`FlushOptions::delay`] (or the oldest unsynced blob reached the maximum age, see
+/// [`FlushOptions`]), then flushes. It holds the store weakly and ends with it.
 pub(crate) struct Flusher {
     state: Mutex<FlusherState>,
     wake: Condvar,
@@ -174,6 +182,18 @@ pub(crate) struct Flusher {
 struct FlusherState {
     pending: bool,
     stop: bool,
+    /// When the first ingest since the last flush, and the latest one, wrote blobs.
+    first: Option<std::time::Instant>,
+    last: Option<std::time::Instant>,
+}
+
+impl FlusherState {
+    /// When the pending blobs are due: `quiet` after the latest write, but no later than the
+    /// maximum age after the first.
+    fn due(&self, quiet: Duration) -> Option<std::time::Instant> {
+        let (first, last) = (self.first?, self.last?);
+        Some((last + quiet).min(first + quiet.max(MAX_UNSYNCED_AGE)))
+    }
 }
 
 /// What the flusher thread flushes: the store, reached through a weak reference.
@@ -204,7 +224,10 @@ impl Flusher {
     /// Note that an ingest wrote blobs.
     pub(crate) fn notify(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
         state.pending = true;
+        state.first.get_or_insert(now);
+        state.last = Some(now);
         self.wake.notify_one();
     }
 
@@ -225,11 +248,14 @@ impl Flusher {
                 if state.stop {
                     return;
                 }
-                // Wait out the delay (a stop ends it early), then take the pending flag: ingests
-                // that land during the flush set it again.
-                let deadline = std::time::Instant::now() + options.delay;
+                // Wait until the blobs are due (each ingest meanwhile moves that on, up to the
+                // maximum age; a stop ends it early), then take the pending flag: ingests that land
+                // during the flush set it again.
                 while !state.stop {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let Some(due) = state.due(options.delay) else {
+                        break;
+                    };
+                    let left = due.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
                         break;
                     }
@@ -243,6 +269,8 @@ impl Flusher {
                     return;
                 }
                 state.pending = false;
+                state.first = None;
+                state.last = None;
             }
             let Some(target) = target.upgrade() else {
                 return;
@@ -257,6 +285,30 @@ mod tests {
     use super::*;
     use crate::store::index::{IngestCommit, SourceArchive};
     use cairn_fingerprint::{Sha256, Tree};
+
+    /// A burst of ingests is synced once it pauses, not while it goes on; a store that never
+    /// pauses is still synced by the maximum age.
+    #[test]
+    fn blobs_are_due_after_a_quiet_period_or_at_the_maximum_age() {
+        let t0 = std::time::Instant::now();
+        let quiet = Duration::from_secs(5);
+        let s = |first: u64, last: u64| FlusherState {
+            pending: true,
+            stop: false,
+            first: Some(t0 + Duration::from_secs(first)),
+            last: Some(t0 + Duration::from_secs(last)),
+        };
+        assert_eq!(FlusherState::default().due(quiet), None);
+        // One ingest: 5 s later.
+        assert_eq!(s(0, 0).due(quiet), Some(t0 + Duration::from_secs(5)));
+        // Ingests every few seconds push it on: 5 s after the latest.
+        assert_eq!(s(0, 12).due(quiet), Some(t0 + Duration::from_secs(17)));
+        // ... up to the maximum age after the first.
+        assert_eq!(s(0, 29).due(quiet), Some(t0 + MAX_UNSYNCED_AGE));
+        // A quiet period longer than the maximum age (tests that keep blobs unsynced) is honoured.
+        let long = Duration::from_secs(3600);
+        assert_eq!(s(0, 0).due(long), Some(t0 + long));
+    }
 
     /// Recovery checks every listed blob before it forgets any: with more unsynced blobs than one
     /// batch, damaged ones in every batch are dropped and the rest kept and forgotten.
