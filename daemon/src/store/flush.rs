@@ -180,19 +180,23 @@ pub(crate) struct Flusher {
 
 #[derive(Default)]
 struct FlusherState {
-    pending: bool,
+    /// Blobs written since the last flush, if any.
+    pending: Option<Pending>,
     stop: bool,
-    /// When the first ingest since the last flush, and the latest one, wrote blobs.
-    first: Option<std::time::Instant>,
-    last: Option<std::time::Instant>,
 }
 
-impl FlusherState {
-    /// When the pending blobs are due: `quiet` after the latest write, but no later than the
-    /// maximum age after the first.
-    fn due(&self, quiet: Duration) -> Option<std::time::Instant> {
-        let (first, last) = (self.first?, self.last?);
-        Some((last + quiet).min(first + quiet.max(MAX_UNSYNCED_AGE)))
+/// When the first ingest since the last flush, and the latest one, wrote blobs.
+#[derive(Clone, Copy)]
+struct Pending {
+    first: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Pending {
+    /// When these blobs are due: `quiet` after the latest write, but no later than the maximum
+    /// age after the first.
+    fn due(&self, quiet: Duration) -> std::time::Instant {
+        (self.last + quiet).min(self.first + quiet.max(MAX_UNSYNCED_AGE))
     }
 }
 
@@ -225,9 +229,8 @@ impl Flusher {
     pub(crate) fn notify(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::Instant::now();
-        state.pending = true;
-        state.first.get_or_insert(now);
-        state.last = Some(now);
+        let first = state.pending.map_or(now, |p| p.first);
+        state.pending = Some(Pending { first, last: now });
         self.wake.notify_one();
     }
 
@@ -242,17 +245,17 @@ impl Flusher {
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                while !state.pending && !state.stop {
+                while state.pending.is_none() && !state.stop {
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
                 }
                 if state.stop {
                     return;
                 }
                 // Wait until the blobs are due (each ingest meanwhile moves that on, up to the
-                // maximum age; a stop ends it early), then take the pending flag: ingests that land
-                // during the flush set it again.
+                // maximum age; a stop ends it early), then take the pending blobs: ingests that land
+                // during the flush make new ones.
                 while !state.stop {
-                    let Some(due) = state.due(options.delay) else {
+                    let Some(due) = state.pending.map(|p| p.due(options.delay)) else {
                         break;
                     };
                     let left = due.saturating_duration_since(std::time::Instant::now());
@@ -268,9 +271,7 @@ impl Flusher {
                 if state.stop {
                     return;
                 }
-                state.pending = false;
-                state.first = None;
-                state.last = None;
+                state.pending = None;
             }
             let Some(target) = target.upgrade() else {
                 return;
@@ -292,22 +293,19 @@ mod tests {
     fn blobs_are_due_after_a_quiet_period_or_at_the_maximum_age() {
         let t0 = std::time::Instant::now();
         let quiet = Duration::from_secs(5);
-        let s = |first: u64, last: u64| FlusherState {
-            pending: true,
-            stop: false,
-            first: Some(t0 + Duration::from_secs(first)),
-            last: Some(t0 + Duration::from_secs(last)),
+        let s = |first: u64, last: u64| Pending {
+            first: t0 + Duration::from_secs(first),
+            last: t0 + Duration::from_secs(last),
         };
-        assert_eq!(FlusherState::default().due(quiet), None);
         // One ingest: 5 s later.
-        assert_eq!(s(0, 0).due(quiet), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(s(0, 0).due(quiet), t0 + Duration::from_secs(5));
         // Ingests every few seconds push it on: 5 s after the latest.
-        assert_eq!(s(0, 12).due(quiet), Some(t0 + Duration::from_secs(17)));
+        assert_eq!(s(0, 12).due(quiet), t0 + Duration::from_secs(17));
         // ... up to the maximum age after the first.
-        assert_eq!(s(0, 29).due(quiet), Some(t0 + MAX_UNSYNCED_AGE));
+        assert_eq!(s(0, 29).due(quiet), t0 + MAX_UNSYNCED_AGE);
         // A quiet period longer than the maximum age (tests that keep blobs unsynced) is honoured.
         let long = Duration::from_secs(3600);
-        assert_eq!(s(0, 0).due(long), Some(t0 + long));
+        assert_eq!(s(0, 0).due(long), t0 + long);
     }
 
     /// Recovery checks every listed blob before it forgets any: with more unsynced blobs than one
