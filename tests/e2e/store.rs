@@ -396,6 +396,46 @@ fn eviction_respects_leases_and_recency() {
     assert!(stats.evicted_bytes >= total);
 }
 
+/// `Stats` taken while evictions run is one snapshot: the bytes the index no longer holds are
+/// exactly the evicted bytes it reports (nothing else removes blobs here). The CI run of stop 25 saw
+/// the store under its quota with 0 evictions, read between an eviction's index commit and its count.
+#[test]
+fn stats_never_show_bytes_gone_without_the_eviction_that_took_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("store"));
+    for (i, name) in ["aaa", "bbb", "ccc", "ddd"].iter().enumerate() {
+        let spec = ArtifactSpec::new(name, "lib", "generic", 1 << 20, 60 + i as u64);
+        let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Zstd).unwrap();
+        store.ingest_file(name, &a.path, None).unwrap();
+    }
+    let start = store.stats().unwrap();
+    assert!(start.blobs >= 40, "enough blobs for many steps: {start:?}");
+    let total = start.bytes;
+
+    let evictor = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            // Down to nothing in 40 steps, each removing some blob files after its index commit.
+            for step in (0..40u64).rev() {
+                store.gc(total * step / 40).unwrap();
+            }
+        })
+    };
+    let mut snapshots = 0u32;
+    while !evictor.is_finished() {
+        let s = store.stats().unwrap();
+        assert_eq!(
+            s.bytes + s.evicted_bytes,
+            total,
+            "snapshot {snapshots}: bytes gone from the index are the evicted bytes: {s:?}"
+        );
+        snapshots += 1;
+    }
+    evictor.join().unwrap();
+    let end = store.stats().unwrap();
+    assert_eq!((end.bytes, end.evicted_bytes), (0, total), "{end:?}");
+}
+
 /// Cost-aware eviction through the real store (ingest, lease, `gc` and the background evictor's
 /// bounded step): of two archives used alike, the `.tar.xz` one (≈ 11× the decode cost of zstd) is
 /// kept although it is the older, and an archive fetched four times outranks a newer one fetched

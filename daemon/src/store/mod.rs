@@ -258,6 +258,9 @@ pub struct LocalStore {
     /// does not scan the index.
     bytes: AtomicU64,
     counters: Counters,
+    /// Held while an eviction drops blobs from the index and counts them, and while [`LocalStore::stats`]
+    /// reads both: a snapshot never shows bytes gone without the eviction that took them.
+    eviction_accounting: std::sync::Mutex<()>,
     /// Trees parsed from the index, kept for the next request.
     trees: TreeCache,
     /// Set when this open found the index corrupt and rebuilt it.
@@ -458,6 +461,7 @@ impl LocalStore {
             clock: AtomicU64::new(counts.max_last_use),
             bytes: AtomicU64::new(counts.bytes),
             counters: Counters::default(),
+            eviction_accounting: std::sync::Mutex::new(()),
             trees: TreeCache::new(tree_cache::DEFAULT_MAX_ENTRIES),
             recovered: std::sync::Mutex::new(None),
             background_eviction: std::sync::atomic::AtomicBool::new(false),
@@ -989,6 +993,7 @@ impl LocalStore {
         if current <= if continuing { low } else { max } {
             return Ok(evict::StepReport::default());
         }
+        let _accounting = self.accounting();
         let report = evict::evict_step(
             &self.index,
             &self.cas,
@@ -1048,8 +1053,16 @@ impl LocalStore {
         Ok(paths)
     }
 
-    /// Usage and counters.
+    fn accounting(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The guarded value is `()`: a panic while held leaves nothing inconsistent behind it.
+        self.eviction_accounting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Usage and counters: the bytes and the eviction counters are one consistent snapshot.
     pub fn stats(&self) -> Result<StoreStats> {
+        let _accounting = self.accounting();
         let counts = self.index.counts()?;
         let c = &self.counters;
         Ok(StoreStats {
@@ -1079,6 +1092,7 @@ impl LocalStore {
     fn collect(&self, max_bytes: u64, sweep_orphans: bool) -> Result<GcReport> {
         self.expire_pins();
         let quota = self.config.max_bytes.unwrap_or(max_bytes);
+        let _accounting = self.accounting();
         let report = evict::collect(
             &self.index,
             &self.cas,
