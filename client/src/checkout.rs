@@ -48,6 +48,21 @@ pub fn checkout_dir(explicit: Option<&Path>) -> Result<PathBuf, CheckoutError> {
     }
 }
 
+/// The checkout a fetch plan reads, when it has one: [`checkout_dir`], except that a plan for a
+/// named run (`--run-id`) made outside any checkout has none and asks for that run's artifact set
+/// by name ([`crate::plan::plan_in`]). Used by `cairn resolve|fetch|bootstrap` and the Python
+/// package alike.
+pub fn plan_checkout(
+    explicit: Option<&Path>,
+    run_id: Option<&str>,
+) -> Result<Option<PathBuf>, CheckoutError> {
+    match checkout_dir(explicit) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(CheckoutError::NotInCheckout) if run_id.is_some() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

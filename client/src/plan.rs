@@ -182,6 +182,19 @@ pub fn plan(topology: &Topology, checkout: &Path, spec: &PlanSpec) -> Result<Fet
     })
 }
 
+/// [`plan`] over `checkout`, or without one (a plan for a named run outside any checkout,
+/// [`crate::checkout::plan_checkout`]) [`plan_by_name`].
+pub fn plan_in(
+    topology: &Topology,
+    checkout: Option<&Path>,
+    spec: &PlanSpec,
+) -> Result<FetchPlan, PlanError> {
+    match checkout {
+        Some(checkout) => plan(topology, checkout, spec),
+        None => plan_by_name(topology, spec),
+    }
+}
+
 /// The requests of `--run-id X` without a git checkout: the wanted artifacts by name, no
 /// fingerprints, so the daemon answers from run X's artifact set alone (what X built and what it
 /// recorded as reused, else X's listing). `head` is empty. `spec.policy.run_id` must be set: without

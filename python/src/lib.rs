@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cairn_client::api::{self, ClientError, Policy, PublishSpec};
-use cairn_client::checkout::checkout_dir;
+use cairn_client::checkout::{checkout_dir, plan_checkout};
 use cairn_client::connect::{self, DaemonAddr, DaemonChannel};
 use cairn_client::documents::{self, FetchJson, ResolveJson, StatusJson};
 use cairn_client::fetch::{self as fetching, Summary, Transfer};
@@ -377,8 +377,16 @@ impl Select {
     // `..Policy::default()`: policy fields this package does not expose yet keep the CLI's defaults.
     #[allow(clippy::needless_update)]
     fn plan(&self, stage: Option<&str>) -> Outcome<FetchPlan> {
-        let checkout = checkout(self.checkout.as_deref())?;
-        let topology = checked_topology(self.topology.as_deref(), &checkout)?;
+        // A `run_id` needs no checkout: without one, the run's artifact set is asked for by name.
+        let checkout = plan_checkout(
+            self.checkout.as_deref().map(Path::new),
+            self.run_id.as_deref(),
+        )
+        .map_err(|e| Failure::of(&e))?;
+        let topology = checked_topology(
+            self.topology.as_deref(),
+            checkout.as_deref().unwrap_or(Path::new(".")),
+        )?;
         let spec = PlanSpec {
             stage: stage.map(str::to_string),
             exclude_artifacts: self.exclude_artifacts.clone(),
@@ -393,7 +401,7 @@ impl Select {
                 ..Policy::default()
             },
         };
-        plan::plan(&topology, &checkout, &spec).map_err(|e| Failure::of(&e))
+        plan::plan_in(&topology, checkout.as_deref(), &spec).map_err(|e| Failure::of(&e))
     }
 }
 

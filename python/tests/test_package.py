@@ -188,6 +188,27 @@ def test_fetch_and_resolve_equal_the_clis(world: World) -> None:
     assert res.runs == [RUN_GENERIC]
 
 
+def test_a_run_id_fetch_needs_no_checkout_as_the_cli(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TheRock's `fetch --run-id X` runs anywhere: outside a checkout the package, like the CLI,
+    asks for run X's artifact set by name instead of failing to fingerprint."""
+    monkeypatch.chdir(tmp_path)  # not inside any git work tree
+    topology = str(REPO / "BUILD_TOPOLOGY.toml")
+    cli_dir, py_dir = tmp_path / "fetch-cli", tmp_path / "fetch-py"
+    cli = world.cli_json("--topology", topology, "fetch", "--run-id", RUN_MATH, "--family", FAMILY,
+                         "--output-dir", str(cli_dir), "--platform", "linux", "--quiet",
+                         check=False)  # fmt: skip
+    r = cairn.Client(world.daemon).fetch(FAMILY, py_dir, run_id=RUN_MATH, topology=topology,
+                                         platform="linux", allow_missing=True)  # fmt: skip
+    assert r.trees, "run 1002's own artifacts are found by name"
+    assert {t.artifact for t in r.trees} == {t["artifact"] for t in cli["trees"]}
+    assert tree(py_dir) == tree(cli_dir)
+    with pytest.raises(cairn.CairnError, match="checkout"):
+        cairn.Client(world.daemon).fetch(FAMILY, tmp_path / "no-run", topology=topology,
+                                         platform="linux")  # fmt: skip
+
+
 def test_missing_artifacts_carry_the_list_after_materializing_the_rest(world: World) -> None:
     c = str(world.checkout)
     # Windows fingerprints differ from the published Linux ones: everything is missing.

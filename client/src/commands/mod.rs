@@ -25,7 +25,7 @@ use anyhow::Context;
 use cairn_client::api::{ClientError, Policy};
 use cairn_client::bisect::github::GithubLookup;
 use cairn_client::bisect::{History, HistorySpec, Selection, Subject};
-use cairn_client::checkout::{CheckoutError, checkout_dir};
+use cairn_client::checkout::{checkout_dir, plan_checkout};
 use cairn_client::connect::DaemonChannel;
 use cairn_client::connect::{self, DaemonAddr};
 use cairn_client::documents;
@@ -174,11 +174,7 @@ fn fetch_plan(
 ) -> anyhow::Result<FetchPlan> {
     refuse_local_staging(select.local_staging_dir.as_deref())?;
     // `--run-id` needs no checkout: without one, the run's artifact set is asked for by name.
-    let checkout = match checkout_dir(select.checkout.as_deref()) {
-        Ok(c) => Some(c),
-        Err(CheckoutError::NotInCheckout) if select.run_id.is_some() => None,
-        Err(e) => return Err(e.into()),
-    };
+    let checkout = plan_checkout(select.checkout.as_deref(), select.run_id.as_deref())?;
     let topology = match &checkout {
         Some(c) => checkout_topology(cli, c, printer)?,
         None => load_topology(&topology_path(cli, None), printer)?,
@@ -214,12 +210,12 @@ fn fetch_plan(
             refresh: select.refresh,
         },
     };
-    let Some(checkout) = checkout else {
+    let plan = plan::plan_in(&topology, checkout.as_deref(), &spec)?;
+    if checkout.is_none() {
         printer
             .detail("no git checkout: asking for the run's artifact set by name (no fingerprints)");
-        return Ok(plan::plan_by_name(&topology, &spec)?);
-    };
-    let plan = plan::plan(&topology, &checkout, &spec)?;
+        return Ok(plan);
+    }
     printer.detail(&format!(
         "{} artifact(s) x {} family(ies) fingerprinted at {} in {:.1?}",
         plan.artifacts,
