@@ -155,7 +155,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         backends,
         Duration::from_secs(cfg.negative_ttl_secs),
     ));
-    let grpc = CairnService::new(service.clone(), cfg.max_bytes);
+    let grpc = CairnService::new(service.clone());
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let evictor = if store_cfg.max_bytes.is_some() {
         let store = service.store().clone();

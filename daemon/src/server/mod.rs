@@ -47,13 +47,12 @@ use crate::service::{Caller, Service, ServiceError};
 #[derive(Debug, Clone)]
 pub struct CairnService {
     inner: Arc<Service>,
-    max_bytes: u64,
 }
 
 impl CairnService {
-    /// Wrap a service; `max_bytes` is the configured quota used by `Gc` with no explicit quota.
-    pub fn new(inner: Arc<Service>, max_bytes: u64) -> CairnService {
-        CairnService { inner, max_bytes }
+    /// Wrap a service.
+    pub fn new(inner: Arc<Service>) -> CairnService {
+        CairnService { inner }
     }
 
     /// Run one RPC's work and record it (count, outcome, latency) under `method`, `stage` and
@@ -252,28 +251,16 @@ impl Cairn for CairnService {
     }
 
     async fn gc(&self, req: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
-        let requested = req.into_inner().max_bytes;
+        let quota = match req.into_inner().max_bytes {
+            0 => None,
+            n => Some(n),
+        };
         self.observed("Gc", "", "", async {
-            let quota = match requested {
-                0 => self.max_bytes,
-                n => n,
-            };
-            if quota == 0 {
-                return Err(ServiceError::InvalidArgument(
-                    "no quota to collect down to: pass `cairn gc --max-bytes SIZE` (e.g. 50G), or give \
-                     cairnd one (`cairnd serve --max-bytes SIZE`, or `max_bytes` in its config)"
-                        .into(),
-                ));
-            }
-            let store = self.inner.store().clone();
-            let report = tokio::task::spawn_blocking(move || store.gc(quota))
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))??;
-            let stats = self.inner.store().stats()?;
+            let (report, store_bytes) = self.inner.gc(quota).await?;
             Ok(pb::GcResponse {
                 evicted_blobs: report.evicted_blobs,
                 evicted_bytes: report.evicted_bytes,
-                store_bytes: stats.bytes,
+                store_bytes,
             })
         })
         .await

@@ -151,6 +151,24 @@ impl Service {
         Ok(report)
     }
 
+    /// `cairn gc`: evict unleased blobs down to `quota`, else the configured one, and delete blob
+    /// files the index does not name, on a blocking thread. Returns what it did and the store's
+    /// bytes after.
+    pub async fn gc(&self, quota: Option<u64>) -> Result<(crate::store::evict::GcReport, u64)> {
+        let quota = quota.or(self.store.max_bytes()).ok_or_else(|| {
+            ServiceError::InvalidArgument(
+                "no quota to collect down to: pass `cairn gc --max-bytes SIZE` (e.g. 50G), or give \
+                 cairnd one (`cairnd serve --max-bytes SIZE`, or `max_bytes` in its config)"
+                    .into(),
+            )
+        })?;
+        let store = self.store.clone();
+        let report = tokio::task::spawn_blocking(move || store.gc(quota))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("gc task failed: {e}")))??;
+        Ok((report, self.store.stats()?.bytes))
+    }
+
     /// Objects being downloaded and fingerprints being looked up right now (both drop to 0 when
     /// the daemon is idle: the maps never keep finished work).
     pub fn in_flight_keys(&self) -> (usize, usize) {
