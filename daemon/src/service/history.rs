@@ -145,19 +145,12 @@ impl Service {
                     if !obj.key.ends_with(".json") {
                         continue;
                     }
-                    let bytes = match backend
+                    let Some(bytes) = backend
                         .storage
-                        .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
-                        .await
-                    {
-                        Ok(b) => b,
-                        Err(e) if e.is_not_found() => continue,
-                        // Larger than any document Cairn writes: skipped like a malformed one.
-                        Err(e) if e.is_too_large() => {
-                            tracing::warn!("{e}");
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+                        .get_document(&obj.key, crate::storage::MAX_JOB_MANIFEST)
+                        .await?
+                    else {
+                        continue;
                     };
                     let entry: CommitRecord = match serde_json::from_slice(&bytes) {
                         Ok(e) => e,
@@ -368,19 +361,12 @@ impl Service {
             .await?;
         let mut manifests = Vec::new();
         for obj in listing.objects.iter().filter(|o| o.key.ends_with(".json")) {
-            let bytes = match backend
+            let Some(bytes) = backend
                 .storage
-                .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
-                .await
-            {
-                Ok(b) => b,
-                Err(e) if e.is_not_found() => continue,
-                // Larger than any document Cairn writes: skipped like a malformed one.
-                Err(e) if e.is_too_large() => {
-                    tracing::warn!("{e}");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+                .get_document(&obj.key, crate::storage::MAX_JOB_MANIFEST)
+                .await?
+            else {
+                continue;
             };
             match serde_json::from_slice::<JobManifest>(&bytes) {
                 Ok(m) if m.version == JOB_MANIFEST_VERSION => manifests.push(m),

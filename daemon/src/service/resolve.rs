@@ -93,19 +93,12 @@ impl Service {
                 let prefix = area.producer_records_prefix(fp);
                 let listing = backend.storage.list(&prefix, None).await?;
                 for obj in listing.objects {
-                    let bytes = match backend
+                    let Some(bytes) = backend
                         .storage
-                        .get_bytes_capped(&obj.key, crate::storage::MAX_PRODUCER_RECORD)
-                        .await
-                    {
-                        Ok(b) => b,
-                        Err(e) if e.is_not_found() => continue,
-                        // Larger than any document Cairn writes: skipped like a malformed one.
-                        Err(e) if e.is_too_large() => {
-                            tracing::warn!("{e}");
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
+                        .get_document(&obj.key, crate::storage::MAX_PRODUCER_RECORD)
+                        .await?
+                    else {
+                        continue;
                     };
                     match ProducerRecord::parse(&bytes, &obj.key, fp) {
                         Ok(record) => {

@@ -300,14 +300,12 @@ impl Service {
                 }
                 let listing = backend.storage.list(day, None).await?;
                 for obj in listing.objects.iter().filter(|o| o.key.ends_with(".json")) {
-                    let bytes = match backend
+                    let Some(bytes) = backend
                         .storage
-                        .get_bytes_capped(&obj.key, crate::storage::MAX_JOB_MANIFEST)
-                        .await
-                    {
-                        Ok(b) => b,
-                        Err(e) if e.is_not_found() || e.is_too_large() => continue,
-                        Err(e) => return Err(e.into()),
+                        .get_document(&obj.key, crate::storage::MAX_JOB_MANIFEST)
+                        .await?
+                    else {
+                        continue;
                     };
                     let record: BranchFeedRecord = match serde_json::from_slice(&bytes) {
                         Ok(r) => r,

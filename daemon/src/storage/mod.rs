@@ -343,6 +343,21 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(bytes)
     }
 
+    /// A listed Cairn document (record, manifest, index or feed entry) of at most `max` bytes, or
+    /// `None` when it is gone since the listing or is larger than any document Cairn writes
+    /// (logged): the caller skips it like a malformed one. Other errors are errors.
+    async fn get_document(&self, key: &str, max: u64) -> Result<Option<Bytes>, StorageError> {
+        match self.get_bytes_capped(key, max).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) if e.is_too_large() => {
+                tracing::warn!("{e}; skipped");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// True when the object exists.
     async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         Ok(self.head(key).await?.is_some())
