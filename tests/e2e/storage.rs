@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_daemon::storage::transfer::{self, DownloadOptions};
 use cairn_daemon::storage::{
-    LocalStorage, PutBody, PutOutcome, RetryPolicy, S3Storage, Storage, StorageError, UploadOptions,
+    LocalStorage, PutBody, PutOutcome, RetryPolicy, S3Storage, Storage, StorageError,
+    TransferSnapshot, UploadOptions,
 };
 use cairn_testkit::faultproxy::{Fault, FaultProxy};
 use cairn_testkit::s3server::S3Server;
@@ -297,6 +298,69 @@ async fn ranged_download(storage: Arc<dyn Storage>) {
         after.get_bytes - before.get_bytes,
         body.len() as u64,
         "each byte downloaded once"
+    );
+}
+
+/// Small documents (records, manifests, sidecars) are read whole and bounded: one within the cap
+/// (an empty one included) comes back byte-exact; a larger one is refused as `TooLarge`, naming its
+/// size, without its body being read. Returns the requests it took (after, minus before).
+async fn capped_documents(storage: Arc<dyn Storage>) -> (TransferSnapshot, TransferSnapshot) {
+    let doc = data(3_000, 7);
+    let big = data(5_000, 8);
+    for (key, body) in [
+        ("d/doc.json", doc.clone()),
+        ("d/big.json", big),
+        ("d/empty.json", Vec::new()),
+    ] {
+        storage.put(key, PutBody::Bytes(body.into())).await.unwrap();
+    }
+    let before = storage.stats().snapshot();
+    let got = storage.get_bytes_capped("d/doc.json", 4096).await.unwrap();
+    assert_eq!(&got[..], &doc[..]);
+    let empty = storage
+        .get_bytes_capped("d/empty.json", 4096)
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    let err = storage
+        .get_bytes_capped("d/big.json", 4096)
+        .await
+        .unwrap_err();
+    assert!(err.is_too_large(), "{err}");
+    assert!(
+        err.to_string().contains("5000 bytes, more than the 4096"),
+        "{err}"
+    );
+    let missing = storage
+        .get_bytes_capped("d/missing.json", 4096)
+        .await
+        .unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    (before, storage.stats().snapshot())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_capped_documents() {
+    let (_dir, storage) = local();
+    capped_documents(storage).await;
+}
+
+/// On S3 a document is one GET, no HEAD first (a round trip less per record on every resolve and
+/// per sidecar on every cold fetch), and an oversized one's body is not downloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_capped_documents_take_one_get_each() {
+    let s3 = cairn_testkit::require_s3!();
+    let (before, after) = capped_documents(s3_bucket(&s3, "s3_capped_documents").await).await;
+    assert_eq!(after.head_requests - before.head_requests, 0, "{after:?}");
+    assert_eq!(
+        after.get_requests - before.get_requests,
+        4,
+        "one GET per document: {after:?}"
+    );
+    assert_eq!(
+        after.get_bytes - before.get_bytes,
+        3_000,
+        "only the document within the cap is downloaded: {after:?}"
     );
 }
 

@@ -24,7 +24,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
@@ -373,6 +373,65 @@ impl S3Storage {
         }
         result
     }
+
+    /// One whole-object GET instead of HEAD + ranged GET (a round trip less per record, manifest
+    /// and sidecar); the body is read inside the retry loop, since a small object is cheaper to
+    /// refetch than to resume. With `max`, a larger object is refused from its `Content-Length`
+    /// before its body is read (or, without one, once more than `max` bytes arrived).
+    async fn get_whole(&self, key: &str, max: Option<u64>) -> Result<Bytes, StorageError> {
+        self.config
+            .retry
+            .run(&self.stats, key, &self.describe(), || async {
+                self.stats.add_get();
+                let fut = async {
+                    self.client
+                        .get_object()
+                        .bucket(&self.config.bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .map_err(|e| self.map_err(key, e))
+                };
+                let out = self.timed(key, self.config.read_timeout, fut).await?;
+                let expected = out.content_length.map(|n| n.max(0) as u64);
+                let too_large = |size: u64, max: u64| StorageError::TooLarge {
+                    key: key.to_string(),
+                    location: self.describe(),
+                    size,
+                    max,
+                };
+                if let (Some(max), Some(n)) = (max, expected)
+                    && n > max
+                {
+                    return Err(too_large(n, max));
+                }
+                let mut stream = body_stream(
+                    out.body,
+                    key.to_owned(),
+                    self.describe(),
+                    self.config.read_timeout,
+                    self.stats.clone(),
+                );
+                let mut buf = BytesMut::new();
+                while let Some(chunk) = stream.next().await {
+                    buf.extend_from_slice(&chunk?);
+                    if let Some(max) = max
+                        && buf.len() as u64 > max
+                    {
+                        return Err(too_large(buf.len() as u64, max));
+                    }
+                }
+                match expected {
+                    Some(n) if n != buf.len() as u64 => Err(StorageError::transient(
+                        key,
+                        &self.describe(),
+                        format!("body ended after {} of {n} bytes", buf.len()),
+                    )),
+                    _ => Ok(buf.freeze()),
+                }
+            })
+            .await
+    }
 }
 
 fn status_of<E>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<u16> {
@@ -613,41 +672,11 @@ impl Storage for S3Storage {
     }
 
     async fn get_bytes(&self, key: &str) -> Result<Bytes, StorageError> {
-        // One whole-object GET instead of HEAD + ranged GET; the body is read inside the retry loop,
-        // since a small object is cheaper to refetch than to resume.
-        self.config
-            .retry
-            .run(&self.stats, key, &self.describe(), || async {
-                self.stats.add_get();
-                let fut = async {
-                    self.client
-                        .get_object()
-                        .bucket(&self.config.bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .map_err(|e| self.map_err(key, e))
-                };
-                let out = self.timed(key, self.config.read_timeout, fut).await?;
-                let expected = out.content_length.map(|n| n.max(0) as u64);
-                let stream = body_stream(
-                    out.body,
-                    key.to_owned(),
-                    self.describe(),
-                    self.config.read_timeout,
-                    self.stats.clone(),
-                );
-                let bytes = super::collect(stream).await?;
-                match expected {
-                    Some(n) if n != bytes.len() as u64 => Err(StorageError::transient(
-                        key,
-                        &self.describe(),
-                        format!("body ended after {} of {n} bytes", bytes.len()),
-                    )),
-                    _ => Ok(bytes),
-                }
-            })
-            .await
+        self.get_whole(key, None).await
+    }
+
+    async fn get_bytes_capped(&self, key: &str, max: u64) -> Result<Bytes, StorageError> {
+        self.get_whole(key, Some(max)).await
     }
 }
 
