@@ -32,6 +32,11 @@
 //!    `docs/therock-compatibility.md` names a `cairn SUBCOMMAND ...` equivalent in its third
 //!    column, and every `--flag` (and `[POSITIONAL]...`) of that span is in `cairn SUBCOMMAND
 //!    --help` (run from the built `cairn` binary).
+//! 6. **Every test ARCHITECTURE.md names exists:** a backticked span shaped like a test name
+//!    (lowercase `snake_case` with at least three underscores, e.g.
+//!    `` `stats_never_show_bytes_gone_without_the_eviction_that_took_them` ``) is defined as
+//!    `fn NAME` in a walked Rust file or `def NAME` in a walked Python file, so an invariant never
+//!    cites a test that was renamed or deleted.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -584,4 +589,64 @@ fn every_therock_flag_in_the_parity_table_is_in_cairn_help() {
         "the parity table has {rows} rows; is it still a table?"
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A span shaped like a test or function name (rule 6).
+fn is_test_like(span: &str) -> bool {
+    span.matches('_').count() >= 3
+        && span.starts_with(|c: char| c.is_ascii_lowercase())
+        && span
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[test]
+fn every_test_architecture_md_names_exists() {
+    let root = workspace_root();
+    let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let named: BTreeSet<String> = spans(&doc)
+        .into_iter()
+        .filter(|s| is_test_like(s))
+        .collect();
+    assert!(
+        named.len() >= 10,
+        "ARCHITECTURE.md cites its invariants' tests by name; found only {named:?}"
+    );
+    let mut files = rust_files(&root);
+    for r in ROOTS {
+        walk(
+            &root.join(r),
+            &|p| p.extension().is_some_and(|e| e == "py"),
+            &mut files,
+        );
+    }
+    let mut defined = BTreeSet::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines() {
+            let line = line.trim_start();
+            let rest = ["fn ", "async fn ", "pub fn ", "def "]
+                .iter()
+                .find_map(|p| line.strip_prefix(p));
+            if let Some(rest) = rest {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                defined.insert(name);
+            }
+        }
+    }
+    let missing: Vec<&String> = named.iter().filter(|n| !defined.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names {} test(s) or function(s) defined nowhere (renamed or deleted? \
+         update the doc):\n  {}",
+        missing.len(),
+        missing
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
 }
