@@ -469,6 +469,7 @@ pub fn replay(
     let index = Index::open(&dir.join("index.redb"))?;
     let cas = Cas::open(dir)?;
     let leases: Arc<Leases> = Leases::new();
+    let ledger = evict::EvictionLedger::default();
     let model = CostModel::default();
     let empty = Tree::new(Vec::new(), Vec::new());
     let mut clock = 0u64;
@@ -484,7 +485,13 @@ pub fn replay(
             // As `LocalStore` ranks (half-life: the quota), unless the bench asks otherwise.
             let half_life = (quota.max(1 << 20) as f64 * half_life_of_quota) as u64;
             let ranker = Ranker::new(policy, clock, half_life);
-            let r = evict::evict_step(&index, &cas, &leases, &ranker, *bytes, low, 512)?;
+            let store = evict::Evictable {
+                index: &index,
+                cas: &cas,
+                leases: &leases,
+                ledger: &ledger,
+            };
+            let r = evict::evict_step(store, &ranker, *bytes, low, 512)?;
             *bytes = bytes.saturating_sub(r.evicted_bytes);
             out.evicted_blobs += r.evicted_blobs;
             if !r.more || r.evicted_blobs == 0 {

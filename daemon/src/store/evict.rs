@@ -34,6 +34,60 @@ use crate::store::error::{Result, StoreError};
 use crate::store::index::Index;
 use crate::store::score::{Rank, Ranker};
 
+/// Evictions since open, counted in the same step that drops their blobs from the index: a reader
+/// of [`EvictionLedger::snapshot`] never sees bytes gone from the index without the eviction that
+/// took them. Its lock is held only for that index transaction and the count (never while files are
+/// deleted), so `Stats` does not wait for a whole `gc`.
+#[derive(Debug, Default)]
+pub struct EvictionLedger {
+    lock: Mutex<()>,
+    blobs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl EvictionLedger {
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        // The guarded value is `()`: a panic while held leaves nothing inconsistent behind it.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drop `victims` from the index and count them, as one step. Returns the bytes the index no
+    /// longer accounts for.
+    fn remove(&self, index: &Index, victims: &[Blake3]) -> Result<u64> {
+        let _step = self.guard();
+        let bytes = index.remove_blobs(victims)?;
+        self.blobs
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// `read` (e.g. the index's counts) and the (blobs, bytes) evicted since open, with no eviction
+    /// between them.
+    pub fn snapshot<T>(&self, read: impl FnOnce() -> T) -> (T, u64, u64) {
+        let _step = self.guard();
+        let value = read();
+        (
+            value,
+            self.blobs.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// What eviction works on: a store's index, CAS, lease table and eviction ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct Evictable<'a> {
+    /// The index blobs are dropped from first.
+    pub index: &'a Index,
+    /// The blob files deleted after.
+    pub cas: &'a Cas,
+    /// Leased blobs are never taken; the table's mutex is the eviction lock.
+    pub leases: &'a Leases,
+    /// Where evictions are counted.
+    pub ledger: &'a EvictionLedger,
+}
+
 /// Lease counts per blob, shared by every [`Lease`] of a store.
 #[derive(Debug, Default)]
 pub struct Leases {
@@ -169,13 +223,17 @@ pub struct GcReport {
 /// Evict unleased blobs in `ranker`'s order until the index accounts for at most `max_bytes`; with
 /// `sweep_orphans`, also delete blob files the index does not name and no lease holds.
 pub fn collect(
-    index: &Index,
-    cas: &Cas,
-    leases: &Leases,
+    store: Evictable<'_>,
     ranker: &Ranker,
     max_bytes: u64,
     sweep_orphans: bool,
 ) -> Result<GcReport> {
+    let Evictable {
+        index,
+        cas,
+        leases,
+        ledger,
+    } = store;
     // Held to the end: see the module docs.
     let counts = leases.lock();
     let mut blobs = index.blobs()?;
@@ -201,7 +259,7 @@ pub fn collect(
     }
     report.evicted_blobs = victims.len() as u64;
     if !victims.is_empty() {
-        index.remove_blobs(&victims)?;
+        ledger.remove(index, &victims)?;
         for d in &victims {
             cas.remove_blob(d)
                 .map_err(|e| StoreError::io(cas.blob_path(d), e))?;
@@ -250,14 +308,18 @@ pub struct StepReport {
 /// dropped from the index and deleted. A blob leased between the two is spared; one used between
 /// the two may go although it no longer ranks lowest (the rank is a hint, leases are the guarantee).
 pub fn evict_step(
-    index: &Index,
-    cas: &Cas,
-    leases: &Leases,
+    store: Evictable<'_>,
     ranker: &Ranker,
     current: u64,
     target: u64,
     max_victims: usize,
 ) -> Result<StepReport> {
+    let Evictable {
+        index,
+        cas,
+        leases,
+        ledger,
+    } = store;
     let mut report = StepReport::default();
     if current <= target || max_victims == 0 {
         return Ok(report);
@@ -300,7 +362,7 @@ pub fn evict_step(
     if chosen.is_empty() {
         return Ok(report);
     }
-    report.evicted_bytes = index.remove_blobs(&chosen)?;
+    report.evicted_bytes = ledger.remove(index, &chosen)?;
     for d in &chosen {
         cas.remove_blob(d)
             .map_err(|e| StoreError::io(cas.blob_path(d), e))?;

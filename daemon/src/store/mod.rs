@@ -238,8 +238,6 @@ struct Counters {
     failures: AtomicU64,
     ingested_bytes: AtomicU64,
     new_blob_bytes: AtomicU64,
-    evicted_blobs: AtomicU64,
-    evicted_bytes: AtomicU64,
 }
 
 /// The local content-addressed store. Open once per process (the index takes an exclusive file lock)
@@ -258,9 +256,8 @@ pub struct LocalStore {
     /// does not scan the index.
     bytes: AtomicU64,
     counters: Counters,
-    /// Held while an eviction drops blobs from the index and counts them, and while [`LocalStore::stats`]
-    /// reads both: a snapshot never shows bytes gone without the eviction that took them.
-    eviction_accounting: std::sync::Mutex<()>,
+    /// Evictions since open, counted with their index commit (`Stats` reads both as one snapshot).
+    evictions: evict::EvictionLedger,
     /// Trees parsed from the index, kept for the next request.
     trees: TreeCache,
     /// Set when this open found the index corrupt and rebuilt it.
@@ -461,7 +458,7 @@ impl LocalStore {
             clock: AtomicU64::new(counts.max_last_use),
             bytes: AtomicU64::new(counts.bytes),
             counters: Counters::default(),
-            eviction_accounting: std::sync::Mutex::new(()),
+            evictions: evict::EvictionLedger::default(),
             trees: TreeCache::new(tree_cache::DEFAULT_MAX_ENTRIES),
             recovered: std::sync::Mutex::new(None),
             background_eviction: std::sync::atomic::AtomicBool::new(false),
@@ -969,6 +966,15 @@ impl LocalStore {
         self.leases.released()
     }
 
+    fn evictable(&self) -> evict::Evictable<'_> {
+        evict::Evictable {
+            index: &self.index,
+            cas: &self.cas,
+            leases: &self.leases,
+            ledger: &self.evictions,
+        }
+    }
+
     /// The configured quota.
     pub fn max_bytes(&self) -> Option<u64> {
         self.config.max_bytes
@@ -993,11 +999,8 @@ impl LocalStore {
         if current <= if continuing { low } else { max } {
             return Ok(evict::StepReport::default());
         }
-        let _accounting = self.accounting();
         let report = evict::evict_step(
-            &self.index,
-            &self.cas,
-            &self.leases,
+            self.evictable(),
             &self.ranker(max),
             current,
             low,
@@ -1008,12 +1011,6 @@ impl LocalStore {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some(b.saturating_sub(report.evicted_bytes))
             });
-        self.counters
-            .evicted_blobs
-            .fetch_add(report.evicted_blobs, Ordering::Relaxed);
-        self.counters
-            .evicted_bytes
-            .fetch_add(report.evicted_bytes, Ordering::Relaxed);
         Ok(report)
     }
 
@@ -1053,17 +1050,11 @@ impl LocalStore {
         Ok(paths)
     }
 
-    fn accounting(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The guarded value is `()`: a panic while held leaves nothing inconsistent behind it.
-        self.eviction_accounting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Usage and counters: the bytes and the eviction counters are one consistent snapshot.
     pub fn stats(&self) -> Result<StoreStats> {
-        let _accounting = self.accounting();
-        let counts = self.index.counts()?;
+        let (counts, evicted_blobs, evicted_bytes) =
+            self.evictions.snapshot(|| self.index.counts());
+        let counts = counts?;
         let c = &self.counters;
         Ok(StoreStats {
             bytes: counts.bytes,
@@ -1078,8 +1069,8 @@ impl LocalStore {
             ingest_failures: c.failures.load(Ordering::Relaxed),
             ingested_bytes: c.ingested_bytes.load(Ordering::Relaxed),
             new_blob_bytes: c.new_blob_bytes.load(Ordering::Relaxed),
-            evicted_blobs: c.evicted_blobs.load(Ordering::Relaxed),
-            evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
+            evicted_blobs,
+            evicted_bytes,
         })
     }
 
@@ -1092,22 +1083,13 @@ impl LocalStore {
     fn collect(&self, max_bytes: u64, sweep_orphans: bool) -> Result<GcReport> {
         self.expire_pins();
         let quota = self.config.max_bytes.unwrap_or(max_bytes);
-        let _accounting = self.accounting();
         let report = evict::collect(
-            &self.index,
-            &self.cas,
-            &self.leases,
+            self.evictable(),
             &self.ranker(quota),
             max_bytes,
             sweep_orphans,
         )?;
         self.bytes.store(report.bytes_after, Ordering::Relaxed);
-        self.counters
-            .evicted_blobs
-            .fetch_add(report.evicted_blobs, Ordering::Relaxed);
-        self.counters
-            .evicted_bytes
-            .fetch_add(report.evicted_bytes, Ordering::Relaxed);
         Ok(report)
     }
 
