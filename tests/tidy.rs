@@ -623,13 +623,11 @@ fn every_test_architecture_md_names_exists() {
     let mut defined = BTreeSet::new();
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
-        for line in text.lines() {
-            let line = line.trim_start();
-            let rest = ["fn ", "async fn ", "pub fn ", "def "]
-                .iter()
-                .find_map(|p| line.strip_prefix(p));
-            if let Some(rest) = rest {
-                let name: String = rest
+        // The word after every `fn` or `def`, whatever qualifiers come before it.
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for pair in words.windows(2) {
+            if pair[0] == "fn" || pair[0] == "def" {
+                let name: String = pair[1]
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();

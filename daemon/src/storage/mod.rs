@@ -112,7 +112,7 @@ pub enum StorageError {
         key: String,
         /// The backend, e.g. `s3://bucket`.
         location: String,
-        /// Its size.
+        /// Its size (from `Content-Length`; without one, the bytes received when it was refused).
         size: u64,
         /// The limit.
         max: u64,
