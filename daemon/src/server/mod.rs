@@ -256,11 +256,11 @@ impl Cairn for CairnService {
             n => Some(n),
         };
         self.observed("Gc", "", "", async {
-            let (report, store_bytes) = self.inner.gc(quota).await?;
+            let report = self.inner.gc(quota).await?;
             Ok(pb::GcResponse {
                 evicted_blobs: report.evicted_blobs,
                 evicted_bytes: report.evicted_bytes,
-                store_bytes,
+                store_bytes: report.bytes_after,
             })
         })
         .await

@@ -152,9 +152,8 @@ impl Service {
     }
 
     /// `cairn gc`: evict unleased blobs down to `quota`, else the configured one, and delete blob
-    /// files the index does not name, on a blocking thread. Returns what it did and the store's
-    /// bytes after.
-    pub async fn gc(&self, quota: Option<u64>) -> Result<(crate::store::evict::GcReport, u64)> {
+    /// files the index does not name, on a blocking thread.
+    pub async fn gc(&self, quota: Option<u64>) -> Result<crate::store::evict::GcReport> {
         let quota = quota.or(self.store.max_bytes()).ok_or_else(|| {
             ServiceError::InvalidArgument(
                 "no quota to collect down to: pass `cairn gc --max-bytes SIZE` (e.g. 50G), or give \
@@ -166,7 +165,7 @@ impl Service {
         let report = tokio::task::spawn_blocking(move || store.gc(quota))
             .await
             .map_err(|e| ServiceError::Internal(format!("gc task failed: {e}")))??;
-        Ok((report, self.store.stats()?.bytes))
+        Ok(report)
     }
 
     /// Objects being downloaded and fingerprints being looked up right now (both drop to 0 when
