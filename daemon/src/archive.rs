@@ -48,6 +48,14 @@ pub enum ArchiveError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The archive's SHA-256 is not the one the caller expected (its `.sha256sum` sidecar or record).
+    #[error("sha256 mismatch: expected {expected}, computed {actual}")]
+    Sha256Mismatch {
+        /// The digest the caller trusts.
+        expected: Sha256,
+        /// What we computed over the bytes we read.
+        actual: Sha256,
+    },
     /// The archive has no members at all.
     #[error("archive is empty; `artifact_manifest.txt` must be its first member")]
     Empty,
@@ -206,9 +214,16 @@ pub type FileSink<'a> = dyn FnMut(&RelPath, &mut dyn Read, u64) -> io::Result<Bl
 /// Read one archive from `src` in a single pass: validate every member, hand file contents to `sink`,
 /// and return the tree with the archive's SHA-256. `src` is read to its end, so the digest covers every
 /// byte even when the tar stream ends before the compressed stream does.
+///
+/// With an `expected` digest the archive is refused ([`ArchiveError::Sha256Mismatch`]) unless its
+/// SHA-256 is that one, and the codec's own check of the decoded bytes (xz's CRC64 per block) is
+/// skipped: the SHA-256 already covers every byte the decoder reads, so each byte is hashed once.
+/// The caller must keep nothing `sink` received until this returns `Ok` (the store stages blobs and
+/// publishes them after). Without one, the codec's check is the only integrity check and is kept.
 pub fn read_archive(
     src: impl Read,
     compression: Compression,
+    expected: Option<Sha256>,
     limits: &Limits,
     sink: &mut FileSink<'_>,
 ) -> Result<ReadSummary, ArchiveError> {
@@ -225,7 +240,8 @@ pub fn read_archive(
                 Box::new(d)
             }
             Compression::Xz => {
-                let stream = xz_decoder().map_err(|e| ArchiveError::Read(e.into()))?;
+                let stream = xz_decoder(XzCheck::for_expected(expected.as_ref()))
+                    .map_err(|e| ArchiveError::Read(e.into()))?;
                 Box::new(liblzma::read::XzDecoder::new_stream(&mut tee, stream))
             }
         };
@@ -236,23 +252,54 @@ pub fn read_archive(
         read
     };
     io::copy(&mut tee, &mut io::sink()).map_err(ArchiveError::Read)?;
+    let sha256 = Sha256(tee.hasher.finalize().into());
+    if let Some(expected) = expected
+        && expected != sha256
+    {
+        return Err(ArchiveError::Sha256Mismatch {
+            expected,
+            actual: sha256,
+        });
+    }
     Ok(ReadSummary {
-        sha256: Sha256(tee.hasher.finalize().into()),
+        sha256,
         compressed_bytes: tee.count,
         uncompressed_bytes,
         tree,
     })
 }
 
+/// Whether the xz decoder verifies each block's check (CRC64 in TheRock's archives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum XzCheck {
+    Verify,
+    /// The archive's SHA-256 is compared with a trusted digest instead (see [`read_archive`]).
+    CoveredBySha256,
+}
+
+impl XzCheck {
+    fn for_expected(expected: Option<&Sha256>) -> Self {
+        match expected {
+            Some(_) => XzCheck::CoveredBySha256,
+            None => XzCheck::Verify,
+        }
+    }
+}
+
 /// A multi-threaded xz decoder: it decodes blocks in parallel when the stream has several blocks with
 /// sizes in their headers (what multi-threaded `xz -T` writes) and falls back to one thread otherwise
 /// (what Python's `tarfile` writes).
-fn xz_decoder() -> Result<liblzma::stream::Stream, liblzma::stream::Error> {
+fn xz_decoder(check: XzCheck) -> Result<liblzma::stream::Stream, liblzma::stream::Error> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let flags = match check {
+        XzCheck::Verify => 0,
+        XzCheck::CoveredBySha256 => liblzma::stream::IGNORE_CHECK,
+    };
     liblzma::stream::MtStreamBuilder::new()
         .threads(threads)
         .memlimit_threading(1 << 30)
         .memlimit_stop(u64::MAX)
+        .flags(flags)
         .decoder()
 }
 

@@ -164,6 +164,48 @@ fn sha256_mismatch_rejects_and_leaves_nothing() {
     );
 }
 
+/// The xz check (CRC64) is skipped only where the archive's SHA-256 replaces it. An archive whose
+/// last block's CRC64 is damaged is refused without a digest (the decoder's check is the only one),
+/// and refused with a digest other than its own; with its own digest (what a producer's sidecar
+/// names) it is ingested, and its content is the undamaged archive's, because the damage lies in the
+/// check field alone: the decoder did not hash the decoded bytes a second time.
+#[test]
+fn a_trusted_sha256_replaces_the_xz_check_and_only_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = ArtifactSpec::new("blas", "lib", "gfx94X-dcgpu", 1 << 20, 21);
+    let a = datagen::write_archive(&spec, &tmp.path().join("out"), Compression::Xz).unwrap();
+    let mut bytes = std::fs::read(&a.path).unwrap();
+    // The stream footer is CRC32, Backward Size, Stream Flags, `YZ`; the index starts Backward Size
+    // bytes before it, and the last block's 8-byte CRC64 ends where the index starts.
+    let footer = bytes.len() - 12;
+    assert_eq!(&bytes[footer + 10..], b"YZ", "an xz stream footer");
+    let backward = u32::from_le_bytes(bytes[footer + 4..footer + 8].try_into().unwrap());
+    let index = footer - (backward as usize + 1) * 4;
+    assert_eq!(bytes[index], 0, "an xz index indicator");
+    bytes[index - 1] ^= 0x5a;
+    let damaged = tmp.path().join("damaged.tar.xz");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let damaged_sha256 = Sha256(<sha2::Sha256 as sha2::Digest>::digest(&bytes).into());
+
+    let store = open(&tmp.path().join("store"));
+    let err = store.ingest_file("unchecked", &damaged, None).unwrap_err();
+    assert!(matches!(err, StoreError::Archive { .. }), "{err:?}");
+    let err = store
+        .ingest_file("other-digest", &damaged, Some(a.sha256))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Sha256Mismatch { .. }), "{err:?}");
+    assert!(blob_files(store.root()).is_empty());
+
+    let covered = store
+        .ingest_file("covered", &damaged, Some(damaged_sha256))
+        .unwrap();
+    let reference = open(&tmp.path().join("reference"))
+        .ingest_file("intact", &a.path, Some(a.sha256))
+        .unwrap();
+    assert_eq!(covered.tree_digest, reference.tree_digest);
+    assert!(store.verify().unwrap().is_clean());
+}
+
 /// Eight threads ingest the same archive under the same key at once: one ingest runs, all eight get
 /// the same result. The leader's reader is held back until the seven others have joined its flight,
 /// so the overlap is certain rather than likely.

@@ -6,7 +6,8 @@
 //!    already staged is dropped at once: temp space is the archive's distinct content plus one
 //!    member);
 //! 2. the archive's SHA-256 (computed over the compressed bytes during the same pass) is compared
-//!    with the sidecar's; a mismatch or a refused member stops here, and the staged files are deleted;
+//!    with the sidecar's by `archive::read_archive` (which, given that digest, skips xz's CRC64 of
+//!    the same bytes); a mismatch or a refused member stops here, and the staged files are deleted;
 //! 3. staged files are renamed to their blob names;
 //! 4. one index transaction adds the blobs, the tree, archive → tree and key → archive, and lists
 //!    the blobs written as unsynced; the flusher (`flush.rs`) makes them durable a moment later.
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use cairn_fingerprint::tree::EntryKind;
 use cairn_fingerprint::{Blake3, Compression, Sha256, Tree};
 
-use crate::archive::{self, Limits};
+use crate::archive::{self, ArchiveError, Limits};
 use crate::store::cas::{Cas, Staged, StagedBlob};
 use crate::store::error::{Result, StoreError};
 use crate::store::evict::{self, Lease, Leases};
@@ -103,22 +104,21 @@ pub(crate) fn ingest(
             }
         }
     };
-    let summary = archive::read_archive(src, compression, ctx.limits, &mut sink);
+    // Refuses a digest other than `expected` before returning, so nothing staged is kept from it.
+    let summary = archive::read_archive(src, compression, expected, ctx.limits, &mut sink);
     // On every early return below, `staged` is dropped and its temp files deleted: nothing of a
     // refused archive reaches `blobs/`.
-    let summary = summary.map_err(|source| StoreError::Archive {
-        key: key.to_string(),
-        source,
-    })?;
-    if let Some(expected) = expected
-        && expected != summary.sha256
-    {
-        return Err(StoreError::Sha256Mismatch {
+    let summary = summary.map_err(|source| match source {
+        ArchiveError::Sha256Mismatch { expected, actual } => StoreError::Sha256Mismatch {
             key: key.to_string(),
             expected,
-            actual: summary.sha256,
-        });
-    }
+            actual,
+        },
+        source => StoreError::Archive {
+            key: key.to_string(),
+            source,
+        },
+    })?;
 
     // Shards of renamed blobs; synced by the flusher, not here.
     let mut touched: BTreeSet<u8> = BTreeSet::new();

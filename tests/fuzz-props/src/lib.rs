@@ -101,5 +101,5 @@ pub fn tar_ingest(data: &[u8]) {
         );
         Ok(Blake3::of(&buf))
     };
-    let _ = read_archive(&bytes[..], compression, &limits, &mut sink);
+    let _ = read_archive(&bytes[..], compression, None, &limits, &mut sink);
 }
