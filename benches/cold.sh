@@ -6,7 +6,7 @@
 # does not pay it). Prints one Markdown table of medians with ratios.
 #
 #   benches/cold.sh [--scale small|medium|bigfile] [--repeat N] [--smoke] [--work DIR]
-#                   [--sources s3,local] [--compressions zst,xz]
+#                   [--sources s3,local] [--compressions zst,xz] [--s3-server moto|s3s]
 #
 # --scale          data shape and size (default bigfile: ~1 GB stage in ~9k files, ≈1.6× zstd-3;
 #                  medium: ~0.9 GB in ~43k mostly small files, 3–4×); cached under --work
@@ -15,6 +15,9 @@
 # --sources        where the run is read from: s3 (moto over loopback), local (a local staging
 #                  directory, TheRock's THEROCK_LOCAL_STAGING_DIR) (default both)
 # --compressions   zst, xz (default both)
+# --s3-server      moto (the tests' S3 server; default) or s3s (`cairn-bench s3-server`, s3s-fs over
+#                  a directory): moto reads a whole object for every ranged GET, ~7 CPU-s per
+#                  bigfile fetch on the cores being measured; s3s reads each range from its file
 #
 # Needs: cargo, python3, jq, /usr/bin/time. Installs moto + boto3 + pyzstd in .cache/venv.
 set -euo pipefail
@@ -25,6 +28,7 @@ SMOKE=0
 WORK=""
 SOURCES=s3,local
 COMPRESSIONS=zst,xz
+S3_SERVER=moto
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) SCALE="$2"; shift 2 ;;
@@ -33,13 +37,15 @@ while [ $# -gt 0 ]; do
     --work) WORK="$2"; shift 2 ;;
     --sources) SOURCES="$2"; shift 2 ;;
     --compressions) COMPRESSIONS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --s3-server) S3_SERVER="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$SCALE" in small|medium|large|bigfile) ;; *) echo "error: unknown scale \`$SCALE\` (small, medium, large, bigfile)" >&2; exit 2 ;; esac
 for s in ${SOURCES//,/ }; do case "$s" in s3|local) ;; *) echo "error: unknown source \`$s\` (s3, local)" >&2; exit 2 ;; esac; done
 for c in ${COMPRESSIONS//,/ }; do case "$c" in zst|xz) ;; *) echo "error: unknown compression \`$c\` (zst, xz)" >&2; exit 2 ;; esac; done
+case "$S3_SERVER" in moto|s3s) ;; *) echo "error: unknown S3 server \`$S3_SERVER\` (moto, s3s)" >&2; exit 2 ;; esac
 [ "$SMOKE" = 1 ] && REPEAT=1
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -85,14 +91,36 @@ while read -r a; do ln "$DATA/run/$a" "$DATA/run/$a.sha256sum" "$STAGING/$RUN-li
 while read -r a; do ln "$DATA/xz/$a" "$DATA/xz/$a.sha256sum" "$STAGING/$((RUN + 1))-linux/"; done <"$DATA/stage-xz.txt"
 
 wants_source() { [[ ",$SOURCES," == *",$1,"* ]]; }
-MOTO_PID=""
+# The S3 server's pid (its CPU is reported apart) and how to start it; both set
+# CAIRN_TEST_S3_ENDPOINT and the credentials.
+S3_PID=""
+start_s3_server() {
+  case "$S3_SERVER" in
+    moto) MOTO_PID=""; start_moto; S3_PID="$MOTO_PID" ;;
+    s3s)
+      export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+      mkdir -p "$T/s3s"
+      "$BENCH" s3-server --root "$T/s3s/data" --endpoint-file "$T/s3s/endpoint" >"$T/s3s.log" 2>&1 &
+      S3_PID=$!
+      for _ in $(seq 1 400); do
+        [ -s "$T/s3s/endpoint" ] && break
+        kill -0 "$S3_PID" 2>/dev/null || { cat "$T/s3s.log" >&2; die "the s3s server exited"; }
+        sleep 0.05
+      done
+      [ -s "$T/s3s/endpoint" ] || die "the s3s server did not listen within 20 s; see $T/s3s.log"
+      CAIRN_TEST_S3_ENDPOINT="$(cat "$T/s3s/endpoint")"
+      export CAIRN_TEST_S3_ENDPOINT
+      ;;
+  esac
+}
 cleanup() {
   [ -n "${DPID:-}" ] && { kill "$DPID" 2>/dev/null || true; wait "$DPID" 2>/dev/null || true; }
-  stop_moto
+  [ -n "$S3_PID" ] && { kill "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true; }
+  return 0
 }
 trap cleanup EXIT
 if wants_source s3; then
-  start_moto
+  start_s3_server
   log "uploading the stage's archives to $CAIRN_TEST_S3_ENDPOINT"
   "$PY" benches/baseline_fetch.py upload --endpoint "$CAIRN_TEST_S3_ENDPOINT" --bucket "$BUCKET" \
     --prefix "$RUN-linux" --list "$DATA/stage-zst.txt" "$DATA/run" >/dev/null
@@ -149,12 +177,12 @@ run_cairn() { # SOURCE COMP
   discard "$T/out"
   start_cairnd "$src"
   sync
-  local s0=0; [ -n "$MOTO_PID" ] && s0=$(cpu_of "$MOTO_PID")
+  local s0=0; [ -n "$S3_PID" ] && s0=$(cpu_of "$S3_PID")
   time_cmd "$T/time.txt" "$CAIRN" --daemon "unix:$T/run/d.sock" --quiet bootstrap --stage "$STAGE" \
     --family "$FAMILY" --run-id "$run" --topology "$TOPOLOGY" ${EXCLUDED:+--exclude-artifacts "$EXCLUDED"} \
     --build-dir "$T/out"
   local d; d=$(cpu_of "$DPID")
-  local s=0; [ -n "$MOTO_PID" ] && s=$(awk -v a="$(cpu_of "$MOTO_PID")" -v b="$s0" 'BEGIN { printf "%.2f", a - b }')
+  local s=0; [ -n "$S3_PID" ] && s=$(awk -v a="$(cpu_of "$S3_PID")" -v b="$s0" 'BEGIN { printf "%.2f", a - b }')
   stop_cairnd
   read -r wall user sys <"$T/time.txt"
   record "cairn_${src}_${comp}" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" "$d" "$s"
@@ -170,10 +198,10 @@ run_therock() { # SOURCE COMP
     local) from=(--local-staging-dir "$STAGING") ;;
   esac
   sync
-  local s0=0; [ -n "$MOTO_PID" ] && s0=$(cpu_of "$MOTO_PID")
+  local s0=0; [ -n "$S3_PID" ] && s0=$(cpu_of "$S3_PID")
   time_cmd "$T/time.txt" "$PY" benches/baseline_fetch.py fetch "${from[@]}" --prefix "$run-linux" \
     --names "$list" --output-dir "$T/out"
-  local s=0; [ -n "$MOTO_PID" ] && s=$(awk -v a="$(cpu_of "$MOTO_PID")" -v b="$s0" 'BEGIN { printf "%.2f", a - b }')
+  local s=0; [ -n "$S3_PID" ] && s=$(awk -v a="$(cpu_of "$S3_PID")" -v b="$s0" 'BEGIN { printf "%.2f", a - b }')
   read -r wall user sys <"$T/time.txt"
   record "therock_${src}_${comp}" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" 0 "$s"
 }
@@ -230,6 +258,7 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.0f MB", b/1e6 }'; }
   echo
   echo "Cold bootstrap vs TheRock's fetch — scale \`$SCALE\`, median of $REPEAT alternating samples, $PROFILE build, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $(df -T "$WORK" | awk 'NR==2 {print $2}')"
+  wants_source s3 && echo "S3 server: $S3_SERVER"
   echo "Stage \`$STAGE\` ($FAMILY): $(summary stage_archives) archives, $(summary stage_files) files, $(mb "$(summary stage_uncompressed)") content, $(mb "$(summary stage_zst)") zst, $(mb "$(summary stage_xz)") xz"
   echo
   echo "| Source, compression | TheRock wall | TheRock CPU-s | Cairn wall | Cairn CPU-s (client + cairnd) | Wall ratio (TheRock / Cairn) | CPU ratio | S3 server CPU-s (TheRock / Cairn) |"

@@ -2,6 +2,7 @@
 //! micro-benchmarks: generating a whole TheRock-shaped run at a [`Scale`], and materializing trees
 //! straight from a [`LocalStore`] (the warm-bootstrap path without the RPC hop).
 
+pub mod s3_server;
 pub mod trace;
 
 use std::fs;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use cairn_benches::s3_server::{S3ServerOptions, serve as serve_s3};
 use cairn_benches::{
     GenOptions, generate_run, ingest_all, load_topology, materialize_keys, read_list,
 };
@@ -121,6 +122,22 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         half_life: f64,
     },
+    /// Serve S3 over a directory on 127.0.0.1 (`cairn_benches::s3_server`) until killed; the
+    /// endpoint (`http://127.0.0.1:PORT`) is written to `--endpoint-file` once it listens.
+    S3Server {
+        /// Directory holding the buckets.
+        #[arg(long)]
+        root: PathBuf,
+        /// File the endpoint is written to.
+        #[arg(long)]
+        endpoint_file: PathBuf,
+        /// Access key requests are signed with.
+        #[arg(long, env = "AWS_ACCESS_KEY_ID")]
+        access_key: String,
+        /// Secret key requests are signed with.
+        #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+        secret_key: String,
+    },
     /// Materialize archives already in a store into `--dest` (bootstrap layout by default).
     Materialize {
         /// Store directory.
@@ -223,6 +240,20 @@ fn run(args: Args) -> Result<()> {
             seed,
             half_life,
         } => trace(&work, &quotas, seed, half_life)?,
+        Command::S3Server {
+            root,
+            endpoint_file,
+            access_key,
+            secret_key,
+        } => {
+            let opts = S3ServerOptions {
+                root,
+                endpoint_file,
+                access_key,
+                secret_key,
+            };
+            tokio::runtime::Runtime::new()?.block_on(serve_s3(&opts))?;
+        }
         Command::Ingest { store, archives } => {
             let store = cairn_benches::open_store(&store)?;
             let bytes = ingest_all(&store, &archives)?;
