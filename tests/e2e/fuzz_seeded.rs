@@ -176,6 +176,22 @@ fn fuzz_tar_ingest_seeded() {
         input.extend(m);
         tar_ingest(&input);
     }
+    // xz: mode 1 with its check, mode 4 without (an expected digest replaces it), so a damaged
+    // stream reaches the tar reader unchecked.
+    let xz = write_archive(
+        &ArtifactSpec::new("blas", "lib", "generic", 16 << 10, 2),
+        tmp.path(),
+        Compression::Xz,
+    )
+    .unwrap();
+    let xz = std::fs::read(&xz.path).unwrap();
+    for m in mutations(&xz, 100, &mut rng) {
+        for mode in [1u8, 4] {
+            let mut input = vec![mode];
+            input.extend(&m);
+            tar_ingest(&input);
+        }
+    }
     // The hostile corpus, through the same harness.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile");
     for e in std::fs::read_dir(fixtures).unwrap() {

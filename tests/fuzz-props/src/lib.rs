@@ -63,8 +63,10 @@ pub fn tree_manifest(data: &[u8]) {
 }
 
 /// The archive reader (`read_archive`, what ingest runs) never panics on any input and never hands
-/// the sink more bytes than a member declares. The first byte picks the framing: raw zstd (0) or
-/// xz (1) bytes, or (2) the rest compressed with zstd here so that mutations reach the tar headers.
+/// the sink more bytes than a member declares. The first byte picks the framing (modulo 3): raw zstd
+/// (0) or xz (1) bytes, or (2) the rest compressed with zstd here so that mutations reach the tar
+/// headers; and (`/ 3`, odd) whether an expected digest is given, with which xz skips its own check
+/// of the decoded bytes, so a corrupt stream then reaches the tar reader unchecked.
 #[cfg(feature = "daemon")]
 pub fn tar_ingest(data: &[u8]) {
     use std::io::Read;
@@ -101,5 +103,7 @@ pub fn tar_ingest(data: &[u8]) {
         );
         Ok(Blake3::of(&buf))
     };
-    let _ = read_archive(&bytes[..], compression, None, &limits, &mut sink);
+    // A digest that never matches: the reader decodes everything, then refuses the archive.
+    let expected = (mode / 3 % 2 == 1).then_some(cairn_fingerprint::Sha256([0; 32]));
+    let _ = read_archive(&bytes[..], compression, expected, &limits, &mut sink);
 }
