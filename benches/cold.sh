@@ -12,7 +12,7 @@
 #                  medium: ~0.9 GB in ~43k mostly small files, 3–4×); cached under --work
 # --repeat         samples per row (default 5); medians are reported
 # --smoke          CI mode: --repeat 1, debug build, never fails on timing
-# --sources        where the run is read from: s3 (moto over loopback), local (a local staging
+# --sources        where the run is read from: s3 (over loopback, see --s3-server), local (a local staging
 #                  directory, TheRock's THEROCK_LOCAL_STAGING_DIR) (default both)
 # --compressions   zst, xz (default both)
 # --s3-server      moto (the tests' S3 server; default) or s3s (`cairn-bench s3-server`, s3s-fs over
@@ -98,7 +98,7 @@ start_s3_server() {
   case "$S3_SERVER" in
     moto) MOTO_PID=""; start_moto; S3_PID="$MOTO_PID" ;;
     s3s)
-      export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+      export_test_s3_credentials
       mkdir -p "$T/s3s"
       "$BENCH" s3-server --root "$T/s3s/data" --endpoint-file "$T/s3s/endpoint" >"$T/s3s.log" 2>&1 &
       S3_PID=$!

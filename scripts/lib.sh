@@ -53,6 +53,11 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# The credentials every local S3 server of the tests and benches is signed with.
+export_test_s3_credentials() {
+  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+}
+
 # Start moto on 127.0.0.1:<free port> and export CAIRN_TEST_S3_ENDPOINT for the tests.
 start_moto() {
   local port; port=$(free_port)
@@ -60,7 +65,7 @@ start_moto() {
   "$CAIRN_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$CAIRN_CACHE_DIR/moto.log" 2>&1 &
   MOTO_PID=$!
   export CAIRN_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
-  export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+  export_test_s3_credentials
   for _ in $(seq 1 100); do
     if curl -fsS "$CAIRN_TEST_S3_ENDPOINT/moto-api/" >/dev/null 2>&1 || \
        python3 -c "import urllib.request,sys; urllib.request.urlopen('$CAIRN_TEST_S3_ENDPOINT/')" >/dev/null 2>&1; then
